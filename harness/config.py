@@ -1,0 +1,60 @@
+"""Run configuration: one dataclass behind `harness run`, the demo and the queue worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from harness.errors import UserError
+
+Scoring = Literal["generate", "loglik"]
+SCORINGS: tuple[str, ...] = ("generate", "loglik")
+
+
+def parse_model_args(text: str | None) -> dict[str, str]:
+    """'pretrained=/x,dtype=bfloat16' -> {'pretrained': '/x', 'dtype': 'bfloat16'}."""
+    args: dict[str, str] = {}
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--model-args: '{part}' is not key=value (example: pretrained=/path,dtype=bfloat16)")
+        args[key.strip()] = value.strip()
+    return args
+
+
+def format_model_args(args: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in args.items())
+
+
+@dataclass
+class RunConfig:
+    model: str
+    task: str
+    model_args: dict[str, str] = field(default_factory=dict)
+    data_root: Path | None = None
+    choices: Path | None = None
+    classnames: Path | None = None
+    scoring: Scoring = "generate"
+    variant: str = "k4"
+    limit: int | None = None
+    batch_size: int = 1
+    seed: int = 0
+    output_dir: Path | None = None
+    skip_missing: bool = False
+    num_processes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.scoring not in SCORINGS:
+            raise UserError(f"--scoring must be one of {', '.join(SCORINGS)}, got '{self.scoring}'")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit must be a positive number of questions, got {self.limit}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        for name in ("data_root", "choices", "classnames", "output_dir"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, Path(value).expanduser())

@@ -1,0 +1,88 @@
+"""The results contract: the summary file every `harness run` writes, and what the leaderboard reads.
+
+One `RunSummary` per (model, task, scoring) run, stored as `summary.json` in the run folder next to
+lmms-eval's own results and per-sample files. Accuracies are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+SCHEMA_VERSION = 1
+SUMMARY_FILE = "summary.json"
+
+
+class Confusion(TypedDict):
+    true: str
+    predicted: str
+    count: int
+
+
+class Provenance(TypedDict):
+    harness_version: str
+    git_commit: str | None
+    packages: dict[str, str]
+    python: str
+    platform: str
+    command: list[str]
+    device: str
+
+
+class RunSummary(TypedDict):
+    schema_version: int
+    run_id: str
+    created: str  # ISO 8601, UTC
+    model: str  # harness registry name, e.g. "idefics2"
+    model_args: dict[str, str]
+    pretrained: str  # local path or hub id actually loaded
+    model_revision: str | None  # hub commit / revision, or a content hash of a local folder
+    task: str  # harness task key, e.g. "bird200"
+    lmms_task: str  # lmms-eval task name, e.g. "fgvr_bird200_gen"
+    task_version: str
+    variant: str  # e.g. "k4"
+    scoring: Literal["generate", "loglik"]
+    seed: int
+    option_source: str  # "choice_file", "random", "clip:<model>"
+    option_source_detail: dict[str, Any]
+    limit: int | None
+    n: int
+    accuracy: float
+    accuracy_ci95: tuple[float, float]
+    robust_accuracy: float | None  # generation only: lenient answer parser
+    unparseable: int
+    errors: int
+    per_class_accuracy: dict[str, float]
+    confusions: list[Confusion]
+    results_file: str  # lmms-eval's aggregated results JSON
+    samples_file: str  # lmms-eval's per-sample JSONL
+    provenance: Provenance
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON so that readers never see a half-written file (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_summary(path: Path) -> RunSummary:
+    """Read a summary file (the file itself or its run folder) and check its schema version."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SUMMARY_FILE
+    data = json.loads(path.read_text())
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {version!r}, expected {SCHEMA_VERSION}")
+    return data

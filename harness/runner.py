@@ -1,0 +1,218 @@
+"""The run driver: data -> prepared task -> lmms-eval simple_evaluate -> results files -> summary.
+
+`run_evaluation` is what `harness run`, `harness demo` and the queue worker call. It raises
+`UserError` for bad input (checked before any model is loaded) and `EvaluationFailed` when the
+evaluation itself does not produce a complete result; it never reports a partial run as a success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import provenance
+from harness.config import RunConfig, format_model_args
+from harness.errors import EvaluationFailed, UserError
+from harness.metrics import Outcome, summarise
+from harness.paths import runs_root
+from harness.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary, write_json_atomic
+from models.registry import ModelSpec, get_model_spec
+from tasks.prepare import OptionPlan, PreparedTask, prepare_task
+from tasks.registry import TaskSpec, get_task
+from tasks.scoring import loglik_choice, option_letters, paper_letter, robust_letter
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything resolved from a RunConfig before the model is loaded."""
+
+    config: RunConfig
+    model: ModelSpec
+    task: TaskSpec
+    prepared: PreparedTask
+    pretrained: str
+    run_dir: Path
+
+    @property
+    def lmms_task(self) -> str:
+        return self.prepared.lmms_task_name(self.config.scoring)
+
+
+def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
+    """The checkpoint to load; a hub id must already be cached when the hub is unreachable."""
+    pretrained = model_args.get("pretrained") or model.hub_id
+    if Path(pretrained).expanduser().exists():
+        if not Path(pretrained).expanduser().is_dir():
+            raise UserError(f"pretrained={pretrained} is a file; pass the checkpoint folder (with config.json)")
+        return str(Path(pretrained).expanduser().resolve())
+    if pretrained.startswith(("/", ".", "~")):
+        raise UserError(f"pretrained={pretrained}: no such folder")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        from huggingface_hub import try_to_load_from_cache
+
+        from models.base import hub_unavailable_message
+
+        if not isinstance(try_to_load_from_cache(pretrained, "config.json", revision=model_args.get("revision")), str):
+            raise UserError(hub_unavailable_message(pretrained))
+    return pretrained
+
+
+def read_split(task: TaskSpec, config: RunConfig):
+    if config.data_root is None:
+        raise UserError(f"--data-root is required: the folder holding the {task.dataset} test set")
+    if not config.data_root.exists():
+        raise UserError(f"--data-root {config.data_root} does not exist")
+    kwargs: dict[str, Any] = {"skip_missing": config.skip_missing}
+    if config.classnames is not None:
+        kwargs["classnames"] = config.classnames
+    return task.load_reader()(config.data_root, **kwargs)
+
+
+def option_plan(config: RunConfig) -> OptionPlan:
+    if config.choices is not None:
+        if not config.choices.is_file():
+            raise UserError(f"--choices {config.choices} does not exist")
+        return OptionPlan("choice_file", choice_file=config.choices)
+    if config.variant == "all":
+        return OptionPlan("all_classes")
+    if config.variant.startswith("k") and config.variant[1:].isdigit():
+        return OptionPlan("random", k=int(config.variant[1:]))
+    raise UserError(f"--variant {config.variant}: expected kN (e.g. k4) or all")
+
+
+def plan_run(config: RunConfig) -> RunPlan:
+    model = get_model_spec(config.model)
+    task = get_task(config.task)
+    pretrained = check_pretrained(model, config.model_args)
+    plan = option_plan(config)
+    split = read_split(task, config)
+    prepared = prepare_task(task, split, plan, seed=config.seed)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    run_name = f"{model.name}__{task.key}-{prepared.variant}__{config.scoring}__{stamp}-{uuid.uuid4().hex[:6]}"
+    run_dir = (config.output_dir or runs_root()) / run_name
+    return RunPlan(config, model, task, prepared, pretrained, run_dir)
+
+
+def evaluate(plan: RunPlan, datetime_str: str) -> tuple[dict, list[dict]]:
+    """Run lmms-eval on the prepared task; returns (results, samples of our task)."""
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    config = plan.config
+    model_args = {**config.model_args, "pretrained": plan.pretrained}
+    manager = TaskManager(include_path=str(plan.prepared.lmms_dir), include_defaults=False)
+    try:
+        results = simple_evaluate(
+            model=plan.model.lmms_name,
+            model_args=format_model_args(model_args),
+            tasks=[plan.lmms_task],
+            batch_size=config.batch_size,
+            limit=config.limit,
+            task_manager=manager,
+            log_samples=True,
+            bootstrap_iters=0,
+            random_seed=config.seed,
+            numpy_random_seed=config.seed,
+            torch_random_seed=config.seed,
+            fewshot_random_seed=config.seed,
+            datetime_str=datetime_str,
+            process_docs_parallel=1,
+        )
+    except UserError:
+        raise
+    except Exception as error:
+        raise EvaluationFailed(f"lmms-eval failed on {plan.lmms_task}: {type(error).__name__}: {error}") from error
+    if not results or plan.lmms_task not in results.get("results", {}):
+        raise EvaluationFailed(f"lmms-eval returned no result for {plan.lmms_task}")
+    samples = results.pop("samples", {}).get(plan.lmms_task, [])
+    expected = min(plan.prepared.n_questions, config.limit or plan.prepared.n_questions)
+    if len(samples) != expected:
+        raise EvaluationFailed(f"{plan.lmms_task}: {len(samples)} answered questions, expected {expected}")
+    return results, samples
+
+
+def outcomes_from_samples(samples: list[dict], questions, scoring: str) -> list[Outcome]:
+    """Re-derive every answer from the raw model responses, joined to the prepared questions."""
+    outcomes = []
+    for sample in sorted(samples, key=lambda s: s["doc_id"]):
+        question = questions[int(sample["doc_id"])]
+        options = question["options"]
+        truth = options[question["answer_index"]]
+        if scoring == "loglik":
+            nlls = [float(resp[0][0] if isinstance(resp[0], (list, tuple)) else resp[0]) for resp in sample["resps"]]
+            outcomes.append(Outcome(truth, options[loglik_choice(nlls)]))
+            continue
+        answer = sample["resps"][0][0] if isinstance(sample["resps"][0], list) else sample["resps"][0]
+        letters = option_letters(len(options))
+        strict, lenient = paper_letter(answer, len(options)), robust_letter(answer, options)
+        predicted = options[letters.index(strict)] if strict else None
+        outcomes.append(Outcome(truth, predicted, robust_correct=lenient == letters[question["answer_index"]]))
+    return outcomes
+
+
+def write_lmms_files(run_dir: Path, results: dict, samples: list[dict], task_name: str, date_id: str) -> tuple[Path, Path]:
+    """lmms-eval's own files, in its naming: <date>_results.json and <date>_samples_<task>.jsonl."""
+    from lmms_eval.utils import handle_non_serializable
+
+    results_file = run_dir / f"{date_id}_results.json"
+    samples_file = run_dir / f"{date_id}_samples_{task_name}.jsonl"
+    write_json_atomic(results_file, json.loads(json.dumps(results, default=handle_non_serializable)))
+    tmp = samples_file.with_name(f".{samples_file.name}.tmp")
+    with open(tmp, "w") as handle:
+        for sample in samples:
+            handle.write(json.dumps(sample, default=handle_non_serializable) + "\n")
+    os.replace(tmp, samples_file)
+    return results_file, samples_file
+
+
+def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> RunSummary:
+    plan = plan_run(config)
+    now = datetime.now(UTC)
+    date_id = now.strftime("%Y-%m-%dT%H-%M-%S")
+    results, samples = evaluate(plan, datetime_str=now.strftime("%Y%m%d_%H%M%S"))
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    results_file, samples_file = write_lmms_files(plan.run_dir, results, samples, plan.lmms_task, date_id)
+
+    questions = plan.prepared.load().remove_columns("image")
+    metrics = summarise(outcomes_from_samples(samples, questions, config.scoring), seed=config.seed)
+    meta = plan.prepared.meta
+    summary: RunSummary = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": plan.run_dir.name,
+        "created": now.isoformat(timespec="seconds"),
+        "model": plan.model.name,
+        "model_args": {**config.model_args, "pretrained": plan.pretrained},
+        "pretrained": plan.pretrained,
+        "model_revision": provenance.model_revision(plan.pretrained, config.model_args.get("revision")),
+        "task": plan.task.key,
+        "lmms_task": plan.lmms_task,
+        "task_version": meta["task_version"],
+        "variant": plan.prepared.variant,
+        "scoring": config.scoring,
+        "seed": config.seed,
+        "option_source": meta["option_source"],
+        "option_source_detail": {
+            "choice_file": meta.get("choice_file"),
+            "choice_file_sha256": meta.get("choice_file_sha256"),
+            "k": meta["k"],
+            "prepared": str(plan.prepared.path),
+            "fingerprint": meta["fingerprint"],
+            "data_root": meta["source_root"],
+            "source_format": meta["source_format"],
+            "skipped_images": len(meta.get("skipped", [])),
+        },
+        "limit": config.limit,
+        **metrics,
+        "errors": int(round(results["results"][plan.lmms_task].get("errors,none", 0) * len(samples))),
+        "results_file": str(results_file),
+        "samples_file": str(samples_file),
+        "provenance": provenance.collect(command or sys.argv, device=config.model_args.get("device", "auto")),
+    }
+    write_json_atomic(plan.run_dir / SUMMARY_FILE, summary)
+    return summary

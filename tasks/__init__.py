@@ -1,0 +1,1 @@
+"""FGVR tasks: dataset readers, option building, question preparation and lmms-eval task templates."""

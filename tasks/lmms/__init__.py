@@ -1,0 +1,1 @@
+"""lmms-eval task templates (YAML) and the hooks they call."""

@@ -1,0 +1,43 @@
+"""Shared fixtures: everything offline, a private HARNESS_HOME, one tiny Idefics2 and one small CUB per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def harness_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("harness-home")
+    os.environ["HARNESS_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_idefics2(tmp_path_factory) -> Path:
+    from harness.synthetic.tiny_models import build_tiny_model
+
+    return build_tiny_model("idefics2", tmp_path_factory.mktemp("models") / "tiny-idefics2", seed=0)
+
+
+@pytest.fixture(scope="session")
+def cub_root(tmp_path_factory) -> Path:
+    from harness.synthetic.datasets import make_cub
+
+    return make_cub(tmp_path_factory.mktemp("data") / "cub", n_classes=5, per_class_test=2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def cub_choices(cub_root, tmp_path_factory) -> Path:
+    from harness.synthetic.datasets import make_choice_file
+
+    return make_choice_file("bird200", cub_root, tmp_path_factory.mktemp("choices") / "bird-200.json", k=4, seed=0)

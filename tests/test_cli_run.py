@@ -1,0 +1,126 @@
+"""`harness run` end to end on the tiny Idefics2 and a synthetic CUB layout, and every user error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.cli import main
+
+
+def _run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _base(tiny, cub, choices, scoring: str, *extra: str) -> list[str]:
+    return ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny},dtype=float32,device=cpu",
+            "--data-root", str(cub), "--choices", str(choices), "--scoring", scoring, "--json", "--no-record", *extra]
+
+
+def _n_choice_questions(choices) -> int:
+    return sum(len(entries) for entries in json.loads(choices.read_text()).values())
+
+
+@pytest.mark.parametrize("scoring", ["generate", "loglik"])
+def test_run_end_to_end(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices, scoring):
+    code, out, err = _run(capsys, *_base(tiny_idefics2, cub_root, cub_choices, scoring, "--output-dir", str(tmp_path), "--batch-size", "2"))
+    assert code == 0, err
+    line = json.loads(out.strip().splitlines()[-1])
+    assert line["model"] == "idefics2" and line["task"] == "bird200" and line["scoring"] == scoring
+    assert line["n"] == _n_choice_questions(cub_choices)
+    assert 0.0 <= line["accuracy"] <= 1.0
+    summary = json.loads(open(line["summary_file"]).read())
+    assert summary["option_source"] == "choice_file"
+    assert summary["provenance"]["packages"]["lmms_eval"]
+    assert summary["task_version"] and summary["model_revision"].startswith("local-sha256:")
+    assert sum(1 for _ in open(line["samples_file"])) == line["n"]
+    results = json.loads(open(line["results_file"]).read())
+    assert f"fgvr_bird200_{'gen' if scoring == 'generate' else 'loglik'}" in results["results"]
+    assert "accuracy" in out  # the readable table
+
+
+def test_loglik_is_reproducible_with_the_same_seed(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices):
+    lines = []
+    for attempt in range(2):
+        code, out, err = _run(capsys, *_base(tiny_idefics2, cub_root, cub_choices, "loglik", "--output-dir", str(tmp_path / str(attempt)), "--seed", "3"))
+        assert code == 0, err
+        lines.append(json.loads(out.strip().splitlines()[-1]))
+    samples = [[json.loads(row)["resps"] for row in open(line["samples_file"])] for line in lines]
+    assert samples[0] == samples[1]
+    assert lines[0]["accuracy"] == lines[1]["accuracy"]
+
+
+def test_random_negatives_without_a_choice_file(capsys, tmp_path, tiny_idefics2, cub_root):
+    args = ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny_idefics2}",
+            "--data-root", str(cub_root), "--scoring", "loglik", "--limit", "3", "--json", "--no-record", "--output-dir", str(tmp_path)]
+    code, out, err = _run(capsys, *args)
+    assert code == 0, err
+    line = json.loads(out.strip().splitlines()[-1])
+    assert line["n"] == 3 and line["option_source"] == "random"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("--model", "idefics"), "unknown model 'idefics'. Did you mean 'idefics2'?"),
+        (("--task", "bird20"), "unknown task 'bird20'. Did you mean 'bird200'?"),
+        (("--data-root", "/no/such/CUB_200_2011"), "--data-root /no/such/CUB_200_2011 does not exist"),
+        (("--model-args", "pretrained=SomeOrg/not-cached-model"), "'SomeOrg/not-cached-model' are not available offline"),
+        (("--model-args", "pretrained"), "'pretrained' is not key=value"),
+        (("--choices", "/no/such/choices.json"), "--choices /no/such/choices.json does not exist"),
+    ],
+)
+def test_user_errors_exit_2_with_a_clear_message(capsys, tiny_idefics2, cub_root, cub_choices, change, message):
+    args = _base(tiny_idefics2, cub_root, cub_choices, "generate")
+    flag, value = change
+    args[args.index(flag) + 1] = value
+    code, _, err = _run(capsys, *args)
+    assert code == 2
+    assert message in err
+
+
+def test_hub_error_names_pretrained(capsys, tiny_idefics2, cub_root, cub_choices):
+    args = _base(tiny_idefics2, cub_root, cub_choices, "generate")
+    args[args.index("--model-args") + 1] = "dtype=float32"  # default hub id, not cached here
+    code, _, err = _run(capsys, *args)
+    assert code == 2
+    assert "HuggingFaceM4/idefics2-8b" in err and "pretrained=" in err
+
+
+def test_malformed_choice_file_names_the_entry(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices):
+    data = json.loads(cub_choices.read_text())
+    first_class = next(iter(data))
+    data[first_class][1]["options"] = "not a list"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    code, _, err = _run(capsys, *_base(tiny_idefics2, cub_root, bad, "generate"))
+    assert code == 2
+    assert "bad.json" in err and first_class in err and "entry 1" in err.replace("entry #1", "entry 1")
+
+
+def test_model_crash_is_an_evaluation_failure(capsys, monkeypatch, tmp_path, tiny_idefics2, cub_root, cub_choices):
+    from models.idefics2 import Idefics2FGVR
+
+    def crash(self, batch):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(Idefics2FGVR, "generate_batch", crash)
+    code, out, err = _run(capsys, *_base(tiny_idefics2, cub_root, cub_choices, "generate", "--output-dir", str(tmp_path)))
+    assert code == 1
+    assert "device-side assert" in err
+    assert not list(tmp_path.glob("*/summary.json"))
+
+
+def test_corrupt_checkpoint_is_reported(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for file in tiny_idefics2.iterdir():
+        if file.is_file() and file.suffix != ".safetensors":
+            (broken / file.name).write_bytes(file.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    code, _, err = _run(capsys, *_base(broken, cub_root, cub_choices, "generate"))
+    assert code != 0
+    assert "broken" in err
