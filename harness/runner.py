@@ -78,7 +78,7 @@ def option_plan(config: RunConfig) -> OptionPlan:
     if config.choices is not None:
         if not config.choices.is_file():
             raise UserError(f"--choices {config.choices} does not exist")
-        return OptionPlan("choice_file", choice_file=config.choices)
+        return OptionPlan("choice_file", choice_file=config.choices, skip_missing=config.skip_missing)
     if config.variant == "all":
         return OptionPlan("all_classes")
     if config.variant.startswith("k") and config.variant[1:].isdigit():

@@ -57,10 +57,10 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     task, _, split = _read(args)
     options = {}
     if args.choices is not None:
-        from tasks.choices import matched_options, read_choice_file
+        from tasks.choices import match_choices, read_choice_file
 
-        for item, names, _ in matched_options(read_choice_file(args.choices), split, args.choices):
-            options[item.key] = list(names)
+        for matched in match_choices(read_choice_file(args.choices), split, skip_missing=args.skip_missing).matched:
+            options[matched.item.key] = list(matched.entry.options)
     info = {
         "task": task.key,
         "format": split.format,

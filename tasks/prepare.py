@@ -84,6 +84,7 @@ class OptionPlan:
     source: str  # "choice_file" | "random" | "all_classes"
     k: int | None = None
     choice_file: Path | None = None
+    skip_missing: bool = False  # choice-file entries that cannot be placed are skipped and listed
 
     @property
     def variant(self) -> str:
@@ -112,20 +113,23 @@ def fingerprint(spec: TaskSpec, split: DatasetSplit, plan: OptionPlan, seed: int
         "option_source": plan.source,
         "k": plan.k,
         "choice_file": _sha256_file(plan.choice_file) if plan.choice_file else None,
+        "skip_missing": plan.skip_missing,
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def build_questions(split: DatasetSplit, plan: OptionPlan, seed: int) -> list[option_builders.Question]:
+def build_questions(split: DatasetSplit, plan: OptionPlan, seed: int) -> tuple[list[option_builders.Question], list[str]]:
+    """The questions, and a description of every choice-file entry that was skipped."""
     if plan.source == "choice_file":
-        from tasks.choices import matched_options, read_choice_file
+        from tasks.choices import match_choices, read_choice_file
 
-        entries = read_choice_file(plan.choice_file)
-        return option_builders.fixed_option_questions(matched_options(entries, split, plan.choice_file), seed)
+        match = match_choices(read_choice_file(plan.choice_file), split, skip_missing=plan.skip_missing)
+        triples = [(m.item, m.entry.options, m.option_labels) for m in match.matched]
+        return option_builders.fixed_option_questions(triples, seed), match.unmapped + match.ambiguous + match.mislabelled
     if plan.source == "all_classes":
-        return option_builders.all_class_questions(split, seed)
-    return option_builders.random_negative_questions(split, plan.k or 4, seed)
+        return option_builders.all_class_questions(split, seed), []
+    return option_builders.random_negative_questions(split, plan.k or 4, seed), []
 
 
 def _records(spec: TaskSpec, split: DatasetSplit, questions: list[option_builders.Question]):
@@ -175,7 +179,7 @@ def prepare_task(
     if (final / META_FILE).is_file() and not force:
         return PreparedTask(spec, plan.variant, final, json.loads((final / META_FILE).read_text()))
 
-    questions = build_questions(split, plan, seed)
+    questions, skipped_entries = build_questions(split, plan, seed)
     if not questions:
         raise UserError(f"no questions could be built for {spec.key} from {split.root}")
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +199,7 @@ def prepare_task(
             "n_classes": split.n_classes,
             "n_questions": len(questions),
             "skipped": split.skipped,
+            "skipped_choice_entries": skipped_entries,
             "option_source": plan.source,
             "k": len(questions[0].options),
             "choice_file": str(plan.choice_file) if plan.choice_file else None,
