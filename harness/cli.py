@@ -25,8 +25,15 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", type=Path, help="the dataset folder in its original layout")
     parser.add_argument("--choices", type=Path, help="a FOCI/Finedefics choice file: {class: [{image, options, groundtruth}]}")
     parser.add_argument("--classnames", type=Path, help="class names, one per line in label order (Flowers-102)")
-    parser.add_argument("--scoring", choices=SCORINGS, default="generate", help="generate an answer letter, or score each option's log-likelihood")
-    parser.add_argument("--variant", default="k4", help="without --choices: kN seeded random options per question, or 'all' classes")
+    parser.add_argument("--scoring", choices=SCORINGS, default="generate", help="generate an answer letter; or score each option letter's (loglik) or name's (loglik_name) log-likelihood")
+    parser.add_argument("--variant", default="k4", help="without --choices: kN options per question (label-set size), "
+                        "'all' classes, or 'open' (open-world: no options, the model names the class)")
+    parser.add_argument("--options", choices=("random", "clip"), default="random",
+                        help="without --choices: seeded random negatives, or CLIP hard negatives as the paper mined them")
+    parser.add_argument("--clip-model", help="CLIP for --options clip: open_clip:ARCH:PRETRAINED (default "
+                        "open_clip:ViT-L-14:laion2b_s32b_b82k) or hf:HUB_ID_OR_PATH")
+    parser.add_argument("--circular", action="store_true", help="ask each question once per rotation of its options; "
+                        "correct only if every rotation is")
     parser.add_argument("--limit", type=int, help="evaluate only the first N questions")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="seeds option order, random negatives and lmms-eval")
@@ -45,6 +52,9 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
         classnames=args.classnames,
         scoring=args.scoring,
         variant=args.variant,
+        options=args.options,
+        clip_model=args.clip_model,
+        circular=args.circular,
         limit=args.limit,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -63,14 +73,15 @@ def summary_line(summary: dict) -> dict:
 
 
 def format_table(summaries: Sequence[dict]) -> str:
-    header = f"{'model':<14} {'task':<12} {'scoring':<9} {'n':>6} {'accuracy':>9} {'95% CI':>15} {'robust':>7} {'unparseable':>11}"
+    header = f"{'model':<14} {'task':<12} {'scoring':<11} {'n':>6} {'accuracy':>9} {'95% CI':>15} {'robust':>7} {'unparseable':>11}"
     lines = [header, "-" * len(header)]
     for s in summaries:
         low, high = s["accuracy_ci95"]
         robust = "-" if s.get("robust_accuracy") is None else f"{100 * s['robust_accuracy']:.2f}"
         unparseable = s["unparseable"] if s["scoring"] == "generate" else "-"
+        task = s["task"] if s.get("variant", "k4") == "k4" else f"{s['task']}/{s['variant']}"
         lines.append(
-            f"{s['model']:<14} {s['task']:<12} {s['scoring']:<9} {s['n']:>6} {100 * s['accuracy']:>8.2f}% "
+            f"{s['model']:<14} {task:<12} {s['scoring']:<11} {s['n']:>6} {100 * s['accuracy']:>8.2f}% "
             f"{f'[{100 * low:.1f}, {100 * high:.1f}]':>15} {robust:>7} {unparseable:>11}"
         )
     return "\n".join(lines)

@@ -8,8 +8,9 @@ from typing import Literal
 
 from harness.errors import UserError
 
-Scoring = Literal["generate", "loglik"]
-SCORINGS: tuple[str, ...] = ("generate", "loglik")
+Scoring = Literal["generate", "loglik", "loglik_name"]
+SCORINGS: tuple[str, ...] = ("generate", "loglik", "loglik_name")
+OPTION_SOURCES: tuple[str, ...] = ("random", "clip")
 
 
 def parse_model_args(text: str | None) -> dict[str, str]:
@@ -39,7 +40,10 @@ class RunConfig:
     choices: Path | None = None
     classnames: Path | None = None
     scoring: Scoring = "generate"
-    variant: str = "k4"
+    variant: str = "k4"  # kN, "all" or "open" (open-world); ignored with a choice file
+    options: str = "random"  # without a choice file: "random" negatives or "clip" hard negatives
+    clip_model: str | None = None  # open_clip:ARCH:PRETRAINED or hf:ID_OR_PATH
+    circular: bool = False
     limit: int | None = None
     batch_size: int = 1
     seed: int = 0
@@ -50,6 +54,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
             raise UserError(f"--scoring must be one of {', '.join(SCORINGS)}, got '{self.scoring}'")
+        if self.options not in OPTION_SOURCES:
+            raise UserError(f"--options must be one of {', '.join(OPTION_SOURCES)}, got '{self.options}'")
+        if self.variant == "open" and self.scoring != "generate":
+            raise UserError("the open-world variant has no options to score: use --scoring generate")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be a positive number of questions, got {self.limit}")
         if self.batch_size < 1:

@@ -25,7 +25,7 @@ from harness.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary, write_json
 from models.registry import ModelSpec, get_model_spec
 from tasks.prepare import OptionPlan, PreparedTask, prepare_task
 from tasks.registry import TaskSpec, get_task
-from tasks.scoring import loglik_choice, option_letters, paper_letter, robust_letter
+from tasks.scoring import loglik_choice, open_world_class, option_letters, paper_letter, robust_letter
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,12 @@ def option_plan(config: RunConfig) -> OptionPlan:
     if config.choices is not None:
         if not config.choices.is_file():
             raise UserError(f"--choices {config.choices} does not exist")
-        return OptionPlan("choice_file", choice_file=config.choices, skip_missing=config.skip_missing)
-    if config.variant == "all":
-        return OptionPlan("all_classes")
+        return OptionPlan("choice_file", choice_file=config.choices, circular=config.circular, skip_missing=config.skip_missing)
+    if config.variant in ("all", "open"):
+        return OptionPlan({"all": "all_classes", "open": "open"}[config.variant], circular=config.circular)
     if config.variant.startswith("k") and config.variant[1:].isdigit():
-        return OptionPlan("random", k=int(config.variant[1:]))
-    raise UserError(f"--variant {config.variant}: expected kN (e.g. k4) or all")
+        return OptionPlan(config.options, k=int(config.variant[1:]), clip_model=config.clip_model, circular=config.circular)
+    raise UserError(f"--variant {config.variant}: expected kN (e.g. k4, k20), all, or open")
 
 
 def plan_run(config: RunConfig) -> RunPlan:
@@ -107,13 +107,15 @@ def evaluate(plan: RunPlan, datetime_str: str) -> tuple[dict, list[dict]]:
     config = plan.config
     model_args = {**config.model_args, "pretrained": plan.pretrained}
     manager = TaskManager(include_path=str(plan.prepared.lmms_dir), include_defaults=False)
+    rows_per_question = plan.prepared.n_rows // plan.prepared.n_questions
+    limit = config.limit * rows_per_question if config.limit else None  # whole questions, all rotations
     try:
         results = simple_evaluate(
             model=plan.model.lmms_name,
             model_args=format_model_args(model_args),
             tasks=[plan.lmms_task],
             batch_size=config.batch_size,
-            limit=config.limit,
+            limit=limit,
             task_manager=manager,
             log_samples=True,
             bootstrap_iters=0,
@@ -131,28 +133,55 @@ def evaluate(plan: RunPlan, datetime_str: str) -> tuple[dict, list[dict]]:
     if not results or plan.lmms_task not in results.get("results", {}):
         raise EvaluationFailed(f"lmms-eval returned no result for {plan.lmms_task}")
     samples = results.pop("samples", {}).get(plan.lmms_task, [])
-    expected = min(plan.prepared.n_questions, config.limit or plan.prepared.n_questions)
+    expected = min(plan.prepared.n_rows, limit or plan.prepared.n_rows)
     if len(samples) != expected:
         raise EvaluationFailed(f"{plan.lmms_task}: {len(samples)} answered questions, expected {expected}")
     return results, samples
 
 
+def _first_response(sample: dict):
+    response = sample["resps"][0]
+    return response[0] if isinstance(response, list) else response
+
+
+def answer_outcome(question: dict, sample: dict, scoring: str) -> Outcome:
+    """What the model answered to one prepared row, re-derived from its raw responses."""
+    truth = question["class_name"]
+    options = question["options"]
+    if not options:  # open-world: the model named a class
+        named = open_world_class(_first_response(sample) or "", question["class_names"])
+        return Outcome(truth, None if named is None else question["class_names"][named])
+    if scoring in ("loglik", "loglik_name"):
+        nlls = [float(r[0][0] if isinstance(r[0], (list, tuple)) else r[0]) for r in sample["resps"]]
+        return Outcome(truth, options[loglik_choice(nlls)])
+    answer = _first_response(sample)
+    letters = option_letters(len(options))
+    strict, lenient = paper_letter(answer, len(options)), robust_letter(answer, options)
+    return Outcome(
+        truth,
+        options[letters.index(strict)] if strict else None,
+        robust_correct=lenient == letters[question["answer_index"]],
+    )
+
+
 def outcomes_from_samples(samples: list[dict], questions, scoring: str) -> list[Outcome]:
-    """Re-derive every answer from the raw model responses, joined to the prepared questions."""
-    outcomes = []
+    """One outcome per question. In circular evaluation a question (all rows sharing `group`) counts
+    as correct only if every rotation is; otherwise it carries the first wrong answer."""
+    by_group: dict[int, list[Outcome]] = {}
     for sample in sorted(samples, key=lambda s: s["doc_id"]):
         question = questions[int(sample["doc_id"])]
-        options = question["options"]
-        truth = options[question["answer_index"]]
-        if scoring == "loglik":
-            nlls = [float(resp[0][0] if isinstance(resp[0], (list, tuple)) else resp[0]) for resp in sample["resps"]]
-            outcomes.append(Outcome(truth, options[loglik_choice(nlls)]))
-            continue
-        answer = sample["resps"][0][0] if isinstance(sample["resps"][0], list) else sample["resps"][0]
-        letters = option_letters(len(options))
-        strict, lenient = paper_letter(answer, len(options)), robust_letter(answer, options)
-        predicted = options[letters.index(strict)] if strict else None
-        outcomes.append(Outcome(truth, predicted, robust_correct=lenient == letters[question["answer_index"]]))
+        by_group.setdefault(int(question["group"]), []).append(answer_outcome(question, sample, scoring))
+    outcomes = []
+    for rows in by_group.values():
+        wrong = next((o for o in rows if not o.correct), None)
+        robust = [o.robust_correct for o in rows]
+        outcomes.append(
+            Outcome(
+                rows[0].true_class,
+                rows[0].true_class if wrong is None else wrong.predicted_class,
+                robust_correct=None if None in robust else all(robust),
+            )
+        )
     return outcomes
 
 
@@ -206,6 +235,9 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
             "data_root": meta["source_root"],
             "source_format": meta["source_format"],
             "skipped_images": len(meta.get("skipped", [])),
+            "skipped_choice_entries": len(meta.get("skipped_choice_entries", [])),
+            "clip_model": meta.get("clip_model"),
+            "circular": meta.get("circular", False),
         },
         "limit": config.limit,
         **metrics,

@@ -32,7 +32,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from tasks.prepare import prepare_task
 
     task, config, split = _read(args)
-    config.choices, config.variant = args.choices, args.variant
+    config.choices, config.variant, config.circular = args.choices, args.variant, args.circular
+    config.options, config.clip_model = args.options, args.clip_model
     prepared = prepare_task(task, split, option_plan(config), seed=args.seed, force=args.force)
     info = {
         "task": task.key,
@@ -40,7 +41,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         "n_questions": prepared.n_questions,
         "path": str(prepared.path),
         "include_path": str(prepared.lmms_dir),
-        "lmms_tasks": {scoring: prepared.lmms_task_name(scoring) for scoring in ("generate", "loglik")},
+        "lmms_tasks": {p.stem.rsplit("_", 1)[-1]: p.stem for p in sorted(prepared.lmms_dir.glob("*.yaml"))},
         "option_source": prepared.meta["option_source"],
         "skipped": len(prepared.meta.get("skipped", [])),
     }
@@ -48,8 +49,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         print(json.dumps(info))
     else:
         print(f"prepared {info['n_questions']} {task.key} questions ({info['option_source']}) in {info['path']}")
-        print(f"lmms-eval: --include_path {info['include_path']} --tasks {info['lmms_tasks']['generate']} "
-              f"(or {info['lmms_tasks']['loglik']})")
+        print(f"lmms-eval: --include_path {info['include_path']} --tasks {'|'.join(info['lmms_tasks'].values())}")
     return 0
 
 
@@ -93,7 +93,10 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     prepare = sub.add_parser("prepare", help="build (or reuse) the prepared question set of a task")
     _add_source_arguments(prepare)
-    prepare.add_argument("--variant", default="k4", help="without --choices: kN random options, or 'all'")
+    prepare.add_argument("--variant", default="k4", help="without --choices: kN options, 'all' classes, or 'open'")
+    prepare.add_argument("--options", choices=("random", "clip"), default="random", help="random or CLIP hard negatives")
+    prepare.add_argument("--clip-model", help="open_clip:ARCH:PRETRAINED or hf:HUB_ID_OR_PATH")
+    prepare.add_argument("--circular", action="store_true", help="one row per rotation of the options")
     prepare.add_argument("--seed", type=int, default=0)
     prepare.add_argument("--force", action="store_true", help="rebuild even when a cached copy exists")
     prepare.set_defaults(func=cmd_prepare)

@@ -63,3 +63,21 @@ def fixed_option_questions(
 ) -> list[Question]:
     """Questions whose option names and labels come from elsewhere (a choice file, a CLIP miner)."""
     return [order_options(item, names, labels, seed) for item, names, labels in matched]
+
+
+def rotations(question: Question) -> list[Question]:
+    """The question asked once per rotation of its options (circular evaluation)."""
+    k = len(question.options)
+    rotated = []
+    for shift in range(k):
+        order = [(i + shift) % k for i in range(k)]
+        labels = tuple(question.option_labels[i] for i in order)
+        rotated.append(
+            Question(question.item, tuple(question.options[i] for i in order), labels, labels.index(question.item.label))
+        )
+    return rotated
+
+
+def open_world_questions(split: DatasetSplit) -> list[Question]:
+    """No options: the model has to name the class."""
+    return [Question(item, (), (), -1) for item in split.items]

@@ -15,29 +15,38 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import datasets
 import yaml
+from PIL import Image
+from tqdm import tqdm
 
 from harness.errors import UserError
 from harness.paths import prepared_root
 from harness.results import write_json_atomic
 from tasks import options as option_builders
 from tasks.datasets.base import DatasetSplit
-from tasks.prompts import question_for
+from tasks.prompts import open_question_for, question_for
 from tasks.registry import TASK_VERSION, TaskSpec
 from tasks.scoring import option_letters
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "lmms"
-TEMPLATES = {"generate": TEMPLATE_DIR / "_fgvr_generate.yaml", "loglik": TEMPLATE_DIR / "_fgvr_loglik.yaml"}
+TEMPLATES = {
+    "generate": TEMPLATE_DIR / "_fgvr_generate.yaml",
+    "loglik": TEMPLATE_DIR / "_fgvr_loglik.yaml",
+    "loglik_name": TEMPLATE_DIR / "_fgvr_loglik_name.yaml",
+}
+OPEN_TEMPLATE = TEMPLATE_DIR / "_fgvr_open.yaml"
 META_FILE = "prepared.json"
 
 FEATURES = datasets.Features(
     {
         "question_id": datasets.Value("string"),
+        "group": datasets.Value("int32"),  # the question a row belongs to (rotations share it)
+        "rotation": datasets.Value("int32"),
         "image": datasets.Image(),
         "image_key": datasets.Value("string"),
         "question": datasets.Value("string"),
@@ -47,6 +56,7 @@ FEATURES = datasets.Features(
         "answer_letter": datasets.Value("string"),
         "label": datasets.Value("int32"),
         "class_name": datasets.Value("string"),
+        "class_names": datasets.Sequence(datasets.Value("string")),  # open-world rows only
     }
 )
 
@@ -70,6 +80,11 @@ class PreparedTask:
     def n_questions(self) -> int:
         return int(self.meta["n_questions"])
 
+    @property
+    def n_rows(self) -> int:
+        """Rows lmms-eval answers: one per question, or one per rotation in circular evaluation."""
+        return int(self.meta.get("n_rows", self.meta["n_questions"]))
+
     def lmms_task_name(self, scoring: str) -> str:
         return self.spec.lmms_task_name(scoring, self.variant)
 
@@ -79,18 +94,30 @@ class PreparedTask:
 
 @dataclass(frozen=True)
 class OptionPlan:
-    """How the options are built: from a choice file, or `k` seeded random negatives."""
+    """How the answer candidates of each question are built.
 
-    source: str  # "choice_file" | "random" | "all_classes"
+    source: "choice_file" (a FOCI/Finedefics file), "random" (k seeded random negatives), "clip"
+    (the k most CLIP-similar classes, as the paper mined them), "all_classes", or "open" (no
+    options: the model names the class). `circular` asks each question once per rotation of its
+    options (correct only if every rotation is)."""
+
+    source: str
     k: int | None = None
     choice_file: Path | None = None
+    clip_model: str | None = None
+    circular: bool = False
     skip_missing: bool = False  # choice-file entries that cannot be placed are skipped and listed
+
+    def __post_init__(self) -> None:
+        if self.source not in ("choice_file", "random", "clip", "all_classes", "open"):
+            raise ValueError(f"unknown option source {self.source!r}")
+        if self.circular and self.source == "open":
+            raise UserError("circular evaluation needs options; it cannot be combined with the open-world variant")
 
     @property
     def variant(self) -> str:
-        if self.source == "all_classes":
-            return "all"
-        return "k4" if self.source == "choice_file" or self.k == 4 else f"k{self.k}"
+        base = {"all_classes": "all", "open": "open"}.get(self.source, f"k{self.k or 4}")
+        return f"{base}_circular" if self.circular else base
 
 
 def _sha256_file(path: Path) -> str:
@@ -110,48 +137,63 @@ def fingerprint(spec: TaskSpec, split: DatasetSplit, plan: OptionPlan, seed: int
         "format": split.format,
         "class_names": split.class_names,
         "listing": listing,
-        "option_source": plan.source,
-        "k": plan.k,
-        "choice_file": _sha256_file(plan.choice_file) if plan.choice_file else None,
-        "skip_missing": plan.skip_missing,
+        "plan": {**asdict(plan), "choice_file": _sha256_file(plan.choice_file) if plan.choice_file else None},
         "seed": seed,
     }
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def build_questions(split: DatasetSplit, plan: OptionPlan, seed: int) -> tuple[list[option_builders.Question], list[str]]:
-    """The questions, and a description of every choice-file entry that was skipped."""
+    """The questions (rotations included), and a description of every choice-file entry skipped."""
+    skipped: list[str] = []
     if plan.source == "choice_file":
         from tasks.choices import match_choices, read_choice_file
 
         match = match_choices(read_choice_file(plan.choice_file), split, skip_missing=plan.skip_missing)
         triples = [(m.item, m.entry.options, m.option_labels) for m in match.matched]
-        return option_builders.fixed_option_questions(triples, seed), match.unmapped + match.ambiguous + match.mislabelled
-    if plan.source == "all_classes":
-        return option_builders.all_class_questions(split, seed), []
-    return option_builders.random_negative_questions(split, plan.k or 4, seed), []
+        questions = option_builders.fixed_option_questions(triples, seed)
+        skipped = match.unmapped + match.ambiguous + match.mislabelled
+    elif plan.source == "clip":
+        from tasks.clip_miner import DEFAULT_CLIP, ChoiceMiner, load_encoder
+
+        miner = ChoiceMiner(load_encoder(plan.clip_model or DEFAULT_CLIP))
+        questions = option_builders.fixed_option_questions(miner.mine(split, plan.k or 4), seed)
+    elif plan.source == "all_classes":
+        questions = option_builders.all_class_questions(split, seed)
+    elif plan.source == "open":
+        questions = option_builders.open_world_questions(split)
+    else:
+        questions = option_builders.random_negative_questions(split, plan.k or 4, seed)
+    return questions, skipped
 
 
-def _records(spec: TaskSpec, split: DatasetSplit, questions: list[option_builders.Question]):
-    question = question_for(spec.noun)
-    for number, q in enumerate(questions):
-        yield {
-            "question_id": f"{spec.key}-{number:05d}",
-            "image": str(q.item.image),
-            "image_key": q.item.key,
-            "question": question,
-            "options": list(q.options),
-            "option_labels": list(q.option_labels),
-            "answer_index": q.answer_index,
-            "answer_letter": option_letters(len(q.options))[q.answer_index],
-            "label": q.item.label,
-            "class_name": split.class_names[q.item.label],
-        }
+def _records(spec: TaskSpec, split: DatasetSplit, questions: list[option_builders.Question], plan: OptionPlan):
+    question = open_question_for(spec.singular) if plan.source == "open" else question_for(spec.noun)
+    class_names = split.class_names if plan.source == "open" else []
+    for number, q in enumerate(tqdm(questions, desc=f"Preparing {spec.key}", unit="q")):
+        asked = option_builders.rotations(q) if plan.circular else [q]
+        for rotation, r in enumerate(asked):
+            yield {
+                "question_id": f"{spec.key}-{number:05d}" + (f"-r{rotation}" if plan.circular else ""),
+                "group": number,
+                "rotation": rotation,
+                "image": str(r.item.image),
+                "image_key": r.item.key,
+                "question": question,
+                "options": list(r.options),
+                "option_labels": list(r.option_labels),
+                "answer_index": r.answer_index,
+                "answer_letter": option_letters(len(r.options))[r.answer_index] if r.options else "",
+                "label": r.item.label,
+                "class_name": split.class_names[r.item.label],
+                "class_names": class_names,
+            }
 
 
-def _write_task_yamls(folder: Path, spec: TaskSpec, variant: str, final_data_dir: Path) -> None:
+def _write_task_yamls(folder: Path, spec: TaskSpec, variant: str, final_data_dir: Path, open_world: bool) -> None:
     folder.mkdir(parents=True)
-    for scoring, template in TEMPLATES.items():
+    templates = {"generate": OPEN_TEMPLATE} if open_world else TEMPLATES
+    for scoring, template in templates.items():
         config = {
             "include": str(template),
             "task": spec.lmms_task_name(scoring, variant),
@@ -159,6 +201,34 @@ def _write_task_yamls(folder: Path, spec: TaskSpec, variant: str, final_data_dir
             "metadata": {"version": TASK_VERSION, "fgvr_task": spec.key, "variant": variant},
         }
         (folder / f"{config['task']}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def check_images(split: DatasetSplit, skip_missing: bool) -> DatasetSplit:
+    """Decode every test image once: a missing, unreadable or truncated file is an error naming it,
+    or with `skip_missing` it is left out and listed in `split.skipped`."""
+    good, bad = [], []
+    for item in tqdm(split.items, desc=f"Checking {split.task} images", unit="img"):
+        try:
+            with Image.open(item.image) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            if not skip_missing:
+                raise UserError(
+                    f"{item.image}: unreadable image ({error}); replace the file, or pass --skip-missing to "
+                    "skip and count such images"
+                ) from error
+            bad.append(f"{item.key}: {error}")
+            continue
+        good.append(item)
+    if not bad:
+        return split
+    return replace(split, items=good, skipped=[*split.skipped, *bad])
+
+
+def _variant(plan: OptionPlan, questions: list[option_builders.Question]) -> str:
+    if plan.source != "choice_file":
+        return plan.variant
+    return replace(plan, k=len(questions[0].options)).variant
 
 
 def prepare_task(
@@ -173,34 +243,41 @@ def prepare_task(
     """Build (or reuse) the prepared question set for `split` under `plan`."""
     if not split.items:
         raise UserError(f"{split.root}: the {spec.dataset} test split is empty; nothing to evaluate")
-    root = cache_root or prepared_root()
     key = fingerprint(spec, split, plan, seed)
-    final = Path(root) / f"{spec.key}-{plan.variant}-{key[:12]}"
+    final = Path(cache_root or prepared_root()) / f"{spec.key}-{key[:12]}"
     if (final / META_FILE).is_file() and not force:
-        return PreparedTask(spec, plan.variant, final, json.loads((final / META_FILE).read_text()))
+        meta = json.loads((final / META_FILE).read_text())
+        return PreparedTask(spec, meta["variant"], final, meta)
 
+    split = check_images(split, plan.skip_missing)
+    if not split.items:
+        raise UserError(f"{split.root}: no readable {spec.dataset} test image is left; nothing to evaluate")
     questions, skipped_entries = build_questions(split, plan, seed)
     if not questions:
         raise UserError(f"no questions could be built for {spec.key} from {split.root}")
+    variant = _variant(plan, questions)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        table = datasets.Dataset.from_list(list(_records(spec, split, questions)), features=FEATURES)
+        table = datasets.Dataset.from_list(list(_records(spec, split, questions, plan)), features=FEATURES)
         datasets.DatasetDict({"test": table}).save_to_disk(str(staging / "data"))
-        _write_task_yamls(staging / "lmms", spec, plan.variant, final / "data")
+        _write_task_yamls(staging / "lmms", spec, variant, final / "data", open_world=plan.source == "open")
         meta = {
             "task": spec.key,
             "dataset": spec.dataset,
             "task_version": TASK_VERSION,
-            "variant": plan.variant,
+            "variant": variant,
             "fingerprint": key,
             "source_root": str(split.root),
             "source_format": split.format,
             "n_classes": split.n_classes,
             "n_questions": len(questions),
+            "n_rows": len(table),
+            "circular": plan.circular,
             "skipped": split.skipped,
             "skipped_choice_entries": skipped_entries,
             "option_source": plan.source,
+            "clip_model": plan.clip_model if plan.source == "clip" else None,
             "k": len(questions[0].options),
             "choice_file": str(plan.choice_file) if plan.choice_file else None,
             "choice_file_sha256": _sha256_file(plan.choice_file) if plan.choice_file else None,
@@ -213,4 +290,4 @@ def prepare_task(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return PreparedTask(spec, plan.variant, final, meta)
+    return PreparedTask(spec, variant, final, meta)

@@ -8,16 +8,26 @@ from collections.abc import Sequence
 from tasks.scoring import option_letters
 
 QUESTION_TEMPLATE = "Which of these {noun} is shown in the image?"
-ANSWER_INSTRUCTION = "Answer with the letter from the given choices directly."
+LETTER_INSTRUCTION = "Answer with the letter from the given choices directly."
+NAME_INSTRUCTION = "Answer with the name from the given choices directly."
+OPEN_TEMPLATE = "What is the name of the {singular} shown in the image? Answer with the name only."
 
 
 def question_for(noun: str) -> str:
     return QUESTION_TEMPLATE.format(noun=noun)
 
 
-def render_question(question: str, options: Sequence[str]) -> str:
-    """'Which of these birds ...?\\nChoices:\\nA. x\\nB. y\\n...\\nAnswer with the letter ...'"""
+def open_question_for(singular: str) -> str:
+    return OPEN_TEMPLATE.format(singular=singular)
+
+
+def render_question(question: str, options: Sequence[str], instruction: str = LETTER_INSTRUCTION) -> str:
+    """'Which of these birds ...?\\nChoices:\\nA. x\\nB. y\\n...\\nAnswer with the letter ...'.
+
+    Without options (open-world questions) the question is shown alone."""
+    if not options:
+        return question
     lines = [question, "Choices:"]
     lines += [f"{letter}. {option}" for letter, option in zip(option_letters(len(options)), options)]
-    lines.append(ANSWER_INSTRUCTION)
+    lines.append(instruction)
     return "\n".join(lines)

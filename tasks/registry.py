@@ -16,6 +16,7 @@ class TaskSpec:
     key: str  # harness name, e.g. "bird200"
     dataset: str  # display name of the test set
     noun: str  # plural noun in the question: "Which of these birds is shown in the image?"
+    singular: str  # for open-world questions: "What is the name of the bird shown in the image?"
     n_classes: int
     n_test: int  # test images in the full official split
     reader: str  # "module:function" reading the native layout into a DatasetSplit
@@ -25,15 +26,15 @@ class TaskSpec:
         return getattr(importlib.import_module(module), function)
 
     def lmms_task_name(self, scoring: str, variant: str = "k4") -> str:
-        suffix = "gen" if scoring == "generate" else "loglik"
-        middle = "" if variant == "k4" else f"_{variant}"
+        suffix = {"generate": "gen", "loglik": "loglik", "loglik_name": "logliknm"}[scoring]
+        middle = "" if variant == "k4" else f"_{variant.removeprefix('k4_')}"
         return f"fgvr_{self.key}{middle}_{suffix}"
 
 
 TASKS: dict[str, TaskSpec] = {
     spec.key: spec
     for spec in (
-        TaskSpec("bird200", "CUB-200-2011", "birds", 200, 5794, "tasks.datasets.cub:read_cub"),
+        TaskSpec("bird200", "CUB-200-2011", "birds", "bird", 200, 5794, "tasks.datasets.cub:read_cub"),
     )
 }
 

@@ -60,6 +60,27 @@ def robust_letter(answer: str, options: Sequence[str]) -> str | None:
     return exact[0] if len(exact) == 1 else None
 
 
+def normalise_name(text: str) -> str:
+    """Case, '_' / '-' / whitespace and surrounding punctuation do not matter when matching names."""
+    return _normalise(re.sub(r"[^\w\s\-']", " ", text))
+
+
+def open_world_class(answer: str, class_names: Sequence[str]) -> int | None:
+    """The class an open-world answer names: an exact match after normalisation, else the single
+    class whose name appears in the answer (longest wins when one name contains another)."""
+    said = normalise_name(answer)
+    names = [normalise_name(name) for name in class_names]
+    if said in names:
+        return names.index(said)
+    found = [(len(name), index) for index, name in enumerate(names) if name and re.search(rf"\b{re.escape(name)}\b", said)]
+    if not found:
+        return None
+    found.sort(reverse=True)
+    if len(found) > 1 and found[0][0] == found[1][0]:
+        return None
+    return found[0][1]
+
+
 def loglik_choice(neg_loglikelihoods: Sequence[float]) -> int:
     """Index of the most likely option (lowest negative log-likelihood; ties: first)."""
     values = list(neg_loglikelihoods)
