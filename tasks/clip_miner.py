@@ -49,7 +49,7 @@ class HFClipEncoder(ClipEncoder):
         try:
             self.processor = CLIPProcessor.from_pretrained(model_id)
             self.model = CLIPModel.from_pretrained(model_id).to(device).eval()
-        except OSError as error:
+        except (OSError, ValueError) as error:  # missing folder, or an id the hub cannot resolve offline
             raise UserError(
                 f"CLIP model '{model_id}' could not be loaded ({error}); pass --clip-model hf:/local/clip/folder "
                 "or download it first on a connected machine"
