@@ -7,6 +7,7 @@ evaluation itself does not produce a complete result; it never reports a partial
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -19,8 +20,9 @@ from typing import Any
 from harness import provenance
 from harness.config import RunConfig, format_model_args
 from harness.errors import EvaluationFailed, UserError
+from harness.journal import ResponseJournal
 from harness.metrics import Outcome, summarise
-from harness.paths import runs_root
+from harness.paths import harness_home, runs_root
 from harness.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary, write_json_atomic
 from models.registry import ModelSpec, get_model_spec
 from tasks.prepare import OptionPlan, PreparedTask, prepare_task
@@ -99,20 +101,35 @@ def plan_run(config: RunConfig) -> RunPlan:
     return RunPlan(config, model, task, prepared, pretrained, run_dir)
 
 
-def evaluate(plan: RunPlan, datetime_str: str) -> tuple[dict, list[dict]]:
+def journal_for(plan: RunPlan) -> ResponseJournal:
+    """The response journal of this run's inputs: the same command finds it again after an interruption."""
+    args = {k: v for k, v in sorted(plan.config.model_args.items()) if k != "batch_size"}
+    key = [plan.model.name, plan.pretrained, args, plan.prepared.meta["fingerprint"], plan.config.scoring]
+    digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
+    return ResponseJournal(harness_home() / "journals" / f"{plan.model.name}-{plan.task.key}-{digest}.jsonl")
+
+
+def load_model(plan: RunPlan):
+    """The lmms-eval wrapper instance, loaded the way lmms-eval itself would create it."""
+    model_args = format_model_args({**plan.config.model_args, "pretrained": plan.pretrained})
+    return plan.model.load_wrapper().create_from_arg_string(model_args, {"batch_size": plan.config.batch_size})
+
+
+def evaluate(plan: RunPlan, datetime_str: str, journal: ResponseJournal) -> tuple[dict, list[dict]]:
     """Run lmms-eval on the prepared task; returns (results, samples of our task)."""
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
     config = plan.config
-    model_args = {**config.model_args, "pretrained": plan.pretrained}
     manager = TaskManager(include_path=str(plan.prepared.lmms_dir), include_defaults=False)
     rows_per_question = plan.prepared.n_rows // plan.prepared.n_questions
     limit = config.limit * rows_per_question if config.limit else None  # whole questions, all rotations
     try:
+        lm = load_model(plan)
+        journal.attach(lm)
         results = simple_evaluate(
-            model=plan.model.lmms_name,
-            model_args=format_model_args(model_args),
+            model=lm,
+            model_args=format_model_args({**config.model_args, "pretrained": plan.pretrained}),
             tasks=[plan.lmms_task],
             batch_size=config.batch_size,
             limit=limit,
@@ -129,9 +146,11 @@ def evaluate(plan: RunPlan, datetime_str: str) -> tuple[dict, list[dict]]:
     except UserError:
         raise
     except Exception as error:
-        raise EvaluationFailed(f"lmms-eval failed on {plan.lmms_task}: {type(error).__name__}: {error}") from error
+        saved = f"; {len(journal.responses)} responses are saved, re-run the same command to resume" if journal.responses else ""
+        raise EvaluationFailed(f"lmms-eval failed on {plan.lmms_task}: {type(error).__name__}: {error}{saved}") from error
     if not results or plan.lmms_task not in results.get("results", {}):
         raise EvaluationFailed(f"lmms-eval returned no result for {plan.lmms_task}")
+    results["config"]["model"] = plan.model.lmms_name
     samples = results.pop("samples", {}).get(plan.lmms_task, [])
     expected = min(plan.prepared.n_rows, limit or plan.prepared.n_rows)
     if len(samples) != expected:
@@ -204,7 +223,10 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
     plan = plan_run(config)
     now = datetime.now(UTC)
     date_id = now.strftime("%Y-%m-%dT%H-%M-%S")
-    results, samples = evaluate(plan, datetime_str=now.strftime("%Y%m%d_%H%M%S"))
+    journal = journal_for(plan)
+    if journal.resumed:
+        print(f"resuming: {journal.resumed} responses from an interrupted run ({journal.path})", file=sys.stderr)
+    results, samples = evaluate(plan, datetime_str=now.strftime("%Y%m%d_%H%M%S"), journal=journal)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     results_file, samples_file = write_lmms_files(plan.run_dir, results, samples, plan.lmms_task, date_id)
 
@@ -247,4 +269,5 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
         "provenance": provenance.collect(command or sys.argv, device=config.model_args.get("device", "auto")),
     }
     write_json_atomic(plan.run_dir / SUMMARY_FILE, summary)
+    journal.discard()
     return summary

@@ -1,0 +1,48 @@
+"""An interrupted run keeps its answered requests; the same command resumes from them."""
+
+from __future__ import annotations
+
+import json
+
+from harness.cli import main
+from harness.journal import ResponseJournal
+from models.idefics2 import Idefics2FGVR
+
+
+def test_interrupted_run_resumes_from_its_journal(capsys, monkeypatch, tmp_path, tiny_idefics2, cub_root, cub_choices, harness_home):
+    monkeypatch.setattr(ResponseJournal, "chunk_size", 8)
+    args = ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny_idefics2}",
+            "--data-root", str(cub_root), "--choices", str(cub_choices), "--scoring", "loglik", "--json", "--no-record"]
+    scored = []
+    original = Idefics2FGVR.loglikelihood
+
+    def flaky(self, requests):
+        if len(scored) >= 16:
+            raise RuntimeError("out of memory")
+        scored.extend(requests)
+        return original(self, requests)
+
+    monkeypatch.setattr(Idefics2FGVR, "loglikelihood", flaky)
+    assert main([*args, "--output-dir", str(tmp_path / "first")]) == 1
+    err = capsys.readouterr().err
+    assert "16 responses are saved" in err and "re-run the same command to resume" in err
+
+    def counting(self, requests):
+        scored.extend(requests)
+        return original(self, requests)
+
+    scored.clear()
+    monkeypatch.setattr(Idefics2FGVR, "loglikelihood", counting)
+    assert main([*args, "--output-dir", str(tmp_path / "second")]) == 0
+    out = capsys.readouterr()
+    assert "resuming: 16 responses" in out.err
+    line = json.loads(out.out.strip().splitlines()[-1])
+    total = 4 * line["n"]
+    assert len(scored) == total - 16
+    assert not list((harness_home / "journals").glob("*.jsonl"))  # a finished run leaves no journal
+
+    assert main([*args, "--output-dir", str(tmp_path / "fresh")]) == 0
+    fresh = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    resumed_resps = [json.loads(r)["resps"] for r in open(line["samples_file"])]
+    fresh_resps = [json.loads(r)["resps"] for r in open(fresh["samples_file"])]
+    assert resumed_resps == fresh_resps
