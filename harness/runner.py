@@ -15,7 +15,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from harness import provenance
 from harness.config import RunConfig, format_model_args
@@ -70,10 +69,7 @@ def read_split(task: TaskSpec, config: RunConfig):
         raise UserError(f"--data-root is required: the folder holding the {task.dataset} test set")
     if not config.data_root.exists():
         raise UserError(f"--data-root {config.data_root} does not exist")
-    kwargs: dict[str, Any] = {"skip_missing": config.skip_missing}
-    if config.classnames is not None:
-        kwargs["classnames"] = config.classnames
-    return task.load_reader()(config.data_root, **kwargs)
+    return task.read(config.data_root, classnames=config.classnames, choices=config.choices, skip_missing=config.skip_missing)
 
 
 def option_plan(config: RunConfig) -> OptionPlan:
@@ -112,7 +108,15 @@ def journal_for(plan: RunPlan) -> ResponseJournal:
 def load_model(plan: RunPlan):
     """The lmms-eval wrapper instance, loaded the way lmms-eval itself would create it."""
     model_args = format_model_args({**plan.config.model_args, "pretrained": plan.pretrained})
-    return plan.model.load_wrapper().create_from_arg_string(model_args, {"batch_size": plan.config.batch_size})
+    try:
+        return plan.model.load_wrapper().create_from_arg_string(model_args, {"batch_size": plan.config.batch_size})
+    except UserError:
+        raise
+    except Exception as error:
+        if Path(plan.pretrained).is_dir():  # a local checkpoint that does not load is bad input, not a crash
+            raise UserError(f"pretrained={plan.pretrained}: the checkpoint could not be loaded "
+                            f"({type(error).__name__}: {error})") from error
+        raise
 
 
 def evaluate(plan: RunPlan, datetime_str: str, journal: ResponseJournal) -> tuple[dict, list[dict]]:

@@ -23,7 +23,8 @@ def _read(args: argparse.Namespace):
     from tasks.registry import get_task
 
     task = get_task(args.task)
-    config = RunConfig(model="-", task=task.key, data_root=args.source, classnames=args.classnames, skip_missing=args.skip_missing)
+    config = RunConfig(model="-", task=task.key, data_root=args.source, choices=args.choices, classnames=args.classnames,
+                       skip_missing=args.skip_missing)
     return task, config, read_split(task, config)
 
 

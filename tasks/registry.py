@@ -1,29 +1,50 @@
-"""The FGVR task registry: one entry per test set, everything else derives from it."""
+"""The FGVR task registry: one entry per test set, built on the dataset layouts in
+`tasks.datasets.registry`; everything else (prompts, task names, readers) derives from it."""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.errors import unknown_name
+from tasks.datasets.base import DatasetSplit
+from tasks.datasets.registry import LAYOUTS, DatasetLayout, detect_and_read
 
 TASK_VERSION = "1.0"  # bump when question construction or scoring changes
+
+SINGULAR = {"bird200": "bird", "car196": "car", "dog120": "dog", "flower102": "flower", "pet37": "pet", "aircraft102": "aircraft"}
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    key: str  # harness name, e.g. "bird200"
-    dataset: str  # display name of the test set
-    noun: str  # plural noun in the question: "Which of these birds is shown in the image?"
+    layout: DatasetLayout
     singular: str  # for open-world questions: "What is the name of the bird shown in the image?"
-    n_classes: int
-    n_test: int  # test images in the full official split
-    reader: str  # "module:function" reading the native layout into a DatasetSplit
 
-    def load_reader(self) -> Callable:
-        module, _, function = self.reader.partition(":")
-        return getattr(importlib.import_module(module), function)
+    @property
+    def key(self) -> str:
+        return self.layout.task
+
+    @property
+    def dataset(self) -> str:
+        return self.layout.dataset
+
+    @property
+    def noun(self) -> str:
+        """Plural noun of the question: "Which of these birds is shown in the image?"."""
+        return self.layout.noun
+
+    @property
+    def n_classes(self) -> int:
+        return self.layout.n_classes
+
+    @property
+    def n_test(self) -> int:
+        return self.layout.n_test
+
+    def read(self, root: Path, *, classnames: Path | None = None, choices: Path | None = None,
+             skip_missing: bool = False) -> DatasetSplit:
+        """The test split at `root`: the native archive layout, or a Hugging Face mirror."""
+        return detect_and_read(self.key, root, classnames=classnames, choices=choices, skip_missing=skip_missing)
 
     def lmms_task_name(self, scoring: str, variant: str = "k4") -> str:
         suffix = {"generate": "gen", "loglik": "loglik", "loglik_name": "logliknm"}[scoring]
@@ -31,12 +52,7 @@ class TaskSpec:
         return f"fgvr_{self.key}{middle}_{suffix}"
 
 
-TASKS: dict[str, TaskSpec] = {
-    spec.key: spec
-    for spec in (
-        TaskSpec("bird200", "CUB-200-2011", "birds", "bird", 200, 5794, "tasks.datasets.cub:read_cub"),
-    )
-}
+TASKS: dict[str, TaskSpec] = {key: TaskSpec(layout, SINGULAR[key]) for key, layout in LAYOUTS.items()}
 
 
 def get_task(name: str) -> TaskSpec:
