@@ -78,9 +78,11 @@ def option_plan(config: RunConfig) -> OptionPlan:
             raise UserError(f"--choices {config.choices} does not exist")
         return OptionPlan("choice_file", choice_file=config.choices, circular=config.circular, skip_missing=config.skip_missing)
     if config.variant in ("all", "open"):
-        return OptionPlan({"all": "all_classes", "open": "open"}[config.variant], circular=config.circular)
+        source = {"all": "all_classes", "open": "open"}[config.variant]
+        return OptionPlan(source, circular=config.circular, skip_missing=config.skip_missing)
     if config.variant.startswith("k") and config.variant[1:].isdigit():
-        return OptionPlan(config.options, k=int(config.variant[1:]), clip_model=config.clip_model, circular=config.circular)
+        return OptionPlan(config.options, k=int(config.variant[1:]), clip_model=config.clip_model,
+                          circular=config.circular, skip_missing=config.skip_missing)
     raise UserError(f"--variant {config.variant}: expected kN (e.g. k4, k20), all, or open")
 
 

@@ -106,7 +106,7 @@ class OptionPlan:
     choice_file: Path | None = None
     clip_model: str | None = None
     circular: bool = False
-    skip_missing: bool = False  # choice-file entries that cannot be placed are skipped and listed
+    skip_missing: bool = False  # unreadable images and unplaceable choice entries are skipped and listed
 
     def __post_init__(self) -> None:
         if self.source not in ("choice_file", "random", "clip", "all_classes", "open"):
