@@ -53,11 +53,13 @@ def test_prepare_is_cached_by_fingerprint(capsys, tmp_path):
 
 def test_unreadable_image_is_named_or_skipped(capsys, tmp_path):
     root = synthetic.make_cub(tmp_path, n_classes=3, per_class_test=2, seed=0)
+    assert main(["prepare", "bird200", "--source", str(root), "--variant", "k5"]) == 2
+    assert "--variant k5 needs between 2 and 3 options" in capsys.readouterr().err
     victim = sorted((root / "images").rglob("*.jpg"))[0]
     victim.write_bytes(victim.read_bytes()[:40])  # truncated JPEG
-    assert main(["prepare", "bird200", "--source", str(root)]) == 2
+    assert main(["prepare", "bird200", "--source", str(root), "--variant", "k3"]) == 2
     err = capsys.readouterr().err
     assert victim.name in err and "--skip-missing" in err
-    assert main(["prepare", "bird200", "--source", str(root), "--skip-missing", "--json"]) == 0
+    assert main(["prepare", "bird200", "--source", str(root), "--variant", "k3", "--skip-missing", "--json"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info["skipped"] == 1 and info["n_questions"] == 5
