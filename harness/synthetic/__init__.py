@@ -1,0 +1,1 @@
+"""Tiny random checkpoints of real multimodal architectures, built offline for tests."""
