@@ -256,6 +256,15 @@ def test_dogs_label_must_match_its_folder(tmp_path):
         detect_and_read("dog120", root)
 
 
+def test_dogs_list_beside_images_or_missing(tmp_path):
+    root = synthetic.make_dogs(tmp_path, n_classes=3, per_class_test=1)
+    (root / "lists/test_list.mat").rename(root / "test_list.mat")  # lists.tar extracts flat
+    assert len(detect_and_read("dog120", root).items) == 3
+    (root / "test_list.mat").unlink()
+    with pytest.raises(UserError, match=r"no test_list\.mat in lists/ or beside Images/"):
+        detect_and_read("dog120", root)
+
+
 def test_dogs_labels_follow_sorted_wnids(tmp_path):
     root = synthetic.make_dogs(tmp_path, n_classes=9, per_class_test=1)
     split = detect_and_read("dog120", root)
@@ -291,8 +300,8 @@ def test_aircraft_images_carry_the_banner(tmp_path):
     from PIL import Image
 
     root = synthetic.make_aircraft(tmp_path, n_classes=3, per_class_test=1)
-    image = Image.open(detect_and_read("aircraft102", root).items[0].image)
-    assert image.height == image.width + synthetic.AIRCRAFT_BANNER
+    with Image.open(detect_and_read("aircraft102", root).items[0].image) as image:
+        assert image.height == image.width + synthetic.AIRCRAFT_BANNER
 
 
 def test_class_name_file_must_match_the_class_count(tmp_path):

@@ -1,5 +1,5 @@
-"""Stanford Dogs in its original layout: lists/test_list.mat (file_list, 1-based labels) and
-Images/<wnid>-<Name>/. Labels follow the sorted wnids; names are the part after the wnid,
+"""Stanford Dogs in its original layout: Images/<wnid>-<Name>/ and test_list.mat (file_list,
+1-based labels) from lists.tar, in lists/ or beside Images/. Labels follow the sorted wnids; names are the part after the wnid,
 underscores kept ("Japanese_spaniel"), as in the Finedefics choice files."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ FOLDERS = ("stanford_dogs", "StanfordDogs")
 
 
 def read_dogs(root: Path, *, classnames: Path | None = None, skip_missing: bool = False) -> DatasetSplit:
-    """The test split; `root` is the folder holding Images/ and lists/, or its parent."""
-    root = find_dataset_dir(root, "lists/test_list.mat", FOLDERS, DATASET)
-    list_path = root / "lists" / "test_list.mat"
+    """The test split; `root` is the folder holding Images/ (and lists/), or its parent."""
+    root = find_dataset_dir(root, "Images", FOLDERS, DATASET)
+    list_path = _test_list(root)
     data = load_mat(list_path, DATASET, ["file_list", "labels"])
     files = [str(f) for f in np.atleast_1d(data["file_list"])]
     labels = np.atleast_1d(data["labels"])
@@ -47,6 +47,13 @@ def read_dogs(root: Path, *, classnames: Path | None = None, skip_missing: bool 
 def choice_path(item: TestItem) -> str:
     """The Finedefics files use images/<wnid>-<Name>/<file> for Images/<wnid>-<Name>/<file>."""
     return "images/" + item.key.split("/", 1)[1]
+
+
+def _test_list(root: Path) -> Path:
+    for path in (root / "lists" / "test_list.mat", root / "test_list.mat"):
+        if path.is_file():
+            return path
+    raise UserError(f"{root}: no test_list.mat in lists/ or beside Images/; extract lists.tar from the {DATASET} site there")
 
 
 def _class_folders(root: Path, files: list[str], list_path: Path) -> list[str]:

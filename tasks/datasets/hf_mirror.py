@@ -121,7 +121,8 @@ def _from_parquet(files: list[Path]):
 
 
 def _parquet_files(path: Path) -> list[Path]:
-    return sorted(p for p in path.rglob("*.parquet") if len(p.relative_to(path).parts) <= 3)
+    """Parquet files up to two folders down (data/test-00000-of-00001.parquet, default/test/0000.parquet)."""
+    return sorted(p for pattern in ("*.parquet", "*/*.parquet", "*/*/*.parquet") for p in path.glob(pattern))
 
 
 def _split_of(file: Path, root: Path) -> str:

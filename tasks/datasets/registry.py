@@ -23,7 +23,7 @@ class DatasetLayout:
     n_test: int
     read: Callable[..., DatasetSplit]  # read(root, *, classnames=None, skip_missing=False, ...)
     choice_path: Callable[[TestItem], str]  # a test item's path in the FOCI/Finedefics choice files
-    marker: str  # a file (relative to the archive folder) whose presence means the native layout
+    marker: str  # a file or folder (relative to the archive folder) whose presence means the native layout
     folders: tuple[str, ...]  # archive folder names accepted below the given root
     names_in_archive: bool = True  # False: names come from --classnames or a choice file (Flowers-102)
 
@@ -41,7 +41,7 @@ LAYOUTS: dict[str, DatasetLayout] = {
         ),
         DatasetLayout(
             "dog120", "Stanford Dogs", "dogs", 120, 8580, dogs.read_dogs, dogs.choice_path,
-            "lists/test_list.mat", dogs.FOLDERS,
+            "Images", dogs.FOLDERS,
         ),
         DatasetLayout(
             "flower102", "Oxford Flowers-102", "flowers", 102, 6149, flowers.read_flowers, flowers.choice_path,
