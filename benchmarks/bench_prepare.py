@@ -1,7 +1,7 @@
 """Preparation throughput: reading a CUB-layout dataset, checking its images, building options
 (random, and CLIP hard negatives with a tiny CLIP) and writing the prepared task.
 
-    python benchmarks/bench_prepare.py [--classes 50] [--per-class 20] [--image-size 128]
+    python benchmarks/bench_prepare.py [--classes 50] [--per-class 20]
 
 Prints images/s for each stage and writes benchmarks/out/prepare.json.
 """
@@ -19,10 +19,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
-def timed(label: str, n: int, fn, rows: list):
+def timed(label: str, n: int | None, fn, rows: list):
     start = time.perf_counter()
     value = fn()
     seconds = time.perf_counter() - start
+    n = len(value.items) if n is None else n
     rows.append({"stage": label, "images": n, "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1)})
     print(f"{label:<38} {n:>6} images {seconds:>8.2f} s {n / seconds:>9.1f} img/s")
     return value
@@ -32,7 +33,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--classes", type=int, default=50)
     parser.add_argument("--per-class", type=int, default=20)
-    parser.add_argument("--image-size", type=int, default=128)
     args = parser.parse_args()
 
     from harness.synthetic.datasets import make_cub
@@ -46,12 +46,11 @@ def main() -> None:
     from tasks.prepare import OptionPlan, check_images, prepare_task
     from tasks.registry import get_task
 
-    root = make_cub(work / "cub", n_classes=args.classes, per_class_test=args.per_class, seed=0, image_size=args.image_size)
+    root = make_cub(work / "cub", n_classes=args.classes, per_class_test=args.per_class, seed=0)
     clip = build_tiny_clip(work / "tiny-clip")
     rows: list[dict] = []
-    split = timed("read CUB layout", 0, lambda: read_cub(root), rows)
+    split = timed("read CUB layout (index files)", None, lambda: read_cub(root), rows)
     n = len(split.items)
-    rows[-1].update(images=n, images_per_s=round(n / max(rows[-1]["seconds"], 1e-9), 1))
     timed("decode-check every image", n, lambda: check_images(split, skip_missing=False), rows)
     timed("random options (k=4)", n, lambda: random_negative_questions(split, 4, 0), rows)
     encoder = load_encoder(f"hf:{clip}")
