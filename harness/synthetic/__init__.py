@@ -1,1 +1,1 @@
-"""Tiny random checkpoints of real multimodal architectures, built offline for tests."""
+"""Synthetic fixtures built offline for tests: tiny random checkpoints and small datasets."""

@@ -84,7 +84,9 @@ def _names(base: list, n_classes: int, extra) -> list:
     return [base[i] if i < len(base) else extra(i) for i in range(n_classes)]
 
 
-def _split_plan(n_classes: int, per_class_test: int, per_class_train: int, seed: int) -> Iterator[tuple[int, bool, random.Random]]:
+def _split_plan(
+    n_classes: int, per_class_test: int, per_class_train: int, seed: int
+) -> Iterator[tuple[int, bool, random.Random]]:
     """(label, is_test, rng) for every image, train and test interleaved within each class."""
     rng = random.Random(seed)
     for label in range(n_classes):
@@ -97,12 +99,16 @@ def _split_plan(n_classes: int, per_class_test: int, per_class_train: int, seed:
 # ---------------------------------------------------------------- CUB-200-2011
 
 
-def make_cub(root: Path, n_classes: int = 5, per_class_test: int = 2, per_class_train: int = 1, seed: int = 0) -> Path:
+def make_cub(
+    root: Path, n_classes: int = 5, per_class_test: int = 2, per_class_train: int = 1, seed: int = 0
+) -> Path:
     """CUB_200_2011/{classes.txt, images.txt, image_class_labels.txt, train_test_split.txt, images/}."""
     folder = Path(root) / "CUB_200_2011"
     names = _names(BIRDS, n_classes, lambda i: f"Synthetic_Bird_{i + 1}")
     images, labels, split = [], [], []
-    for image_id, (label, is_test, rng) in enumerate(_split_plan(n_classes, per_class_test, per_class_train, seed), 1):
+    for image_id, (label, is_test, rng) in enumerate(
+        _split_plan(n_classes, per_class_test, per_class_train, seed), 1
+    ):
         class_folder = f"{label + 1:03d}.{names[label]}"
         file_stem = "_".join(word.capitalize() for word in names[label].split("_"))
         rel = f"{class_folder}/{file_stem}_{image_id:04d}_{rng.randrange(10**5)}.jpg"
@@ -170,7 +176,9 @@ def make_choice_file(
 # ---------------------------------------------------------------- Stanford Cars
 
 
-def make_cars(root: Path, n_classes: int = 5, per_class_test: int = 2, per_class_train: int = 1, seed: int = 0) -> Path:
+def make_cars(
+    root: Path, n_classes: int = 5, per_class_test: int = 2, per_class_train: int = 1, seed: int = 0
+) -> Path:
     """stanford_cars/{devkit/cars_meta.mat, devkit/cars_{train,test}_annos.mat,
     cars_test_annos_withlabels.mat, cars_train/, cars_test/}.
 
@@ -223,18 +231,26 @@ def _save_mat(path: Path, **variables) -> None:
 # ---------------------------------------------------------------- Stanford Dogs
 
 
-def make_dogs(root: Path, n_classes: int = 5, per_class_test: int = 2, per_class_train: int = 1, seed: int = 0) -> Path:
+def make_dogs(
+    root: Path, n_classes: int = 5, per_class_test: int = 2, per_class_train: int = 1, seed: int = 0
+) -> Path:
     """stanford_dogs/{Images/<wnid>-<Name>/<wnid>_<n>.jpg, lists/{test,train,file}_list.mat}; labels
     are 1-based indices of the sorted wnids."""
     folder = Path(root) / "stanford_dogs"
     classes = sorted(_names(DOGS, n_classes, lambda i: f"n0300{i:04d}-Synthetic_dog_{i + 1}"))
     lists: dict[bool, list[tuple[str, int]]] = {True: [], False: []}
-    for number, (label, is_test, rng) in enumerate(_split_plan(n_classes, per_class_test, per_class_train, seed), 1):
+    for number, (label, is_test, rng) in enumerate(
+        _split_plan(n_classes, per_class_test, per_class_train, seed), 1
+    ):
         wnid = classes[label].split("-", 1)[0]
         rel = f"{classes[label]}/{wnid}_{1000 + number}.jpg"
         _save(draw_class_image(label, n_classes, rng), folder / "Images" / rel)
         lists[is_test].append((rel, label + 1))
-    for name, rows in (("test_list", lists[True]), ("train_list", lists[False]), ("file_list", lists[False] + lists[True])):
+    for name, rows in (
+        ("test_list", lists[True]),
+        ("train_list", lists[False]),
+        ("file_list", lists[False] + lists[True]),
+    ):
         _save_mat(
             folder / "lists" / f"{name}.mat",
             file_list=_cell([rel for rel, _ in rows]),
@@ -247,7 +263,9 @@ def make_dogs(root: Path, n_classes: int = 5, per_class_test: int = 2, per_class
 # ---------------------------------------------------------------- Oxford Flowers-102
 
 
-def make_flowers(root: Path, n_classes: int = 5, per_class_test: int = 2, per_class_train: int = 2, seed: int = 0) -> Path:
+def make_flowers(
+    root: Path, n_classes: int = 5, per_class_test: int = 2, per_class_train: int = 2, seed: int = 0
+) -> Path:
     """flowers-102/{jpg/image_XXXXX.jpg, imagelabels.mat, setid.mat}. The archive has no class
     names: they are written to root/flowers102_classnames.txt (one per line, label order)."""
     folder = Path(root) / "flowers-102"
@@ -258,7 +276,9 @@ def make_flowers(root: Path, n_classes: int = 5, per_class_test: int = 2, per_cl
     for number, (label, is_test, rng) in enumerate(plan, 1):
         _save(draw_class_image(label, n_classes, rng), folder / "jpg" / f"image_{number:05d}.jpg")
         labels.append(label + 1)
-        ids["tstid" if is_test else ("trnid" if len(ids["trnid"]) <= len(ids["valid"]) else "valid")].append(number)
+        ids["tstid" if is_test else ("trnid" if len(ids["trnid"]) <= len(ids["valid"]) else "valid")].append(
+            number
+        )
     _save_mat(folder / "imagelabels.mat", labels=np.array([labels], dtype=np.uint8))
     _save_mat(folder / "setid.mat", **{key: np.array([value], dtype=np.uint16) for key, value in ids.items()})
     _write_lines(Path(root) / FLOWERS_CLASSNAMES, names)
@@ -268,7 +288,9 @@ def make_flowers(root: Path, n_classes: int = 5, per_class_test: int = 2, per_cl
 # ---------------------------------------------------------------- Oxford-IIIT Pet
 
 
-def make_pets(root: Path, n_classes: int = 5, per_class_test: int = 2, per_class_train: int = 1, seed: int = 0) -> Path:
+def make_pets(
+    root: Path, n_classes: int = 5, per_class_test: int = 2, per_class_train: int = 1, seed: int = 0
+) -> Path:
     """oxford-iiit-pet/{images/<Breed>_<n>.jpg, annotations/{test,trainval,list}.txt}; lines
     "Image CLASS-ID SPECIES BREED-ID", classes in the archive's order (case-insensitive A-Z)."""
     folder = Path(root) / "oxford-iiit-pet"
@@ -294,7 +316,9 @@ def make_pets(root: Path, n_classes: int = 5, per_class_test: int = 2, per_class
 # ---------------------------------------------------------------- FGVC-Aircraft
 
 
-def make_aircraft(root: Path, n_classes: int = 5, per_class_test: int = 2, per_class_train: int = 1, seed: int = 0) -> Path:
+def make_aircraft(
+    root: Path, n_classes: int = 5, per_class_test: int = 2, per_class_train: int = 1, seed: int = 0
+) -> Path:
     """fgvc-aircraft-2013b/data/{variants.txt, images_variant_{test,trainval}.txt, images/<id>.jpg};
     every image carries the 20-px banner at the bottom that the real photographs have."""
     folder = Path(root) / "fgvc-aircraft-2013b"
@@ -302,7 +326,9 @@ def make_aircraft(root: Path, n_classes: int = 5, per_class_test: int = 2, per_c
     variants = _names(AIRCRAFT, n_classes, lambda i: f"Synthetic-{i + 1}")
     ids = random.Random(seed).sample(range(10**5, 10**7), n_classes * (per_class_test + per_class_train))
     lines: dict[bool, list[str]] = {True: [], False: []}
-    for image_id, (label, is_test, rng) in zip(ids, _split_plan(n_classes, per_class_test, per_class_train, seed), strict=True):
+    for image_id, (label, is_test, rng) in zip(
+        ids, _split_plan(n_classes, per_class_test, per_class_train, seed), strict=True
+    ):
         _save(_with_banner(draw_class_image(label, n_classes, rng)), data / "images" / f"{image_id:07d}.jpg")
         lines[is_test].append(f"{image_id:07d} {variants[label]}")
     _write_lines(data / "variants.txt", variants)

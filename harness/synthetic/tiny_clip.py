@@ -27,18 +27,43 @@ def build_tiny_clip(out_dir: Path, *, seed: int = 0, image_size: int = 32) -> Pa
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         chars = [chr(code) for code in range(33, 127)]  # printable ASCII, each alone and word-final
-        vocab = {token: index for index, token in enumerate([*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"])}
+        vocab = {
+            token: index
+            for index, token in enumerate(
+                [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
+            )
+        }
         (staging / "vocab.json").write_text(json.dumps(vocab))
         (staging / "merges.txt").write_text("#version: 0.2\n")
         tokenizer = CLIPTokenizer(str(staging / "vocab.json"), str(staging / "merges.txt"))
         crop = {"height": image_size, "width": image_size}
-        processor = CLIPProcessor(image_processor=ImageProcessor(size={"shortest_edge": image_size}, crop_size=crop), tokenizer=tokenizer)
-        special = {"bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"], "pad_token_id": vocab["<|endoftext|>"]}
+        processor = CLIPProcessor(
+            image_processor=ImageProcessor(size={"shortest_edge": image_size}, crop_size=crop),
+            tokenizer=tokenizer,
+        )
+        special = {
+            "bos_token_id": vocab["<|startoftext|>"],
+            "eos_token_id": vocab["<|endoftext|>"],
+            "pad_token_id": vocab["<|endoftext|>"],
+        }
         config = CLIPConfig(
-            text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                         "num_attention_heads": 2, "max_position_embeddings": 77, **special},
-            vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                           "image_size": image_size, "patch_size": 8},
+            text_config={
+                "vocab_size": len(vocab),
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "max_position_embeddings": 77,
+                **special,
+            },
+            vision_config={
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "image_size": image_size,
+                "patch_size": 8,
+            },
             projection_dim=16,
         )
         torch.manual_seed(seed)

@@ -1,19 +1,22 @@
 """Offline tokenizers for the tiny checkpoints, trained in milliseconds on an embedded corpus.
 
 Every tokenizer here is the real tokenizer class of its model family (LlamaTokenizer, GemmaTokenizer,
-T5Tokenizer), fed with a vocabulary trained by the `tokenizers` library, so any text tokenizes: the
-BPE vocabularies fall back to byte tokens (`<0x00>`..`<0xFF>`, laid out like SentencePiece's Llama
-vocabulary) and the unigram vocabulary maps what it does not know to `<unk>`.
+T5Tokenizer, and BertTokenizer for the Q-Former), fed with a vocabulary trained by the `tokenizers`
+library. Any text tokenizes: the BPE vocabularies fall back to byte tokens (`<0x00>`..`<0xFF>`, laid
+out as in SentencePiece vocabularies) and the unigram and WordPiece ones map unknown text to unk.
 """
 
 from __future__ import annotations
 
 import json
 import string
+from collections import Counter
+from collections.abc import Sequence
 from functools import cache
 
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import LlamaTokenizer
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import BertTokenizer, GemmaTokenizer, LlamaTokenizer, T5Tokenizer
+from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 # Prompt-shaped English in the domains the harness evaluates, so common words become single tokens.
 CORPUS = """\
@@ -99,10 +102,14 @@ def corpus_lines() -> list[str]:
 
 
 @cache
-def train_metaspace_bpe(vocab_size: int, head: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def train_metaspace_bpe(
+    vocab_size: int, head: tuple[str, ...], unk_token: str, prefix_space: bool
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Vocabulary and merges of a SentencePiece-style BPE: `head` tokens, the 256 byte tokens, then pieces."""
-    tokenizer = Tokenizer(models.BPE(unk_token=head[0], byte_fallback=True))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tokenizer = Tokenizer(models.BPE(unk_token=unk_token, byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="▁", prepend_scheme="first" if prefix_space else "never", split=True
+    )
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=[*head, *BYTE_TOKENS],
@@ -115,25 +122,86 @@ def train_metaspace_bpe(vocab_size: int, head: tuple[str, ...]) -> tuple[dict[st
 
 
 @cache
-def train_metaspace_unigram(vocab_size: int, head: tuple[str, ...]) -> list[tuple[str, float]]:
-    """Scored pieces of a SentencePiece-style unigram model; `head` tokens come first (T5 layout)."""
+def train_metaspace_unigram(
+    vocab_size: int, head: tuple[str, ...], unk_token: str
+) -> list[tuple[str, float]]:
+    """Scored pieces of a SentencePiece-style unigram model, `head` tokens first."""
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(head),
-        unk_token=head[-1],
-        initial_alphabet=ALPHABET,
-        show_progress=False,
+        vocab_size=vocab_size, special_tokens=list(head), unk_token=unk_token, show_progress=False
     )
     tokenizer.train_from_iterator(corpus_lines(), trainer)
-    return [tuple(piece) for piece in json.loads(tokenizer.to_str())["model"]["vocab"]]
+    trained = [(piece, round(score, 6)) for piece, score in json.loads(tokenizer.to_str())["model"]["vocab"]]
+    # Run to run, the trainer's float sums wobble in the last bits and single characters come in hash
+    # order. Rounded scores, sorted ties, and all single characters (with the printable ASCII it never
+    # saw) ranked last in a fixed order make the vocabulary identical every time.
+    learned = sorted((-score, piece) for piece, score in trained[len(head) :] if len(piece) > 1)
+    floor = -learned[-1][0]
+    chars = sorted({piece for piece, _ in trained[len(head) :] if len(piece) == 1} | set(ALPHABET))
+    return [
+        *((piece, 0.0) for piece in head),
+        *((piece, -negated) for negated, piece in learned),
+        *((char, round(floor - 1 - index / 100, 6)) for index, char in enumerate(chars)),
+    ]
 
 
-def llama_tokenizer(extra_special_tokens: list[str] = (), vocab_size: int = 1000, **kwargs) -> LlamaTokenizer:
-    """Llama/Mistral/Vicuna layout: `<unk>`=0, `<s>`=1, `</s>`=2, byte tokens, pieces, then extras."""
-    vocab, merges = train_metaspace_bpe(vocab_size, ("<unk>", "<s>", "</s>"))
-    tokenizer = LlamaTokenizer(vocab=dict(vocab), merges=list(merges), add_bos_token=True, **kwargs)
+@cache
+def wordpiece_vocab(vocab_size: int, head: tuple[str, ...]) -> dict[str, int]:
+    """Lower-cased BERT-style WordPiece vocabulary: `head`, every character alone and as `##c`, then
+    the corpus's most frequent words.
+
+    Built by counting rather than with the WordPiece trainer, whose tie-breaking changes from run to run.
+    """
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = Counter(
+        word
+        for line in corpus_lines()
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line))
+    )
+    chars = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
+    pieces = [*head, *chars, *(f"##{char}" for char in chars)]
+    by_frequency = sorted(words, key=lambda word: (-words[word], word))
+    pieces += [word for word in by_frequency if word not in pieces][: vocab_size - len(pieces)]
+    return {piece: index for index, piece in enumerate(pieces)}
+
+
+def _with_special_tokens(
+    tokenizer: TokenizersBackend, extra_special_tokens: Sequence[str]
+) -> TokenizersBackend:
     if extra_special_tokens:
         tokenizer.add_special_tokens({"additional_special_tokens": list(extra_special_tokens)})
     return tokenizer
+
+
+def llama_tokenizer(extra_special_tokens: Sequence[str] = (), **kwargs) -> LlamaTokenizer:
+    """Llama/Mistral/Vicuna layout: `<unk>`=0, `<s>`=1, `</s>`=2, byte tokens, pieces, then the extras.
+
+    Adds BOS and pads on the left, written into tokenizer_config.json so that loaders which fall back
+    to the generic TokenizersBackend (transformers does so for llava) keep the left padding.
+    """
+    vocab, merges = train_metaspace_bpe(1000, ("<unk>", "<s>", "</s>"), "<unk>", prefix_space=True)
+    kwargs = {"add_bos_token": True, "padding_side": "left", **kwargs}
+    tokenizer = LlamaTokenizer(vocab=dict(vocab), merges=list(merges), **kwargs)
+    return _with_special_tokens(tokenizer, extra_special_tokens)
+
+
+def gemma_tokenizer(extra_special_tokens: Sequence[str] = (), **kwargs) -> GemmaTokenizer:
+    """Gemma layout: `<pad>`=0, `<eos>`=1, `<bos>`=2, `<unk>`=3, `<mask>`=4, byte tokens, pieces; no prefix space."""
+    head = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")
+    vocab, merges = train_metaspace_bpe(1000, head, "<unk>", prefix_space=False)
+    kwargs = {"add_bos_token": True, "padding_side": "left", **kwargs}
+    tokenizer = GemmaTokenizer(vocab=dict(vocab), merges=list(merges), **kwargs)
+    return _with_special_tokens(tokenizer, extra_special_tokens)
+
+
+def t5_tokenizer(**kwargs) -> T5Tokenizer:
+    """T5 layout: `<pad>`=0, `</s>`=1, `<unk>`=2, unigram pieces, then 100 `<extra_id_N>` sentinels."""
+    pieces = train_metaspace_unigram(800, ("<pad>", "</s>", "<unk>"), "<unk>")
+    return T5Tokenizer(vocab=list(pieces), **kwargs)
+
+
+def bert_tokenizer(**kwargs) -> BertTokenizer:
+    """Uncased BERT layout (the Q-Former tokenizer): `[PAD]`=0, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`, pieces."""
+    vocab = wordpiece_vocab(600, ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"))
+    return BertTokenizer(vocab=dict(vocab), **kwargs)
