@@ -1,0 +1,172 @@
+"""The leaderboard's subcommands of `harness`: leaderboard, submit, queue, worker, import.
+
+`harness.cli` calls `register(subparsers)`; each handler takes the parsed args and returns an exit
+code. Bad input raises `UserError`, which the harness CLI prints and turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from leaderboard import spec
+from leaderboard.db import DB_URL_ENV
+
+DB_URL_HELP = f"database URL (default: ${DB_URL_ENV}, else an SQLite file under the harness home)"
+
+
+def _store(args: argparse.Namespace):
+    from leaderboard.store import ResultStore
+
+    return ResultStore.open(args.db_url)
+
+
+def _print_json(payload) -> None:
+    json.dump(payload, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from leaderboard.app import serve
+
+    print(f"leaderboard on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    serve(host=args.host, port=args.port, db_url=args.db_url, block=True)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from leaderboard.queue import SubmissionQueue, submit_checkpoint
+    from leaderboard.submissions import SubmissionPolicy, SubmissionRefused, SubmissionRequest
+
+    request = SubmissionRequest(model=args.model, base=args.base, revision=args.revision, weights=args.weights,
+                                precision=args.precision, tasks=tuple(args.tasks), scoring=args.scoring,
+                                submitter=args.submitter)
+    try:
+        job_id, submission = submit_checkpoint(SubmissionQueue(_store(args)), request, SubmissionPolicy.from_env())
+    except SubmissionRefused as exc:
+        if not args.json:
+            raise
+        _print_json({"status": "REFUSED", "check": exc.check, "reason": str(exc)})
+        return exc.exit_code
+    if args.json:
+        _print_json({"id": job_id, "status": "PENDING", "model_name": submission.model_name,
+                     "checkpoint": submission.checkpoint, "revision": submission.revision, "base": submission.base,
+                     "precision": submission.precision, "tasks": list(submission.tasks)})
+    else:
+        print(f"queued submission #{job_id}: {submission.model_name} ({submission.base}, {submission.precision}); "
+              f"`harness queue` shows its progress")
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from leaderboard.queue import SubmissionQueue
+
+    rows = SubmissionQueue(_store(args)).list(tuple(args.status or ()))
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("the queue is empty")
+    for row in rows:
+        when = row["finished"] or row["started"] or row["created"]
+        line = f"#{row['id']:<4} {row['status']:<8} {row['model_name']} ({row['base']}, {row['precision']}) " \
+               f"{when:%Y-%m-%d %H:%M}"
+        if row["status"] == "RUNNING":
+            line += f" on {row['worker']}"
+        print(line + (f"\n       error: {row['error']}" if row["error"] else ""))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from leaderboard.worker import QueueWorker, WorkerSettings, parse_task_paths
+
+    settings = WorkerSettings(
+        data_root=parse_task_paths(args.data_root, "--data-root"),
+        choices=parse_task_paths(args.choices, "--choices"),
+        limit=args.limit, batch_size=args.batch_size, output_dir=args.output_dir, lease_s=args.lease,
+        poll_s=args.poll,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # SIGTERM becomes SystemExit, so a stopped worker hands its job back instead of leaving it to the lease
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return QueueWorker(_store(args), settings, worker_id=args.worker_id).run(once=args.once)
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from leaderboard.importer import import_path
+
+    report = import_path(_store(args), args.path)
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        print(f"{report.files} results files: {report.added} results added, {report.unchanged} already in the store")
+        for path, reason in report.refused:
+            print(f"  refused {path}: {reason}")
+    return 0 if not report.refused else 1
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def register(subparsers) -> None:
+    """Add the leaderboard subcommands to the `harness` parser."""
+    from harness.config import SCORINGS
+    from leaderboard.submissions import PRECISIONS, WEIGHTS
+
+    def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("--db-url", help=DB_URL_HELP)
+        parser.set_defaults(func=handler)
+        return parser
+
+    app = command("leaderboard", cmd_leaderboard, "serve the leaderboard app (Gradio)")
+    app.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    app.add_argument("--port", type=int, default=7860)
+
+    submit = command("submit", cmd_submit, "submit a checkpoint for evaluation by the queue")
+    submit.add_argument("--model", required=True, help="a folder under $HARNESS_SUBMISSION_ROOT, or a hub id owner/name")
+    submit.add_argument("--base", required=True, help="the registry architecture it is based on, e.g. idefics2")
+    submit.add_argument("--revision", help="hub branch, tag or commit (hub ids only)")
+    submit.add_argument("--weights", choices=WEIGHTS, default="full")
+    submit.add_argument("--precision", choices=PRECISIONS, default="auto")
+    submit.add_argument("--tasks", nargs="+", default=list(spec.TASK_KEYS), metavar="TASK",
+                        help=f"tasks to evaluate (default: all of {', '.join(spec.TASK_KEYS)})")
+    submit.add_argument("--scoring", choices=SCORINGS, default="generate")
+    submit.add_argument("--submitter", default=getpass.getuser(), help="who submits (rate limits count per submitter)")
+    submit.add_argument("--json", action="store_true", help="print one JSON object")
+
+    queue = command("queue", cmd_queue, "list the submissions and their states")
+    queue.add_argument("--status", action="append", choices=("PENDING", "RUNNING", "FINISHED", "FAILED"))
+    queue.add_argument("--json", action="store_true", help="print a JSON list")
+
+    worker = command("worker", cmd_worker, "evaluate queued submissions, one at a time")
+    worker.add_argument("--once", action="store_true", help="take at most one job, then exit")
+    worker.add_argument("--poll", type=_positive(float), default=30.0, metavar="S", help="seconds between polls")
+    worker.add_argument("--lease", type=_positive(float), default=300.0, metavar="S",
+                        help="a job whose worker has not renewed it for S seconds goes back to the queue")
+    worker.add_argument("--data-root", action="append", metavar="PATH|TASK=PATH",
+                        help="dataset folder for every task, or TASK=PATH per task (repeatable)")
+    worker.add_argument("--choices", action="append", metavar="PATH|TASK=PATH",
+                        help="choice file for every task, or TASK=PATH per task (repeatable)")
+    worker.add_argument("--limit", type=_positive(int), help="evaluate only the first N questions of each task")
+    worker.add_argument("--batch-size", type=_positive(int), default=1)
+    worker.add_argument("--output-dir", type=Path, help="run folders go under DIR/submission-ID/TASK")
+    worker.add_argument("--worker-id", help="name shown in the queue (default host:pid:random)")
+
+    importer = command("import", cmd_import, "import results files (summary.json or lmms-eval results JSON)")
+    importer.add_argument("path", type=Path, metavar="DIR", help="a run folder, a folder of runs, or one results file")
+    importer.add_argument("--json", action="store_true", help="print one JSON object")

@@ -1,0 +1,104 @@
+"""A model's detail page as data: its results with CIs, reported vs reproduced, the label-set-size
+curve and the most frequent confusions. Inputs are `ResultStore.model_info()` rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from leaderboard import spec
+from leaderboard.table import best_runs
+
+RESULT_COLUMNS = ["Task", "Source", "Scoring", "Options", "Accuracy (%)", "95% CI", "n", "Unparseable",
+                  "Protocol version", "Run", "Created", "Harness", "Git commit", "Device"]
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 2)
+
+
+def _ci(row: dict[str, Any]) -> str:
+    if row["ci_low"] is None or row["ci_high"] is None:
+        return ""
+    return f"{100 * row['ci_low']:.1f}–{100 * row['ci_high']:.1f}"
+
+
+def _task_order(row: dict[str, Any]) -> tuple:
+    """Task in spec order, the paper's row first, then our runs by options per question and time."""
+    return (spec.TASK_KEYS.index(row["task"]), row["source"] != "reported",
+            spec.label_set_size(row["task"], row["variant"]) or 0, row["created"])
+
+
+def header_markdown(info: dict[str, Any]) -> str:
+    facts = [("Base", info["base"]), ("Family", info["family"]),
+             ("Parameters", f"{info['params_b']:g}B" if info["params_b"] else None),
+             ("Checkpoint", info["checkpoint"]), ("Revision", info["revision"]), ("Precision", info["precision"])]
+    listed = " · ".join(f"**{label}:** `{value}`" for label, value in facts if value)
+    hidden = " *(hidden)*" if info["hidden"] else ""
+    return f"### {info['display_name']}{hidden}\n`{info['name']}`" + (f"\n\n{listed}" if listed else "")
+
+
+def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    records = []
+    for row in sorted(rows, key=_task_order):
+        provenance = row["provenance"] or {}
+        records.append([
+            spec.BY_KEY[row["task"]].column, row["source"],
+            row["scoring"], spec.label_set_size(row["task"], row["variant"]), _percent(row["accuracy"]), _ci(row),
+            row["n"], row["unparseable"], row["task_version"] or "",
+            provenance.get("citation") or provenance.get("run_id") or row["key"],
+            row["created"].strftime("%Y-%m-%d %H:%M") if row["created"] else "",
+            provenance.get("harness_version") or "", (provenance.get("git_commit") or "")[:10],
+            provenance.get("device") or "",
+        ])
+    return pd.DataFrame(records, columns=RESULT_COLUMNS)
+
+
+def comparison_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Reported vs reproduced per task (main protocol), with the difference in points."""
+    columns = ["Task", "Reported (%)", "Reproduced (%)", "Scoring", "Δ (points)"]
+    frame = pd.DataFrame(rows)
+    if frame.empty or "reproduced" not in set(frame["source"]):
+        return pd.DataFrame(columns=columns)
+    best = best_runs(frame.assign(model="-"))
+    reported = best[best["source"] == "reported"].set_index("task")["accuracy"]
+    records = []
+    for _, run in best[best["source"] == "reproduced"].iterrows():
+        paper = reported.get(run["task"])
+        delta = None if paper is None else round(100 * (run["accuracy"] - paper), 2)
+        records.append([run["task"], _percent(paper), _percent(run["accuracy"]), run["scoring"], delta])
+    records.sort(key=lambda record: (spec.TASK_KEYS.index(record[0]), record[3]))
+    for record in records:
+        record[0] = spec.BY_KEY[record[0]].column
+    return pd.DataFrame(records, columns=columns)
+
+
+def label_set_curve(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Accuracy against options per question, for the tasks run at two or more label-set sizes."""
+    columns = ["Options per question", "Accuracy (%)", "Series"]
+    records = []
+    for row in rows:
+        size = spec.label_set_size(row["task"], row["variant"])
+        if row["source"] == "reproduced" and size is not None:
+            series = f"{spec.BY_KEY[row['task']].column} ({row['scoring']})"
+            records.append({"size": size, "accuracy": 100 * row["accuracy"], "series": series,
+                            "full": row["sample_limit"] is None, "created": row["created"]})
+    if not records:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame(records).sort_values(["full", "created"]).drop_duplicates(["series", "size"], keep="last")
+    frame = frame[frame.groupby("series")["size"].transform("nunique") >= 2].sort_values(["series", "size"])
+    return frame.rename(columns={"size": columns[0], "accuracy": columns[1], "series": columns[2]})[columns]
+
+
+def confusion_frame(rows: list[dict[str, Any]], top: int = 15) -> pd.DataFrame:
+    """The most frequent (true -> predicted) pairs of the latest main-protocol run of each task."""
+    columns = ["Task", "True class", "Predicted", "Count"]
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: r["created"]):
+        if row["confusions"] and row["variant"] == spec.MAIN_VARIANT:
+            latest[(row["task"], row["scoring"])] = row
+    pairs = [[spec.BY_KEY[task].column, pair["true"], pair["predicted"], pair["count"]]
+             for (task, _), row in latest.items() for pair in row["confusions"]]
+    pairs.sort(key=lambda pair: -pair[3])
+    return pd.DataFrame(pairs[:top], columns=columns)

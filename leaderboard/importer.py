@@ -1,0 +1,160 @@
+"""`harness import DIR`: results files already on disk -> the store. Importing a file twice is a no-op.
+
+Two kinds of file: our `summary.json` (one run each, keyed by its run_id) and plain lmms-eval
+results JSON (`results: {task: {"acc,none": ...}}`), keyed by the file's content hash and task. A
+run folder that has a summary is imported through it alone: lmms-eval's own results file beside it
+describes the same run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from harness.config import parse_model_args
+from harness.errors import UserError
+from harness.results import SUMMARY_FILE, load_summary
+from leaderboard.spec import BY_KEY, MAIN_VARIANT
+from leaderboard.store import ResultStore
+
+# fgvr_<task>[_<variant>]_<scoring>, as tasks.registry.TaskSpec.lmms_task_name writes them
+LMMS_TASK = re.compile(r"^fgvr_(?P<task>[a-z]+\d+)(?:_(?P<variant>[a-z0-9_]+?))?_(?P<scoring>gen|loglik|logliknm)$")
+SCORING = {"gen": "generate", "loglik": "loglik", "logliknm": "loglik_name"}
+Z95 = 1.959964
+LMMS_DEFAULT_ZONE = ZoneInfo("Asia/Singapore")  # lmms-eval's default --timezone for its "date" field
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    unchanged: int = 0  # already in the store
+    files: int = 0  # results files read
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "unchanged": self.unchanged, "files": self.files,
+                "refused": [{"file": f, "reason": r} for f, r in self.refused]}
+
+
+def import_path(store: ResultStore, root: Path) -> ImportReport:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise UserError(f"{root} does not exist (give a run folder, a folder of runs, or a results file)")
+    files = [root] if root.is_file() else sorted(root.rglob("*.json"))
+    run_dirs = {path.parent for path in files if path.name == SUMMARY_FILE}
+    report = ImportReport()
+    for path in files:
+        if path.name != SUMMARY_FILE and any(folder in path.parents for folder in run_dirs):
+            continue
+        try:
+            outcomes = _import_file(store, path)
+        except (ValueError, KeyError, TypeError, UserError) as exc:
+            report.refused.append((str(path), str(exc)))
+            continue
+        if outcomes is not None:
+            report.files += 1
+            report.added += sum(outcomes)
+            report.unchanged += len(outcomes) - sum(outcomes)
+    return report
+
+
+def _import_file(store: ResultStore, path: Path) -> list[bool] | None:
+    """True/False per result (added/already there); None when the file is not a results file."""
+    if path.name == SUMMARY_FILE:
+        return [store.record_summary(load_summary(path))]
+    raw = path.read_bytes()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not (isinstance(data, dict) and isinstance(data.get("results"), dict) and isinstance(data.get("config"), dict)):
+        return None
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return [store.record_summary(summary) for summary in lmms_summaries(data, digest, path)]
+
+
+def lmms_summaries(data: dict[str, Any], digest: str, path: Path) -> list[dict[str, Any]]:
+    """Summary-shaped records of the FGVR tasks in one lmms-eval results file (other tasks are skipped)."""
+    config = data["config"]
+    model_args = config.get("model_args") or {}
+    if isinstance(model_args, str):
+        model_args = parse_model_args(model_args)
+    model = _registry_name(str(config.get("model", "unknown")))
+    created = _lmms_date(data, path)
+    summaries = []
+    for name, metrics in data["results"].items():
+        match = LMMS_TASK.match(name)
+        if not match or match["task"] not in BY_KEY or "acc,none" not in metrics:
+            continue
+        accuracy = float(metrics["acc,none"])
+        summaries.append({
+            "run_id": f"lmms:{digest}:{name}",
+            "created": created,
+            "model": model,
+            "model_args": model_args,
+            "pretrained": model_args.get("pretrained"),
+            "task": match["task"],
+            "lmms_task": name,
+            "task_version": _task_version(data, name),
+            "variant": _variant(match["variant"]),
+            "scoring": SCORING[match["scoring"]],
+            "limit": config.get("limit"),
+            "n": _sample_count(data, name),
+            "accuracy": accuracy,
+            "accuracy_ci95": _ci95(accuracy, metrics.get("acc_stderr,none")),
+            "results_file": str(path),
+            "provenance": {"source_file": str(path), "lmms_eval_model": config.get("model")},
+        })
+    return summaries
+
+
+def _variant(middle: str | None) -> str:
+    """The task-name middle back to the variant: none -> "k4", "circular" -> "k4_circular"."""
+    if not middle:
+        return MAIN_VARIANT
+    return f"{MAIN_VARIANT}_{middle}" if middle == "circular" else middle
+
+
+def _registry_name(lmms_model: str) -> str:
+    from models.registry import get_model_spec
+
+    try:
+        return get_model_spec(lmms_model).name
+    except UserError:
+        return lmms_model
+
+
+def _task_version(data: dict[str, Any], name: str) -> str | None:
+    version = (data.get("versions") or {}).get(name)
+    if version is None:
+        version = ((data.get("configs") or {}).get(name) or {}).get("metadata", {}).get("version")
+    return None if version is None else str(version)
+
+
+def _sample_count(data: dict[str, Any], name: str) -> int | None:
+    counts = (data.get("n-samples") or {}).get(name) or {}
+    count = counts.get("effective", counts.get("original"))
+    return None if count is None else int(count)
+
+
+def _ci95(accuracy: float, stderr: Any) -> tuple[float, float] | None:
+    try:
+        half = Z95 * float(stderr)
+    except (TypeError, ValueError):  # lmms-eval writes "N/A" when it has no stderr
+        return None
+    return max(0.0, accuracy - half), min(1.0, accuracy + half)
+
+
+def _lmms_date(data: dict[str, Any], path: Path) -> str:
+    """lmms-eval's "date" ("20250101_120000", in its default --timezone); else the file's mtime."""
+    try:
+        local = datetime.strptime(str(data.get("date")), "%Y%m%d_%H%M%S").replace(tzinfo=LMMS_DEFAULT_ZONE)
+        return local.astimezone(UTC).isoformat()
+    except ValueError:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()

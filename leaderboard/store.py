@@ -1,0 +1,272 @@
+"""The results store: models and their evaluation results, reported (the paper) and reproduced (our runs).
+
+Accuracies are stored as fractions in [0, 1], as in `RunSummary`; the app displays percent.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from harness.errors import UserError
+from harness.results import RunSummary
+from leaderboard import spec
+from leaderboard.db import (
+    ModelRow,
+    ResultRow,
+    create_store_engine,
+    ensure_schema,
+    get_meta,
+    parse_utc,
+    resolve_db_url,
+    serialize,
+    set_meta,
+    utcnow,
+)
+
+REPORTED_FILE = Path(__file__).parent / "data" / "reported_results.csv"
+MAX_CONFUSIONS = 20  # the most frequent pairs kept per run
+
+
+def reported_rows() -> list[dict[str, str]]:
+    """The paper's figures as carried by the project: one row per (model, task), accuracy in percent."""
+    with open(REPORTED_FILE, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def registry_metadata(name: str) -> dict[str, Any]:
+    """display_name / family / params_b of a model in the harness registry, {} for other names."""
+    from models.registry import MODELS
+
+    model = MODELS.get(name)
+    if model is None:
+        return {}
+    return {"display_name": model.display_name, "family": model.family, "params_b": model.params_b, "base": name}
+
+
+def model_name_for(summary: RunSummary) -> str:
+    """The leaderboard name of the model a run evaluated.
+
+    The registry name when the run loaded the registry's default checkpoint (so it sits beside the
+    paper's row for that model); otherwise the checkpoint itself: a hub id, or a local folder's name.
+    """
+    pretrained = (summary.get("model_args") or {}).get("pretrained")
+    if not pretrained:
+        return summary["model"]
+    from models.registry import MODELS
+
+    registered = MODELS.get(summary["model"])
+    if registered is not None and pretrained == registered.hub_id:
+        return summary["model"]
+    if pretrained.startswith(("/", ".", "~")) or Path(pretrained).exists():
+        return Path(pretrained).expanduser().name
+    return pretrained
+
+
+class ResultStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @classmethod
+    def open(cls, db_url: str | None = None) -> ResultStore:
+        """Open (creating or upgrading) the store and make sure the paper's reported rows are in it."""
+        store = cls(create_store_engine(resolve_db_url(db_url)))
+        ensure_schema(store.engine)
+        store.load_reported()
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def _model(self, session: Session, name: str, **metadata: Any) -> ModelRow:
+        """The model called `name`, created when new; metadata only fills fields that are still empty."""
+        model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
+        if model is None:
+            model = ModelRow(name=name, display_name=metadata.pop("display_name", None) or name, hidden=False)
+            session.add(model)
+        for field, value in metadata.items():
+            if value is not None and getattr(model, field) is None:
+                setattr(model, field, value)
+        return model
+
+    def record_summary(self, summary: RunSummary, model_name: str | None = None) -> bool:
+        """Record one run; True when it is new. Recording the same run_id again changes nothing, except
+        that an explicit `model_name` (the worker's submission name) moves the run to that model."""
+        spec.get_column(summary["task"])  # a task outside the benchmark is refused with its name
+        name = model_name or model_name_for(summary)
+        try:
+            return self._record_summary(summary, name, relink=model_name is not None)
+        except IntegrityError:  # another process recorded the same run (or created the model) first
+            return self._record_summary(summary, name, relink=model_name is not None)
+
+    def _record_summary(self, summary: RunSummary, name: str, relink: bool) -> bool:
+        with self.session() as session:
+            existing = session.scalars(select(ResultRow).where(ResultRow.key == summary["run_id"])).one_or_none()
+            if existing is not None:
+                if relink and existing.model.name != name:
+                    existing.model = self._model(session, name, **self._summary_model_metadata(summary))
+                return False
+            model = self._model(session, name, **self._summary_model_metadata(summary))
+            session.add(ResultRow(model=model, **summary_result_fields(summary)))
+            return True
+
+    @staticmethod
+    def _summary_model_metadata(summary: RunSummary) -> dict[str, Any]:
+        metadata = registry_metadata(summary["model"])
+        metadata.pop("display_name", None)  # a fine-tuned checkpoint is not the registry model
+        metadata["base"] = summary["model"]
+        metadata["checkpoint"] = summary.get("pretrained")
+        metadata["revision"] = summary.get("model_revision")
+        metadata["precision"] = (summary.get("model_args") or {}).get("dtype")
+        return metadata
+
+    def load_reported(self) -> int:
+        """Insert or update the paper's reported rows; a no-op when the packaged file has not changed."""
+        raw = REPORTED_FILE.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        with self.engine.connect() as conn:
+            if get_meta(conn, "reported_sha256") == digest:
+                return 0
+        rows = reported_rows()
+        with self.session() as session:
+            serialize(session.connection(), "reported")
+            if get_meta(session.connection(), "reported_sha256") == digest:  # another process just did it
+                return 0
+            for row in rows:
+                self._upsert_reported(session, row)
+            set_meta(session.connection(), "reported_sha256", digest)
+        return len(rows)
+
+    def _upsert_reported(self, session: Session, row: dict[str, str]) -> None:
+        name = row["model"]
+        metadata = {"display_name": row["paper_name"], "family": row["family"], "params_b": float(row["params_b"])}
+        metadata.update(registry_metadata(name))
+        model = self._model(session, name, **metadata)
+        key = f"reported:{name}:{row['task']}"
+        accuracy = float(row["accuracy_pct"]) / 100
+        provenance = {"citation": row["citation"], "paper_name": row["paper_name"]}
+        existing = session.scalars(select(ResultRow).where(ResultRow.key == key)).one_or_none()
+        if existing is not None:
+            existing.accuracy, existing.provenance = accuracy, provenance
+            return
+        session.add(ResultRow(model=model, key=key, task=row["task"], source="reported", scoring="paper",
+                              variant=spec.MAIN_VARIANT, accuracy=accuracy, provenance=provenance,
+                              created=utcnow()))
+
+    def set_hidden(self, name: str, hidden: bool) -> None:
+        with self.session() as session:
+            if session.execute(update(ModelRow).where(ModelRow.name == name).values(hidden=hidden)).rowcount == 0:
+                raise self._unknown_model(session, name)
+
+    def delete_model(self, name: str) -> int:
+        """Delete a model and all its results; return how many results went with it."""
+        with self.session() as session:
+            model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
+            if model is None:
+                raise self._unknown_model(session, name)
+            count = len(model.results)
+            session.delete(model)  # its results go with it (cascade)
+            return count
+
+    # --- reading -------------------------------------------------------------------------------
+
+    RESULT_COLUMNS = (
+        ModelRow.name.label("model"), ModelRow.display_name, ModelRow.family, ModelRow.params_b, ModelRow.hidden,
+        ResultRow.task, ResultRow.source, ResultRow.scoring, ResultRow.variant, ResultRow.accuracy,
+        ResultRow.sample_limit, ResultRow.created,
+    )
+
+    def result_frame(self, include_hidden: bool = False) -> pd.DataFrame:
+        """Every result joined with its model's metadata: the input of the leaderboard table."""
+        query = select(*self.RESULT_COLUMNS).join(ResultRow.model)
+        if not include_hidden:
+            query = query.where(ModelRow.hidden.is_(False))
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+    def model_choices(self, include_hidden: bool = False) -> list[tuple[str, str]]:
+        """(label, name) pairs of the models that have results, for a dropdown."""
+        query = select(ModelRow.display_name, ModelRow.name).where(ModelRow.results.any()).order_by(ModelRow.display_name)
+        if not include_hidden:
+            query = query.where(ModelRow.hidden.is_(False))
+        with self.engine.connect() as conn:
+            pairs = conn.execute(query).all()
+        return [(label if label == name else f"{label} ({name})", name) for label, name in pairs]
+
+    def model_info(self, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A model's metadata and all its result rows (every variant, run and source)."""
+        with self.session() as session:
+            model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
+            if model is None:
+                raise self._unknown_model(session, name)
+            info = {column: getattr(model, column) for column in
+                    ("name", "display_name", "base", "family", "params_b", "checkpoint", "revision", "precision",
+                     "hidden")}
+            rows = [{column.key: getattr(result, column.key) for column in ResultRow.__table__.columns}
+                    for result in model.results]
+        return info, rows
+
+    def _unknown_model(self, session: Session, name: str) -> UserError:
+        from harness.errors import unknown_name
+
+        return unknown_name("model", name, session.scalars(select(ModelRow.name)).all())
+
+
+def summary_result_fields(summary: RunSummary) -> dict[str, Any]:
+    """The result-row fields of one RunSummary."""
+    low, high = summary.get("accuracy_ci95") or (None, None)
+    confusions = sorted(summary.get("confusions") or [], key=lambda pair: -pair["count"])[:MAX_CONFUSIONS]
+    provenance = dict(summary.get("provenance") or {})
+    for field in ("run_id", "pretrained", "model_revision", "model_args", "lmms_task", "results_file",
+                  "samples_file", "option_source_detail", "robust_accuracy"):
+        provenance[field] = summary.get(field)
+    return {
+        "key": summary["run_id"],
+        "task": summary["task"],
+        "source": "reproduced",
+        "scoring": summary["scoring"],
+        "variant": summary.get("variant") or spec.MAIN_VARIANT,
+        "task_version": summary.get("task_version"),
+        "accuracy": float(summary["accuracy"]),
+        "ci_low": low,
+        "ci_high": high,
+        "n": summary.get("n"),
+        "unparseable": summary.get("unparseable"),
+        "errors": summary.get("errors"),
+        "sample_limit": summary.get("limit"),
+        "seed": summary.get("seed"),
+        "option_source": summary.get("option_source"),
+        "confusions": confusions,
+        "provenance": provenance,
+        "created": parse_utc(summary["created"]),
+    }
+
+
+def record_summary(summary: RunSummary, db_url: str | None = None) -> None:
+    """Record a finished `harness run` in the store (idempotent per run_id). Called by the runner."""
+    store = ResultStore.open(db_url)
+    try:
+        store.record_summary(summary)
+    finally:
+        store.close()

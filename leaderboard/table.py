@@ -1,0 +1,126 @@
+"""The leaderboard table: result rows -> one row per (model, source, scoring), filtered, averaged, ranked.
+
+Pure pandas on the frame `ResultStore.result_frame()` returns, so it can be tested and benchmarked
+without a database or a server. Accuracies come in as fractions and go out as percent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from leaderboard import spec
+
+ROW_KEY = ["model", "source", "scoring"]
+MODEL_COLUMN = "Model"
+ID_COLUMN = "Model ID"
+AVERAGE = "Average"
+AVERAGE_RANK = "Avg rank"
+DELTA = "Δ vs paper"
+INFO_COLUMNS = {"display_name": MODEL_COLUMN, "params_b": "Params (B)", "family": "Family", "source": "Source",
+                "scoring": "Scoring"}
+
+
+@dataclass(frozen=True)
+class TableQuery:
+    """What the user asked for; an empty filter tuple means "no filter"."""
+
+    tasks: tuple[str, ...] = spec.TASK_KEYS
+    sizes: tuple[str, ...] = ()
+    families: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    scorings: tuple[str, ...] = ()
+    search: str = ""
+    sort_by: str = AVERAGE
+    descending: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(spec.validate_tasks(self.tasks)))
+
+
+def best_runs(results: pd.DataFrame) -> pd.DataFrame:
+    """One accuracy per (model, source, scoring, task) on the main protocol: full runs beat runs with a
+    --limit, and among equals the latest wins."""
+    main = results[results["variant"] == spec.MAIN_VARIANT]
+    ordered = main.assign(_full=main["sample_limit"].isna()).sort_values(["_full", "created"], kind="stable")
+    return ordered.drop_duplicates([*ROW_KEY, "task"], keep="last").drop(columns="_full")
+
+
+def wide_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Model metadata plus one percent column per benchmark task (NaN where there is no run)."""
+    best = best_runs(results)
+    scores = best.set_index([*ROW_KEY, "task"])["accuracy"].mul(100).unstack("task")
+    scores = scores.reindex(columns=list(spec.TASK_KEYS)).reset_index()
+    metadata = best.drop_duplicates("model").set_index("model")[["display_name", "family", "params_b"]]
+    wide = scores.join(metadata, on="model")
+    wide["size"] = [spec.size_bucket(value) for value in wide["params_b"]]
+    return wide
+
+
+def _keep(frame: pd.DataFrame, column: str, allowed: Sequence[str]) -> pd.DataFrame:
+    return frame[frame[column].isin(allowed)] if allowed else frame
+
+
+def apply_filters(wide: pd.DataFrame, query: TableQuery) -> pd.DataFrame:
+    frame = _keep(wide, "size", query.sizes)
+    frame = _keep(frame, "family", query.families)
+    frame = _keep(frame, "source", query.sources)
+    return _keep(frame, "scoring", query.scorings)
+
+
+def add_aggregates(frame: pd.DataFrame, wide: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
+    """Average (only for rows with every selected in-average task), average rank among `frame`'s rows,
+    and a reproduced row's mean difference from the paper's row of the same model."""
+    frame = frame.copy()
+    averaged = spec.average_tasks(tasks)
+    frame[AVERAGE] = frame[averaged].mean(axis=1, skipna=False) if averaged else float("nan")
+    ranks = frame[list(tasks)].rank(ascending=False, method="min")
+    frame[AVERAGE_RANK] = ranks.mean(axis=1, skipna=False) if tasks else float("nan")
+    reported = wide[wide["source"] == "reported"].drop_duplicates("model").set_index("model")[list(tasks)]
+    paper = reported.reindex(frame["model"]).set_axis(frame.index)
+    delta = (frame[list(tasks)] - paper).mean(axis=1)
+    frame[DELTA] = delta.where(frame["source"] != "reported")
+    return frame
+
+
+def search(frame: pd.DataFrame, text: str) -> pd.DataFrame:
+    text = text.strip().lower()
+    if not text:
+        return frame
+    haystack = (frame["display_name"].fillna("") + " " + frame["model"] + " " + frame["family"].fillna("")).str.lower()
+    return frame[haystack.str.contains(text, regex=False)]
+
+
+def sort_columns() -> list[str]:
+    return [AVERAGE, AVERAGE_RANK, DELTA, *[task.column for task in spec.BENCHMARK], MODEL_COLUMN, "Params (B)"]
+
+
+def leaderboard_table(results: pd.DataFrame, query: TableQuery = TableQuery()) -> pd.DataFrame:
+    """The table the app shows: display columns, percent rounded to 2 decimals."""
+    if results.empty:
+        return pd.DataFrame(columns=display_columns(query.tasks))
+    wide = wide_table(results)
+    frame = add_aggregates(apply_filters(wide, query), wide, query.tasks)
+    frame = search(frame, query.search)
+    frame = frame.rename(columns={**INFO_COLUMNS, **{t.key: t.column for t in spec.BENCHMARK}, "model": ID_COLUMN})
+    frame = frame[display_columns(query.tasks)]
+    sort_by = query.sort_by if query.sort_by in frame.columns else AVERAGE
+    frame = frame.sort_values([sort_by, MODEL_COLUMN], ascending=[not query.descending, True], na_position="last",
+                              kind="stable")
+    return frame.round(2).reset_index(drop=True)
+
+
+def display_columns(tasks: Sequence[str]) -> list[str]:
+    return [MODEL_COLUMN, "Params (B)", "Family", "Source", "Scoring", AVERAGE, AVERAGE_RANK, DELTA,
+            *[spec.BY_KEY[key].column for key in tasks], ID_COLUMN]
+
+
+def filter_choices(results: pd.DataFrame) -> dict[str, list[str]]:
+    """The values each filter can take, from what is in the store."""
+    return {
+        "families": sorted(results["family"].dropna().unique().tolist()),
+        "sources": [source for source in spec.SOURCES if source in set(results["source"])],
+        "scorings": sorted(results["scoring"].unique().tolist()),
+    }

@@ -1,0 +1,172 @@
+"""`harness worker`: take one queued submission at a time, evaluate it with the runner, record the results."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.config import RunConfig
+from harness.errors import UserError
+from harness.results import RunSummary
+from leaderboard import spec
+from leaderboard.queue import Job, SubmissionQueue
+from leaderboard.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+Evaluate = Callable[[RunConfig], RunSummary]
+
+
+@dataclass(frozen=True)
+class TaskPaths:
+    """A path for every task (`--data-root PATH`) and/or per task (`--data-root bird200=PATH`, repeatable)."""
+
+    default: Path | None = None
+    per_task: dict[str, Path] = field(default_factory=dict)
+
+    def for_task(self, task: str) -> Path | None:
+        return self.per_task.get(task, self.default)
+
+
+def parse_task_paths(values: Sequence[str] | None, option: str) -> TaskPaths:
+    default: Path | None = None
+    per_task: dict[str, Path] = {}
+    for value in values or ():
+        task, sep, path = value.partition("=")
+        if not sep:
+            if default is not None:
+                raise UserError(f"{option} is given twice without a task; use TASK=PATH for per-task paths")
+            default = Path(value).expanduser()
+            continue
+        if not task or not path:
+            raise UserError(f"{option} '{value}' is neither PATH nor TASK=PATH")
+        key = spec.get_column(task.strip()).key
+        if key in per_task:
+            raise UserError(f"{option} gives two paths for {key}")
+        per_task[key] = Path(path).expanduser()
+    return TaskPaths(default, per_task)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    data_root: TaskPaths = TaskPaths()
+    choices: TaskPaths = TaskPaths()
+    limit: int | None = None
+    batch_size: int = 1
+    output_dir: Path | None = None
+    lease_s: float = 300.0
+    poll_s: float = 30.0
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def run_evaluation(config: RunConfig) -> RunSummary:
+    from harness.runner import run_evaluation as evaluate  # torch and lmms-eval load only here
+
+    return evaluate(config)
+
+
+def job_model_args(job: Job) -> dict[str, str]:
+    """The wrapper's model arguments for a submission: its checkpoint (or adapter), revision and dtype."""
+    args = {"adapter": job.checkpoint} if job.weights == "adapter" else {"pretrained": job.checkpoint}
+    if not job.is_local and job.revision != "main":
+        args["revision"] = job.revision
+    if job.precision != "auto":
+        args["dtype"] = job.precision
+    return args
+
+
+class LeaseKeeper:
+    """Renews a job's lease in the background; `lost` is set when the queue says it is no longer ours."""
+
+    def __init__(self, queue: SubmissionQueue, job_id: int, worker: str, lease_s: float):
+        self.queue, self.job_id, self.worker, self.lease_s = queue, job_id, worker, lease_s
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                if not self.queue.renew(self.job_id, self.worker, self.lease_s):
+                    self.lost.set()
+                    return
+            except Exception:  # a database hiccup: try again at the next beat, the lease has slack
+                log.exception("could not renew the lease of job %s", self.job_id)
+
+
+class QueueWorker:
+    def __init__(self, store: ResultStore, settings: WorkerSettings = WorkerSettings(),
+                 evaluate: Evaluate | None = None, worker_id: str | None = None):
+        self.store = store
+        self.queue = SubmissionQueue(store)
+        self.settings = settings
+        self.evaluate = evaluate or run_evaluation
+        self.worker_id = worker_id or default_worker_id()
+
+    def run(self, once: bool = False) -> int:
+        """Work the queue: with `once`, one pass (at most one job); otherwise until interrupted."""
+        while True:
+            worked = self.run_one()
+            if once:
+                return 0
+            if not worked:
+                time.sleep(self.settings.poll_s)
+
+    def run_one(self) -> bool:
+        """Claim and run one job; False when the queue had none."""
+        job = self.queue.claim(self.worker_id, self.settings.lease_s)
+        if job is None:
+            log.info("no pending submission")
+            return False
+        log.info("worker %s runs submission #%s (%s)", self.worker_id, job.id, job.model_name)
+        try:
+            with LeaseKeeper(self.queue, job.id, self.worker_id, self.settings.lease_s) as lease:
+                self._run_job(job, lease)
+        except BaseException:  # Ctrl-C or SIGTERM mid-job: hand the job back for another worker
+            self.queue.release(job.id, self.worker_id)
+            raise
+        return True
+
+    def _run_job(self, job: Job, lease: LeaseKeeper) -> None:
+        run_ids: list[str] = []
+        for task in job.tasks:
+            try:
+                summary = self.evaluate(self.run_config(job, task))
+                self.store.record_summary(summary, model_name=job.model_name)
+            except Exception as exc:
+                log.exception("submission #%s failed on %s", job.id, task)
+                self.queue.fail(job.id, self.worker_id, f"{task}: {type(exc).__name__}: {exc}", run_ids)
+                return
+            run_ids.append(summary["run_id"])
+            if lease.lost.is_set():
+                log.error("submission #%s: lease lost (this worker stalled past it); stopping", job.id)
+                return
+        if not self.queue.finish(job.id, self.worker_id, run_ids):
+            log.error("submission #%s was taken from this worker before it finished", job.id)
+
+    def run_config(self, job: Job, task: str) -> RunConfig:
+        settings = self.settings
+        output_dir = settings.output_dir / f"submission-{job.id}" / task if settings.output_dir else None
+        return RunConfig(
+            model=job.base, task=task, model_args=job_model_args(job), scoring=job.scoring,
+            data_root=settings.data_root.for_task(task), choices=settings.choices.for_task(task),
+            limit=settings.limit, batch_size=settings.batch_size, output_dir=output_dir,
+        )

@@ -1,0 +1,199 @@
+"""The Gradio app through gradio_client against a live server on 127.0.0.1, plus its handlers directly."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+FIXTURES = Path(__file__).parent / "leaderboard"
+sys.path.insert(0, str(FIXTURES))
+pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
+from lb_factories import make_checkpoint, make_summary  # noqa: E402
+
+from leaderboard.app import LeaderboardApp  # noqa: E402
+from leaderboard.store import ResultStore  # noqa: E402
+from leaderboard.submissions import SubmissionPolicy  # noqa: E402
+
+TOKEN = "s3cret-admin-token"
+ALL_TASKS = ["dog120", "bird200", "aircraft102", "flower102", "pet37", "car196"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """A served app on a fresh store; yields (client, store, submission root)."""
+    from gradio_client import Client
+
+    from leaderboard.app import serve
+
+    home = tmp_path_factory.mktemp("live")
+    root = home / "submissions"
+    root.mkdir()
+    saved = {key: os.environ.get(key) for key in ("HARNESS_HOME", "HARNESS_SUBMISSION_ROOT", "HARNESS_ADMIN_TOKEN")}
+    os.environ.update(HARNESS_HOME=str(home), HARNESS_SUBMISSION_ROOT=str(root), HARNESS_ADMIN_TOKEN=TOKEN)
+    url = f"sqlite:///{home / 'lb.db'}"
+    store = ResultStore.open(url)
+    store.record_summary(make_summary())  # a reproduced idefics2 bird200 run
+    port = free_port()
+    blocks = serve(host="127.0.0.1", port=port, db_url=url, block=False)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False), store, root
+    finally:
+        blocks.close()
+        store.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def table(client, tasks=ALL_TASKS, sizes=(), families=(), sources=(), scorings=(), search="", sort_by="Average",
+          descending=True) -> pd.DataFrame:
+    records = client.predict(list(tasks), list(sizes), list(families), list(sources), list(scorings), search, sort_by,
+                             descending, api_name="/leaderboard_table")
+    return pd.DataFrame(records)
+
+
+def test_live_table_serves_the_papers_rows(live):
+    client, _, _ = live
+    frame = table(client)
+    assert frame.iloc[0]["Model"] == "Finedefics" and frame.iloc[0]["Average"] == 76.84
+    assert set(frame["Source"]) == {"reported", "reproduced"}
+    reproduced = frame[frame["Source"] == "reproduced"].iloc[0]
+    assert (reproduced["Model ID"], reproduced["Bird-200"]) == ("idefics2", 47.12)
+
+
+def test_live_filters_search_and_sort(live):
+    client, _, _ = live
+    from models.registry import MODELS
+
+    small = {name for name, model in MODELS.items() if model.params_b < 4}
+    assert set(table(client, sizes=["<4B"])["Model ID"]) == small  # registry sizes win over the paper's rounding
+    assert set(table(client, families=["Qwen-VL"])["Model ID"]) == {"qwen_vl_chat"}
+    assert set(table(client, scorings=["generate"])["Source"]) == {"reproduced"}
+    assert set(table(client, search="instructblip")["Model ID"]) == {"instructblip_vicuna", "instructblip_flant5"}
+    by_pet = table(client, tasks=["pet37"], sort_by="Pet-37", descending=False)
+    assert list(by_pet.columns).count("Dog-120") == 0
+    assert by_pet.iloc[0]["Model ID"] == "idefics1"  # 48.51, the lowest Pet-37
+    assert by_pet.iloc[0]["Average"] == 48.51
+
+
+def test_live_model_detail(live):
+    client, _, _ = live
+    header, results, comparison, curve, confusions = client.predict("idefics2", api_name="/model_detail")
+    assert "Idefics2" in header
+    results = pd.DataFrame(results["data"], columns=results["headers"])
+    assert "47.12" in results["Accuracy (%)"].astype(str).tolist()
+    comparison = pd.DataFrame(comparison["data"], columns=comparison["headers"])
+    assert comparison.iloc[0].tolist() == ["Bird-200", 47.17, 47.12, "generate", -0.05]
+    confusions = pd.DataFrame(confusions["data"], columns=confusions["headers"])
+    assert confusions.iloc[0]["True class"] == "California Gull"
+
+
+def test_live_plots(live):
+    client, _, _ = live
+    by_dataset, versus = client.predict(["finedefics", "idefics2"], api_name="/plots")
+    assert by_dataset.startswith("<svg") and "Finedefics · reported" in by_dataset
+    assert "Idefics2 · reproduced" in versus and "Idefics2 · reported" in versus
+
+
+def test_live_submit_refusals_and_queue(live):
+    client, _, root = live
+    outside = make_checkpoint(root.parent / "outside")
+    refusal = client.predict(str(outside), "idefics2", "", "full", "auto", ["bird200"], "generate", api_name="/submit")
+    assert refusal.startswith("**Refused:**") and "outside the submission root" in refusal
+    folder = make_checkpoint(root / "web-ft")
+    (folder / "pytorch_model.bin").write_bytes(b"pickle")
+    assert "pickle weight files" in client.predict(str(folder), "idefics2", "", "full", "auto", ["bird200"],
+                                                   "generate", api_name="/submit")
+    (folder / "pytorch_model.bin").unlink()
+    queued = client.predict(str(folder), "idefics2", "", "full", "float32", ["bird200"], "generate", api_name="/submit")
+    assert queued.startswith("**Queued** as submission #")
+    duplicate = client.predict(str(folder), "idefics2", "", "full", "float32", ["bird200"], "generate",
+                               api_name="/submit")
+    assert "already submission" in duplicate
+    rows = client.predict(["PENDING"], api_name="/queue")
+    frame = pd.DataFrame(rows["data"], columns=rows["headers"])
+    assert frame.iloc[0]["Model"] == "web-ft" and frame.iloc[0]["Submitter"] == "web:127.0.0.1"
+    assert (frame.iloc[0]["Status"], frame.iloc[0]["Tasks"]) == ("PENDING", "bird200")
+
+
+def test_live_admin_actions_need_the_token(live):
+    client, store, _ = live
+    assert client.predict("wrong", "hide model", "idefics1", api_name="/admin") == "**Refused:** wrong admin token."
+    assert "idefics1" in set(table(client)["Model ID"])
+    assert client.predict(TOKEN, "hide model", "idefics1", api_name="/admin").startswith("Done")
+    assert "idefics1" not in set(table(client)["Model ID"])
+    assert client.predict(TOKEN, "unhide model", "idefics1", api_name="/admin").startswith("Done")
+    assert "unknown model 'nope'" in client.predict(TOKEN, "delete model", "nope", api_name="/admin")
+
+
+def test_live_app_reads_the_store_at_request_time(live):
+    client, store, _ = live
+    store.record_summary(make_summary(task="car196", accuracy=0.8))
+    row = table(client, sources=["reproduced"]).iloc[0]
+    assert (row["Bird-200"], row["Car-196"]) == (47.12, 80.0)
+
+
+def test_admin_is_disabled_without_a_token(store, monkeypatch):
+    monkeypatch.delenv("HARNESS_ADMIN_TOKEN", raising=False)
+    assert "disabled" in LeaderboardApp(store).admin("", "hide model", "idefics1")
+
+
+def test_downloads_hold_the_table(store, tmp_path):
+    app = LeaderboardApp(store, SubmissionPolicy(root=tmp_path), download_dir=tmp_path / "dl")
+    frame = app.table(ALL_TASKS, [], [], ["reported"], [], "", "Average", True)
+    csv_path, json_path = app.export(frame)
+    assert pd.read_csv(csv_path)["Model ID"].tolist() == frame["Model ID"].tolist()
+    assert json.loads(Path(json_path).read_text())[0]["Average"] == 76.84
+    assert app.export(frame) == (csv_path, json_path)  # unchanged table, same files
+
+
+def test_harness_leaderboard_command_serves_on_loopback(tmp_path):
+    import time
+    import urllib.request
+
+    port = free_port()
+    command = [sys.executable, "-m", "harness.cli", "leaderboard", "--port", str(port),
+               "--db-url", f"sqlite:///{tmp_path / 'lb.db'}"]
+    server = subprocess.Popen(command, env={**os.environ, "HARNESS_HOME": str(tmp_path)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as response:
+                    assert "leaderboard-table" in response.read().decode()
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.3)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_importing_the_app_has_no_side_effects(tmp_path):
+    home = tmp_path / "home"
+    code = "import leaderboard.app, leaderboard.cli, leaderboard.worker, leaderboard.store; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "HARNESS_HOME": str(home)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr
+    assert not home.exists()  # no database opened, nothing written
+    assert "torch" not in subprocess.run(
+        [sys.executable, "-c", "import sys, leaderboard.worker, leaderboard.cli; print(sorted(sys.modules))"],
+        capture_output=True, text=True, timeout=120).stdout.split("'")

@@ -1,0 +1,117 @@
+"""A real browser on the live app: Playwright driving Debian's Chromium (scripts/install_browser.sh installs it).
+
+Loads the page, sorts a column, filters, opens a model's detail, submits a checkpoint, and saves a
+screenshot of each step (in $FGVR_SCREENSHOT_DIR when set, else the test's tmp_path).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is absent: run scripts/install_browser.sh (apt-get install chromium) for the browser test",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package (dev extra) is not installed")
+
+sys.path.insert(0, str(Path(__file__).parent / "leaderboard"))
+from lb_factories import make_checkpoint, make_summary  # noqa: E402
+
+from leaderboard.app import serve  # noqa: E402
+from leaderboard.queue import SubmissionQueue  # noqa: E402
+from leaderboard.store import ResultStore  # noqa: E402
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def app_url(tmp_path, monkeypatch):
+    root = tmp_path / "submissions"
+    root.mkdir()
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HARNESS_SUBMISSION_ROOT", str(root))
+    db_url = f"sqlite:///{tmp_path / 'lb.db'}"
+    store = ResultStore.open(db_url)
+    store.record_summary(make_summary())
+    make_checkpoint(root / "browser-ft")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    blocks = serve(host="127.0.0.1", port=port, db_url=db_url, block=False)
+    yield f"http://127.0.0.1:{port}/", store, root
+    blocks.close()
+    store.close()
+
+
+def first_row(page) -> list[str]:
+    return page.locator("#leaderboard-table [role=row]").nth(1).inner_text().split("\n")
+
+
+def test_browser_sorts_filters_opens_detail_and_submits(app_url, tmp_path):
+    url, store, root = app_url
+    shots = Path(os.environ.get("FGVR_SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        table = page.locator("#leaderboard-table")
+        table.locator("[role=gridcell]").filter(has_text="76.84").first.wait_for()
+        assert first_row(page)[0] == "Finedefics"
+        page.screenshot(path=shots / "leaderboard.png", full_page=True)
+        with page.expect_download() as download:
+            page.locator("#download-csv").click()
+        csv_lines = Path(download.value.path()).read_text().splitlines()
+        assert csv_lines[0].startswith("Model,") and csv_lines[1].startswith("Finedefics,")
+
+        # sort: the column menu of Bird-200, ascending -> the lowest Bird-200 accuracy first
+        header = table.locator("[role=columnheader]").filter(has_text="Bird-200").first
+        header.click()
+        header.get_by_role("button", name="Open cell menu").click()
+        page.get_by_role("menuitem", name="Sort ascending").first.click()
+        rows = table.locator("[role=row]")
+        sync_api.expect(rows.nth(1)).to_contain_text("instructblip_flant5")  # 32.15, the lowest
+
+        # filter: the search box, then the source
+        search = page.locator("#search textarea, #search input").first
+        search.fill("idefics")
+        search.press("Enter")
+        page.wait_for_function("() => { const rows = [...document.querySelectorAll('#leaderboard-table [role=row]')]"
+                               ".slice(1); return rows.length === 4 && rows.every(r => r.innerText.includes('Idefics')) }")
+        page.locator("#filter-source").get_by_label("reproduced").check()
+        sync_api.expect(rows).to_have_count(2)  # the header and the reproduced Idefics2 row
+        sync_api.expect(rows.nth(1)).to_contain_text("reproduced")
+
+        # detail: click the row
+        rows.nth(1).locator("[role=gridcell]").first.click()
+        page.locator("#detail-header").get_by_text("Idefics2").first.wait_for()
+        page.locator("#detail-comparison [role=gridcell]").filter(has_text="-0.05").first.wait_for()
+        page.screenshot(path=shots / "detail.png", full_page=True)
+
+        # submit a checkpoint from the Submit tab
+        page.get_by_role("tab", name="Submit").click()
+        page.locator("#submit-model textarea, #submit-model input").first.fill(str(root / "browser-ft"))
+        page.locator("#submit-button").click()
+        page.locator("#submit-outcome").get_by_text("Queued").wait_for()
+        page.screenshot(path=shots / "submit.png", full_page=True)
+
+        # the queue and the plots render too
+        page.get_by_role("tab", name="Queue").click()
+        page.get_by_role("button", name="Refresh").click()
+        page.locator("#queue-table [role=gridcell]").filter(has_text="browser-ft").first.wait_for()
+        page.screenshot(path=shots / "queue.png", full_page=True)
+        page.get_by_role("tab", name="Plots").click()
+        page.locator("#plot-by-dataset svg rect").first.wait_for()
+        page.screenshot(path=shots / "plots.png", full_page=True)
+        browser.close()
+    rows = SubmissionQueue(store).list()
+    assert [(row["model_name"], row["status"]) for row in rows] == [("browser-ft", "PENDING")]
+    assert rows[0]["submitter"] == "web:127.0.0.1"
+    assert (shots / "leaderboard.png").stat().st_size > 10_000

@@ -1,0 +1,116 @@
+"""The store and the queue on PostgreSQL: the row-lock claim, several worker processes, concurrent first opens.
+
+Needs a server: set HARNESS_TEST_PG_URL to a URL whose user may create databases, e.g.
+postgresql+psycopg://postgres@127.0.0.1:5432/postgres. Each test gets its own database.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+PG_ENV = "HARNESS_TEST_PG_URL"
+ADMIN_URL = os.environ.get(PG_ENV)
+if not ADMIN_URL:
+    pytest.skip(f"no PostgreSQL server: set {PG_ENV} (a URL whose user may create databases) to run these",
+                allow_module_level=True)
+pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'fgvr-harness[postgres]'")
+
+FIXTURES = Path(__file__).parent / "leaderboard"
+sys.path.insert(0, str(FIXTURES))
+from lb_factories import fake_evaluate, make_summary  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from leaderboard import db  # noqa: E402
+from leaderboard.db import utcnow  # noqa: E402
+from leaderboard.queue import FINISHED, PENDING, SubmissionQueue  # noqa: E402
+from leaderboard.store import ResultStore  # noqa: E402
+from leaderboard.submissions import SubmissionRefused, ValidatedSubmission  # noqa: E402
+from leaderboard.table import leaderboard_table  # noqa: E402
+from leaderboard.worker import QueueWorker  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def pg_url():
+    name = f"fgvr_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def job(name: str, tasks=("dog120", "bird200")) -> ValidatedSubmission:
+    return ValidatedSubmission(model_name=name, checkpoint=f"/subs/{name}", is_local=True, base="idefics2",
+                               revision=f"local-{name}", weights="full", precision="float32", tasks=tasks,
+                               scoring="generate", submitter="alice", size_bytes=1)
+
+
+def test_store_on_postgres(pg_url):
+    store = ResultStore.open(pg_url)
+    summary = make_summary()
+    assert store.record_summary(summary) is True
+    assert store.record_summary(summary) is False
+    frame = leaderboard_table(store.result_frame())
+    assert frame.iloc[0]["Average"] == 76.84 and "reproduced" in set(frame["Source"])
+    created = store.model_info("idefics2")[1]
+    assert any(row["created"].isoformat() == "2025-03-01T10:15:00+00:00" for row in created)
+    with store.engine.begin() as conn:
+        db.set_meta(conn, "schema_version", str(db.SCHEMA_VERSION + 1))
+    with pytest.raises(db.SchemaError, match="newer than this fgvr-harness"):
+        ResultStore.open(pg_url)
+    store.close()
+
+
+def test_concurrent_first_opens_create_the_schema_once(pg_url):
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: ResultStore.open(pg_url), range(4)))
+    assert len(stores[0].result_frame()) == 14 * 6
+    for store in stores:
+        store.close()
+
+
+def test_claim_lease_and_duplicates_on_postgres(pg_url):
+    store = ResultStore.open(pg_url)
+    queue = SubmissionQueue(store)
+    first = queue.submit(job("a"), per_day=10)
+    queue.submit(job("b"), per_day=10)
+    with pytest.raises(SubmissionRefused, match="already submission"):
+        queue.submit(job("a"), per_day=10)
+    assert queue.claim("w1", 30).id == first
+    later = utcnow() + timedelta(seconds=31)
+    assert queue.claim("w2", 30, now=later).id == first  # w1's lease ran out: the oldest job again
+    assert queue.claim("w3", 30, now=later).model_name == "b"
+    assert queue.claim("w4", 30, now=later) is None
+    store.close()
+
+
+def test_several_worker_processes_on_postgres(pg_url, tmp_path):
+    store = ResultStore.open(pg_url)
+    queue = SubmissionQueue(store)
+    for index in range(20):
+        queue.submit(job(f"m{index}"), per_day=100)
+    log = tmp_path / "evaluations.log"
+    workers = [subprocess.Popen([sys.executable, str(FIXTURES / "queue_worker_process.py"), pg_url, str(log), "drain",
+                                 "30"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}) for _ in range(4)]
+    for process in workers:
+        assert process.wait(timeout=120) == 0
+    counts = Counter(tuple(line.split()[:2]) for line in log.read_text().splitlines())
+    assert len(counts) == 40 and set(counts.values()) == {1}
+    assert {row["status"] for row in queue.list()} == {FINISHED}
+    assert QueueWorker(store, evaluate=fake_evaluate).run_one() is False
+    assert queue.list((PENDING,)) == []
+    store.close()

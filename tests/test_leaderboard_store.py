@@ -1,0 +1,187 @@
+"""The results store: schema versions, reported rows, recording runs, importing results files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+sys.path.insert(0, str(Path(__file__).parent / "leaderboard"))
+pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
+from lb_factories import LMMS_RESULTS, RUNS, make_summary  # noqa: E402
+
+from harness.errors import UserError  # noqa: E402
+from leaderboard import db  # noqa: E402
+from leaderboard.importer import import_path  # noqa: E402
+from leaderboard.store import ResultStore, model_name_for, record_summary  # noqa: E402
+from leaderboard.table import leaderboard_table  # noqa: E402
+
+
+def _row(frame, model_id, source="reported"):
+    rows = frame[(frame["Model ID"] == model_id) & (frame["Source"] == source)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+def test_new_store_has_the_papers_rows_with_their_averages(store):
+    frame = leaderboard_table(store.result_frame())
+    assert len(frame) == 14  # Table 2 (13 models) and Table 4 (1)
+    finedefics = _row(frame, "finedefics")
+    assert finedefics["Average"] == 76.84
+    assert finedefics["Bird-200"] == 57.61
+    assert frame.iloc[0]["Model ID"] == "finedefics"  # best average first
+    assert _row(frame, "LLaVA 1.5 + A3")["Average"] == 57.21
+    assert store.result_frame()["accuracy"].between(0, 1).all()  # fractions in the store
+
+
+def test_reopening_does_not_duplicate_reported_rows(db_url, store):
+    again = ResultStore.open(db_url)
+    assert again.load_reported() == 0
+    assert len(again.result_frame()) == 14 * 6
+
+
+def test_schema_version_is_written_and_newer_databases_are_refused(db_url, store):
+    with store.engine.begin() as conn:
+        assert db.get_meta(conn, "schema_version") == str(db.SCHEMA_VERSION)
+        db.set_meta(conn, "schema_version", str(db.SCHEMA_VERSION + 1))
+    with pytest.raises(db.SchemaError, match="newer than this fgvr-harness.*pip install -U"):
+        ResultStore.open(db_url)
+
+
+def test_older_database_is_upgraded_through_the_migrations(db_url, store, monkeypatch):
+    def add_notes_column(conn):
+        conn.execute(text("ALTER TABLE models ADD COLUMN notes VARCHAR(200)"))
+
+    monkeypatch.setattr(db, "SCHEMA_VERSION", db.SCHEMA_VERSION + 1)
+    monkeypatch.setitem(db.MIGRATIONS, db.SCHEMA_VERSION - 1, add_notes_column)
+    upgraded = ResultStore.open(db_url)
+    with upgraded.engine.connect() as conn:
+        assert db.get_meta(conn, "schema_version") == str(db.SCHEMA_VERSION)
+        assert "notes" in [row[1] for row in conn.execute(text("PRAGMA table_info(models)"))]
+    assert len(upgraded.result_frame()) == 14 * 6  # the data survived
+
+
+def test_database_without_an_upgrade_path_says_what_to_do(db_url, store, monkeypatch):
+    monkeypatch.setattr(db, "SCHEMA_VERSION", db.SCHEMA_VERSION + 1)
+    with pytest.raises(db.SchemaError, match="no upgrade path.*harness import"):
+        ResultStore.open(db_url)
+
+
+def test_foreign_database_is_not_touched(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE results (id INTEGER PRIMARY KEY, other TEXT)")
+    with pytest.raises(db.SchemaError, match="not written by fgvr-harness"):
+        ResultStore.open(f"sqlite:///{path}")
+
+
+def test_default_url_is_under_harness_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HARNESS_DB_URL", raising=False)
+    assert db.resolve_db_url() == f"sqlite:///{tmp_path / 'home' / 'leaderboard.db'}"
+    monkeypatch.setenv("HARNESS_DB_URL", "postgresql+psycopg://u@h/db")
+    assert db.resolve_db_url() == "postgresql+psycopg://u@h/db"
+    assert db.resolve_db_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_bad_url_is_a_user_error():
+    with pytest.raises(UserError, match="not a database URL"):
+        db.create_store_engine("not a url")
+
+
+def test_record_summary_is_idempotent_and_sits_beside_the_paper(db_url, store):
+    summary = make_summary()
+    record_summary(summary, db_url)
+    record_summary(summary, db_url)
+    assert store.record_summary(summary) is False
+    frame = leaderboard_table(store.result_frame())
+    reproduced = _row(frame, "idefics2", "reproduced")
+    assert reproduced["Bird-200"] == 47.12
+    assert reproduced["Scoring"] == "generate"
+    assert reproduced["Δ vs paper"] == pytest.approx(47.12 - 47.17)
+    assert reproduced["Average"] is None or reproduced["Average"] != reproduced["Average"]  # 1 of 6 tasks
+    assert len(store.result_frame()) == 14 * 6 + 1
+
+
+def test_an_explicit_model_name_moves_an_already_recorded_run(store):
+    summary = make_summary(model_args={"pretrained": "/x/ft"}, pretrained="/x/ft")
+    store.record_summary(summary)
+    assert store.record_summary(summary, model_name="my-finetune") is False
+    info, rows = store.model_info("my-finetune")
+    assert [row["key"] for row in rows] == [summary["run_id"]]
+    assert info["base"] == "idefics2" and info["family"] == "Idefics"
+
+
+def test_model_names_for_runs():
+    assert model_name_for(make_summary(model_args={})) == "idefics2"
+    assert model_name_for(make_summary(model_args={"pretrained": "HuggingFaceM4/idefics2-8b"})) == "idefics2"
+    assert model_name_for(make_summary(model_args={"pretrained": "org/ft-model"})) == "org/ft-model"
+    assert model_name_for(make_summary(model_args={"pretrained": "/data/ckpt/ft-1"})) == "ft-1"
+
+
+def test_a_task_outside_the_benchmark_is_refused(store):
+    with pytest.raises(UserError, match="unknown task 'imagenet'"):
+        store.record_summary(make_summary(task="imagenet"))
+
+
+def test_import_reads_summaries_and_plain_lmms_eval_files_once(store):
+    first = import_path(store, RUNS.parent)
+    # two summaries + two FGVR tasks of the lmms-eval file; the lmms-eval file inside a run folder,
+    # the non-FGVR task and notes.json are not results of their own
+    assert (first.added, first.unchanged, first.refused) == (4, 0, [])
+    again = import_path(store, RUNS.parent)
+    assert (again.added, again.unchanged) == (0, 4)
+    assert len(store.result_frame()) == 14 * 6 + 4
+
+    _, tiny_rows = store.model_info("tiny-idefics2-ft")
+    assert [(r["task"], r["scoring"], r["sample_limit"]) for r in tiny_rows] == [("dog120", "loglik", 40)]
+    _, onevision = store.model_info("lmms-lab/llava-onevision-qwen2-7b-ov")
+    by_task = {row["task"]: row for row in onevision}
+    assert by_task["pet37"]["accuracy"] == 0.8011
+    assert by_task["pet37"]["ci_low"] == pytest.approx(0.8011 - 1.959964 * 0.0066)
+    assert by_task["pet37"]["n"] == 3669 and by_task["pet37"]["task_version"] == "1.0"
+    assert by_task["car196"]["variant"] == "k8" and by_task["car196"]["ci_low"] is None
+    assert by_task["pet37"]["created"].isoformat() == "2025-03-05T12:00:00+00:00"  # lmms-eval's UTC+8 stamp
+
+
+def test_import_of_one_file_and_of_a_missing_path(store, tmp_path):
+    assert import_path(store, LMMS_RESULTS).added == 2
+    with pytest.raises(UserError, match="does not exist"):
+        import_path(store, tmp_path / "nowhere")
+
+
+def test_import_reports_broken_summaries(store, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text('{"schema_version": 99}')
+    report = import_path(store, tmp_path)
+    assert report.added == 0
+    assert "schema_version 99" in report.refused[0][1]
+
+
+def test_hide_and_delete_models(store):
+    store.set_hidden("idefics1", True)
+    assert "idefics1" not in set(store.result_frame()["model"])
+    assert "idefics1" in set(store.result_frame(include_hidden=True)["model"])
+    assert store.delete_model("idefics1") == 6
+    with pytest.raises(UserError, match="unknown model 'idefics1'"):
+        store.model_info("idefics1")
+
+
+def test_timestamps_round_trip_as_utc(store):
+    store.record_summary(make_summary(created="2025-03-01T12:00:00"))  # no zone: taken as UTC
+    created = store.result_frame().query("source == 'reproduced'")["created"].iloc[0]
+    assert created.isoformat() == "2025-03-01T12:00:00+00:00"
+
+
+def test_import_command(db_url, capsys):
+    from lb_cli import run_cli
+
+    assert run_cli(["import", str(RUNS.parent), "--db-url", db_url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"added": 4, "unchanged": 0, "files": 3, "refused": []}
+    assert run_cli(["import", str(RUNS.parent), "--db-url", db_url]) == 0
+    assert "0 results added, 4 already in the store" in capsys.readouterr().out
