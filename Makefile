@@ -16,9 +16,11 @@ demo: $(STAMP)
 
 ## the default test suite (excludes tests marked slow)
 test: $(STAMP)
+	bash scripts/install_browser.sh
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 
 test-all: $(STAMP)
+	bash scripts/install_browser.sh
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m "not gpu"
 
 lint: $(STAMP)

@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness.config import SCORINGS, RunConfig, parse_model_args
+from harness.config import SCORINGS, RunConfig, parse_model_args, parse_task_paths
 from harness.errors import EvaluationFailed, UserError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -22,8 +22,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-args", default="", help="k=v,k=v: pretrained=PATH_OR_HUB_ID, revision=, dtype=auto|bfloat16|float16|float32, "
         "device=cpu|cuda|auto, load_in_4bit=true, trust_remote_code=true, max_new_tokens=N"
     )
-    parser.add_argument("--data-root", type=Path, help="the dataset folder in its original layout")
-    parser.add_argument("--choices", type=Path, help="a FOCI/Finedefics choice file: {class: [{image, options, groundtruth}]}")
+    parser.add_argument("--data-root", action="append", metavar="[TASK=]PATH",
+                        help="the dataset folder in its original layout (or TASK=PATH, repeatable)")
+    parser.add_argument("--choices", action="append", metavar="[TASK=]FILE",
+                        help="a FOCI/Finedefics choice file: {class: [{image, options, groundtruth}]} (or TASK=FILE, repeatable)")
     parser.add_argument("--classnames", type=Path, help="class names, one per line in label order (Flowers-102)")
     parser.add_argument("--scoring", choices=SCORINGS, default="generate", help="generate an answer letter; or score each option letter's (loglik) or name's (loglik_name) log-likelihood")
     parser.add_argument("--variant", default="k4", help="without --choices: kN options per question (label-set size), "
@@ -43,12 +45,14 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
+    from tasks.registry import get_task
+
     return RunConfig(
         model=args.model,
         task=args.task,
         model_args=parse_model_args(args.model_args),
-        data_root=args.data_root,
-        choices=args.choices,
+        data_root=parse_task_paths(args.data_root, "--data-root").for_task(get_task(args.task).key),
+        choices=parse_task_paths(args.choices, "--choices").for_task(get_task(args.task).key),
         classnames=args.classnames,
         scoring=args.scoring,
         variant=args.variant,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -66,3 +67,36 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value).expanduser())
+
+
+@dataclass(frozen=True)
+class TaskPaths:
+    """`--data-root PATH` for every task and/or `--data-root TASK=PATH` per task (repeatable);
+    `--choices` takes the same form, so one worker can serve several tasks."""
+
+    default: Path | None = None
+    per_task: dict[str, Path] = field(default_factory=dict)
+
+    def for_task(self, task: str) -> Path | None:
+        return self.per_task.get(task, self.default)
+
+
+def parse_task_paths(values: Sequence[str] | None, option: str) -> TaskPaths:
+    from tasks.registry import get_task
+
+    default: Path | None = None
+    per_task: dict[str, Path] = {}
+    for value in values or ():
+        task, sep, path = value.partition("=")
+        if not sep:
+            if default is not None:
+                raise UserError(f"{option} is given twice without a task; use TASK=PATH for per-task paths")
+            default = Path(value).expanduser()
+            continue
+        if not task or not path:
+            raise UserError(f"{option} '{value}' is neither PATH nor TASK=PATH")
+        key = get_task(task.strip()).key
+        if key in per_task:
+            raise UserError(f"{option} gives two paths for {key}")
+        per_task[key] = Path(path).expanduser()
+    return TaskPaths(default, per_task)

@@ -83,7 +83,8 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from leaderboard.worker import QueueWorker, WorkerSettings, parse_task_paths
+    from harness.config import parse_task_paths
+    from leaderboard.worker import QueueWorker, WorkerSettings
 
     settings = WorkerSettings(
         data_root=parse_task_paths(args.data_root, "--data-root"),

@@ -8,50 +8,18 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import RunConfig
-from harness.errors import UserError
+from harness.config import RunConfig, TaskPaths
 from harness.results import RunSummary
-from leaderboard import spec
 from leaderboard.queue import Job, SubmissionQueue
 from leaderboard.store import ResultStore
 
 log = logging.getLogger(__name__)
 
 Evaluate = Callable[[RunConfig], RunSummary]
-
-
-@dataclass(frozen=True)
-class TaskPaths:
-    """A path for every task (`--data-root PATH`) and/or per task (`--data-root bird200=PATH`, repeatable)."""
-
-    default: Path | None = None
-    per_task: dict[str, Path] = field(default_factory=dict)
-
-    def for_task(self, task: str) -> Path | None:
-        return self.per_task.get(task, self.default)
-
-
-def parse_task_paths(values: Sequence[str] | None, option: str) -> TaskPaths:
-    default: Path | None = None
-    per_task: dict[str, Path] = {}
-    for value in values or ():
-        task, sep, path = value.partition("=")
-        if not sep:
-            if default is not None:
-                raise UserError(f"{option} is given twice without a task; use TASK=PATH for per-task paths")
-            default = Path(value).expanduser()
-            continue
-        if not task or not path:
-            raise UserError(f"{option} '{value}' is neither PATH nor TASK=PATH")
-        key = spec.get_column(task.strip()).key
-        if key in per_task:
-            raise UserError(f"{option} gives two paths for {key}")
-        per_task[key] = Path(path).expanduser()
-    return TaskPaths(default, per_task)
 
 
 @dataclass(frozen=True)

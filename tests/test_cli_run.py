@@ -124,3 +124,15 @@ def test_corrupt_checkpoint_is_reported(capsys, tmp_path, tiny_idefics2, cub_roo
     code, _, err = _run(capsys, *_base(broken, cub_root, cub_choices, "generate"))
     assert code != 0
     assert "broken" in err
+
+
+def test_task_path_pairs_pick_the_running_task(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices):
+    args = ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny_idefics2}",
+            "--data-root", "car196=/no/cars", "--data-root", f"bird200={cub_root}",
+            "--choices", f"bird200={cub_choices}", "--scoring", "loglik", "--limit", "2", "--json", "--no-record",
+            "--output-dir", str(tmp_path)]
+    code, out, err = _run(capsys, *args)
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["option_source"] == "choice_file"
+    code, _, err = _run(capsys, *[a if a != "car196=/no/cars" else "carr196=/no/cars" for a in args])
+    assert code == 2 and "Did you mean 'car196'?" in err

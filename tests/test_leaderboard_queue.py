@@ -19,17 +19,12 @@ sys.path.insert(0, str(FIXTURES))
 pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
 from lb_factories import fake_evaluate  # noqa: E402
 
+from harness.config import TaskPaths, parse_task_paths  # noqa: E402
 from harness.errors import EvaluationFailed, UserError  # noqa: E402
 from leaderboard.db import utcnow  # noqa: E402
 from leaderboard.queue import FAILED, FINISHED, PENDING, RUNNING, SubmissionQueue  # noqa: E402
 from leaderboard.submissions import ValidatedSubmission  # noqa: E402
-from leaderboard.worker import (  # noqa: E402
-    QueueWorker,
-    TaskPaths,
-    WorkerSettings,
-    job_model_args,
-    parse_task_paths,
-)
+from leaderboard.worker import QueueWorker, WorkerSettings, job_model_args  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
