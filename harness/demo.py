@@ -51,6 +51,8 @@ def run_demo(limit: int | None = None, json_output: bool = False) -> int:
     print(format_table(summaries))
     for summary in summaries:
         print(f"{summary['scoring']:<9} results: {summary['results_file']}")
+    print("(the tiny model is random and untrained: it answers with noise, so generation is mostly unparseable "
+          "and log-likelihood accuracy is near chance; the demo shows the pipeline, not a model)")
     if json_output:
         print(json.dumps([summary_line(s) for s in summaries]))
     return 0
