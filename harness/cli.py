@@ -38,6 +38,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "correct only if every rotation is")
     parser.add_argument("--limit", type=int, help="evaluate only the first N questions")
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--num-processes", type=int, default=1, metavar="N",
+                        help="data-parallel evaluation: N processes, one model replica each (one GPU each; gloo on CPU)")
     parser.add_argument("--seed", type=int, default=0, help="seeds option order, random negatives and lmms-eval")
     parser.add_argument("--output-dir", type=Path, help="where run folders go (default: $HARNESS_HOME/runs)")
     parser.add_argument("--skip-missing", action="store_true", help="skip (and count) missing or unreadable images")
@@ -64,6 +66,7 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
         seed=args.seed,
         output_dir=args.output_dir,
         skip_missing=args.skip_missing,
+        num_processes=args.num_processes,
     )
 
 
@@ -92,10 +95,15 @@ def format_table(summaries: Sequence[dict]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.runner import run_evaluation
+    from harness.runner import launch_ranks, run_evaluation
+    from models import distributed
 
     config = _config_from_args(args)
-    summary = run_evaluation(config, command=["harness", *sys.argv[1:]])
+    if config.num_processes > 1 and not distributed.is_rank_process():
+        return launch_ranks(config, args.argv)
+    summary = run_evaluation(config, command=["harness", *args.argv])
+    if summary is None:  # a data-parallel rank other than 0: rank 0 gathers, reports and records
+        return 0
     if not args.no_record:
         record(summary, args)
     print()
@@ -188,7 +196,9 @@ def _plugin_registrars() -> list[Callable]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except UserError as error:

@@ -61,6 +61,8 @@ class RunConfig:
             raise UserError("the open-world variant has no options to score: use --scoring generate")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be a positive number of questions, got {self.limit}")
+        if self.num_processes < 1:
+            raise UserError(f"--num-processes must be >= 1, got {self.num_processes}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         for name in ("data_root", "choices", "classnames", "output_dir"):

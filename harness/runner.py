@@ -23,6 +23,7 @@ from harness.journal import ResponseJournal
 from harness.metrics import Outcome, summarise
 from harness.paths import harness_home, runs_root
 from harness.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary, write_json_atomic
+from models import distributed
 from models.registry import ModelSpec, get_model_spec
 from tasks.prepare import OptionPlan, PreparedTask, prepare_task
 from tasks.registry import TaskSpec, get_task
@@ -104,7 +105,19 @@ def journal_for(plan: RunPlan) -> ResponseJournal:
     args = {k: v for k, v in sorted(plan.config.model_args.items()) if k != "batch_size"}
     key = [plan.model.name, plan.pretrained, args, plan.prepared.meta["fingerprint"], plan.config.scoring]
     digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
-    return ResponseJournal(harness_home() / "journals" / f"{plan.model.name}-{plan.task.key}-{digest}.jsonl")
+    # each data-parallel rank answers its own shard (the same one when the same command is re-run)
+    shard = f"-rank{distributed.rank()}of{distributed.world_size()}" if distributed.world_size() > 1 else ""
+    return ResponseJournal(harness_home() / "journals" / f"{plan.model.name}-{plan.task.key}-{digest}{shard}.jsonl")
+
+
+def launch_ranks(config: RunConfig, argv: list[str]) -> int:
+    """`harness run --num-processes N`: checks the input and prepares the task once, here (bad input
+    stops before any process starts, and the ranks find the prepared task in the cache), then runs
+    the same command in N data-parallel ranks. Rank 0 gathers, writes and prints; the exit code is
+    0 only when every rank succeeded."""
+    plan_run(config)
+    print(f"launching {config.num_processes} data-parallel processes", file=sys.stderr)
+    return distributed.launch(distributed.without_num_processes(argv), config.num_processes)
 
 
 def load_model(plan: RunPlan):
@@ -121,8 +134,9 @@ def load_model(plan: RunPlan):
         raise
 
 
-def evaluate(plan: RunPlan, datetime_str: str, journal: ResponseJournal) -> tuple[dict, list[dict]]:
-    """Run lmms-eval on the prepared task; returns (results, samples of our task)."""
+def evaluate(plan: RunPlan, datetime_str: str, journal: ResponseJournal) -> tuple[dict, list[dict]] | None:
+    """Run lmms-eval on the prepared task; returns (results, samples of our task), or None on a
+    data-parallel rank other than 0 (lmms-eval gathers everything on rank 0)."""
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
@@ -154,6 +168,8 @@ def evaluate(plan: RunPlan, datetime_str: str, journal: ResponseJournal) -> tupl
     except Exception as error:
         saved = f"; {len(journal.responses)} responses are saved, re-run the same command to resume" if journal.responses else ""
         raise EvaluationFailed(f"lmms-eval failed on {plan.lmms_task}: {type(error).__name__}: {error}{saved}") from error
+    if not distributed.is_main_process():
+        return None
     if not results or plan.lmms_task not in results.get("results", {}):
         raise EvaluationFailed(f"lmms-eval returned no result for {plan.lmms_task}")
     results["config"]["model"] = plan.model.lmms_name
@@ -225,14 +241,19 @@ def write_lmms_files(run_dir: Path, results: dict, samples: list[dict], task_nam
     return results_file, samples_file
 
 
-def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> RunSummary:
+def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> RunSummary | None:
+    """Evaluates and writes the run folder; None on a data-parallel rank other than 0."""
     plan = plan_run(config)
     now = datetime.now(UTC)
     date_id = now.strftime("%Y-%m-%dT%H-%M-%S")
     journal = journal_for(plan)
     if journal.resumed:
         print(f"resuming: {journal.resumed} responses from an interrupted run ({journal.path})", file=sys.stderr)
-    results, samples = evaluate(plan, datetime_str=now.strftime("%Y%m%d_%H%M%S"), journal=journal)
+    evaluated = evaluate(plan, datetime_str=now.strftime("%Y%m%d_%H%M%S"), journal=journal)
+    if evaluated is None:
+        journal.discard()
+        return None
+    results, samples = evaluated
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     results_file, samples_file = write_lmms_files(plan.run_dir, results, samples, plan.lmms_task, date_id)
 

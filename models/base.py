@@ -1,17 +1,18 @@
 """The base class of every FGVR model wrapper.
 
 `FGVRModel` owns what all Hugging Face multimodal models share: loading (local folder or hub id,
-revision, dtype, device, 4-/8-bit quantisation), left-padded batching, the greedy generation loop
-and the log-likelihood scoring loop that lmms-eval's `multiple_choice` tasks call. A model file
-only supplies what differs: the model class, its prompt format, stop tokens, and where needed how
-the processor is called or an answer is scored.
+revision, dtype, device, 4-/8-bit quantisation), data-parallel ranks, left-padded batching, the
+greedy generation loop and the log-likelihood loop that lmms-eval's `multiple_choice` tasks call.
+How an answer is scored lives in `models.scoring` (decoder-only, encoder-decoder via labels, or a
+causal suffix); a model file only supplies what differs: the model class, its prompt format, stop
+tokens, and where needed how the processor is called or which scorer it uses.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,9 +22,13 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
 from harness.errors import UserError
+from models import distributed
 from models.registry import ModelSpec, get_model_spec
+from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, join_answer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+KNOWN_ARGS = ("pretrained, revision, dtype, device, batch_size, load_in_4bit, load_in_8bit, trust_remote_code, "
+              "max_new_tokens, shared_prefix, attn_implementation")
 
 
 def hub_unavailable_message(hub_id: str) -> str:
@@ -52,6 +57,14 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
         raise UserError(f"dtype={dtype} is not supported; use one of auto, {', '.join(DTYPES)}") from None
 
 
+def dtype_keyword() -> str:
+    """from_pretrained's dtype argument: `dtype` since transformers 4.56, `torch_dtype` before (remote-code envs)."""
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
 def as_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -67,6 +80,27 @@ class Request:
     images: list
     continuation: str | None = None
     gen_kwargs: dict | None = None
+    doc_key: tuple = ()
+
+
+@dataclass
+class OptionGroup:
+    """The options of one question: one context and image list, one continuation per option."""
+
+    context: str
+    images: list
+    continuations: list[str] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+
+
+def group_options(requests: Sequence[Request]) -> list[OptionGroup]:
+    """Requests of the same document and context, in first-seen order (lmms-eval sends one per option)."""
+    groups: dict[tuple, OptionGroup] = {}
+    for request in requests:
+        group = groups.setdefault((request.doc_key, request.context), OptionGroup(request.context, request.images))
+        group.continuations.append(request.continuation)
+        group.indices.append(request.index)
+    return list(groups.values())
 
 
 class FGVRModel(lmms):
@@ -77,6 +111,13 @@ class FGVRModel(lmms):
     model_class: ClassVar[str]  # transformers class, e.g. "Idefics2ForConditionalGeneration"
     stop_tokens: ClassVar[tuple[str, ...]] = ()  # besides the tokenizer's eos
     default_max_new_tokens: ClassVar[int] = 10
+    scorer_class: ClassVar[type[AnswerScorer]] = CausalScorer
+    position_offset: ClassVar[int] = 0  # the position id of a sequence's first token (PaliGemma counts from 1)
+    generate_returns_prompt: ClassVar[bool] = True  # False where generate() returns only the new tokens
+    # The documented prompt format, e.g. "USER: {images}\n{question}\nASSISTANT:" ({images}: one image_token
+    # per image); None: the checkpoint's chat template.
+    prompt_template: ClassVar[str | None] = None
+    image_token: ClassVar[str] = "<image>"
 
     def __init__(
         self,
@@ -89,28 +130,42 @@ class FGVRModel(lmms):
         load_in_8bit: bool | str = False,
         trust_remote_code: bool | str = False,
         max_new_tokens: int | str | None = None,
-        **unknown: Any,
+        shared_prefix: bool | str = True,
+        attn_implementation: str | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__()
         self.spec: ModelSpec = get_model_spec(self.registry_name)
-        if unknown:
-            raise UserError(
-                f"unknown --model-args for {self.spec.name}: {', '.join(sorted(unknown))}. Known: pretrained, "
-                "revision, dtype, device, batch_size, load_in_4bit, load_in_8bit, trust_remote_code, max_new_tokens"
-            )
+        self.accept_extra_args(extra)
         self.pretrained = pretrained or self.spec.hub_id
         self.revision = revision
-        self.device_name = resolve_device(device)
+        self.parallel = distributed.current_process(device)
+        self._rank, self._world_size = self.parallel.rank, self.parallel.world_size
+        self.device_name = resolve_device(self.parallel.device or device)
         self.torch_dtype = resolve_dtype(dtype, self.device_name)
         self.batch_size_per_gpu = int(batch_size)
         self.max_new_tokens = int(max_new_tokens or self.default_max_new_tokens)
         self.trust_remote_code = as_bool(trust_remote_code)
+        self.shared_prefix = as_bool(shared_prefix)
+        self.attn_implementation = attn_implementation
         quantisation = self.quantisation_config(as_bool(load_in_4bit), as_bool(load_in_8bit))
+        self.check_environment()
         self.processor = self.load_processor()
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.tokenizer.padding_side = "left"
         self.model = self.load_model(quantisation)
         self.model.eval()
+        self.scorer = self.scorer_class(self)
+        if self.parallel.accelerator is not None:
+            self.accelerator = self.parallel.accelerator  # lmms-eval's data-parallel path syncs through it
+
+    def accept_extra_args(self, extra: dict[str, Any]) -> None:
+        """Model-specific --model-args; the base class knows none."""
+        if extra:
+            raise UserError(f"unknown --model-args for {self.spec.name}: {', '.join(sorted(extra))}. Known: {KNOWN_ARGS}")
+
+    def check_environment(self) -> None:
+        """Refuse before loading when the model cannot run here (remote-code models check their opt-in)."""
 
     # ---- loading -------------------------------------------------------------------------------
 
@@ -126,31 +181,36 @@ class FGVRModel(lmms):
         compute = self.torch_dtype if self.torch_dtype != torch.float32 else torch.bfloat16
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
 
-    def _from_pretrained(self, loader, **kwargs):
+    def _from_pretrained(self, loader, path: str | None = None, **kwargs):
+        path = path or self.pretrained
         try:
-            return loader.from_pretrained(
-                self.pretrained, revision=self.revision, trust_remote_code=self.trust_remote_code, **kwargs
-            )
+            return loader.from_pretrained(path, revision=self.revision, trust_remote_code=self.trust_remote_code, **kwargs)
         except OSError as error:
-            if Path(self.pretrained).exists():
-                raise UserError(f"pretrained={self.pretrained}: cannot load a checkpoint from this folder ({error})") from error
-            raise UserError(hub_unavailable_message(self.pretrained)) from error
+            if Path(path).exists():
+                raise UserError(f"pretrained={path}: cannot load a checkpoint from this folder ({error})") from error
+            raise UserError(hub_unavailable_message(path)) from error
 
     def load_processor(self):
         from transformers import AutoProcessor
 
         return self._from_pretrained(AutoProcessor)
 
-    def load_model(self, quantisation):
+    def model_loader(self):
+        """The class whose from_pretrained loads the model."""
         import transformers
 
-        kwargs: dict[str, Any] = {"dtype": self.torch_dtype}
+        return getattr(transformers, self.model_class)
+
+    def load_model(self, quantisation, path: str | None = None):
+        kwargs: dict[str, Any] = {dtype_keyword(): self.torch_dtype}
         if quantisation is not None:
             kwargs["quantization_config"] = quantisation
             kwargs["device_map"] = {"": self.device_name}
         elif self.device_name == "auto":
             kwargs["device_map"] = "auto"
-        model = self._from_pretrained(getattr(transformers, self.model_class), **kwargs)
+        if self.attn_implementation:
+            kwargs["attn_implementation"] = self.attn_implementation
+        model = self._from_pretrained(self.model_loader(), path, **kwargs)
         if quantisation is None and self.device_name != "auto":
             model = model.to(self.device_name)
         return model
@@ -167,6 +227,8 @@ class FGVRModel(lmms):
 
     def build_prompt(self, question: str, n_images: int) -> str:
         """The model's own prompt around the question, ending where the answer starts."""
+        if self.prompt_template is not None:
+            return self.prompt_template.format(images=self.image_token * n_images, question=question)
         content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": question}]
         messages = [{"role": "user", "content": content}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -174,7 +236,12 @@ class FGVRModel(lmms):
     def encode(self, prompts: list[str], images: list[list]) -> dict[str, torch.Tensor]:
         """Processor call for a left-padded batch; returns tensors on the model's device."""
         batch = self.processor(text=prompts, images=images, padding=True, return_tensors="pt")
+        batch.pop("labels", None)  # PaliGemma's processor returns training labels too
         return self.to_device(batch)
+
+    def encode_answered(self, prompts: list[str], answers: list[str], images: list[list]) -> dict[str, torch.Tensor]:
+        """The batch of prompt + answer sequences that the naive path scores."""
+        return self.encode([join_answer(p, a) for p, a in zip(prompts, answers)], images)
 
     def to_device(self, batch) -> dict[str, torch.Tensor]:
         out = {}
@@ -186,6 +253,22 @@ class FGVRModel(lmms):
             out[key] = value
         return out
 
+    def positions(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Position ids of a left-padded batch: each row counts from its first real token."""
+        return (attention_mask.long().cumsum(-1) - 1).clamp(min=0) + self.position_offset
+
+    def prefix_forward(self, inputs: dict[str, torch.Tensor]) -> Prefix:
+        """Encodes image + prompt once, keeping the KV cache (shared-prefix scoring of decoder-only models)."""
+        out = self.model(**inputs, position_ids=self.positions(inputs["attention_mask"]), use_cache=True, logits_to_keep=1)
+        cache = getattr(out, "past_key_values", None) or out.language_model_outputs.past_key_values  # BLIP family
+        return Prefix(out.logits[:, -1].float(), cache, inputs["attention_mask"])
+
+    def continuation_logits(self, prefix: Prefix, rows: torch.Tensor, input_ids: torch.Tensor,
+                            attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Logits of answer tokens fed after the cached prompt; `prefix.cache` already holds one row per answer."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          past_key_values=prefix.cache, use_cache=True).logits
+
     def stop_token_ids(self) -> list[int]:
         ids = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
         for token in self.stop_tokens:
@@ -194,32 +277,9 @@ class FGVRModel(lmms):
                 ids.append(token_id)
         return ids
 
-    def continuation_logprobs(self, prompts: list[str], continuations: list[str], images: list[list]):
-        """Per request: (sum of log p(continuation tokens | prompt, image), all tokens greedy)."""
-        full = self.encode([p + c for p, c in zip(prompts, continuations)], images)
-        context = self.encode(prompts, images)
-        n_cont = full["attention_mask"].sum(-1) - context["attention_mask"].sum(-1)
-        logits = self.forward_logits(full)
-        return self.sum_tail_logprobs(logits, full["input_ids"], n_cont.tolist())
-
-    def forward_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = inputs["attention_mask"]
-        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at each row's first token
-        with torch.inference_mode():
-            return self.model(**inputs, position_ids=position_ids).logits.float()
-
-    @staticmethod
-    def sum_tail_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, tail_lengths: Sequence[int]):
-        """Scores the last `n` tokens of each row (rows are left-padded, so answers end aligned)."""
-        results = []
-        for row, n in enumerate(tail_lengths):
-            if n <= 0:
-                raise ValueError("the continuation added no tokens; cannot score an empty answer")
-            targets = input_ids[row, -n:]
-            logprobs = torch.log_softmax(logits[row, -n - 1 : -1], dim=-1)
-            chosen = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            results.append((float(chosen.sum()), bool((logprobs.argmax(-1) == targets).all())))
-        return results
+    def generation_inputs(self, batch: list[Request]) -> dict[str, torch.Tensor]:
+        prompts = [self.build_prompt(r.context, len(r.images)) for r in batch]
+        return self.encode(prompts, [r.images for r in batch])
 
     # ---- lmms-eval interface ---------------------------------------------------------------------
 
@@ -228,13 +288,14 @@ class FGVRModel(lmms):
         for index, request in enumerate(requests):
             context, second, doc_to_visual, doc_id, task, split = request.args
             images = doc_to_visual(self.task_dict[task][split][doc_id])
+            key = (task, split, doc_id)
             if isinstance(second, str):
-                unpacked.append(Request(index, context, images, continuation=second))
+                unpacked.append(Request(index, context, images, continuation=second, doc_key=key))
             else:
-                unpacked.append(Request(index, context, images, gen_kwargs=dict(second or {})))
+                unpacked.append(Request(index, context, images, gen_kwargs=dict(second or {}), doc_key=key))
         return unpacked
 
-    def _batches(self, items: list[Request], desc: str) -> Iterator[list[Request]]:
+    def _batches(self, items: list, desc: str) -> Iterator[list]:
         ordered = sorted(items, key=lambda r: -len(r.context))  # similar lengths together, longest first
         size = self.batch_size
         for start in tqdm(range(0, len(ordered), size), desc=desc, disable=self.rank != 0):
@@ -243,16 +304,23 @@ class FGVRModel(lmms):
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
         """(negative log-likelihood, is_greedy) per request: lmms-eval's multiple_choice takes the argmin.
 
+        With `shared_prefix` (the default) the options of one question are scored from one encoding
+        of its image and prompt; otherwise every (prompt + option) is scored on its own, the reference.
         lmms-eval 0.7.3 passes responses through `unwrap_generation_output`, which turns a bare tuple
         into its string form; wrapping the pair in GenerationResult keeps it intact.
         """
-        results: dict[int, tuple[float, bool]] = {}
-        for batch in self._batches(self._unpack(requests), "Scoring options"):
-            prompts = [self.build_prompt(r.context, len(r.images)) for r in batch]
-            scored = self.continuation_logprobs(prompts, [r.continuation for r in batch], [r.images for r in batch])
-            for request, (logprob, greedy) in zip(batch, scored):
-                results[request.index] = (-logprob, greedy)
-        return [GenerationResult(text=results[i]) for i in range(len(requests))]
+        results: dict[int, Score] = {}
+        unpacked = self._unpack(requests)
+        if self.shared_prefix:
+            for batch in self._batches(group_options(unpacked), "Scoring questions"):
+                for group, scores in zip(batch, self.scorer.shared(batch)):
+                    results.update(zip(group.indices, scores))
+        else:
+            for batch in self._batches(unpacked, "Scoring options"):
+                prompts = [self.build_prompt(r.context, len(r.images)) for r in batch]
+                scores = self.scorer.naive(prompts, [r.continuation for r in batch], [r.images for r in batch])
+                results.update(zip((r.index for r in batch), scores))
+        return [GenerationResult(text=(-results[i][0], results[i][1])) for i in range(len(requests))]
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         results: dict[int, str] = {}
@@ -264,8 +332,7 @@ class FGVRModel(lmms):
     def generate_batch(self, batch: list[Request]) -> list[str]:
         gen_kwargs = batch[0].gen_kwargs or {}
         until = [s for s in gen_kwargs.get("until") or [] if s]
-        prompts = [self.build_prompt(r.context, len(r.images)) for r in batch]
-        inputs = self.encode(prompts, [r.images for r in batch])
+        inputs = self.generation_inputs(batch)
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
@@ -274,7 +341,9 @@ class FGVRModel(lmms):
                 eos_token_id=self.stop_token_ids(),
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        texts = self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        if self.generate_returns_prompt:
+            output = output[:, inputs["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
         return [self.cut_at_stop(text, until) for text in texts]
 
     @staticmethod

@@ -1,6 +1,9 @@
 """The model registry: every model the harness can run, listed once with its metadata.
 
 Importing this module is cheap (no torch): the CLI and lmms-eval's entry-point loader read it.
+`transformers` is the range of transformers releases a wrapper is known to work with; for
+remote-code models it is the range their published modelling code targets, and loading refuses
+outside it (see models/README-remote-code.md).
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ import importlib
 from dataclasses import asdict, dataclass
 
 from harness.errors import unknown_name
+
+NATIVE_TRANSFORMERS = ">=5.0,<6"  # tested on 5.23 with tiny checkpoints of every native architecture
 
 
 @dataclass(frozen=True)
@@ -23,7 +28,7 @@ class ModelSpec:
     vision_encoder: str
     licence: str
     remote_code: bool = False
-    transformers: str = ">=5.0,<6"  # versions the wrapper is known to work with
+    transformers: str = NATIVE_TRANSFORMERS  # versions the wrapper is known to work with
 
     @property
     def lmms_name(self) -> str:
@@ -43,20 +48,45 @@ class ModelSpec:
         return {**asdict(self), "lmms_name": self.lmms_name}
 
 
+def _spec(name: str, wrapper: str, hub_id: str, display_name: str, params_b: float, family: str,
+          language_model: str, vision_encoder: str, licence: str, **extra) -> ModelSpec:
+    return ModelSpec(name, f"models.{wrapper}", hub_id, display_name, params_b, family, language_model,
+                     vision_encoder, licence, **extra)
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec(
-            name="idefics2",
-            wrapper="models.idefics2:Idefics2FGVR",
-            hub_id="HuggingFaceM4/idefics2-8b",
-            display_name="Idefics2",
-            params_b=8.0,
-            family="Idefics",
-            language_model="Mistral-7B-v0.1",
-            vision_encoder="SigLIP-SO400M",
-            licence="Apache-2.0",
-        ),
+        _spec("llava15", "llava:Llava15FGVR", "llava-hf/llava-1.5-7b-hf", "LLaVA-1.5-7B", 7.1, "LLaVA",
+              "Vicuna-7B-v1.5", "CLIP ViT-L/14-336", "Llama 2 Community License"),
+        _spec("llava_next_mistral", "llava:LlavaNextMistralFGVR", "llava-hf/llava-v1.6-mistral-7b-hf",
+              "LLaVA-NeXT (Mistral-7B)", 7.6, "LLaVA", "Mistral-7B-Instruct-v0.2", "CLIP ViT-L/14-336", "Apache-2.0"),
+        _spec("mobilevlm_v2", "mobilevlm:MobileVLMV2FGVR", "mtgv/MobileVLM_V2-7B", "MobileVLM V2 7B", 7.1, "MobileVLM",
+              "Vicuna-7B-v1.5", "CLIP ViT-L/14-336 + LDPv2", "Apache-2.0 (Llama 2 licence for the LM)",
+              remote_code=True, transformers=">=4.33.1,<4.41"),
+        _spec("instructblip_vicuna", "blip:InstructBlipVicunaFGVR", "Salesforce/instructblip-vicuna-7b",
+              "InstructBLIP (Vicuna-7B)", 7.9, "BLIP", "Vicuna-7B-v1.1", "EVA-CLIP ViT-g/14 + Q-Former",
+              "Llama licence (non-commercial)"),
+        _spec("instructblip_flant5", "blip:InstructBlipFlanT5FGVR", "Salesforce/instructblip-flan-t5-xl",
+              "InstructBLIP (Flan-T5-XL)", 4.0, "BLIP", "Flan-T5-XL", "EVA-CLIP ViT-g/14 + Q-Former", "MIT"),
+        _spec("phi3_vision", "phi3_vision:Phi3VisionFGVR", "microsoft/Phi-3-vision-128k-instruct",
+              "Phi-3-Vision-128k-Instruct", 4.2, "Phi-3", "Phi-3-mini-128k", "CLIP ViT-L/14-336", "MIT",
+              remote_code=True, transformers=">=4.40.2,<4.49"),
+        _spec("blip2_flant5", "blip:Blip2FlanT5FGVR", "Salesforce/blip2-flan-t5-xl", "BLIP-2 (Flan-T5-XL)", 3.9,
+              "BLIP", "Flan-T5-XL", "EVA-CLIP ViT-g/14 + Q-Former", "MIT"),
+        _spec("internlm_xcomposer2", "xcomposer2:XComposer2FGVR", "internlm/internlm-xcomposer2-vl-7b",
+              "InternLM-XComposer2-VL-7B", 8.6, "InternLM-XComposer", "InternLM2-7B", "CLIP ViT-L/14-490 + Partial LoRA",
+              "InternLM licence (free commercial use on application)", remote_code=True, transformers=">=4.33.1,<4.46"),
+        _spec("paligemma", "paligemma:PaliGemmaFGVR", "google/paligemma-3b-mix-224", "PaliGemma-3B-mix-224", 2.9,
+              "PaliGemma", "Gemma-2B", "SigLIP-So400m/14-224", "Gemma Terms of Use"),
+        _spec("idefics1", "idefics1:Idefics1FGVR", "HuggingFaceM4/idefics-9b-instruct", "IDEFICS-9B-Instruct", 8.9,
+              "Idefics", "LLaMA-7B", "OpenCLIP ViT-H/14", "LLaMA licence (non-commercial)"),
+        _spec("idefics2", "idefics2:Idefics2FGVR", "HuggingFaceM4/idefics2-8b", "Idefics2", 8.0, "Idefics",
+              "Mistral-7B-v0.1", "SigLIP-SO400M", "Apache-2.0"),
+        _spec("qwen_vl_chat", "qwen_vl:QwenVLChatFGVR", "Qwen/Qwen-VL-Chat", "Qwen-VL-Chat", 9.6, "Qwen-VL", "Qwen-7B",
+              "OpenCLIP ViT-bigG/14", "Tongyi Qianwen licence", remote_code=True, transformers=">=4.32,<4.46"),
+        _spec("finedefics", "idefics2:FinedeficsFGVR", "StevenHH2000/Finedefics", "Finedefics", 8.0, "Idefics",
+              "Mistral-7B-v0.1", "SigLIP-SO400M", "Apache-2.0"),
     )
 }
 

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+from models.registry import MODELS
 from tasks.lmms.hooks import doc_to_text
 from tasks.prompts import question_for
 from tasks.registry import TASKS
 
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "remote_code"))
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "prompts.json"
 SAMPLE_OPTIONS = ["Laysan_Albatross", "Sooty_Albatross", "Heermann_Gull", "Black_footed_Albatross"]
 
@@ -23,20 +27,29 @@ def _sample_doc(task: str) -> dict:
     return {"question": question_for(TASKS[task].noun), "options": SAMPLE_OPTIONS, "answer_index": 2}
 
 
-def _rendered(tiny_idefics2) -> dict[str, str]:
-    from models.idefics2 import Idefics2FGVR
+def _wrapper(name: str, tmp_path_factory):
+    """Every registered model on its tiny checkpoint (remote-code models: their stand-ins in tests/remote_code)."""
+    from build import build_standin
+    from model_fixtures import load, tiny_checkpoint
 
-    wrapper = Idefics2FGVR.create_from_arg_string(f"pretrained={tiny_idefics2},device=cpu")
+    if MODELS[name].remote_code:
+        return load(name, build_standin(name, tmp_path_factory.mktemp("standin") / name), trust_remote_code="true")
+    return load(name, tiny_checkpoint(name))
+
+
+def _rendered(tmp_path_factory) -> dict[str, str]:
     rendered = {}
     for task in sorted(TASKS):
-        question = doc_to_text(_sample_doc(task))
-        rendered[f"question/{task}"] = question
-        rendered[f"idefics2/{task}"] = wrapper.build_prompt(question, 1)
+        rendered[f"question/{task}"] = doc_to_text(_sample_doc(task))
+    for name in sorted(MODELS):
+        wrapper = _wrapper(name, tmp_path_factory)
+        for task in sorted(TASKS):
+            rendered[f"{name}/{task}"] = wrapper.build_prompt(rendered[f"question/{task}"], 1)
     return rendered
 
 
-def test_prompts_match_the_frozen_snapshot(tiny_idefics2):
-    rendered = _rendered(tiny_idefics2)
+def test_prompts_match_the_frozen_snapshot(tmp_path_factory):
+    rendered = _rendered(tmp_path_factory)
     if os.environ.get("FGVR_UPDATE_SNAPSHOTS"):
         SNAPSHOTS.write_text(json.dumps(rendered, indent=2, sort_keys=True) + "\n")
     if not SNAPSHOTS.exists():

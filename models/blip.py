@@ -1,0 +1,67 @@
+"""BLIP-2 and InstructBLIP: a Q-Former turns the image into query tokens in front of the prompt.
+
+The Flan-T5 variants are encoder-decoder models (answers scored as decoder labels, generate()
+returns only the new tokens); InstructBLIP (Vicuna) is decoder-only, continuing from its language
+model's cache. Prompts as in the model cards: InstructBLIP takes the bare instruction, BLIP-2 the
+"Question: ... Answer:" form.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from models.base import FGVRModel
+from models.scoring import Seq2SeqScorer
+
+
+class QueryTokenModel(FGVRModel):
+    prompt_template = "{question}"
+    generate_returns_prompt = False
+
+    def encode(self, prompts, images):
+        # The processor puts the query tokens in front of the padded text; move the padding in front of
+        # them, so that every row reads [padding, query tokens, prompt] and batching changes nothing.
+        batch = super().encode(prompts, images)
+        order = torch.sort(batch["attention_mask"], dim=1, stable=True).indices
+        batch["input_ids"] = batch["input_ids"].gather(1, order)
+        batch["attention_mask"] = batch["attention_mask"].gather(1, order)
+        if "qformer_input_ids" in batch:
+            batch.update(self.qformer_inputs(prompts))
+        return batch
+
+    def qformer_inputs(self, instructions: list[str]) -> dict[str, torch.Tensor]:
+        """The Q-Former's text input, padded on the right: it has absolute positions (the processor
+        pads it on the main tokenizer's side, the left)."""
+        encoded = self.processor.qformer_tokenizer(instructions, padding=True, padding_side="right", return_tensors="pt")
+        return {"qformer_input_ids": encoded["input_ids"].to(self.device),
+                "qformer_attention_mask": encoded["attention_mask"].to(self.device)}
+
+
+class InstructBlipVicunaFGVR(QueryTokenModel):
+    registry_name = "instructblip_vicuna"
+    model_class = "InstructBlipForConditionalGeneration"
+    generate_returns_prompt = True  # a decoder-only language model's generate() echoes the prompt ids
+
+    def encode_answered(self, prompts, answers, images):
+        # the Q-Former reads the instruction only: an answer in its input would leak into the image tokens
+        batch = super().encode_answered(prompts, answers, images)
+        batch.update(self.qformer_inputs(prompts))
+        return batch
+
+    def continuation_logits(self, prefix, rows, input_ids, attention_mask, position_ids):
+        # the wrapper's forward always re-encodes the image; the cached prompt only needs the language model
+        return self.model.language_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                         past_key_values=prefix.cache, use_cache=True).logits
+
+
+class InstructBlipFlanT5FGVR(QueryTokenModel):
+    registry_name = "instructblip_flant5"
+    model_class = "InstructBlipForConditionalGeneration"
+    scorer_class = Seq2SeqScorer
+
+
+class Blip2FlanT5FGVR(QueryTokenModel):
+    registry_name = "blip2_flant5"
+    model_class = "Blip2ForConditionalGeneration"
+    prompt_template = "Question: {question} Answer:"
+    scorer_class = Seq2SeqScorer

@@ -1,0 +1,51 @@
+"""IDEFICS (idefics-9b-instruct): gated cross-attention to the image, so the prompt's "<image>"
+marks where the processor interleaves the picture, and continuing from the KV cache passes the
+image states and the last token's image mask along."""
+
+from __future__ import annotations
+
+import torch
+
+from models.base import FGVRModel
+from models.scoring import Prefix
+
+
+class Idefics1FGVR(FGVRModel):
+    registry_name = "idefics1"
+    model_class = "IdeficsForVisionText2Text"
+    prompt_template = "User:{images}{question}<end_of_utterance>\nAssistant:"
+    stop_tokens = ("<end_of_utterance>",)
+
+    def encode(self, prompts, images):
+        interleaved = []
+        for prompt, pictures in zip(prompts, images):
+            pieces = prompt.split(self.image_token)
+            sample = [pieces[0]]
+            for picture, text in zip(pictures, pieces[1:]):
+                sample += [picture, text]
+            interleaved.append([item for item in sample if not isinstance(item, str) or item])
+        batch = self.processor(text=interleaved, add_end_of_utterance_token=False, padding=True, return_tensors="pt")
+        return self.to_device(batch)
+
+    def prefix_forward(self, inputs):
+        out = self.model(**inputs, position_ids=self.positions(inputs["attention_mask"]), use_cache=True, logits_to_keep=1)
+        self.image_states_keyword, states = image_states(self.model.config, out)
+        extras = {"image_states": states, "image_mask": inputs["image_attention_mask"][:, -1:]}
+        return Prefix(out.logits[:, -1].float(), out.past_key_values, inputs["attention_mask"], extras)
+
+    def continuation_logits(self, prefix, rows, input_ids, attention_mask, position_ids):
+        image_mask = prefix.extras["image_mask"][rows].expand(-1, input_ids.shape[1], -1)  # answers see the image
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          past_key_values=prefix.cache, image_attention_mask=image_mask,
+                          **{self.image_states_keyword: prefix.extras["image_states"][rows]}).logits
+
+
+def image_states(config, out) -> tuple[str, torch.Tensor]:
+    """(forward keyword, tensor): the image states of a forward pass, to pass on as generate() does.
+    Since transformers 5.24 they are `image_outputs.last_hidden_state`, the vision encoder's output
+    before the perceiver (`image_encoder_embeddings`; the perceiver's few small layers run again);
+    before, `image_hidden_states` held the perceiver's output where there is one."""
+    image_outputs = getattr(out, "image_outputs", None)
+    if image_outputs is not None:
+        return "image_encoder_embeddings", image_outputs.last_hidden_state
+    return ("perceiver_embeddings" if config.use_resampler else "image_encoder_embeddings"), out.image_hidden_states

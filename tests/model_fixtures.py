@@ -1,0 +1,81 @@
+"""Shared by the model tests: tiny checkpoints per architecture and lmms-eval requests around them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lmms_eval.api.instance import Instance
+from PIL import Image, ImageDraw
+
+from tasks.prompts import render_question
+
+# registry name -> tiny architecture in harness.synthetic.tiny_models (Finedefics is an Idefics2)
+NATIVE = {
+    "idefics2": "idefics2",
+    "llava15": "llava15",
+    "llava_next_mistral": "llava_next_mistral",
+    "instructblip_vicuna": "instructblip_vicuna",
+    "instructblip_flant5": "instructblip_flant5",
+    "blip2_flant5": "blip2_flant5",
+    "paligemma": "paligemma",
+    "idefics1": "idefics1",
+    "finedefics": "idefics2",
+}
+NATIVE_ARCHS = tuple(name for name in NATIVE if name != "finedefics")
+
+OPTIONS = ["Laysan_Albatross", "Sooty_Albatross", "Heermann_Gull", "Black_footed_Albatross"]
+QUESTION = render_question("Which of these birds is shown in the image?", OPTIONS)
+LETTERS = [" A", " B", " C", " D"]
+NAMES = [f" {name}" for name in OPTIONS]
+
+
+def tiny_checkpoint(name: str) -> Path:
+    """The tiny checkpoint of a registry name, built once per test session under $HARNESS_HOME."""
+    from harness.synthetic.tiny_models import TINY_ARCHS, build_tiny_model
+
+    arch = NATIVE[name]
+    if arch not in TINY_ARCHS:
+        raise LookupError(f"harness.synthetic.tiny_models has no '{arch}' builder (known: {', '.join(TINY_ARCHS)})")
+    return build_tiny_model(arch, Path(os.environ["HARNESS_HOME"]) / "tiny-models" / arch, seed=0)
+
+
+def picture(colour: str, mark: str) -> Image.Image:
+    image = Image.new("RGB", (48, 40), colour)
+    ImageDraw.Draw(image).ellipse((8, 6, 30, 34), fill=mark)
+    return image
+
+
+DOCS = [{"image": picture("red", "white")}, {"image": picture("navy", "yellow")}, {"image": picture("darkgreen", "black")}]
+ALL_DOCS = tuple(range(len(DOCS)))
+
+
+def visual(doc):
+    return [doc["image"]]
+
+
+def requests(kind: str, items) -> list[Instance]:
+    """Instances as lmms-eval builds them: items are (doc_id, context, continuation or gen kwargs)."""
+    return [
+        Instance(request_type=kind, arguments=(context, second, visual, doc_id, "t", "test"), idx=i,
+                 metadata={"task": "t", "doc_id": doc_id, "repeats": 1})
+        for i, (doc_id, context, second) in enumerate(items)
+    ]
+
+
+def option_requests(answers=LETTERS, docs=ALL_DOCS, question: str = QUESTION) -> list[Instance]:
+    """One loglikelihood request per option per document, the way a multiple_choice task sends them."""
+    return requests("loglikelihood", [(d, question, answer) for d in docs for answer in answers])
+
+
+def load(name: str, pretrained, **model_args):
+    from models.registry import get_model_spec
+
+    args = {"pretrained": pretrained, "dtype": "float32", "device": "cpu", **model_args}
+    wrapper = get_model_spec(name).load_wrapper().create_from_arg_string(",".join(f"{k}={v}" for k, v in args.items()))
+    wrapper.task_dict = {"t": {"test": DOCS}}
+    return wrapper
+
+
+def nlls(wrapper, instances) -> list[float]:
+    return [result.text[0] for result in wrapper.loglikelihood(instances)]

@@ -1,0 +1,52 @@
+"""`harness run --task bird200` end to end for every native architecture and Finedefics, both scorings,
+and the log-likelihood answers of the shared-prefix and naive paths agreeing on every sample."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from model_fixtures import NATIVE, tiny_checkpoint  # noqa: E402
+
+from harness.cli import main  # noqa: E402
+
+
+def _run(capsys, tmp_path, name, pretrained, cub_root, cub_choices, scoring, *model_args):
+    args = ["run", "--model", name, "--task", "bird200", "--data-root", str(cub_root), "--choices", str(cub_choices),
+            "--model-args", ",".join([f"pretrained={pretrained}", "device=cpu", "dtype=float32", *model_args]),
+            "--scoring", scoring, "--batch-size", "2", "--json", "--no-record", "--output-dir", str(tmp_path)]
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _questions(choices) -> int:
+    return sum(len(entries) for entries in json.loads(Path(choices).read_text()).values())
+
+
+def _nlls(line) -> list[list[float]]:
+    rows = sorted((json.loads(row) for row in open(line["samples_file"])), key=lambda s: s["doc_id"])
+    return [[float(r[0][0] if isinstance(r[0], list) else r[0]) for r in row["resps"]] for row in rows]
+
+
+@pytest.mark.parametrize("scoring", ["generate", "loglik"])
+@pytest.mark.parametrize("name", list(NATIVE))
+def test_harness_run_bird200(capsys, tmp_path, name, scoring, cub_root, cub_choices):
+    line = _run(capsys, tmp_path, name, tiny_checkpoint(name), cub_root, cub_choices, scoring)
+    assert line["model"] == name and line["scoring"] == scoring and line["n"] == _questions(cub_choices)
+    assert 0.0 <= line["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("name", list(NATIVE))
+def test_shared_prefix_and_naive_runs_give_the_same_scores(capsys, tmp_path, name, cub_root, cub_choices):
+    path = tiny_checkpoint(name)
+    shared = _run(capsys, tmp_path / "shared", name, path, cub_root, cub_choices, "loglik_name")
+    naive = _run(capsys, tmp_path / "naive", name, path, cub_root, cub_choices, "loglik_name", "shared_prefix=false")
+    assert shared["accuracy"] == naive["accuracy"]
+    for a, b in zip(_nlls(shared), _nlls(naive)):
+        assert a == pytest.approx(b, abs=1e-4)

@@ -1,0 +1,88 @@
+"""Data-parallel evaluation: 2 CPU processes (gloo) through lmms-eval's accelerate path give the same
+n and per-sample records as one process."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.config import RunConfig
+from harness.runner import plan_run
+from models import distributed
+
+WORKER = Path(__file__).parent / "model_dp_worker.py"
+
+
+def test_without_num_processes():
+    argv = ["run", "--model", "x", "--num-processes", "2", "--json", "--num-processes=3"]
+    assert distributed.without_num_processes(argv) == ["run", "--model", "x", "--json"]
+
+
+def test_a_single_process_has_rank_0_of_1():
+    context = distributed.current_process("cpu")
+    assert (context.rank, context.world_size, context.accelerator) == (0, 1, None)
+
+
+def test_two_processes_equal_one(tmp_path, tiny_idefics2, cub_root, cub_choices):
+    plan = plan_run(RunConfig(model="idefics2", task="bird200", data_root=cub_root, choices=cub_choices,
+                               model_args={"pretrained": str(tiny_idefics2)}))
+    tasks = [plan.prepared.lmms_task_name("generate"), plan.prepared.lmms_task_name("loglik")]
+    reports = {}
+    for world in (1, 2):
+        out = tmp_path / f"world{world}.json"
+        command = [sys.executable, str(WORKER), "idefics2", str(tiny_idefics2), str(plan.prepared.lmms_dir), str(out), *tasks]
+        assert distributed.launch_command(command, world) == 0
+        reports[world] = json.loads(out.read_text())
+    n_questions = sum(len(v) for v in json.loads(Path(cub_choices).read_text()).values())
+    for task in tasks:
+        single, parallel = reports[1][task], reports[2][task]
+        assert (single["world_size"], parallel["world_size"]) == (1, 2)
+        assert single["n"] == parallel["n"] == n_questions
+        assert [doc for doc, _ in parallel["samples"]] == [doc for doc, _ in single["samples"]]
+        for (_, a), (_, b) in zip(single["samples"], parallel["samples"]):
+            if task.endswith("_gen"):
+                assert a == b
+            else:
+                assert [r[0][0] for r in a] == pytest.approx([r[0][0] for r in b], abs=1e-4)
+        assert single["accuracy"] == parallel["accuracy"]
+
+
+def _cli_has_num_processes() -> bool:
+    from harness.cli import build_parser
+
+    try:
+        build_parser().parse_args(["run", "--model", "m", "--task", "t", "--num-processes", "2"])
+    except SystemExit:
+        return False
+    return True
+
+
+def _samples(line) -> list:
+    return sorted(([s["doc_id"], s["resps"]] for s in map(json.loads, open(line["samples_file"]))), key=lambda s: s[0])
+
+
+@pytest.mark.skipif(not _cli_has_num_processes(), reason="harness run has no --num-processes yet (see models/distributed.py)")
+@pytest.mark.parametrize("scoring", ["generate", "loglik"])
+def test_harness_run_with_two_processes(capfd, tmp_path, tiny_idefics2, cub_root, cub_choices, scoring):
+    from harness.cli import main
+
+    lines = {}
+    for world in (1, 2):
+        args = ["run", "--model", "idefics2", "--task", "bird200", "--data-root", str(cub_root), "--choices", str(cub_choices),
+                "--model-args", f"pretrained={tiny_idefics2},device=cpu,dtype=float32", "--scoring", scoring,
+                "--batch-size", "2", "--json", "--no-record", "--output-dir", str(tmp_path / str(world)),
+                "--num-processes", str(world)]
+        assert main(args) == 0
+        lines[world] = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert lines[1]["n"] == lines[2]["n"] == sum(len(v) for v in json.loads(Path(cub_choices).read_text()).values())
+    assert lines[1]["accuracy"] == lines[2]["accuracy"]
+    single, parallel = _samples(lines[1]), _samples(lines[2])
+    assert [doc for doc, _ in single] == [doc for doc, _ in parallel]
+    for (_, a), (_, b) in zip(single, parallel):
+        if scoring == "generate":
+            assert a == b
+        else:
+            assert [r[0][0] for r in a] == pytest.approx([r[0][0] for r in b], abs=1e-4)
