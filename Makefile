@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fgvr-installed
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint bench clean remote-env check-remote-env
 
 $(STAMP): pyproject.toml scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh
@@ -26,8 +26,16 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check harness tasks models leaderboard finedefics_train tests benchmarks
 
+## the environment for the remote-code models (transformers 4.40.2); see models/README-remote-code.md
+remote-env:
+	VENV=.venv-remote bash scripts/install_remote_env.sh
+
+## the remote-code wrappers' tests, run inside that environment (the stand-ins load under the real ranges)
+check-remote-env: remote-env
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv-remote/bin/python -m pytest -q tests/test_models_remote.py
+
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-remote .pytest_cache

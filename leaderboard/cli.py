@@ -14,8 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from leaderboard import spec
-from leaderboard.db import DB_URL_ENV
+from leaderboard import DB_URL_ENV, spec
 
 DB_URL_HELP = f"database URL (default: ${DB_URL_ENV}, else an SQLite file under the harness home)"
 

@@ -35,9 +35,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from harness.errors import UserError
 from harness.paths import harness_home
+from leaderboard import DB_URL_ENV
 
 SCHEMA_VERSION = 1
-DB_URL_ENV = "HARNESS_DB_URL"
 DB_FILE = "leaderboard.db"
 
 

@@ -8,14 +8,10 @@ import json
 import shutil
 import signal
 
-import pytest
-
-pytest.importorskip("harness.runner", reason="harness.runner (the lead's run driver) is not in this tree yet")
-
-from harness.cli import main  # noqa: E402
-from leaderboard.queue import FINISHED, SubmissionQueue  # noqa: E402
-from leaderboard.store import ResultStore  # noqa: E402
-from leaderboard.table import TableQuery, leaderboard_table  # noqa: E402
+from harness.cli import main
+from leaderboard.queue import FINISHED, SubmissionQueue
+from leaderboard.store import ResultStore
+from leaderboard.table import TableQuery, leaderboard_table
 
 
 def test_submitted_checkpoint_is_evaluated_by_one_worker_pass(tmp_path, monkeypatch, capsys, tiny_idefics2, cub_root,

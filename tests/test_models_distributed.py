@@ -50,21 +50,10 @@ def test_two_processes_equal_one(tmp_path, tiny_idefics2, cub_root, cub_choices)
         assert single["accuracy"] == parallel["accuracy"]
 
 
-def _cli_has_num_processes() -> bool:
-    from harness.cli import build_parser
-
-    try:
-        build_parser().parse_args(["run", "--model", "m", "--task", "t", "--num-processes", "2"])
-    except SystemExit:
-        return False
-    return True
-
-
 def _samples(line) -> list:
     return sorted(([s["doc_id"], s["resps"]] for s in map(json.loads, open(line["samples_file"]))), key=lambda s: s[0])
 
 
-@pytest.mark.skipif(not _cli_has_num_processes(), reason="harness run has no --num-processes yet (see models/distributed.py)")
 @pytest.mark.parametrize("scoring", ["generate", "loglik"])
 def test_harness_run_with_two_processes(capfd, tmp_path, tiny_idefics2, cub_root, cub_choices, scoring):
     from harness.cli import main

@@ -31,11 +31,7 @@ TOLERANCE = 1e-4
 
 @pytest.fixture(scope="module", params=NATIVE_ARCHS)
 def wrapper(request):
-    try:
-        path = tiny_checkpoint(request.param)
-    except LookupError as missing:
-        pytest.skip(str(missing))
-    return load(request.param, path)
+    return load(request.param, tiny_checkpoint(request.param))
 
 
 def _with(wrapper, **attributes):
@@ -101,11 +97,7 @@ def test_generation_is_greedy_and_batch_invariant(wrapper):
 
 @pytest.mark.parametrize("name", NATIVE_ARCHS)
 def test_bfloat16_runs(name):
-    try:
-        path = tiny_checkpoint(name)
-    except LookupError as missing:
-        pytest.skip(str(missing))
-    model = load(name, path, dtype="bfloat16", batch_size=2)
+    model = load(name, tiny_checkpoint(name), dtype="bfloat16", batch_size=2)
     assert next(model.model.parameters()).dtype.is_floating_point
     shared = nlls(model, option_requests(NAMES, docs=[0, 1]))
     assert all(math.isfinite(x) for x in shared)
@@ -117,11 +109,7 @@ def test_bfloat16_runs(name):
 @pytest.mark.parametrize("name", NATIVE_ARCHS)
 def test_4bit_load_runs(name):
     pytest.importorskip("bitsandbytes")
-    try:
-        path = tiny_checkpoint(name)
-    except LookupError as missing:
-        pytest.skip(str(missing))
-    model = load(name, path, load_in_4bit="true", batch_size=2)
+    model = load(name, tiny_checkpoint(name), load_in_4bit="true", batch_size=2)
     assert any("4bit" in type(m).__name__ for m in model.model.modules()), "no layer was quantised"
     scores = nlls(model, option_requests(LETTERS, docs=[0]))
     assert all(math.isfinite(x) for x in scores)

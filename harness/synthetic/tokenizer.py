@@ -13,10 +13,13 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 from functools import cache
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import BertTokenizer, GemmaTokenizer, LlamaTokenizer, T5Tokenizer
-from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+if TYPE_CHECKING:  # transformers 5 only; the trainers above also serve older releases (remote-code stand-ins)
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 # Prompt-shaped English in the domains the harness evaluates, so common words become single tokens.
 CORPUS = """\
@@ -118,7 +121,8 @@ def train_metaspace_bpe(
     )
     tokenizer.train_from_iterator(corpus_lines(), trainer)
     model = json.loads(tokenizer.to_str())["model"]
-    return model["vocab"], [tuple(pair) for pair in model["merges"]]
+    # tokenizers >= 0.20 writes merges as pairs, older releases as "left right" strings
+    return model["vocab"], [tuple(pair.split(" ", 1) if isinstance(pair, str) else pair) for pair in model["merges"]]
 
 
 @cache
@@ -205,3 +209,24 @@ def bert_tokenizer(**kwargs) -> BertTokenizer:
     """Uncased BERT layout (the Q-Former tokenizer): `[PAD]`=0, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`, pieces."""
     vocab = wordpiece_vocab(600, ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"))
     return BertTokenizer(vocab=dict(vocab), **kwargs)
+
+
+def portable_llama_tokenizer(extra_special_tokens: Sequence[str] = ()):
+    """The llama_tokenizer layout as a generic fast tokenizer (PreTrainedTokenizerFast around a
+    `tokenizers` BPE with byte fallback and a BOS post-processor), which transformers 4.x and 5.x
+    both save and load: the remote-code stand-ins use it, since they also run in the remote-code
+    environment (transformers 4.40)."""
+    from tokenizers import decoders, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab, merges = train_metaspace_bpe(1000, ("<unk>", "<s>", "</s>"), "<unk>", prefix_space=True)
+    backend = Tokenizer(models.BPE(vocab=dict(vocab), merges=list(merges), unk_token="<unk>", byte_fallback=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(content=" ", left=1)])
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                        pad_token="<unk>", padding_side="left")
+    if extra_special_tokens:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(extra_special_tokens)})
+    return tokenizer
