@@ -4,7 +4,7 @@ STAMP := $(VENV)/.fgvr-installed
 
 .PHONY: install demo test test-all lint bench clean remote-env check-remote-env
 
-$(STAMP): pyproject.toml scripts/install.sh
+$(STAMP): pyproject.toml scripts/install.sh scripts/constraints.txt
 	VENV=$(VENV) bash scripts/install.sh
 	touch $(STAMP)
 
@@ -17,10 +17,12 @@ demo: $(STAMP)
 ## the default test suite (excludes tests marked slow)
 test: $(STAMP)
 	bash scripts/install_browser.sh
+	bash scripts/install_postgres.sh
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 
 test-all: $(STAMP)
 	bash scripts/install_browser.sh
+	bash scripts/install_postgres.sh
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m "not gpu"
 
 lint: $(STAMP)

@@ -7,7 +7,9 @@ set -euo pipefail
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
-EXTRAS=${EXTRAS:-train,clip,leaderboard,dev}
+EXTRAS=${EXTRAS:-train,clip,leaderboard,postgres,dev}
+HERE="$(cd "$(dirname "$0")" && pwd)"
+CONSTRAINTS=${CONSTRAINTS:-$HERE/constraints.txt}  # the tested versions; CONSTRAINTS=none resolves freely
 
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "error: $PYTHON is $("$PYTHON" --version 2>&1); fgvr-harness needs Python >= 3.11 (set PYTHON=python3.11)" >&2
@@ -26,8 +28,12 @@ constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo "torch==$installed_torch" >"$constraints"
 
-echo "installing fgvr-harness[$EXTRAS] (torch held at $installed_torch)"
-"${PIP[@]}" -c "$constraints" -e ".[${EXTRAS}]"
+pins=()
+if [ "$CONSTRAINTS" != none ]; then
+  pins=(-c "$CONSTRAINTS")
+fi
+echo "installing fgvr-harness[$EXTRAS] (torch held at $installed_torch${pins:+, tested versions from $CONSTRAINTS})"
+"${PIP[@]}" -c "$constraints" "${pins[@]}" -e ".[${EXTRAS}]"
 
 if "$PY" -m pip show torchvision >/dev/null 2>&1 && ! "$PY" -c 'import torchvision' 2>/dev/null; then
   echo "torchvision is installed but cannot be imported (a build for another torch/CUDA); removing it so transformers uses its PIL image processors"

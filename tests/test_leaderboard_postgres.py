@@ -1,7 +1,9 @@
 """The store and the queue on PostgreSQL: the row-lock claim, several worker processes, concurrent first opens.
 
-Needs a server: set HARNESS_TEST_PG_URL to a URL whose user may create databases, e.g.
-postgresql+psycopg://postgres@127.0.0.1:5432/postgres. Each test gets its own database.
+Runs against the server HARNESS_TEST_PG_URL names (a URL whose user may create databases, e.g.
+postgresql+psycopg://postgres@127.0.0.1:5432/postgres), else against a throwaway server started from
+the installed PostgreSQL binaries (tests/pg_server.py; `make test` installs them). Skips, saying
+why, only when neither is there. Each test gets its own database.
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ from pathlib import Path
 import pytest
 
 PG_ENV = "HARNESS_TEST_PG_URL"
-ADMIN_URL = os.environ.get(PG_ENV)
-if not ADMIN_URL:
-    pytest.skip(f"no PostgreSQL server: set {PG_ENV} (a URL whose user may create databases) to run these",
-                allow_module_level=True)
 pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'fgvr-harness[postgres]'")
 
 FIXTURES = Path(__file__).parent / "leaderboard"
 sys.path.insert(0, str(FIXTURES))
+sys.path.insert(0, str(Path(__file__).parent))
+import pg_server  # noqa: E402
 from lb_factories import fake_evaluate, make_summary  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
@@ -41,13 +41,25 @@ from leaderboard.worker import QueueWorker  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def admin_url():
+    if os.environ.get(PG_ENV):
+        yield os.environ[PG_ENV]
+        return
+    if pg_server.binaries() is None:
+        pytest.skip(f"no PostgreSQL server: set {PG_ENV} (a URL whose user may create databases) or install "
+                    "PostgreSQL (scripts/install_postgres.sh) to run these")
+    with pg_server.temporary_server() as url:
+        yield url
+
+
 @pytest.fixture
-def pg_url():
+def pg_url(admin_url):
     name = f"fgvr_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     admin.dispose()
