@@ -4,7 +4,7 @@ STAMP := $(VENV)/.fgvr-installed
 
 .PHONY: install demo test test-all lint bench clean remote-env check-remote-env
 
-$(STAMP): pyproject.toml scripts/install.sh scripts/constraints.txt
+$(STAMP): pyproject.toml scripts/install.sh scripts/lib.sh scripts/constraints.txt
 	VENV=$(VENV) bash scripts/install.sh
 	touch $(STAMP)
 

@@ -10,33 +10,16 @@ TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 EXTRAS=${EXTRAS:-train,clip,leaderboard,postgres,dev}
 HERE="$(cd "$(dirname "$0")" && pwd)"
 CONSTRAINTS=${CONSTRAINTS:-$HERE/constraints.txt}  # the tested versions; CONSTRAINTS=none resolves freely
+# shellcheck source=scripts/lib.sh
+source "$HERE/lib.sh"
 
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-  echo "error: $PYTHON is $("$PYTHON" --version 2>&1); fgvr-harness needs Python >= 3.11 (set PYTHON=python3.11)" >&2
-  exit 2
-fi
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-PY="$VENV/bin/python"
-PIP=("$PY" -m pip install --disable-pip-version-check -q)
-
-if ! "$PY" -c 'import torch' 2>/dev/null; then
-  echo "installing torch==$TORCH_VERSION"
-  "${PIP[@]}" "torch==$TORCH_VERSION"
-fi
-installed_torch=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
-constraints=$(mktemp)
-trap 'rm -f "$constraints"' EXIT
-echo "torch==$installed_torch" >"$constraints"
-
+venv_with_torch "$VENV" "$PYTHON" "$TORCH_VERSION"
+trap 'rm -f "$HELD_TORCH"' EXIT
 pins=()
 if [ "$CONSTRAINTS" != none ]; then
   pins=(-c "$CONSTRAINTS")
 fi
-echo "installing fgvr-harness[$EXTRAS] (torch held at $installed_torch${pins:+, tested versions from $CONSTRAINTS})"
-"${PIP[@]}" -c "$constraints" "${pins[@]}" -e ".[${EXTRAS}]"
-
-if "$PY" -m pip show torchvision >/dev/null 2>&1 && ! "$PY" -c 'import torchvision' 2>/dev/null; then
-  echo "torchvision is installed but cannot be imported (a build for another torch/CUDA); removing it so transformers uses its PIL image processors"
-  "$PY" -m pip uninstall -y -q torchvision
-fi
+echo "installing fgvr-harness[$EXTRAS] (torch held at $(cut -d= -f3 "$HELD_TORCH")${pins:+, tested versions from $CONSTRAINTS})"
+"${PIP[@]}" -c "$HELD_TORCH" "${pins[@]}" -e ".[${EXTRAS}]"
+drop_broken_torchvision
 "$PY" -c 'import transformers, lmms_eval, harness; print("environment ready: transformers", transformers.__version__)'

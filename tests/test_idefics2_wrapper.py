@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from lmms_eval.api.instance import GenerationResult, Instance
+from lmms_eval.api.instance import GenerationResult
 from PIL import Image
 
 from models.idefics2 import Idefics2FGVR
-from tasks.prompts import render_question
 
-QUESTION = render_question("Which of these birds is shown in the image?", ["Laysan_Albatross", "Sooty_Albatross", "Heermann_Gull", "Black_footed_Albatross"])
+sys.path.insert(0, str(Path(__file__).parent))
+from model_fixtures import QUESTION  # noqa: E402
+from model_fixtures import requests as _requests  # noqa: E402
 
 
 def _doc(colour: str) -> dict:
@@ -18,18 +22,6 @@ def _doc(colour: str) -> dict:
 
 
 DOCS = [_doc("red"), _doc("navy"), _doc("yellow")]
-
-
-def _visual(doc):
-    return [doc["image"]]
-
-
-def _requests(kind: str, pairs) -> list[Instance]:
-    return [
-        Instance(request_type=kind, arguments=(context, second, _visual, doc_id, "t", "test"), idx=i,
-                 metadata={"task": "t", "doc_id": doc_id, "repeats": 1})
-        for i, (doc_id, context, second) in enumerate(pairs)
-    ]
 
 
 @pytest.fixture(scope="module")
