@@ -24,7 +24,7 @@ from tqdm import tqdm
 from harness.errors import UserError
 from models import distributed
 from models.registry import ModelSpec, get_model_spec
-from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, join_answer
+from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, cache_of, join_answer, with_cache
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 KNOWN_ARGS = ("pretrained, revision, dtype, device, batch_size, load_in_4bit, load_in_8bit, trust_remote_code, "
@@ -260,14 +260,13 @@ class FGVRModel(lmms):
     def prefix_forward(self, inputs: dict[str, torch.Tensor]) -> Prefix:
         """Encodes image + prompt once, keeping the KV cache (shared-prefix scoring of decoder-only models)."""
         out = self.model(**inputs, position_ids=self.positions(inputs["attention_mask"]), use_cache=True, logits_to_keep=1)
-        cache = getattr(out, "past_key_values", None) or out.language_model_outputs.past_key_values  # BLIP family
-        return Prefix(out.logits[:, -1].float(), cache, inputs["attention_mask"])
+        return Prefix(out.logits[:, -1].float(), cache_of(out), inputs["attention_mask"])
 
     def continuation_logits(self, prefix: Prefix, rows: torch.Tensor, input_ids: torch.Tensor,
                             attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Logits of answer tokens fed after the cached prompt; `prefix.cache` already holds one row per answer."""
         return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          past_key_values=prefix.cache, use_cache=True).logits
+                          use_cache=True, **with_cache(prefix.cache)).logits
 
     def stop_token_ids(self) -> list[int]:
         ids = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []

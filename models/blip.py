@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from models.base import FGVRModel
-from models.scoring import Seq2SeqScorer
+from models.scoring import Seq2SeqScorer, with_cache
 
 
 class QueryTokenModel(FGVRModel):
@@ -51,7 +51,7 @@ class InstructBlipVicunaFGVR(QueryTokenModel):
     def continuation_logits(self, prefix, rows, input_ids, attention_mask, position_ids):
         # the wrapper's forward always re-encodes the image; the cached prompt only needs the language model
         return self.model.language_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                         past_key_values=prefix.cache, use_cache=True).logits
+                                         use_cache=True, **with_cache(prefix.cache)).logits
 
 
 class InstructBlipFlanT5FGVR(QueryTokenModel):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from models.base import FGVRModel
-from models.scoring import Prefix
+from models.scoring import Prefix, cache_of, with_cache
 
 
 class Idefics1FGVR(FGVRModel):
@@ -31,12 +31,12 @@ class Idefics1FGVR(FGVRModel):
         out = self.model(**inputs, position_ids=self.positions(inputs["attention_mask"]), use_cache=True, logits_to_keep=1)
         self.image_states_keyword, states = image_states(self.model.config, out)
         extras = {"image_states": states, "image_mask": inputs["image_attention_mask"][:, -1:]}
-        return Prefix(out.logits[:, -1].float(), out.past_key_values, inputs["attention_mask"], extras)
+        return Prefix(out.logits[:, -1].float(), cache_of(out), inputs["attention_mask"], extras)
 
     def continuation_logits(self, prefix, rows, input_ids, attention_mask, position_ids):
         image_mask = prefix.extras["image_mask"][rows].expand(-1, input_ids.shape[1], -1)  # answers see the image
         return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          past_key_values=prefix.cache, image_attention_mask=image_mask,
+                          image_attention_mask=image_mask, **with_cache(prefix.cache),
                           **{self.image_states_keyword: prefix.extras["image_states"][rows]}).logits
 
 

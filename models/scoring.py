@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -38,6 +39,26 @@ class Prefix:
     cache: Any  # the language model's KV cache over the prompt
     attention_mask: torch.Tensor  # [batch, prompt length], left-padded
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-row tensors a model needs to continue
+
+
+@lru_cache(maxsize=1)
+def _cache_keyword() -> str:
+    import transformers
+    from packaging.version import Version
+
+    return "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
+
+
+def cache_of(output) -> Any:
+    """The KV cache a forward pass returned: `cache` since transformers 5.24, `past_key_values` before
+    (the BLIP family keeps it in `language_model_outputs`)."""
+    inner = output.get("language_model_outputs") or output
+    return inner.get("cache") if inner.get("cache") is not None else inner.get("past_key_values")
+
+
+def with_cache(cache: Any) -> dict[str, Any]:
+    """The forward keyword argument that continues from `cache`, named as this transformers names it."""
+    return {_cache_keyword(): cache}
 
 
 def join_answer(prompt: str, answer: str) -> str:
