@@ -63,7 +63,7 @@ def model_revision(pretrained: str, revision: str | None) -> str | None:
     return revision
 
 
-def collect(command: list[str], device: str) -> Provenance:
+def collect(command: list[str], device: str, num_processes: int = 1) -> Provenance:
     return {
         "harness_version": __version__,
         "git_commit": git_commit(),
@@ -72,4 +72,5 @@ def collect(command: list[str], device: str) -> Provenance:
         "platform": platform.platform(),
         "command": command,
         "device": device,
+        "num_processes": num_processes,
     }

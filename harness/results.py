@@ -30,6 +30,7 @@ class Provenance(TypedDict):
     platform: str
     command: list[str]
     device: str
+    num_processes: int  # data-parallel processes the run was sharded over (1: a single process)
 
 
 class RunSummary(TypedDict):

@@ -293,7 +293,8 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
         "errors": int(round(results["results"][plan.lmms_task].get("errors,none", 0) * len(samples))),
         "results_file": str(results_file),
         "samples_file": str(samples_file),
-        "provenance": provenance.collect(command or sys.argv, device=config.model_args.get("device", "auto")),
+        "provenance": provenance.collect(command or sys.argv, device=config.model_args.get("device", "auto"),
+                                         num_processes=distributed.world_size()),
     }
     write_json_atomic(plan.run_dir / SUMMARY_FILE, summary)
     journal.discard()

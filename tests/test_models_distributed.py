@@ -68,6 +68,9 @@ def test_harness_run_with_two_processes(capfd, tmp_path, tiny_idefics2, cub_root
         lines[world] = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
     assert lines[1]["n"] == lines[2]["n"] == sum(len(v) for v in json.loads(Path(cub_choices).read_text()).values())
     assert lines[1]["accuracy"] == lines[2]["accuracy"]
+    for world in (1, 2):
+        summary = json.loads(Path(lines[world]["summary_file"]).read_text())
+        assert summary["provenance"]["num_processes"] == world
     single, parallel = _samples(lines[1]), _samples(lines[2])
     assert [doc for doc, _ in single] == [doc for doc, _ in parallel]
     for (_, a), (_, b) in zip(single, parallel):
