@@ -10,6 +10,7 @@ tokens, and where needed how the processor is called or which scorer it uses.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +28,6 @@ from models.registry import ModelSpec, get_model_spec
 from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, cache_of, join_answer, with_cache
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-KNOWN_ARGS = ("pretrained, revision, dtype, device, batch_size, load_in_4bit, load_in_8bit, trust_remote_code, "
-              "max_new_tokens, shared_prefix, attn_implementation")
 
 
 def hub_unavailable_message(hub_id: str) -> str:
@@ -118,6 +117,7 @@ class FGVRModel(lmms):
     # per image); None: the checkpoint's chat template.
     prompt_template: ClassVar[str | None] = None
     image_token: ClassVar[str] = "<image>"
+    extra_args: ClassVar[tuple[str, ...]] = ()  # model-specific --model-args that accept_extra_args takes
 
     def __init__(
         self,
@@ -160,9 +160,11 @@ class FGVRModel(lmms):
             self.accelerator = self.parallel.accelerator  # lmms-eval's data-parallel path syncs through it
 
     def accept_extra_args(self, extra: dict[str, Any]) -> None:
-        """Model-specific --model-args; the base class knows none."""
+        """Model-specific --model-args (a subclass takes its own out of `extra` first); the rest are unknown."""
         if extra:
-            raise UserError(f"unknown --model-args for {self.spec.name}: {', '.join(sorted(extra))}. Known: {KNOWN_ARGS}")
+            known = [name for name in inspect.signature(FGVRModel.__init__).parameters if name not in ("self", "extra")]
+            raise UserError(f"unknown --model-args for {self.spec.name}: {', '.join(sorted(extra))}. "
+                            f"Known: {', '.join(known + list(self.extra_args))}")
 
     def check_environment(self) -> None:
         """Refuse before loading when the model cannot run here (remote-code models check their opt-in)."""

@@ -42,6 +42,7 @@ class FinedeficsFGVR(Idefics2FGVR):
     """
 
     registry_name = "finedefics"
+    extra_args = ("adapter", "merge_adapter")
 
     def accept_extra_args(self, extra):
         self.adapter = extra.pop("adapter", None)

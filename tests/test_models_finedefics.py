@@ -94,3 +94,10 @@ def test_harness_run_with_an_adapter(capsys, tmp_path, tiny_idefics2, adapter, c
     assert main(args) == 0, capsys.readouterr().err
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["model"] == "finedefics" and line["n"] == sum(len(v) for v in json.loads(cub_choices.read_text()).values())
+
+
+def test_unknown_model_args_list_the_adapter_options(tiny_idefics2):
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match=r"unknown --model-args for finedefics: adaptor\. Known: .*shared_prefix.*adapter, merge_adapter"):
+        load("finedefics", tiny_idefics2, adaptor="/x")
