@@ -35,8 +35,8 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=20)
     args = parser.parse_args()
 
-    from harness.synthetic.datasets import make_cub
-    from harness.synthetic.tiny_clip import build_tiny_clip
+    from tasks.fixtures.datasets import make_cub
+    from tasks.fixtures.tiny_clip import build_tiny_clip
 
     work = Path(tempfile.mkdtemp(prefix="bench-prepare-"))
     os.environ["HARNESS_HOME"] = str(work / "home")

@@ -37,7 +37,7 @@ def build_model(folder: Path) -> Path:
     )
     from transformers.models.idefics2.image_processing_pil_idefics2 import Idefics2ImageProcessorPil
 
-    from harness.synthetic.tokenizer import llama_tokenizer
+    from models.fixtures.tokenizer import llama_tokenizer
 
     tokenizer = llama_tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>"], pad_token="<unk>")
     images = Idefics2ImageProcessorPil(size={"shortest_edge": 224, "longest_edge": 224}, do_image_splitting=False)

@@ -1,5 +1,5 @@
-"""The Finedefics training pipeline (attribute descriptions, CLIP hard negatives, two-stage QLoRA).
-
-Not implemented yet: this package reserves the top-level folder the design fixes. Trained
-adapters and merged checkpoints are evaluated through the `finedefics` model of `models/`.
+"""The Finedefics training pipeline (He et al., ICLR 2025): training data (train splits, attribute
+descriptions, CLIP hard negatives, Stage I triples and Stage II instructions) in `finedefics_train.data`,
+and the two-stage QLoRA training (losses, recipes, configs, trainer glue). Trained adapters and merged
+checkpoints are evaluated through the `finedefics` model of `models/`.
 """

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from harness.config import SCORINGS, RunConfig, parse_model_args, parse_task_paths
-from harness.errors import EvaluationFailed, UserError
+from harness.core.errors import EvaluationFailed, UserError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _plugin_registrars() -> list[Callable]:
     registrars = []
-    for module_name in ("tasks.cli", "leaderboard.cli"):
+    for module_name in ("tasks.cli", "leaderboard.cli", "finedefics_train.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as error:

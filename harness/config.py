@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 Scoring = Literal["generate", "loglik", "loglik_name"]
 SCORINGS: tuple[str, ...] = ("generate", "loglik", "loglik_name")

@@ -12,7 +12,7 @@ import json
 
 from harness.cli import format_table, summary_line
 from harness.config import RunConfig
-from harness.paths import harness_home
+from harness.core.paths import harness_home
 from harness.runner import run_evaluation
 
 DEMO_CLASSES = 6
@@ -20,8 +20,8 @@ DEMO_TEST_PER_CLASS = 4
 
 
 def prepare_demo_inputs():
-    from harness.synthetic.datasets import make_choice_file, make_cub
-    from harness.synthetic.tiny_models import build_tiny_model
+    from models.fixtures.tiny_models import build_tiny_model
+    from tasks.fixtures.datasets import make_choice_file, make_cub
 
     root = harness_home() / "demo"
     checkpoint = build_tiny_model("idefics2", root / "tiny-idefics2", seed=0)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.results import Confusion
+from harness.core.results import Confusion
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from harness import __version__
-from harness.results import Provenance
+from harness.core.results import Provenance
 
 PACKAGES = ("fgvr-harness", "lmms_eval", "torch", "transformers", "datasets", "accelerate", "peft", "bitsandbytes", "pillow")
 

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from harness import provenance
 from harness.config import RunConfig, format_model_args
-from harness.errors import EvaluationFailed, UserError
+from harness.core.errors import EvaluationFailed, UserError
+from harness.core.io import write_json_atomic, write_lines_atomic
+from harness.core.paths import harness_home, runs_root
+from harness.core.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary
 from harness.journal import ResponseJournal
 from harness.metrics import Outcome, summarise
-from harness.paths import harness_home, runs_root
-from harness.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary, write_json_atomic
 from models import distributed
 from models.registry import ModelSpec, get_model_spec
 from tasks.prepare import OptionPlan, PreparedTask, prepare_task
@@ -233,11 +234,7 @@ def write_lmms_files(run_dir: Path, results: dict, samples: list[dict], task_nam
     results_file = run_dir / f"{date_id}_results.json"
     samples_file = run_dir / f"{date_id}_samples_{task_name}.jsonl"
     write_json_atomic(results_file, json.loads(json.dumps(results, default=handle_non_serializable)))
-    tmp = samples_file.with_name(f".{samples_file.name}.tmp")
-    with open(tmp, "w") as handle:
-        for sample in samples:
-            handle.write(json.dumps(sample, default=handle_non_serializable) + "\n")
-    os.replace(tmp, samples_file)
+    write_lines_atomic(samples_file, (json.dumps(sample, default=handle_non_serializable) for sample in samples))
     return results_file, samples_file
 
 

@@ -20,7 +20,7 @@ import gradio as gr
 import pandas as pd
 
 from harness.config import SCORINGS
-from harness.errors import UserError
+from harness.core.errors import UserError
 from leaderboard import detail, spec
 from leaderboard.plots import grouped_bar_svg
 from leaderboard.queue import LISTED_COLUMNS, STATUSES, SubmissionQueue, submit_checkpoint

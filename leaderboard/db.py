@@ -33,8 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from harness.errors import UserError
-from harness.paths import harness_home
+from harness.core.errors import UserError
+from harness.core.paths import harness_home
 from leaderboard import DB_URL_ENV
 
 SCHEMA_VERSION = 1

@@ -18,8 +18,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from harness.config import parse_model_args
-from harness.errors import UserError
-from harness.results import SUMMARY_FILE, load_summary
+from harness.core.errors import UserError
+from harness.core.results import SUMMARY_FILE, load_summary
 from leaderboard.spec import BY_KEY, MAIN_VARIANT
 from leaderboard.store import ResultStore
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, select, update
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from leaderboard.db import SubmissionRow, serialize, utcnow
 from leaderboard.store import ResultStore
 from leaderboard.submissions import (

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from harness.errors import unknown_name
+from harness.core.errors import unknown_name
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from harness.errors import UserError
-from harness.results import RunSummary
+from harness.core.errors import UserError
+from harness.core.results import RunSummary
 from leaderboard import spec
 from leaderboard.db import (
     ModelRow,
@@ -228,7 +228,7 @@ class ResultStore:
         return info, rows
 
     def _unknown_model(self, session: Session, name: str) -> UserError:
-        from harness.errors import unknown_name
+        from harness.core.errors import unknown_name
 
         return unknown_name("model", name, session.scalars(select(ModelRow.name)).all())
 

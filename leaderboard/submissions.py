@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.config import SCORINGS
-from harness.errors import UserError, did_you_mean
-from harness.paths import harness_home
+from harness.core.errors import UserError, did_you_mean
+from harness.core.paths import harness_home
 from leaderboard import spec
 
 WEIGHTS = ("full", "adapter")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import RunConfig, TaskPaths
-from harness.results import RunSummary
+from harness.core.results import RunSummary
 from leaderboard.queue import Job, SubmissionQueue
 from leaderboard.store import ResultStore
 

@@ -22,7 +22,7 @@ from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from models import distributed
 from models.registry import ModelSpec, get_model_spec
 from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, cache_of, join_answer, with_cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from models.base import FGVRModel
 
 IDEFICS2_FORMAT = "User:{images}{question}<end_of_utterance>\nAssistant:"

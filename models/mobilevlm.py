@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from models.remote import RemoteCodeModel
 from models.scoring import join_answer, tail_score
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import asdict, dataclass
 
-from harness.errors import unknown_name
+from harness.core.errors import unknown_name
 
 NATIVE_TRANSFORMERS = ">=5.0,<6"  # tested on 5.23 with tiny checkpoints of every native architecture
 

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import torch
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from models.base import FGVRModel, Request
 from models.registry import ModelSpec
 from models.scoring import AnswerScorer, Score

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from harness.errors import UserError, did_you_mean
+from harness.core.errors import UserError, did_you_mean
 from tasks.datasets.base import DatasetSplit, TestItem
 
 _SHOWN = 5  # problems quoted in one error message

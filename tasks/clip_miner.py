@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from harness.errors import UserError
-from harness.paths import harness_home
+from harness.core.errors import UserError
+from harness.core.paths import harness_home
 from tasks.datasets.base import DatasetSplit, TestItem
 
 DEFAULT_CLIP = "open_clip:ViT-L-14:laion2b_s32b_b82k"

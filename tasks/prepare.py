@@ -24,9 +24,9 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
-from harness.errors import UserError
-from harness.paths import prepared_root
-from harness.results import write_json_atomic
+from harness.core.errors import UserError
+from harness.core.io import write_json_atomic
+from harness.core.paths import prepared_root
 from tasks import options as option_builders
 from tasks.datasets.base import DatasetSplit
 from tasks.prompts import open_question_for, question_for

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import unknown_name
+from harness.core.errors import unknown_name
 from tasks.datasets.base import DatasetSplit
 from tasks.datasets.registry import LAYOUTS, DatasetLayout, detect_and_read
 

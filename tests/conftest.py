@@ -24,20 +24,20 @@ def harness_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_idefics2(tmp_path_factory) -> Path:
-    from harness.synthetic.tiny_models import build_tiny_model
+    from models.fixtures.tiny_models import build_tiny_model
 
     return build_tiny_model("idefics2", tmp_path_factory.mktemp("models") / "tiny-idefics2", seed=0)
 
 
 @pytest.fixture(scope="session")
 def cub_root(tmp_path_factory) -> Path:
-    from harness.synthetic.datasets import make_cub
+    from tasks.fixtures.datasets import make_cub
 
     return make_cub(tmp_path_factory.mktemp("data") / "cub", n_classes=5, per_class_test=2, seed=0)
 
 
 @pytest.fixture(scope="session")
 def cub_choices(cub_root, tmp_path_factory) -> Path:
-    from harness.synthetic.datasets import make_choice_file
+    from tasks.fixtures.datasets import make_choice_file
 
     return make_choice_file("bird200", cub_root, tmp_path_factory.mktemp("choices") / "bird-200.json", k=4, seed=0)

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from tasks.prompts import render_question
 
-# registry name -> tiny architecture in harness.synthetic.tiny_models (Finedefics is an Idefics2)
+# registry name -> tiny architecture in models.fixtures.tiny_models (Finedefics is an Idefics2)
 NATIVE = {
     "idefics2": "idefics2",
     "llava15": "llava15",
@@ -32,11 +32,11 @@ NAMES = [f" {name}" for name in OPTIONS]
 
 def tiny_checkpoint(name: str) -> Path:
     """The tiny checkpoint of a registry name, built once per test session under $HARNESS_HOME."""
-    from harness.synthetic.tiny_models import TINY_ARCHS, build_tiny_model
+    from models.fixtures.tiny_models import TINY_ARCHS, build_tiny_model
 
     arch = NATIVE[name]
     if arch not in TINY_ARCHS:
-        raise LookupError(f"harness.synthetic.tiny_models has no '{arch}' builder (known: {', '.join(TINY_ARCHS)})")
+        raise LookupError(f"models.fixtures.tiny_models has no '{arch}' builder (known: {', '.join(TINY_ARCHS)})")
     return build_tiny_model(arch, Path(os.environ["HARNESS_HOME"]) / "tiny-models" / arch, seed=0)
 
 

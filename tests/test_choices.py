@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserError
-from harness.synthetic.datasets import make_choice_file, make_cub
+from harness.core.errors import UserError
 from tasks.choices import match_choices, normalize_class_name, read_choice_file
 from tasks.datasets.base import DatasetSplit, TestItem
 from tasks.datasets.cub import read_cub
+from tasks.fixtures.datasets import make_choice_file, make_cub
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.clip_miner import ChoiceMiner, load_encoder
 from tasks.datasets.base import DatasetSplit, TestItem
 
@@ -17,7 +17,7 @@ COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory) -> Path:
-    from harness.synthetic.tiny_clip import build_tiny_clip
+    from tasks.fixtures.tiny_clip import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserError
-from harness.synthetic.datasets import make_cub
+from harness.core.errors import UserError
 from tasks.datasets.cub import read_cub, strip_class_prefix
+from tasks.fixtures.datasets import make_cub
 
 
 @pytest.fixture()

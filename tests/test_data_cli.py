@@ -7,7 +7,7 @@ import json
 import pytest
 
 from harness.cli import main
-from harness.synthetic import datasets as synthetic
+from tasks.fixtures import datasets as synthetic
 
 MAKERS = {
     "bird200": synthetic.make_cub, "car196": synthetic.make_cars, "dog120": synthetic.make_dogs,

@@ -93,7 +93,7 @@ def test_generation_is_greedy_and_batch_invariant(wrapper):
 
 
 def test_unknown_model_argument_is_a_user_error(tiny_idefics2):
-    from harness.errors import UserError
+    from harness.core.errors import UserError
 
     with pytest.raises(UserError, match="unknown --model-args for idefics2: colour"):
         Idefics2FGVR.create_from_arg_string(f"pretrained={tiny_idefics2},colour=blue")

@@ -20,7 +20,7 @@ pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
 from lb_factories import fake_evaluate  # noqa: E402
 
 from harness.config import TaskPaths, parse_task_paths  # noqa: E402
-from harness.errors import EvaluationFailed, UserError  # noqa: E402
+from harness.core.errors import EvaluationFailed, UserError  # noqa: E402
 from leaderboard.db import utcnow  # noqa: E402
 from leaderboard.queue import FAILED, FINISHED, PENDING, RUNNING, SubmissionQueue  # noqa: E402
 from leaderboard.submissions import ValidatedSubmission  # noqa: E402

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent / "leaderboard"))
 pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
 from lb_factories import LMMS_RESULTS, RUNS, make_summary  # noqa: E402
 
-from harness.errors import UserError  # noqa: E402
+from harness.core.errors import UserError  # noqa: E402
 from leaderboard import db  # noqa: E402
 from leaderboard.importer import import_path  # noqa: E402
 from leaderboard.store import ResultStore, model_name_for, record_summary  # noqa: E402

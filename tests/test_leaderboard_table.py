@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from leaderboard import detail, spec
 from leaderboard.plots import grouped_bar_svg
 from leaderboard.table import ID_COLUMN, TableQuery, display_columns, leaderboard_table

@@ -78,7 +78,7 @@ def test_prompt_keeps_the_user_prefix_whatever_the_path_is_called(merged):
 
 
 def test_a_folder_without_an_adapter_is_a_user_error(tiny_idefics2, tmp_path):
-    from harness.errors import UserError
+    from harness.core.errors import UserError
 
     with pytest.raises(UserError, match="adapter_config.json"):
         load("finedefics", tiny_idefics2, adapter=tmp_path)
@@ -97,7 +97,7 @@ def test_harness_run_with_an_adapter(capsys, tmp_path, tiny_idefics2, adapter, c
 
 
 def test_unknown_model_args_list_the_adapter_options(tiny_idefics2):
-    from harness.errors import UserError
+    from harness.core.errors import UserError
 
     with pytest.raises(UserError, match=r"unknown --model-args for finedefics: adaptor\. Known: .*shared_prefix.*adapter, merge_adapter"):
         load("finedefics", tiny_idefics2, adaptor="/x")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from harness.cli import main
-from harness.errors import UserError
+from harness.core.errors import UserError
 from models.base import FGVRModel
 from models.registry import MODELS, get_model_spec
 

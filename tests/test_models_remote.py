@@ -24,7 +24,7 @@ from build import STANDINS, build_standin, in_declared_range  # noqa: E402
 from model_fixtures import LETTERS, NAMES, QUESTION, load, nlls, option_requests, requests  # noqa: E402
 
 from harness.cli import main  # noqa: E402
-from harness.errors import UserError  # noqa: E402
+from harness.core.errors import UserError  # noqa: E402
 from models.registry import MODELS  # noqa: E402
 from models.remote import check_transformers  # noqa: E402
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import scipy.io
 
-from harness.errors import UserError
-from harness.synthetic import datasets as synthetic
+from harness.core.errors import UserError
 from tasks.choices import match_choices, read_choice_file
 from tasks.datasets.base import DatasetSplit
 from tasks.datasets.registry import LAYOUTS, detect_and_read, get_layout
+from tasks.fixtures import datasets as synthetic
 
 N_CLASSES, PER_CLASS_TEST = 6, 2
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.synthetic import datasets as synthetic
+from tasks.fixtures import datasets as synthetic
 from tasks.registry import TASKS
 
 MAKERS = {

@@ -12,8 +12,8 @@ from PIL import Image  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoProcessor  # noqa: E402
 
-from harness.synthetic import tokenizer  # noqa: E402
-from harness.synthetic.tiny_models import ARCHS, BUILD_MARKER, TINY_ARCHS, build_tiny_model  # noqa: E402
+from models.fixtures import tokenizer  # noqa: E402
+from models.fixtures.tiny_models import ARCHS, BUILD_MARKER, TINY_ARCHS, build_tiny_model  # noqa: E402
 
 PROCESSOR_CLASSES = {
     "idefics2": "Idefics2Processor",
@@ -167,7 +167,7 @@ def test_idefics2_template_joins_turns():
     ]
     from jinja2 import Template
 
-    from harness.synthetic.tiny_models import IDEFICS_CHAT_TEMPLATE
+    from models.fixtures.tiny_models import IDEFICS_CHAT_TEMPLATE
 
     rendered = Template(IDEFICS_CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=True)
     assert (

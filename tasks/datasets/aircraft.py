@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from harness.errors import UserError, did_you_mean
+from harness.core.errors import UserError, did_you_mean
 from tasks.datasets.base import DatasetSplit, TestItem
 from tasks.datasets.layout import (
     SplitCollector,

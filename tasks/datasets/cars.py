@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.datasets.base import DatasetSplit, TestItem
 from tasks.datasets.layout import SplitCollector, find_dataset_dir, load_mat, mat_int, replace_names
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path, PurePosixPath
 
-from harness.errors import UserError
-from harness.paths import harness_home
+from harness.core.errors import UserError
+from harness.core.paths import harness_home
 from tasks.datasets.base import DatasetSplit, TestItem
 from tasks.datasets.layout import SKIP_HINT
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.datasets.base import DatasetSplit, TestItem
 
 SKIP_HINT = "pass --skip-missing to leave missing images out"

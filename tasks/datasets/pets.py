@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.datasets.base import DatasetSplit, TestItem
 from tasks.datasets.layout import SplitCollector, find_dataset_dir, parse_int, read_rows, replace_names
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import UserError, unknown_name
+from harness.core.errors import UserError, unknown_name
 from tasks.datasets import aircraft, cars, cub, dogs, flowers, pets
 from tasks.datasets.base import DatasetSplit, TestItem
 

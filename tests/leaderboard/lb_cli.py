@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from leaderboard.cli import register
 
 

@@ -46,7 +46,7 @@ def build_standin(name: str, out_dir: Path, seed: int = 0) -> Path:
                                            if k != "fgvr_transformers"}, indent=2))
     shutil.copy(HERE / "_core" / "standin_core.py", out_dir)
     if name in SPECIAL_TOKENS:
-        from harness.synthetic.tokenizer import portable_llama_tokenizer
+        from models.fixtures.tokenizer import portable_llama_tokenizer
 
         portable_llama_tokenizer(SPECIAL_TOKENS[name]).save_pretrained(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(out_dir, trust_remote_code=True)

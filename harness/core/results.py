@@ -7,8 +7,6 @@ lmms-eval's own results and per-sample files. Accuracies are fractions in [0, 1]
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -61,20 +59,6 @@ class RunSummary(TypedDict):
     results_file: str  # lmms-eval's aggregated results JSON
     samples_file: str  # lmms-eval's per-sample JSONL
     provenance: Provenance
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON so that readers never see a half-written file (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_summary(path: Path) -> RunSummary:

@@ -1,1 +1,0 @@
-"""Synthetic fixtures built offline for tests: tiny random checkpoints and small datasets."""
