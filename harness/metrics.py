@@ -14,15 +14,13 @@ from harness.core.results import Confusion
 
 @dataclass(frozen=True)
 class Outcome:
-    """One answered question: the true class, the predicted class (None: unparseable) and lenient correctness."""
+    """One answered question: the true class, the predicted class (None: unparseable), whether the
+    prediction is right (decided on option indices, never on names) and lenient correctness."""
 
     true_class: str
     predicted_class: str | None
+    correct: bool
     robust_correct: bool | None = None  # generation only
-
-    @property
-    def correct(self) -> bool:
-        return self.predicted_class == self.true_class
 
 
 def bootstrap_ci(correct: Sequence[bool], *, iterations: int = 2000, seed: int = 0) -> tuple[float, float]:

@@ -186,33 +186,36 @@ def _first_response(sample: dict):
     return response[0] if isinstance(response, list) else response
 
 
-def answer_outcome(question: dict, sample: dict, scoring: str) -> Outcome:
-    """What the model answered to one prepared row, re-derived from its raw responses."""
+def answer_outcome(question: dict, sample: dict, scoring: str, names: dict[int, str]) -> Outcome:
+    """What the model answered to one prepared row, re-derived from its raw responses. Right or wrong
+    is decided on option indices; `names` (dataset label -> class name) names the predicted class."""
     truth = question["class_name"]
     options = question["options"]
     if not options:  # open-world: the model named a class
         named = open_world_class(_first_response(sample) or "", question["class_names"])
-        return Outcome(truth, None if named is None else question["class_names"][named])
+        return Outcome(truth, None if named is None else question["class_names"][named], named == question["label"])
     if scoring in ("loglik", "loglik_name"):
         nlls = [float(r[0][0] if isinstance(r[0], (list, tuple)) else r[0]) for r in sample["resps"]]
-        return Outcome(truth, options[loglik_choice(nlls)])
-    answer = _first_response(sample)
-    letters = option_letters(len(options))
-    strict, lenient = paper_letter(answer, len(options)), robust_letter(answer, options)
-    return Outcome(
-        truth,
-        options[letters.index(strict)] if strict else None,
-        robust_correct=lenient == letters[question["answer_index"]],
-    )
+        chosen: int | None = loglik_choice(nlls)
+        robust_correct = None
+    else:
+        answer = _first_response(sample)
+        letters = option_letters(len(options))
+        strict, lenient = paper_letter(answer, len(options)), robust_letter(answer, options)
+        chosen = letters.index(strict) if strict else None
+        robust_correct = lenient == letters[question["answer_index"]]
+    predicted = None if chosen is None else names.get(question["option_labels"][chosen], options[chosen])
+    return Outcome(truth, predicted, chosen == question["answer_index"], robust_correct=robust_correct)
 
 
 def outcomes_from_samples(samples: list[dict], questions, scoring: str) -> list[Outcome]:
     """One outcome per question. In circular evaluation a question (all rows sharing `group`) counts
     as correct only if every rotation is; otherwise it carries the first wrong answer."""
+    names = {int(q["label"]): q["class_name"] for q in questions}
     by_group: dict[int, list[Outcome]] = {}
     for sample in sorted(samples, key=lambda s: s["doc_id"]):
         question = questions[int(sample["doc_id"])]
-        by_group.setdefault(int(question["group"]), []).append(answer_outcome(question, sample, scoring))
+        by_group.setdefault(int(question["group"]), []).append(answer_outcome(question, sample, scoring, names))
     outcomes = []
     for rows in by_group.values():
         wrong = next((o for o in rows if not o.correct), None)
@@ -221,6 +224,7 @@ def outcomes_from_samples(samples: list[dict], questions, scoring: str) -> list[
             Outcome(
                 rows[0].true_class,
                 rows[0].true_class if wrong is None else wrong.predicted_class,
+                wrong is None,
                 robust_correct=None if None in robust else all(robust),
             )
         )

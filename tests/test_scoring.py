@@ -41,3 +41,26 @@ def test_score_generation_counts_unparseable_and_errors():
 def test_loglik_choice_takes_lowest_negative_loglikelihood():
     assert loglik_choice([3.2, 0.5, 7.0, 0.5]) == 1
     assert loglik_choice([1.0]) == 0
+
+
+def _display_name_question(answer_index: int) -> dict:
+    """A prepared row from a choice file whose names differ from CUB's only in form."""
+    others = iter(["Laysan Albatross", "Sooty Albatross", "Heermann Gull"])
+    options = ["Black footed Albatross" if i == answer_index else next(others) for i in range(4)]
+    labels = [0 if i == answer_index else 10 + i for i in range(4)]
+    return {"group": 0, "rotation": 0, "options": options, "option_labels": labels, "answer_index": answer_index,
+            "label": 0, "class_name": "Black_footed_Albatross", "class_names": []}
+
+
+def test_summary_compares_option_indices_not_names():
+    """Bug: the summary compared the option's display name with the dataset's class name."""
+    from harness.metrics import summarise
+    from harness.runner import outcomes_from_samples
+
+    question = _display_name_question(2)
+    loglik = {"doc_id": 0, "resps": [[[5.0, False]], [[4.0, False]], [[0.5, True]], [[3.0, False]]]}
+    generated = {"doc_id": 0, "resps": [["C"]]}
+    for scoring, sample in (("loglik", loglik), ("generate", generated)):
+        summary = summarise(outcomes_from_samples([sample], [question], scoring))
+        assert summary["accuracy"] == 1.0, scoring
+        assert summary["per_class_accuracy"] == {"Black_footed_Albatross": 1.0}
