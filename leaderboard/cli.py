@@ -106,11 +106,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     report = import_path(_store(args), args.path)
     if args.json:
         _print_json(report.as_dict())
+    elif report.files == 0 and not report.refused:
+        print(f"no results file (summary.json or lmms-eval results JSON) under {args.path}")
     else:
         print(f"{report.files} results files: {report.added} results added, {report.unchanged} already in the store")
         for path, reason in report.refused:
             print(f"  refused {path}: {reason}")
-    return 0 if not report.refused else 1
+    return 0 if report.files and not report.refused else 1
 
 
 def _positive(kind):

@@ -1,7 +1,7 @@
 """`harness import DIR`: results files already on disk -> the store. Importing a file twice is a no-op.
 
 Two kinds of file: our `summary.json` (one run each, keyed by its run_id) and plain lmms-eval
-results JSON (`results: {task: {"acc,none": ...}}`), keyed by the file's content hash and task. A
+results JSON (`results: {task: {"accuracy,none": ...}}`, the metric our task templates define), keyed by the file's content hash and task. A
 run folder that has a summary is imported through it alone: lmms-eval's own results file beside it
 describes the same run.
 """
@@ -22,10 +22,12 @@ from harness.core.errors import UserError
 from harness.core.results import SUMMARY_FILE, load_summary
 from leaderboard.spec import BY_KEY, MAIN_VARIANT
 from leaderboard.store import ResultStore
+from tasks.scoring import ACCURACY_METRIC
 
 # fgvr_<task>[_<variant>]_<scoring>, as tasks.registry.TaskSpec.lmms_task_name writes them
 LMMS_TASK = re.compile(r"^fgvr_(?P<task>[a-z]+\d+)(?:_(?P<variant>[a-z0-9_]+?))?_(?P<scoring>gen|loglik|logliknm)$")
 SCORING = {"gen": "generate", "loglik": "loglik", "logliknm": "loglik_name"}
+ACCURACY_KEY = f"{ACCURACY_METRIC},none"  # lmms-eval's "<metric>,<filter>" key of our tasks' accuracy
 Z95 = 1.959964
 LMMS_DEFAULT_ZONE = ZoneInfo("Asia/Singapore")  # lmms-eval's default --timezone for its "date" field
 
@@ -53,7 +55,7 @@ def import_path(store: ResultStore, root: Path) -> ImportReport:
         if path.name != SUMMARY_FILE and any(folder in path.parents for folder in run_dirs):
             continue
         try:
-            outcomes = _import_file(store, path)
+            outcomes = _import_file(store, path, report)
         except (ValueError, KeyError, TypeError, UserError) as exc:
             report.refused.append((str(path), str(exc)))
             continue
@@ -64,8 +66,9 @@ def import_path(store: ResultStore, root: Path) -> ImportReport:
     return report
 
 
-def _import_file(store: ResultStore, path: Path) -> list[bool] | None:
-    """True/False per result (added/already there); None when the file is not a results file."""
+def _import_file(store: ResultStore, path: Path, report: ImportReport) -> list[bool] | None:
+    """True/False per result (added/already there); None when the file is not a results file. FGVR
+    tasks of an lmms-eval file that cannot be imported are refused by name in `report`."""
     if path.name == SUMMARY_FILE:
         return [store.record_summary(load_summary(path))]
     raw = path.read_bytes()
@@ -76,7 +79,22 @@ def _import_file(store: ResultStore, path: Path) -> list[bool] | None:
     if not (isinstance(data, dict) and isinstance(data.get("results"), dict) and isinstance(data.get("config"), dict)):
         return None
     digest = hashlib.sha256(raw).hexdigest()[:16]
+    report.refused.extend((str(path), reason) for reason in unreadable_fgvr_tasks(data))
     return [store.record_summary(summary) for summary in lmms_summaries(data, digest, path)]
+
+
+def unreadable_fgvr_tasks(data: dict[str, Any]) -> list[str]:
+    """Why each FGVR-named task of an lmms-eval results file cannot be imported (nothing when all can)."""
+    reasons = []
+    for name, metrics in data["results"].items():
+        match = LMMS_TASK.match(name)
+        if not match:
+            continue
+        if match["task"] not in BY_KEY:
+            reasons.append(f"{name}: '{match['task']}' is not a benchmark task ({', '.join(BY_KEY)})")
+        elif ACCURACY_KEY not in metrics:
+            reasons.append(f"{name}: no '{ACCURACY_KEY}' (metrics: {', '.join(sorted(metrics)) or 'none'})")
+    return reasons
 
 
 def lmms_summaries(data: dict[str, Any], digest: str, path: Path) -> list[dict[str, Any]]:
@@ -90,9 +108,9 @@ def lmms_summaries(data: dict[str, Any], digest: str, path: Path) -> list[dict[s
     summaries = []
     for name, metrics in data["results"].items():
         match = LMMS_TASK.match(name)
-        if not match or match["task"] not in BY_KEY or "acc,none" not in metrics:
-            continue
-        accuracy = float(metrics["acc,none"])
+        if not match or match["task"] not in BY_KEY or ACCURACY_KEY not in metrics:
+            continue  # other tasks; FGVR tasks that cannot be read are named by unreadable_fgvr_tasks
+        accuracy = float(metrics[ACCURACY_KEY])
         summaries.append({
             "run_id": f"lmms:{digest}:{name}",
             "created": created,
@@ -107,7 +125,7 @@ def lmms_summaries(data: dict[str, Any], digest: str, path: Path) -> list[dict[s
             "limit": config.get("limit"),
             "n": _sample_count(data, name),
             "accuracy": accuracy,
-            "accuracy_ci95": _ci95(accuracy, metrics.get("acc_stderr,none")),
+            "accuracy_ci95": _ci95(accuracy, metrics.get(f"{ACCURACY_METRIC}_stderr,none")),
             "results_file": str(path),
             "provenance": {"source_file": str(path), "lmms_eval_model": config.get("model")},
         })

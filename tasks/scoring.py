@@ -14,6 +14,7 @@ import string
 from collections.abc import Sequence
 
 LETTERS = string.ascii_uppercase
+ACCURACY_METRIC = "accuracy"  # the metric name of the task templates (tasks/lmms/_fgvr_*.yaml)
 
 
 def option_letters(n_options: int) -> list[str]:
