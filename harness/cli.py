@@ -72,7 +72,7 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def summary_line(summary: dict) -> dict:
     """The `--json` object: the headline numbers and where the files are."""
-    keys = ("model", "task", "variant", "scoring", "n", "accuracy", "accuracy_ci95", "robust_accuracy",
+    keys = ("model", "task", "variant", "scoring", "n", "accuracy", "accuracy_ci95", "accuracy_ci_method", "robust_accuracy",
             "unparseable", "errors", "option_source", "seed", "results_file", "samples_file", "run_id")
     out = {key: summary.get(key) for key in keys}
     out["summary_file"] = str(Path(summary["results_file"]).parent / "summary.json")

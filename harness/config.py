@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from harness.core.errors import UserError
+from harness.core.results import SCORINGS, Scoring  # noqa: F401  (re-exported)
 
-Scoring = Literal["generate", "loglik", "loglik_name"]
-SCORINGS: tuple[str, ...] = ("generate", "loglik", "loglik_name")
 OPTION_SOURCES: tuple[str, ...] = ("random", "clip")
 
 

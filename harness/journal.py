@@ -18,6 +18,8 @@ from typing import Any
 
 from lmms_eval.api.instance import GenerationResult, Instance
 
+from harness.core.requests import is_failed
+
 JOURNALED = ("loglikelihood", "generate_until")
 
 
@@ -58,6 +60,8 @@ class ResponseJournal:
         self.resumed = len(self.responses)
 
     def _append(self, entries: list[tuple[str, Any]]) -> None:
+        if not entries:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as handle:
             for key, response in entries:
@@ -71,16 +75,22 @@ class ResponseJournal:
             todo = [i for i, key in enumerate(keys) if key not in self.responses]
             # keep the options of one document together so shared-prefix scoring still sees them all
             todo.sort(key=lambda i: (str(requests[i].doc_id), requests[i].idx))
+            failed: dict[str, Any] = {}  # answered, but not kept: the next run of the command retries them
             position = 0
             while position < len(todo):
                 end = min(position + max(self.chunk_size, 1), len(todo))
                 while end < len(todo) and requests[todo[end]].doc_id == requests[todo[end - 1]].doc_id:
                     end += 1
                 chunk, position = todo[position:end], end
-                new = [(keys[i], response) for i, response in zip(chunk, compute([requests[i] for i in chunk]))]
+                new = []
+                for i, response in zip(chunk, compute([requests[i] for i in chunk])):
+                    if is_failed(response.text if isinstance(response, GenerationResult) else response):
+                        failed[keys[i]] = response
+                    else:
+                        new.append((keys[i], response))
                 self._append(new)
                 self.responses.update(new)
-            return [self.responses[key] for key in keys]
+            return [self.responses[key] if key in self.responses else failed[key] for key in keys]
 
         return answer
 

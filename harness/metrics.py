@@ -1,62 +1,78 @@
-"""Run-level metrics computed from per-question outcomes: accuracy with a bootstrap CI,
-per-class accuracy and the most frequent confusions."""
+"""Run-level metrics from the scored rows of a run (`tasks.scoring.RowScore`): accuracy with its
+binomial interval, the lenient parser's accuracy, unparseable answers and failed requests, per-class
+accuracy, the most frequent confusions and the position bias of the answers.
+
+Accuracies count questions (`tasks.scoring.per_question`: a circular question is right only if every
+rotation is); unparseable answers, errors and the position bias count rows (requests)."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
-import numpy as np
-
-from harness.core.results import Confusion
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One answered question: the true class, the predicted class (None: unparseable), whether the
-    prediction is right (decided on option indices, never on names) and lenient correctness."""
-
-    true_class: str
-    predicted_class: str | None
-    correct: bool
-    robust_correct: bool | None = None  # generation only
+from harness.core.results import Confusion, LetterBias
+from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95
+from tasks.scoring import LETTERS, RowScore, by_question, per_question
 
 
-def bootstrap_ci(correct: Sequence[bool], *, iterations: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap 95% interval of the mean of 0/1 outcomes."""
-    values = np.asarray(correct, dtype=np.float64)
-    if values.size == 0:
-        return (0.0, 0.0)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(iterations, values.size))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return (float(low), float(high))
+def _class(names: Mapping[int, str], label: int | None) -> str | None:
+    return None if label is None else names.get(label, f"label {label}")
 
 
-def per_class_accuracy(outcomes: Sequence[Outcome]) -> dict[str, float]:
+def per_class_accuracy(questions: Sequence[Sequence[RowScore]], right: Mapping[int, bool],
+                       names: Mapping[int, str]) -> dict[str, float]:
     hits: dict[str, list[bool]] = defaultdict(list)
-    for outcome in outcomes:
-        hits[outcome.true_class].append(outcome.correct)
+    for rows in questions:
+        hits[_class(names, rows[0].label)].append(right[rows[0].question])
     return {name: sum(values) / len(values) for name, values in sorted(hits.items())}
 
 
-def top_confusions(outcomes: Sequence[Outcome], limit: int = 20) -> list[Confusion]:
-    pairs = Counter(
-        (o.true_class, o.predicted_class) for o in outcomes if o.predicted_class is not None and not o.correct
-    )
+def top_confusions(questions: Sequence[Sequence[RowScore]], names: Mapping[int, str], limit: int = 20) -> list[Confusion]:
+    """(true class, predicted class) of each wrong question's first wrong parseable answer."""
+    pairs: Counter[tuple[str, str]] = Counter()
+    for rows in questions:
+        wrong = next((row for row in rows if not row.correct), None)
+        if wrong is not None and wrong.predicted_label is not None and wrong.predicted_label != wrong.label:
+            pairs[(_class(names, wrong.label), _class(names, wrong.predicted_label))] += 1
     return [{"true": t, "predicted": p, "count": n} for (t, p), n in pairs.most_common(limit)]
 
 
-def summarise(outcomes: Sequence[Outcome], seed: int = 0) -> dict:
-    correct = [o.correct for o in outcomes]
-    robust = [o.robust_correct for o in outcomes if o.robust_correct is not None]
+def position_bias(rows: Sequence[RowScore]) -> dict[str, LetterBias]:
+    """Per option letter: how often it was answered and how often it was the right answer (over rows
+    with options; an unbiased model answers each letter about as often as it is right)."""
+    with_options = [row for row in rows if row.n_options]
+    if not with_options:
+        return {}
+    answered = Counter(row.predicted for row in with_options if row.predicted is not None)
+    gold = Counter(row.gold for row in with_options)
+    n = len(with_options)
+    width = max(row.n_options for row in with_options)
     return {
-        "n": len(outcomes),
-        "accuracy": float(np.mean(correct)) if correct else 0.0,
-        "accuracy_ci95": bootstrap_ci(correct, seed=seed),
-        "robust_accuracy": float(np.mean(robust)) if robust else None,
-        "unparseable": sum(o.predicted_class is None for o in outcomes),
-        "per_class_accuracy": per_class_accuracy(outcomes),
-        "confusions": top_confusions(outcomes),
+        (LETTERS[i] if i < len(LETTERS) else str(i + 1)): {
+            "answered": answered[i], "answered_share": answered[i] / n, "gold": gold[i], "gold_share": gold[i] / n,
+        }
+        for i in range(width)
+    }
+
+
+def summarise(rows: Sequence[RowScore], names: Mapping[int, str]) -> dict:
+    """The metric fields of a RunSummary; `names` maps dataset labels to class names."""
+    right = per_question((row.question, row.correct) for row in rows)
+    n, correct = len(right), sum(right.values())
+    lenient = bool(rows) and all(row.lenient for row in rows)
+    robust = per_question((row.question, row.robust_correct) for row in rows) if lenient else {}
+    questions = by_question(rows)
+    return {
+        "n": n,
+        "n_rows": len(rows),
+        "n_correct": correct,
+        "accuracy": correct / n if n else 0.0,
+        "accuracy_ci95": accuracy_ci95(correct, n),
+        "accuracy_ci_method": ACCURACY_CI_METHOD,
+        "robust_accuracy": sum(robust.values()) / len(robust) if robust else None,
+        "unparseable": sum(row.unparseable for row in rows),
+        "errors": sum(row.failed for row in rows),
+        "position_bias": position_bias(rows),
+        "per_class_accuracy": per_class_accuracy(questions, right, names),
+        "confusions": top_confusions(questions, names),
     }

@@ -23,12 +23,12 @@ from harness.core.io import write_json_atomic, write_lines_atomic
 from harness.core.paths import harness_home, runs_root
 from harness.core.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary
 from harness.journal import ResponseJournal
-from harness.metrics import Outcome, summarise
+from harness.metrics import summarise
 from models import distributed
 from models.registry import ModelSpec, get_model_spec
 from tasks.prepare import OptionPlan, PreparedTask, prepare_task
 from tasks.registry import TaskSpec, get_task
-from tasks.scoring import loglik_choice, open_world_class, option_letters, paper_letter, robust_letter
+from tasks.scoring import ResponseKind, RowScore, score_row
 
 
 @dataclass(frozen=True)
@@ -135,9 +135,9 @@ def load_model(plan: RunPlan):
         raise
 
 
-def evaluate(plan: RunPlan, datetime_str: str, journal: ResponseJournal) -> tuple[dict, list[dict]] | None:
-    """Run lmms-eval on the prepared task; returns (results, samples of our task), or None on a
-    data-parallel rank other than 0 (lmms-eval gathers everything on rank 0)."""
+def evaluate(plan: RunPlan, datetime_str: str, journal: ResponseJournal) -> tuple[dict, list[dict], list[str]] | None:
+    """Run lmms-eval on the prepared task; returns (results, samples of our task, the model's request
+    failures), or None on a data-parallel rank other than 0 (lmms-eval gathers everything on rank 0)."""
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
@@ -178,57 +178,37 @@ def evaluate(plan: RunPlan, datetime_str: str, journal: ResponseJournal) -> tupl
     expected = min(plan.prepared.n_rows, limit or plan.prepared.n_rows)
     if len(samples) != expected:
         raise EvaluationFailed(f"{plan.lmms_task}: {len(samples)} answered questions, expected {expected}")
-    return results, samples
+    return results, samples, list(getattr(lm, "request_failures", []))
 
 
-def _first_response(sample: dict):
-    response = sample["resps"][0]
-    return response[0] if isinstance(response, list) else response
+def response_kind(plan: RunPlan) -> ResponseKind:
+    if plan.prepared.variant == "open":
+        return "open"
+    return "generate" if plan.config.scoring == "generate" else "loglik"
 
 
-def answer_outcome(question: dict, sample: dict, scoring: str, names: dict[int, str]) -> Outcome:
-    """What the model answered to one prepared row, re-derived from its raw responses. Right or wrong
-    is decided on option indices; `names` (dataset label -> class name) names the predicted class."""
-    truth = question["class_name"]
-    options = question["options"]
-    if not options:  # open-world: the model named a class
-        named = open_world_class(_first_response(sample) or "", question["class_names"])
-        return Outcome(truth, None if named is None else question["class_names"][named], named == question["label"])
-    if scoring in ("loglik", "loglik_name"):
-        nlls = [float(r[0][0] if isinstance(r[0], (list, tuple)) else r[0]) for r in sample["resps"]]
-        chosen: int | None = loglik_choice(nlls)
-        robust_correct = None
-    else:
-        answer = _first_response(sample)
-        letters = option_letters(len(options))
-        strict, lenient = paper_letter(answer, len(options)), robust_letter(answer, options)
-        chosen = letters.index(strict) if strict else None
-        robust_correct = lenient == letters[question["answer_index"]]
-    predicted = None if chosen is None else names.get(question["option_labels"][chosen], options[chosen])
-    return Outcome(truth, predicted, chosen == question["answer_index"], robust_correct=robust_correct)
+def score_samples(samples: list[dict], kind: ResponseKind) -> list[RowScore]:
+    """Every answered row, scored by the code lmms-eval's hooks ran on the same responses."""
+    return [score_row(sample["doc"], sample["filtered_resps"], kind) for sample in sorted(samples, key=lambda s: s["doc_id"])]
 
 
-def outcomes_from_samples(samples: list[dict], questions, scoring: str) -> list[Outcome]:
-    """One outcome per question. In circular evaluation a question (all rows sharing `group`) counts
-    as correct only if every rotation is; otherwise it carries the first wrong answer."""
-    names = {int(q["label"]): q["class_name"] for q in questions}
-    by_group: dict[int, list[Outcome]] = {}
-    for sample in sorted(samples, key=lambda s: s["doc_id"]):
-        question = questions[int(sample["doc_id"])]
-        by_group.setdefault(int(question["group"]), []).append(answer_outcome(question, sample, scoring, names))
-    outcomes = []
-    for rows in by_group.values():
-        wrong = next((o for o in rows if not o.correct), None)
-        robust = [o.robust_correct for o in rows]
-        outcomes.append(
-            Outcome(
-                rows[0].true_class,
-                rows[0].true_class if wrong is None else wrong.predicted_class,
-                wrong is None,
-                robust_correct=None if None in robust else all(robust),
-            )
-        )
-    return outcomes
+def class_names_of(samples: list[dict]) -> dict[int, str]:
+    """Dataset label -> class name, from the answered rows: the dataset's names win over the choice file's."""
+    names: dict[int, str] = {}
+    for sample in samples:
+        doc = sample["doc"]
+        names.update(enumerate(doc.get("class_names") or []))
+        for label, option in zip(doc.get("option_labels") or [], doc.get("options") or []):
+            names.setdefault(int(label), option)
+    names.update((int(s["doc"]["label"]), s["doc"]["class_name"]) for s in samples)
+    return names
+
+
+def check_failures(rows: list[RowScore], lm_failures: list[str], task: str) -> None:
+    """A run where every request failed is a failed evaluation, not a run with zero accuracy."""
+    if rows and all(row.failed for row in rows):
+        first = lm_failures[0] if lm_failures else "no answer was produced"
+        raise EvaluationFailed(f"every request of {task} failed in the model; the first: {first}")
 
 
 def write_lmms_files(run_dir: Path, results: dict, samples: list[dict], task_name: str, date_id: str) -> tuple[Path, Path]:
@@ -254,12 +234,12 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
     if evaluated is None:
         journal.discard()
         return None
-    results, samples = evaluated
+    results, samples, failures = evaluated
+    rows = score_samples(samples, response_kind(plan))
+    check_failures(rows, failures, plan.lmms_task)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     results_file, samples_file = write_lmms_files(plan.run_dir, results, samples, plan.lmms_task, date_id)
-
-    questions = plan.prepared.load().remove_columns("image")
-    metrics = summarise(outcomes_from_samples(samples, questions, config.scoring), seed=config.seed)
+    metrics = summarise(rows, class_names_of(samples))
     meta = plan.prepared.meta
     summary: RunSummary = {
         "schema_version": SCHEMA_VERSION,
@@ -291,7 +271,6 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
         },
         "limit": config.limit,
         **metrics,
-        "errors": int(round(results["results"][plan.lmms_task].get("errors,none", 0) * len(samples))),
         "results_file": str(results_file),
         "samples_file": str(samples_file),
         "provenance": provenance.collect(command or sys.argv, device=config.model_args.get("device", "auto"),

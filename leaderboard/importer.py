@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from harness.config import parse_model_args
 from harness.core.errors import UserError
 from harness.core.results import SUMMARY_FILE, load_summary
+from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95, correct_count
 from leaderboard.spec import BY_KEY, MAIN_VARIANT
 from leaderboard.store import ResultStore
 from tasks.scoring import ACCURACY_METRIC
@@ -28,7 +29,6 @@ from tasks.scoring import ACCURACY_METRIC
 LMMS_TASK = re.compile(r"^fgvr_(?P<task>[a-z]+\d+)(?:_(?P<variant>[a-z0-9_]+?))?_(?P<scoring>gen|loglik|logliknm)$")
 SCORING = {"gen": "generate", "loglik": "loglik", "logliknm": "loglik_name"}
 ACCURACY_KEY = f"{ACCURACY_METRIC},none"  # lmms-eval's "<metric>,<filter>" key of our tasks' accuracy
-Z95 = 1.959964
 LMMS_DEFAULT_ZONE = ZoneInfo("Asia/Singapore")  # lmms-eval's default --timezone for its "date" field
 
 
@@ -111,6 +111,8 @@ def lmms_summaries(data: dict[str, Any], digest: str, path: Path) -> list[dict[s
         if not match or match["task"] not in BY_KEY or ACCURACY_KEY not in metrics:
             continue  # other tasks; FGVR tasks that cannot be read are named by unreadable_fgvr_tasks
         accuracy = float(metrics[ACCURACY_KEY])
+        variant = _variant(match["variant"])
+        n = _question_count(_sample_count(data, name), variant)
         summaries.append({
             "run_id": f"lmms:{digest}:{name}",
             "created": created,
@@ -120,12 +122,13 @@ def lmms_summaries(data: dict[str, Any], digest: str, path: Path) -> list[dict[s
             "task": match["task"],
             "lmms_task": name,
             "task_version": _task_version(data, name),
-            "variant": _variant(match["variant"]),
+            "variant": variant,
             "scoring": SCORING[match["scoring"]],
             "limit": config.get("limit"),
-            "n": _sample_count(data, name),
+            "n": n,
             "accuracy": accuracy,
-            "accuracy_ci95": _ci95(accuracy, metrics.get(f"{ACCURACY_METRIC}_stderr,none")),
+            "accuracy_ci95": None if n is None else accuracy_ci95(correct_count(accuracy, n), n),
+            "accuracy_ci_method": ACCURACY_CI_METHOD,
             "results_file": str(path),
             "provenance": {"source_file": str(path), "lmms_eval_model": config.get("model")},
         })
@@ -161,12 +164,12 @@ def _sample_count(data: dict[str, Any], name: str) -> int | None:
     return None if count is None else int(count)
 
 
-def _ci95(accuracy: float, stderr: Any) -> tuple[float, float] | None:
-    try:
-        half = Z95 * float(stderr)
-    except (TypeError, ValueError):  # lmms-eval writes "N/A" when it has no stderr
-        return None
-    return max(0.0, accuracy - half), min(1.0, accuracy + half)
+def _question_count(rows: int | None, variant: str) -> int | None:
+    """lmms-eval counts rows; a circular task asks each question once per rotation of its k options."""
+    if rows is None or not variant.endswith("_circular"):
+        return rows
+    k = re.match(r"k(\d+)_circular$", variant)
+    return rows // int(k[1]) if k else None
 
 
 def _lmms_date(data: dict[str, Any], path: Path) -> str:

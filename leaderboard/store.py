@@ -239,7 +239,7 @@ def summary_result_fields(summary: RunSummary) -> dict[str, Any]:
     confusions = sorted(summary.get("confusions") or [], key=lambda pair: -pair["count"])[:MAX_CONFUSIONS]
     provenance = dict(summary.get("provenance") or {})
     for field in ("run_id", "pretrained", "model_revision", "model_args", "lmms_task", "results_file",
-                  "samples_file", "option_source_detail", "robust_accuracy"):
+                  "samples_file", "option_source_detail", "robust_accuracy", "accuracy_ci_method", "position_bias"):
         provenance[field] = summary.get(field)
     return {
         "key": summary["run_id"],

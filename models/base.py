@@ -11,8 +11,9 @@ tokens, and where needed how the processor is called or which scorer it uses.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,10 +24,12 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
 from harness.core.errors import UserError
+from harness.core.requests import FAILED_GENERATION, FAILED_NLL
 from models import distributed
 from models.registry import ModelSpec, get_model_spec
 from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, cache_of, join_answer, with_cache
 
+log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -135,6 +138,7 @@ class FGVRModel(lmms):
         **extra: Any,
     ) -> None:
         super().__init__()
+        self.request_failures: list[str] = []  # one "Type: message" per request that raised
         self.spec: ModelSpec = get_model_spec(self.registry_name)
         self.accept_extra_args(extra)
         self.pretrained = pretrained or self.spec.hub_id
@@ -302,31 +306,52 @@ class FGVRModel(lmms):
         for start in tqdm(range(0, len(ordered), size), desc=desc, disable=self.rank != 0):
             yield ordered[start : start + size]
 
+    def answer_batch(self, compute: Callable[[list], list], batch: list, failed: Callable[[Any], Any]) -> list:
+        """compute(batch), one answer per item; when it raises, each item is retried alone, and an item
+        that raises again is answered `failed(item)` and recorded in `request_failures` (counted as an
+        error by the task's scoring, never silently as a wrong answer)."""
+        try:
+            return compute(batch)
+        except (KeyboardInterrupt, UserError):
+            raise
+        except Exception as error:
+            if len(batch) > 1:
+                return [answer for item in batch for answer in self.answer_batch(compute, [item], failed)]
+            self.request_failures.append(f"{type(error).__name__}: {error}")
+            log.warning("%s: a request failed (%s: %s)", self.spec.name, type(error).__name__, error)
+            return [failed(batch[0])]
+
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
         """(negative log-likelihood, is_greedy) per request: lmms-eval's multiple_choice takes the argmin.
 
         With `shared_prefix` (the default) the options of one question are scored from one encoding
         of its image and prompt; otherwise every (prompt + option) is scored on its own, the reference.
         lmms-eval 0.7.3 passes responses through `unwrap_generation_output`, which turns a bare tuple
-        into its string form; wrapping the pair in GenerationResult keeps it intact.
+        into its string form; wrapping the pair in GenerationResult keeps it intact. A request that
+        fails is answered with a NaN likelihood (harness.core.requests).
         """
         results: dict[int, Score] = {}
         unpacked = self._unpack(requests)
+        failed_score = (-FAILED_NLL, False)
         if self.shared_prefix:
             for batch in self._batches(group_options(unpacked), "Scoring questions"):
-                for group, scores in zip(batch, self.scorer.shared(batch)):
+                answers = self.answer_batch(self.scorer.shared, batch, lambda g: [failed_score] * len(g.indices))
+                for group, scores in zip(batch, answers):
                     results.update(zip(group.indices, scores))
         else:
             for batch in self._batches(unpacked, "Scoring options"):
-                prompts = [self.build_prompt(r.context, len(r.images)) for r in batch]
-                scores = self.scorer.naive(prompts, [r.continuation for r in batch], [r.images for r in batch])
-                results.update(zip((r.index for r in batch), scores))
+                results.update(zip((r.index for r in batch),
+                                   self.answer_batch(self._score_naive, batch, lambda r: failed_score)))
         return [GenerationResult(text=(-results[i][0], results[i][1])) for i in range(len(requests))]
+
+    def _score_naive(self, batch: list[Request]) -> list[Score]:
+        prompts = [self.build_prompt(r.context, len(r.images)) for r in batch]
+        return self.scorer.naive(prompts, [r.continuation for r in batch], [r.images for r in batch])
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         results: dict[int, str] = {}
         for batch in self._batches(self._unpack(requests), "Generating"):
-            for request, text in zip(batch, self.generate_batch(batch)):
+            for request, text in zip(batch, self.answer_batch(self.generate_batch, batch, lambda r: FAILED_GENERATION)):
                 results[request.index] = text
         return [results[i] for i in range(len(requests))]
 

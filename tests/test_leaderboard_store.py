@@ -15,6 +15,7 @@ pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
 from lb_factories import LMMS_RESULTS, RUNS, make_summary  # noqa: E402
 
 from harness.core.errors import UserError  # noqa: E402
+from harness.core.stats import accuracy_ci95  # noqa: E402
 from leaderboard import db  # noqa: E402
 from leaderboard.importer import import_path  # noqa: E402
 from leaderboard.store import ResultStore, model_name_for, record_summary  # noqa: E402
@@ -142,9 +143,12 @@ def test_import_reads_summaries_and_plain_lmms_eval_files_once(store):
     _, onevision = store.model_info("lmms-lab/llava-onevision-qwen2-7b-ov")
     by_task = {row["task"]: row for row in onevision}
     assert by_task["pet37"]["accuracy"] == 0.8011
-    assert by_task["pet37"]["ci_low"] == pytest.approx(0.8011 - 1.959964 * 0.0066)
+    # the one interval method: Wilson's, from the right answers behind the accuracy (round(0.8011 * 3669))
+    assert (by_task["pet37"]["ci_low"], by_task["pet37"]["ci_high"]) == pytest.approx(accuracy_ci95(2939, 3669))
+    assert by_task["pet37"]["provenance"]["accuracy_ci_method"] == "wilson"
     assert by_task["pet37"]["n"] == 3669 and by_task["pet37"]["task_version"] == "1.0"
-    assert by_task["car196"]["variant"] == "k8" and by_task["car196"]["ci_low"] is None
+    assert by_task["car196"]["variant"] == "k8"
+    assert (by_task["car196"]["ci_low"], by_task["car196"]["ci_high"]) == pytest.approx(accuracy_ci95(4924, 8041))
     assert by_task["pet37"]["created"].isoformat() == "2025-03-05T12:00:00+00:00"  # lmms-eval's UTC+8 stamp
 
 
@@ -160,7 +164,7 @@ def test_import_reports_broken_summaries(store, tmp_path):
     (run / "summary.json").write_text('{"schema_version": 99}')
     report = import_path(store, tmp_path)
     assert report.added == 0
-    assert "schema_version 99" in report.refused[0][1]
+    assert "schema_version 99" in report.refused[0][1] and "upgrade" in report.refused[0][1]
 
 
 def test_hide_and_delete_models(store):

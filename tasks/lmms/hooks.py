@@ -1,7 +1,8 @@
 """Functions referenced from the task YAML templates (`!function tasks.lmms.hooks.<name>`).
 
 A prepared document carries everything a question needs: the image, the question sentence, the
-option names in their seeded order and the index of the correct one.
+option names in their seeded order and the index of the correct one. Scoring is `tasks.scoring`'s,
+the same code the run summary uses.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.prompts import NAME_INSTRUCTION, render_question
-from tasks.scoring import loglik_choice, open_world_class, option_letters, score_generation
+from tasks.scoring import option_letters, question_accuracy, score_row
 
 
 def doc_to_visual(doc: dict[str, Any]) -> list:
@@ -36,18 +37,19 @@ def doc_to_choice_names(doc: dict[str, Any]) -> list[str]:
     return list(doc["options"])
 
 
-def process_generation(doc: dict[str, Any], results: list[str]) -> dict[str, float | int]:
-    metrics = score_generation(results[0] if results else None, doc["options"], doc["answer_index"])
-    metrics.pop("predicted")
-    return metrics
+def process_generation(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:
+    return score_row(doc, results, "generate").metrics()
 
 
-def process_loglik(doc: dict[str, Any], results: list) -> dict[str, float]:
+def process_loglik(doc: dict[str, Any], results: list) -> dict[str, Any]:
     """`results` holds one (negative log-likelihood, is_greedy) pair per option."""
-    nlls = [float(result[0]) for result in results]
-    return {"accuracy": float(loglik_choice(nlls) == doc["answer_index"])}
+    return score_row(doc, results, "loglik").metrics()
 
 
-def process_open_world(doc: dict[str, Any], results: list[str]) -> dict[str, float | int]:
-    named = open_world_class(results[0] if results else "", doc["class_names"])
-    return {"accuracy": float(named == doc["label"]), "unparseable": int(named is None)}
+def process_open_world(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:
+    return score_row(doc, results, "open").metrics()
+
+
+def accuracy_by_question(items: list[dict[str, Any]]) -> float:
+    """The `accuracy` aggregation: right questions over questions (a circular question counts once)."""
+    return question_accuracy(items)
