@@ -45,7 +45,7 @@ def _decode(stored: Any) -> Any:
 
 
 class ResponseJournal:
-    chunk_size = 64  # requests answered between two appends
+    chunk_size = 2048  # requests answered between two appends (the wrapper prefetches within a chunk)
 
     def __init__(self, path: Path):
         self.path = Path(path)

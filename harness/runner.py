@@ -21,7 +21,7 @@ from harness.config import RunConfig, format_model_args
 from harness.core.errors import EvaluationFailed, UserError
 from harness.core.io import write_json_atomic, write_lines_atomic
 from harness.core.paths import harness_home, runs_root
-from harness.core.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary
+from harness.core.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary, validate_summary
 from harness.journal import ResponseJournal
 from harness.metrics import summarise
 from models import distributed
@@ -276,6 +276,7 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
         "provenance": provenance.collect(command or sys.argv, device=config.model_args.get("device", "auto"),
                                          num_processes=distributed.world_size()),
     }
+    validate_summary(summary, str(plan.run_dir / SUMMARY_FILE))  # the contract holds before the file exists
     write_json_atomic(plan.run_dir / SUMMARY_FILE, summary)
     journal.discard()
     return summary

@@ -10,11 +10,16 @@ tokens, and where needed how the processor is called or which scorer it uses.
 
 from __future__ import annotations
 
+import copy
+import gc
 import inspect
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -73,36 +78,115 @@ def as_bool(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-@dataclass(frozen=True)
+class DocumentImages:
+    """One document's images, decoded on first use (by the prefetch thread, ahead of the model) and
+    released once its batch is answered, so a run never holds every decoded image at once."""
+
+    def __init__(self, load: Callable[[], list]):
+        self._load = load
+        self._images: list | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> list:
+        with self._lock:
+            if self._images is None:
+                self._images = self._load()
+            return self._images
+
+    def release(self) -> None:
+        self._images = None
+
+
+@dataclass(frozen=True, eq=False)
 class Request:
     """One lmms-eval request, unpacked: the question text, its images, and a continuation or gen kwargs."""
 
     index: int
     context: str
-    images: list
+    source: DocumentImages
     continuation: str | None = None
     gen_kwargs: dict | None = None
     doc_key: tuple = ()
 
+    @property
+    def images(self) -> list:
+        return self.source.get()
 
-@dataclass
+
+@dataclass(eq=False)
 class OptionGroup:
     """The options of one question: one context and image list, one continuation per option."""
 
     context: str
-    images: list
+    source: DocumentImages
     continuations: list[str] = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
+
+    @property
+    def images(self) -> list:
+        return self.source.get()
 
 
 def group_options(requests: Sequence[Request]) -> list[OptionGroup]:
     """Requests of the same document and context, in first-seen order (lmms-eval sends one per option)."""
     groups: dict[tuple, OptionGroup] = {}
     for request in requests:
-        group = groups.setdefault((request.doc_key, request.context), OptionGroup(request.context, request.images))
+        group = groups.setdefault((request.doc_key, request.context), OptionGroup(request.context, request.source))
         group.continuations.append(request.continuation)
         group.indices.append(request.index)
     return list(groups.values())
+
+
+class EncodingPrefetcher:
+    """Overlaps image loading and preprocessing with model compute: while the model answers batch i, a
+    background thread decodes the images of batch i+1 and runs the processor on its prompts; when
+    the scorer calls `encode` with exactly those prompts and images, the tensors are ready. Any
+    other `encode` call (the naive path's prompt + answer sequences) is computed as before."""
+
+    def __init__(self, encode: Callable[[list[str], list[list]], Any], prompt: Callable[[str, int], str],
+                 run_processor: bool):
+        self._encode, self._prompt, self._run_processor = encode, prompt, run_processor
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fgvr-prefetch")
+        self._ready: tuple[tuple, Any] | None = None
+
+    @staticmethod
+    def _key(prompts: Sequence[str], images: Sequence[Sequence]) -> tuple:
+        return tuple(prompts), tuple(tuple(map(id, row)) for row in images)
+
+    def _prepare(self, batch: list) -> tuple[tuple, Any] | None:
+        images = [item.images for item in batch]  # decodes each document's images once
+        if not self._run_processor:
+            return None
+        prompts = [self._prompt(item.context, len(row)) for item, row in zip(batch, images)]
+        return self._key(prompts, images), self._encode(prompts, images)
+
+    def encode(self, prompts: list[str], images: list[list]):
+        if self._ready is not None and self._ready[0] == self._key(prompts, images):
+            return self._ready[1]
+        return self._encode(prompts, images)
+
+    def batches(self, batches: Iterator[list]) -> Iterator[list]:
+        """Each batch (of Requests or OptionGroups), handed over with its encoding done and the next
+        batch's under way; its images are released once the caller is done with it."""
+        pending: tuple[list, Future] | None = None
+        try:
+            for batch in batches:
+                future = self._pool.submit(self._prepare, batch)
+                if pending is not None:
+                    yield from self._hand_over(*pending)
+                pending = (batch, future)
+            if pending is not None:
+                yield from self._hand_over(*pending)
+        finally:
+            self._ready = None
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _hand_over(self, batch: list, future: Future) -> Iterator[list]:
+        self._ready = future.result()  # a preprocessing error is raised here, with the batch it belongs to
+        yield batch
+        self._ready = None
+        for item in batch:
+            item.source.release()
 
 
 class FGVRModel(lmms):
@@ -121,6 +205,7 @@ class FGVRModel(lmms):
     prompt_template: ClassVar[str | None] = None
     image_token: ClassVar[str] = "<image>"
     extra_args: ClassVar[tuple[str, ...]] = ()  # model-specific --model-args that accept_extra_args takes
+    prefetch_encoding: ClassVar[bool] = True  # run `encode` ahead of the model (False: only decode images ahead)
 
     def __init__(
         self,
@@ -289,22 +374,59 @@ class FGVRModel(lmms):
     # ---- lmms-eval interface ---------------------------------------------------------------------
 
     def _unpack(self, requests: list[Instance]) -> list[Request]:
-        unpacked = []
+        """The requests, each document's images shared by its requests and decoded only when needed."""
+        unpacked, sources = [], {}
         for index, request in enumerate(requests):
             context, second, doc_to_visual, doc_id, task, split = request.args
-            images = doc_to_visual(self.task_dict[task][split][doc_id])
             key = (task, split, doc_id)
+            if key not in sources:
+                sources[key] = DocumentImages(partial(self._document_images, doc_to_visual, task, split, doc_id))
             if isinstance(second, str):
-                unpacked.append(Request(index, context, images, continuation=second, doc_key=key))
+                unpacked.append(Request(index, context, sources[key], continuation=second, doc_key=key))
             else:
-                unpacked.append(Request(index, context, images, gen_kwargs=dict(second or {}), doc_key=key))
+                unpacked.append(Request(index, context, sources[key], gen_kwargs=dict(second or {}), doc_key=key))
         return unpacked
 
+    def prefetch_twin(self) -> FGVRModel:
+        """A shallow copy of this wrapper with its own copy of the processor, for the prefetch thread:
+        a fast tokenizer must not be used by two threads at once (it changes its padding state per call)."""
+        if self.__dict__.get("_twin") is None:
+            twin = copy.copy(self)
+            twin.processor = copy.deepcopy(self.processor)
+            twin.tokenizer = getattr(twin.processor, "tokenizer", twin.processor)
+            self._twin = twin
+        return self._twin
+
+    def clean(self) -> None:
+        """lmms-eval's end-of-evaluation cleanup, with one garbage collection instead of two when no
+        accelerator holds references (each costs about half a second in a process with lmms-eval loaded)."""
+        self._twin = None  # it shares the model: the cleanup must be able to free it
+        if getattr(self, "accelerator", None) is not None:
+            return super().clean()
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.nn.Module):
+                delattr(self, name)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _document_images(self, doc_to_visual: Callable, task: str, split: str, doc_id: int) -> list:
+        return doc_to_visual(self.task_dict[task][split][doc_id])
+
     def _batches(self, items: list, desc: str) -> Iterator[list]:
-        ordered = sorted(items, key=lambda r: -len(r.context))  # similar lengths together, longest first
+        """Batches of similar context lengths, longest first, each prepared ahead by an EncodingPrefetcher
+        (which serves this wrapper's `encode` while the batches run)."""
+        ordered = sorted(items, key=lambda r: -len(r.context))
         size = self.batch_size
-        for start in tqdm(range(0, len(ordered), size), desc=desc, disable=self.rank != 0):
-            yield ordered[start : start + size]
+        chunks = (ordered[start : start + size] for start in
+                  tqdm(range(0, len(ordered), size), desc=desc, disable=self.rank != 0))
+        twin = self.prefetch_twin()
+        prefetcher = EncodingPrefetcher(twin.encode, twin.build_prompt, self.prefetch_encoding)
+        self.encode = prefetcher.encode  # the scorer's encode calls find the prefetched tensors
+        try:
+            yield from prefetcher.batches(chunks)
+        finally:
+            del self.encode
 
     def answer_batch(self, compute: Callable[[list], list], batch: list, failed: Callable[[Any], Any]) -> list:
         """compute(batch), one answer per item; when it raises, each item is retried alone, and an item

@@ -94,6 +94,7 @@ class RequestScorer(AnswerScorer):
 class RemoteCodeModel(FGVRModel):
     scorer_class = RequestScorer
     loader: ClassVar[str] = "AutoModelForCausalLM"
+    prefetch_encoding = False  # model.chat / score_answer take images, not encoded batches: decode ahead only
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

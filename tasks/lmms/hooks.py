@@ -7,14 +7,28 @@ the same code the run summary uses.
 
 from __future__ import annotations
 
+import io
 from typing import Any
+
+import datasets
+from PIL import Image
 
 from tasks.prompts import NAME_INSTRUCTION, render_question
 from tasks.scoring import option_letters, question_accuracy, score_row
 
 
+def images_undecoded(dataset: datasets.Dataset) -> datasets.Dataset:
+    """`process_docs`: documents carry their image undecoded (path / bytes), so that lmms-eval's own
+    passes over the documents cost no image decoding; `doc_to_visual` decodes once, when the model
+    wrapper (its prefetch thread) asks for it."""
+    return dataset.cast_column("image", datasets.Image(decode=False))
+
+
 def doc_to_visual(doc: dict[str, Any]) -> list:
-    return [doc["image"].convert("RGB")]
+    image = doc["image"]
+    if isinstance(image, dict):  # undecoded: {"bytes": ..., "path": ...}
+        image = Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
+    return [image.convert("RGB")]
 
 
 def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict | None = None) -> str:

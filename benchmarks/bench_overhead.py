@@ -1,0 +1,185 @@
+"""The harness's own cost per question: the full `harness run` path (planning with a warm prepared
+task, lmms-eval's request building and filters, our hooks, image decoding and the processor, the
+response journal, the summary and the run files) with a wrapper that answers instantly.
+
+    python benchmarks/bench_overhead.py [--questions 200] [--scoring loglik] [--batch-size 8]
+                                        [--model-ms 0] [--profile 25]
+
+The wrapper (`InstantIdefics2`, benchmark-only, registered here, not in models/registry.py) is the
+Idefics2 wrapper on a tiny random checkpoint with the model's forward pass replaced: prompts are
+built and every batch goes through the real processor, then the answer is returned at once (or after
+`--model-ms` milliseconds per question, a stand-in for GPU time, to show that image loading and
+preprocessing overlap with it). Images are 500x375 JPEGs, CUB's typical size. Prints questions/s, the
+wall milliseconds per question and the harness's own (wall minus the simulated model time), both
+with the startup (planning, which reads the dataset's index files and finds the prepared task in
+its cache, and the model load) and lmms-eval's teardown (a garbage collection) set aside, the prefetch thread's
+image loading + preprocessing per question (overlapped with the model), and the top cProfile entries
+by cumulative time; writes benchmarks/out/overhead_<scoring>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.idefics2 import Idefics2FGVR  # noqa: E402
+from models.scoring import CausalScorer  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+NAME = "bench_instant"
+IMAGE_SIZE = (500, 375)
+
+
+class InstantScorer(CausalScorer):
+    """Runs the processor on every batch, then scores option i as -i (option A always wins)."""
+
+    def shared(self, groups):
+        w = self.wrapper
+        w.encode([w.build_prompt(g.context, len(g.images)) for g in groups], [g.images for g in groups])
+        w.simulate_compute(len(groups))
+        return [[(-float(i), i == 0) for i in range(len(g.continuations))] for g in groups]
+
+
+class InstantIdefics2(Idefics2FGVR):
+    """The Idefics2 wrapper without its model's forward pass (benchmark only)."""
+
+    registry_name = NAME
+    scorer_class = InstantScorer
+    model_seconds = 0.0  # per question, set by the benchmark
+
+    def simulate_compute(self, n: int) -> None:
+        if self.model_seconds:
+            time.sleep(self.model_seconds * n)
+
+    def generate_batch(self, batch):
+        self.generation_inputs(batch)
+        self.simulate_compute(len(batch))
+        return ["A"] * len(batch)
+
+
+def register() -> None:
+    from models import registry
+
+    registry.MODELS[NAME] = replace(registry.MODELS["idefics2"], name=NAME, display_name="Instant (benchmark)",
+                                    wrapper=f"{__name__}:InstantIdefics2")
+
+
+def build_inputs(root: Path, questions: int) -> tuple[Path, Path, Path]:
+    from PIL import Image
+
+    from models.fixtures.tiny_models import build_tiny_model
+    from tasks.fixtures.datasets import make_choice_file, make_cub
+
+    n_classes = 50
+    cub = make_cub(root / "data", n_classes=n_classes, per_class_test=-(-questions // n_classes), per_class_train=0)
+    for path in (cub / "images").rglob("*.jpg"):  # CUB-sized JPEGs, so decoding costs what it would
+        Image.open(path).convert("RGB").resize(IMAGE_SIZE).save(path, "JPEG", quality=90)
+    choices = make_choice_file("bird200", cub, root / "bird-200.json", k=4, seed=0)
+    return cub, choices, build_tiny_model("idefics2", root / "tiny-idefics2", seed=0)
+
+
+def timed(owner: type, name: str, seconds: list[float]):
+    """Wraps owner.name so that each call's wall time is appended to `seconds`; returns the original."""
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - start)
+
+    setattr(owner, name, wrapper)
+    return original
+
+
+def run_once(config) -> tuple[dict, dict[str, float]]:
+    """One `harness run`; the wall time, and the model load, lmms-eval's teardown and the prefetch
+    thread's image loading + preprocessing inside it."""
+    import harness.runner
+    import models.base
+
+    parts: dict[str, list[float]] = {"planning": [], "model_load": [], "teardown": [], "preprocessing": []}
+    patched = [(harness.runner, "plan_run", "planning"), (InstantIdefics2, "__init__", "model_load"),
+               (InstantIdefics2, "clean", "teardown")]
+    if hasattr(models.base, "EncodingPrefetcher"):  # absent before the prefetcher (for before/after figures)
+        patched.append((models.base.EncodingPrefetcher, "_prepare", "preprocessing"))
+    originals = [(owner, name, timed(owner, name, parts[part])) for owner, name, part in patched]
+    try:
+        start = time.perf_counter()
+        summary = harness.runner.run_evaluation(config, command=["bench_overhead"])
+        total = time.perf_counter() - start
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    return summary, {"total": total, **{part: sum(values) for part, values in parts.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--scoring", default="loglik", choices=["loglik", "generate"])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--model-ms", type=float, default=0.0, help="simulated model time per question (ms)")
+    parser.add_argument("--profile", type=int, default=25, help="cProfile entries to print (0: no profile)")
+    parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
+    args = parser.parse_args(argv)
+
+    from harness.config import RunConfig
+    from tasks.prepare import prepare_task  # noqa: F401  (imported before timing, as a long-lived process would)
+
+    register()
+    InstantIdefics2.model_seconds = args.model_ms / 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        os.environ["HARNESS_HOME"] = str(root / "home")
+        cub, choices, tiny = build_inputs(root, args.questions)
+        config = RunConfig(model=NAME, task="bird200", model_args={"pretrained": str(tiny), "device": "cpu"},
+                           data_root=cub, choices=choices, scoring=args.scoring, batch_size=args.batch_size,
+                           limit=args.questions, output_dir=root / "runs")
+        run_once(config)  # warm: the prepared task is cached and every module imported, as on a second run
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler:
+            profiler.enable()
+        summary, seconds = run_once(config)
+        if profiler:
+            profiler.disable()
+    n = summary["n"]
+    # startup (planning with a warm prepared task, the model load) and lmms-eval's teardown aside
+    per_run = seconds["total"] - seconds["planning"] - seconds["model_load"] - seconds["teardown"]
+    result = {
+        "questions": n, "scoring": args.scoring, "batch_size": args.batch_size, "model_ms_per_question": args.model_ms,
+        "total_s": round(seconds["total"], 3), "planning_s": round(seconds["planning"], 3),
+        "model_load_s": round(seconds["model_load"], 3),
+        "teardown_s": round(seconds["teardown"], 3), "questions_per_s": round(n / per_run, 1),
+        "wall_ms_per_question": round(1000 * per_run / n, 2),
+        "harness_ms_per_question": round(1000 * per_run / n - args.model_ms, 2),
+        "preprocessing_ms_per_question": round(1000 * seconds["preprocessing"] / n, 2),
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(result))
+    if profiler:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats(args.sort).print_stats(args.profile)
+        print(text.getvalue())
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"overhead_{args.scoring}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Image loading and preprocessing run ahead of the model (models.base.EncodingPrefetcher), each
+document's images are decoded once, and lmms-eval's own passes over the documents decode none."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+
+import pytest
+
+from models.base import DocumentImages, EncodingPrefetcher
+
+
+@dataclass
+class Item:
+    context: str
+    source: DocumentImages
+
+    @property
+    def images(self) -> list:
+        return self.source.get()
+
+
+def _items(n: int, loads: list[int]) -> list[Item]:
+    def loader(i):
+        def load():
+            loads.append(i)
+            return [f"image-{i}"]  # stands in for a decoded PIL image
+        return load
+
+    return [Item(f"question {i}", DocumentImages(loader(i))) for i in range(n)]
+
+
+def test_each_batch_is_encoded_ahead_in_a_background_thread_and_served_once():
+    loads, calls = [], []
+    second_batch_encoding = threading.Event()
+
+    def encode(prompts, images):
+        calls.append((tuple(prompts), threading.current_thread().name))
+        if prompts[0].endswith("question 2"):
+            second_batch_encoding.set()
+        return {"encoded": tuple(prompts)}
+
+    items = _items(6, loads)
+    prefetcher = EncodingPrefetcher(encode, lambda context, n: f"<{n}>{context}", run_processor=True)
+    served = []
+    for batch in prefetcher.batches(iter([items[0:2], items[2:4], items[4:6]])):
+        prompts = [f"<1>{item.context}" for item in batch]
+        if batch[0] is items[0]:
+            # the model works on batch 0 while batch 1's images are decoded and processed
+            assert second_batch_encoding.wait(timeout=10)
+        served.append(prefetcher.encode(prompts, [item.images for item in batch]))
+    assert served == [{"encoded": (f"<1>question {i}", f"<1>question {i + 1}")} for i in (0, 2, 4)]
+    assert len(calls) == 3 and all(name.startswith("fgvr-prefetch") for _, name in calls)
+    assert sorted(loads) == list(range(6))  # each document decoded once
+    assert all(item.source._images is None for item in items)  # released after their batch
+
+
+def test_other_encodings_and_preprocessing_errors_are_not_swallowed():
+    def encode(prompts, images):
+        if "bad" in prompts[0]:
+            raise OSError("truncated JPEG")
+        return list(prompts)
+
+    prefetcher = EncodingPrefetcher(encode, lambda context, n: context, run_processor=True)
+    items = _items(2, [])
+    for _batch in prefetcher.batches(iter([items])):
+        assert prefetcher.encode(["question 0 + answer"], [["x"]]) == ["question 0 + answer"]  # not prefetched
+    bad = [Item("bad", DocumentImages(lambda: ["image"]))]
+    with pytest.raises(OSError, match="truncated JPEG"):
+        list(EncodingPrefetcher(encode, lambda context, n: context, run_processor=True).batches(iter([bad])))
+
+
+def test_a_run_decodes_each_image_once(capsys, monkeypatch, tmp_path, tiny_idefics2, cub_root, cub_choices):
+    import PIL.JpegImagePlugin
+
+    from harness.cli import main
+    from models.base import FGVRModel
+
+    decoded = []
+    original = PIL.JpegImagePlugin.JpegImageFile.load
+
+    def counting_load(self):
+        if getattr(self, "_im", None) is None:
+            decoded.append(self)
+        return original(self)
+
+    monkeypatch.setattr(PIL.JpegImagePlugin.JpegImageFile, "load", counting_load)
+    encodes = []
+    original_encode = FGVRModel.encode
+
+    def counting_encode(self, prompts, images):
+        encodes.append(threading.current_thread().name)
+        return original_encode(self, prompts, images)
+
+    monkeypatch.setattr(FGVRModel, "encode", counting_encode)
+    args = ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny_idefics2},device=cpu",
+            "--data-root", str(cub_root), "--choices", str(cub_choices), "--scoring", "loglik", "--batch-size", "4",
+            "--json", "--no-record", "--output-dir", str(tmp_path)]
+    prepare = ["prepare", "bird200", "--source", str(cub_root), "--choices", str(cub_choices)]
+    assert main(prepare) == 0  # preparation checks every image once; not what is counted here
+    decoded.clear()
+    assert main(args) == 0, capsys.readouterr().err
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["n"] == 10
+    assert len(decoded) == 10  # one decode per question: none by lmms-eval, one per document in the wrapper
+    assert encodes and all(name.startswith("fgvr-prefetch") for name in encodes)  # 3 batches, all ahead
