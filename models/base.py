@@ -6,6 +6,11 @@ greedy generation loop and the log-likelihood loop that lmms-eval's `multiple_ch
 How an answer is scored lives in `models.scoring` (decoder-only, encoder-decoder via labels, or a
 causal suffix); a model file only supplies what differs: the model class, its prompt format, stop
 tokens, and where needed how the processor is called or which scorer it uses.
+
+Batches are prepared ahead (`EncodingPrefetcher`): a background thread decodes the next batch's
+images and runs the processor while the model answers the current one, and a request that raises
+is retried alone, then answered with the failure marker of `harness.core.requests` (counted as an
+error by the task's scoring).
 """
 
 from __future__ import annotations
@@ -420,7 +425,7 @@ class FGVRModel(lmms):
         size = self.batch_size
         chunks = (ordered[start : start + size] for start in
                   tqdm(range(0, len(ordered), size), desc=desc, disable=self.rank != 0))
-        twin = self.prefetch_twin()
+        twin = self.prefetch_twin() if self.prefetch_encoding else self  # the twin is needed only to encode
         prefetcher = EncodingPrefetcher(twin.encode, twin.build_prompt, self.prefetch_encoding)
         self.encode = prefetcher.encode  # the scorer's encode calls find the prefetched tensors
         try:
