@@ -19,12 +19,13 @@ from tasks.datasets.layout import (
 
 FORMAT = "aircraft-native"
 DATASET = "FGVC-Aircraft 2013b"
+MARKER = "data/variants.txt"
 FOLDERS = ("fgvc-aircraft-2013b",)
 
 
 def read_aircraft(root: Path, *, classnames: Path | None = None, skip_missing: bool = False) -> DatasetSplit:
     """The test split; `root` is the fgvc-aircraft-2013b folder (holding data/) or its parent."""
-    root = find_dataset_dir(root, "data/variants.txt", FOLDERS, DATASET)
+    root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     variants = read_name_list(root / "data" / "variants.txt")
     labels = {name: label for label, name in enumerate(variants)}
     list_path = require_file(root / "data" / "images_variant_test.txt", DATASET)

@@ -14,13 +14,14 @@ from tasks.datasets.layout import SplitCollector, find_dataset_dir, load_mat, ma
 
 FORMAT = "cars-native"
 DATASET = "Stanford Cars"
+MARKER = "devkit/cars_meta.mat"
 FOLDERS = ("stanford_cars",)
 TEST_ANNOTATIONS = "cars_test_annos_withlabels.mat"
 
 
 def read_cars(root: Path, *, classnames: Path | None = None, skip_missing: bool = False) -> DatasetSplit:
     """The test split; `root` is the folder holding devkit/ and cars_test/, or its parent."""
-    root = find_dataset_dir(root, "devkit/cars_meta.mat", FOLDERS, DATASET)
+    root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     meta = root / "devkit" / "cars_meta.mat"
     class_names = [str(name) for name in np.atleast_1d(load_mat(meta, DATASET, ["class_names"])["class_names"])]
     if classnames is not None:

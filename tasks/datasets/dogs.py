@@ -14,12 +14,13 @@ from tasks.datasets.layout import SplitCollector, find_dataset_dir, load_mat, ma
 
 FORMAT = "dogs-native"
 DATASET = "Stanford Dogs"
+MARKER = "Images"
 FOLDERS = ("stanford_dogs", "StanfordDogs")
 
 
 def read_dogs(root: Path, *, classnames: Path | None = None, skip_missing: bool = False) -> DatasetSplit:
     """The test split; `root` is the folder holding Images/ (and lists/), or its parent."""
-    root = find_dataset_dir(root, "Images", FOLDERS, DATASET)
+    root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     list_path = _test_list(root)
     data = load_mat(list_path, DATASET, ["file_list", "labels"])
     files = [str(f) for f in np.atleast_1d(data["file_list"])]

@@ -16,6 +16,7 @@ from tasks.datasets.layout import SplitCollector, find_dataset_dir, load_mat, ma
 
 FORMAT = "flowers-native"
 DATASET = "Oxford Flowers-102"
+MARKER = "imagelabels.mat"
 FOLDERS = ("flowers-102", "flowers102", "oxford_flowers102")
 
 
@@ -28,7 +29,7 @@ def read_flowers(
     skip_missing: bool = False,
 ) -> DatasetSplit:
     """The test split; `root` is the folder holding jpg/, imagelabels.mat and setid.mat, or its parent."""
-    root = find_dataset_dir(root, "imagelabels.mat", FOLDERS, DATASET)
+    root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     labels_path, setid_path = root / "imagelabels.mat", root / "setid.mat"
     labels = np.atleast_1d(load_mat(labels_path, DATASET, ["labels"])["labels"])
     test_ids = np.atleast_1d(load_mat(setid_path, DATASET, ["tstid"])["tstid"])

@@ -12,12 +12,13 @@ from tasks.datasets.layout import SplitCollector, find_dataset_dir, parse_int, r
 
 FORMAT = "pets-native"
 DATASET = "Oxford-IIIT Pet"
+MARKER = "annotations/test.txt"
 FOLDERS = ("oxford-iiit-pet", "oxford_iiit_pet")
 
 
 def read_pets(root: Path, *, classnames: Path | None = None, skip_missing: bool = False) -> DatasetSplit:
     """The test split; `root` is the folder holding images/ and annotations/, or its parent."""
-    root = find_dataset_dir(root, "annotations/test.txt", FOLDERS, DATASET)
+    root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     list_path = root / "annotations" / "test.txt"
     rows = []
     for lineno, (image, class_id, _species, _breed) in read_rows(list_path, 4, "Image CLASS-ID SPECIES BREED-ID"):
