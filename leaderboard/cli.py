@@ -113,6 +113,22 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0 if not report.refused else 1
 
 
+def after_run(summary: dict, args: argparse.Namespace) -> None:
+    """After `harness run`: add the run to the store (unless --no-record); a failure here never loses the
+    files already written."""
+    if args.no_record:
+        return
+    try:
+        from leaderboard.store import record_summary
+    except ImportError:  # installed without the leaderboard extra: nothing to record into
+        return
+    try:
+        record_summary(summary, db_url=args.db_url)
+    except Exception as error:  # noqa: BLE001 - the run's files are safe; say how to retry
+        print(f"warning: could not record the run in the leaderboard store ({error}); "
+              f"retry with `harness import {Path(summary['results_file']).parent}`", file=sys.stderr)
+
+
 def _positive(kind):
     def parse(text: str):
         value = kind(text)

@@ -136,3 +136,18 @@ def test_task_path_pairs_pick_the_running_task(capsys, tmp_path, tiny_idefics2, 
     assert json.loads(out.strip().splitlines()[-1])["option_source"] == "choice_file"
     code, _, err = _run(capsys, *[a if a != "car196=/no/cars" else "carr196=/no/cars" for a in args])
     assert code == 2 and "Did you mean 'car196'?" in err
+
+
+def test_a_run_is_recorded_by_the_leaderboard_plugin_unless_no_record(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices):
+    """`harness run` never imports the leaderboard: its plugin's `after_run` hook records the run."""
+    from leaderboard.store import ResultStore
+
+    db_url = f"sqlite:///{tmp_path / 'store.db'}"
+    args = [a for a in _base(tiny_idefics2, cub_root, cub_choices, "loglik") if a != "--no-record"]
+    code, _, err = _run(capsys, *args, "--limit", "2", "--output-dir", str(tmp_path / "a"), "--db-url", db_url)
+    assert code == 0, err
+    code, _, err = _run(capsys, *args, "--limit", "2", "--output-dir", str(tmp_path / "b"), "--db-url", db_url, "--no-record")
+    assert code == 0, err
+    frame = ResultStore.open(db_url).result_frame()
+    recorded = frame[frame["source"] == "reproduced"]
+    assert len(recorded) == 1 and list(recorded["task"]) == ["bird200"]  # the --no-record run is not there
