@@ -20,12 +20,13 @@ from harness import provenance
 from harness.config import RunConfig, format_model_args
 from harness.core.errors import EvaluationFailed, UserError
 from harness.core.io import write_json_atomic, write_lines_atomic
-from harness.core.paths import harness_home, runs_root
+from harness.core.paths import harness_home, looks_like_local_path, runs_root
 from harness.core.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary
 from harness.journal import ResponseJournal
 from harness.metrics import Outcome, summarise
 from models import distributed
 from models.registry import ModelSpec, get_model_spec
+from tasks.options import variant_k
 from tasks.prepare import OptionPlan, PreparedTask, prepare_task
 from tasks.registry import TaskSpec, get_task
 from tasks.scoring import loglik_choice, open_world_class, option_letters, paper_letter, robust_letter
@@ -50,12 +51,13 @@ class RunPlan:
 def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
     """The checkpoint to load; a hub id must already be cached when the hub is unreachable."""
     pretrained = model_args.get("pretrained") or model.hub_id
-    if Path(pretrained).expanduser().exists():
-        if not Path(pretrained).expanduser().is_dir():
+    if looks_like_local_path(pretrained):
+        folder = Path(pretrained).expanduser()
+        if not folder.exists():
+            raise UserError(f"pretrained={pretrained}: no such folder")
+        if not folder.is_dir():
             raise UserError(f"pretrained={pretrained} is a file; pass the checkpoint folder (with config.json)")
-        return str(Path(pretrained).expanduser().resolve())
-    if pretrained.startswith(("/", ".", "~")):
-        raise UserError(f"pretrained={pretrained}: no such folder")
+        return str(folder.resolve())
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         from huggingface_hub import try_to_load_from_cache
 
@@ -82,8 +84,9 @@ def option_plan(config: RunConfig) -> OptionPlan:
     if config.variant in ("all", "open"):
         source = {"all": "all_classes", "open": "open"}[config.variant]
         return OptionPlan(source, circular=config.circular, skip_missing=config.skip_missing)
-    if config.variant.startswith("k") and config.variant[1:].isdigit():
-        return OptionPlan(config.options, k=int(config.variant[1:]), clip_model=config.clip_model,
+    k = variant_k(config.variant)
+    if k is not None:
+        return OptionPlan(config.options, k=k, clip_model=config.clip_model,
                           circular=config.circular, skip_missing=config.skip_missing)
     raise UserError(f"--variant {config.variant}: expected kN (e.g. k4, k20), all, or open")
 

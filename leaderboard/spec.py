@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from harness.core.errors import unknown_name
+from tasks.options import variant_k
 from tasks.registry import TASKS, TaskSpec, get_task
 
 
@@ -75,12 +75,8 @@ def size_bucket(params_b: float | None) -> str:
     return "4-10B" if params_b <= 10 else ">10B"
 
 
-_VARIANT_K = re.compile(r"^k(\d+)$")
-
-
 def label_set_size(task: str, variant: str) -> int | None:
     """Options per question for a variant: "k4" -> 4, "all" -> the task's class count."""
     if variant == "all":
         return get_column(task).n_classes
-    match = _VARIANT_K.match(variant)
-    return int(match.group(1)) if match else None
+    return variant_k(variant)

@@ -146,9 +146,8 @@ def fingerprint(spec: TaskSpec, split: DatasetSplit, plan: OptionPlan, seed: int
 def build_questions(split: DatasetSplit, plan: OptionPlan, seed: int) -> tuple[list[option_builders.Question], list[str]]:
     """The questions (rotations included), and a description of every choice-file entry skipped."""
     skipped: list[str] = []
-    if plan.source in ("random", "clip") and not 2 <= (plan.k or 4) <= split.n_classes:
-        raise UserError(f"--variant k{plan.k or 4} needs between 2 and {split.n_classes} options: "
-                        f"{split.root} has {split.n_classes} {split.task} classes")
+    if plan.source in ("random", "clip"):
+        option_builders.check_k(plan.k or 4, split)  # before any CLIP model loads
     if plan.source == "choice_file":
         from tasks.choices import match_choices, read_choice_file
 
