@@ -43,8 +43,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         "path": str(prepared.path),
         "include_path": str(prepared.lmms_dir),
         "lmms_tasks": {p.stem.rsplit("_", 1)[-1]: p.stem for p in sorted(prepared.lmms_dir.glob("*.yaml"))},
-        "option_source": prepared.meta["option_source"],
-        "skipped": len(prepared.meta.get("skipped", [])),
+        "option_source": prepared.meta.option_source,
+        "skipped": len(prepared.meta.skipped),
     }
     if args.json:
         print(json.dumps(info))

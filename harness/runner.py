@@ -25,7 +25,7 @@ from harness.core.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary
 from harness.journal import ResponseJournal
 from harness.metrics import Outcome, summarise
 from models import distributed
-from models.registry import ModelSpec, get_model_spec
+from models.registry import ModelSpec, check_model_args, get_model_spec
 from tasks.options import variant_k
 from tasks.prepare import OptionPlan, PreparedTask, prepare_task
 from tasks.registry import TaskSpec, get_task
@@ -94,6 +94,7 @@ def option_plan(config: RunConfig) -> OptionPlan:
 def plan_run(config: RunConfig) -> RunPlan:
     model = get_model_spec(config.model)
     task = get_task(config.task)
+    check_model_args(model, config.model_args)  # a typo stops here, before data preparation or CLIP mining
     pretrained = check_pretrained(model, config.model_args)
     plan = option_plan(config)
     split = read_split(task, config)
@@ -107,7 +108,7 @@ def plan_run(config: RunConfig) -> RunPlan:
 def journal_for(plan: RunPlan) -> ResponseJournal:
     """The response journal of this run's inputs: the same command finds it again after an interruption."""
     args = {k: v for k, v in sorted(plan.config.model_args.items()) if k != "batch_size"}
-    key = [plan.model.name, plan.pretrained, args, plan.prepared.meta["fingerprint"], plan.config.scoring]
+    key = [plan.model.name, plan.pretrained, args, plan.prepared.meta.fingerprint, plan.config.scoring]
     digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
     # each data-parallel rank answers its own shard (the same one when the same command is re-run)
     shard = f"-rank{distributed.rank()}of{distributed.world_size()}" if distributed.world_size() > 1 else ""
@@ -270,23 +271,23 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
         "model_revision": provenance.model_revision(plan.pretrained, config.model_args.get("revision")),
         "task": plan.task.key,
         "lmms_task": plan.lmms_task,
-        "task_version": meta["task_version"],
+        "task_version": meta.task_version,
         "variant": plan.prepared.variant,
         "scoring": config.scoring,
         "seed": config.seed,
-        "option_source": meta["option_source"],
+        "option_source": meta.option_source,
         "option_source_detail": {
-            "choice_file": meta.get("choice_file"),
-            "choice_file_sha256": meta.get("choice_file_sha256"),
-            "k": meta["k"],
+            "choice_file": meta.choice_file,
+            "choice_file_sha256": meta.choice_file_sha256,
+            "k": meta.k,
             "prepared": str(plan.prepared.path),
-            "fingerprint": meta["fingerprint"],
-            "data_root": meta["source_root"],
-            "source_format": meta["source_format"],
-            "skipped_images": len(meta.get("skipped", [])),
-            "skipped_choice_entries": len(meta.get("skipped_choice_entries", [])),
-            "clip_model": meta.get("clip_model"),
-            "circular": meta.get("circular", False),
+            "fingerprint": meta.fingerprint,
+            "data_root": meta.source_root,
+            "source_format": meta.source_format,
+            "skipped_images": len(meta.skipped),
+            "skipped_choice_entries": len(meta.skipped_choice_entries),
+            "clip_model": meta.clip_model,
+            "circular": meta.circular,
         },
         "limit": config.limit,
         **metrics,

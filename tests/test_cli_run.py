@@ -151,3 +151,37 @@ def test_a_run_is_recorded_by_the_leaderboard_plugin_unless_no_record(capsys, tm
     frame = ResultStore.open(db_url).result_frame()
     recorded = frame[frame["source"] == "reproduced"]
     assert len(recorded) == 1 and list(recorded["task"]) == ["bird200"]  # the --no-record run is not there
+
+
+@pytest.mark.parametrize(
+    ("model_args", "message"),
+    [
+        ("dtyp=bfloat16", "unknown --model-args for idefics2: dtyp. Known: pretrained, revision, dtype"),
+        ("dtype=bfloat61", "dtype=bfloat61 is not supported; use one of auto, float32, bfloat16, float16"),
+        ("load_in_4bit=ture", "load_in_4bit=ture is not true or false"),
+    ],
+)
+def test_bad_model_args_fail_when_the_run_is_planned_before_any_data_work(
+    capsys, monkeypatch, tiny_idefics2, cub_root, model_args, message
+):
+    import harness.runner
+
+    def never(*args, **kwargs):
+        raise AssertionError("data preparation started before the model args were checked")
+
+    monkeypatch.setattr(harness.runner, "read_split", never)
+    monkeypatch.setattr(harness.runner, "prepare_task", never)
+    args = ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny_idefics2},{model_args}",
+            "--data-root", str(cub_root), "--options", "clip", "--no-record"]
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and message in err, err
+
+
+def test_finedefics_adapter_args_are_known(capsys, monkeypatch, tiny_idefics2, cub_root):
+    from harness.config import RunConfig
+    from harness.runner import plan_run
+
+    config = RunConfig(model="finedefics", task="bird200", data_root=cub_root, options="random",
+                       model_args={"pretrained": str(tiny_idefics2), "merge_adapter": "false", "adapter_typo": "x"})
+    with pytest.raises(Exception, match="unknown --model-args for finedefics: adapter_typo. Known: .*adapter, merge_adapter"):
+        plan_run(config)
