@@ -37,12 +37,18 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def summary_line(summary: dict) -> dict:
-    """The `--json` object: the headline numbers and where the files are."""
-    keys = ("model", "task", "variant", "scoring", "n", "accuracy", "accuracy_ci95", "robust_accuracy",
-            "unparseable", "errors", "option_source", "seed", "results_file", "samples_file", "run_id")
-    out = {key: summary.get(key) for key in keys}
+    """The `--json` object: every flat field of the summary (names, numbers, intervals; not the
+    per-class tables, confusions or provenance), so a new headline metric appears without a change
+    here, and where the summary file is."""
+    out = {key: value for key, value in summary.items() if _is_flat(value)}
     out["summary_file"] = str(Path(summary["results_file"]).parent / "summary.json")
     return out
+
+
+def _is_flat(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(isinstance(item, (int, float)) for item in value)  # an interval
+    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def format_table(summaries: Sequence[dict]) -> str:
