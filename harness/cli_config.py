@@ -39,7 +39,9 @@ def flag(
     `positive`: a number that must be > 0 (checked by argparse). `per_task`: a path given as PATH
     for every task or TASK=PATH per task, repeatable (the command resolves it for its task).
     `parse`: turns the command-line text into the field's value (e.g. "k=v,k=v" into a dict)."""
-    return {"cli": {"help": help, "metavar": metavar, "positive": positive, "per_task": per_task, "parse": parse}}
+    return {
+        "cli": {"help": help, "metavar": metavar, "positive": positive, "per_task": per_task, "parse": parse}
+    }
 
 
 def cli_fields(config_cls: type) -> dict[str, dataclasses.Field]:

@@ -49,8 +49,18 @@ def test_every_run_config_field_is_a_run_flag_with_help(commands):
 
 
 SHARED = {
-    "prepare": ("task", "data_root", "choices", "classnames", "skip_missing", "variant", "options", "clip_model",
-                "circular", "seed"),
+    "prepare": (
+        "task",
+        "data_root",
+        "choices",
+        "classnames",
+        "skip_missing",
+        "variant",
+        "options",
+        "clip_model",
+        "circular",
+        "seed",
+    ),
     "data info": ("task", "data_root", "choices", "classnames", "skip_missing"),
     "worker": ("data_root", "choices", "limit", "batch_size", "output_dir"),
     "submit": ("scoring",),
@@ -73,19 +83,54 @@ def test_prepare_takes_the_dataset_as_source_and_one_path(commands):
     assert prepare["data_root"].type is Path and prepare["choices"].type is Path
     assert prepare["task"].option_strings == []  # positional
     run = _by_dest(commands["run"])
-    assert prepare["data_root"].help in run["data_root"].help and prepare["choices"].help in run["choices"].help
+    assert (
+        prepare["data_root"].help in run["data_root"].help and prepare["choices"].help in run["choices"].help
+    )
 
 
 def test_flags_parse_back_into_the_config(tmp_path):
-    args = build_parser().parse_args([
-        "run", "--model", "idefics2", "--task", "bird200", "--model-args", "dtype=float32,device=cpu",
-        "--data-root", f"car196={tmp_path}/cars", "--data-root", str(tmp_path / "cub"), "--choices", "c.json",
-        "--scoring", "loglik", "--variant", "k5", "--circular", "--limit", "7", "--batch-size", "2", "--seed", "3",
-    ])
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--model",
+            "idefics2",
+            "--task",
+            "bird200",
+            "--model-args",
+            "dtype=float32,device=cpu",
+            "--data-root",
+            f"car196={tmp_path}/cars",
+            "--data-root",
+            str(tmp_path / "cub"),
+            "--choices",
+            "c.json",
+            "--scoring",
+            "loglik",
+            "--variant",
+            "k5",
+            "--circular",
+            "--limit",
+            "7",
+            "--batch-size",
+            "2",
+            "--seed",
+            "3",
+        ]
+    )
     config = run_config_from_args(args)
-    assert config == RunConfig(model="idefics2", task="bird200", model_args={"dtype": "float32", "device": "cpu"},
-                               data_root=tmp_path / "cub", choices=Path("c.json"), scoring="loglik", variant="k5",
-                               circular=True, limit=7, batch_size=2, seed=3)
+    assert config == RunConfig(
+        model="idefics2",
+        task="bird200",
+        model_args={"dtype": "float32", "device": "cpu"},
+        data_root=tmp_path / "cub",
+        choices=Path("c.json"),
+        scoring="loglik",
+        variant="k5",
+        circular=True,
+        limit=7,
+        batch_size=2,
+        seed=3,
+    )
 
 
 @pytest.mark.parametrize("argv", [["--limit", "0"], ["--batch-size", "-1"], ["--scoring", "logprob"]])
@@ -102,7 +147,9 @@ def test_the_helper_works_for_any_config_dataclass():
     @dataclasses.dataclass
     class TrainConfig:
         stage: Literal["stage1", "stage2"] = dataclasses.field(metadata=flag("training stage"))
-        learning_rate: float = dataclasses.field(default=1e-4, metadata=flag("peak learning rate", positive=True))
+        learning_rate: float = dataclasses.field(
+            default=1e-4, metadata=flag("peak learning rate", positive=True)
+        )
         bf16: bool = dataclasses.field(default=False, metadata=flag("train in bfloat16"))
         output: Path | None = dataclasses.field(default=None, metadata=flag("where checkpoints go"))
         internal: int = 0  # no flag metadata: not on the command line

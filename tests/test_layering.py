@@ -17,7 +17,11 @@ pytestmark = pytest.mark.subprocess
 
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())"]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())",
+    ]
     env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120)
 
@@ -30,7 +34,9 @@ def test_the_layers_hold():
 
 def test_an_upward_import_is_caught(tmp_path):
     for package in PACKAGES:
-        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "*.csv"))
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "*.csv")
+        )
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     with open(tmp_path / "tasks" / "options.py", "a") as handle:
         handle.write("\nfrom harness.runner import plan_run  # noqa\n")

@@ -37,13 +37,17 @@ def test_meta_round_trips_and_the_cache_reads_it_back(prepared, cub_root, tmp_pa
         (lambda meta: meta.update(skipped=[1]), r"field 'skipped' should be a list of a string"),
     ],
 )
-def test_a_stale_or_damaged_meta_names_the_file_and_how_to_rebuild(prepared, cub_root, tmp_path, edit, message):
+def test_a_stale_or_damaged_meta_names_the_file_and_how_to_rebuild(
+    prepared, cub_root, tmp_path, edit, message
+):
     path = prepared.path / META_FILE
     meta = json.loads(path.read_text())
     edit(meta)
     path.write_text(json.dumps(meta))
     task = get_task("bird200")
-    with pytest.raises(UserError, match=rf"{path}: .*{message}.*delete {prepared.path} \(or run `harness prepare"):
+    with pytest.raises(
+        UserError, match=rf"{path}: .*{message}.*delete {prepared.path} \(or run `harness prepare"
+    ):
         prepare_task(task, task.read(cub_root), OptionPlan("random", k=3), seed=1, cache_root=tmp_path)
 
 

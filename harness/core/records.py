@@ -28,13 +28,19 @@ def record_from_dict(cls: type[Record], data: Any, source: str, fix: str = "") -
     missing = sorted(set(fields) - set(data))
     unknown = sorted(set(data) - set(fields))
     if missing or unknown:
-        parts = [f"missing field(s) {', '.join(missing)}" if missing else "",
-                 f"unknown field(s) {', '.join(unknown)}" if unknown else ""]
-        raise UserError(f"{source}: {' and '.join(p for p in parts if p)} (written by another version?){suffix}")
+        parts = [
+            f"missing field(s) {', '.join(missing)}" if missing else "",
+            f"unknown field(s) {', '.join(unknown)}" if unknown else "",
+        ]
+        raise UserError(
+            f"{source}: {' and '.join(p for p in parts if p)} (written by another version?){suffix}"
+        )
     values = {}
     for name, hint in fields.items():
         if not _matches(data[name], hint):
-            raise UserError(f"{source}: field '{name}' should be {_describe(hint)}, got {data[name]!r}{suffix}")
+            raise UserError(
+                f"{source}: field '{name}' should be {_describe(hint)}, got {data[name]!r}{suffix}"
+            )
         values[name] = _convert(data[name], hint)
     return cls(**values)
 
@@ -94,4 +100,6 @@ def _describe(hint: Any) -> str:
         return f"a list of {_describe(args[0])}"
     if origin is dict:
         return "an object"
-    return {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}.get(hint, str(hint))
+    return {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}.get(
+        hint, str(hint)
+    )
