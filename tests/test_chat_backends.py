@@ -4,12 +4,7 @@ endpoint on 127.0.0.1 serving the same tiny folder offline."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,6 +13,7 @@ import torch
 
 from harness.core.errors import UserError
 from models.chat import load_chat_backend
+from models.fixtures.serve import free_port, transformers_serve
 
 PROMPTS = ["What are useful attributes for distinguishing bird species?", "hello", "Describe the wings."]
 
@@ -29,41 +25,11 @@ def tiny_chat(tmp_path_factory) -> Path:
     return build_tiny_chat_lm(tmp_path_factory.mktemp("chat") / "tiny-chat", seed=0)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tiny_chat):
     """`transformers serve` on a free local port, the tiny folder preloaded; yields the base URL."""
-    port = free_port()
-    cli = Path(sys.executable).with_name("transformers")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [str(cli), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", str(tiny_chat)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"transformers serve exited: {process.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("transformers serve did not become healthy within 60 s")
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=20)
+    with transformers_serve(tiny_chat) as url:
+        yield url
 
 
 def direct_greedy(folder: Path, prompt: str, max_new_tokens: int) -> str:
