@@ -215,3 +215,22 @@ def test_llm_vqa_on_all_six_layouts(tmp_path, tiny_chat, tiny_idefics2, capsys, 
     for row in stage1:
         assert row["source"] == "llm-vqa" and row["attribute"].strip()
         assert row["category"] not in row["neg_categories"]
+
+
+
+def test_allowed_overlap_is_recorded_and_class_tags_are_shared_per_class(tmp_path, tiny_chat, capsys):
+    root = synthetic.make_cars(tmp_path / "cars", n_classes=4, per_class_test=1, per_class_train=2, seed=3)
+    pairs = synthetic.plant_overlap("car196", root, n=1)
+    summary = run_cli(capsys, "car196", "--source", str(root), "--attributes", "class-tags", "--llm", f"hf:{tiny_chat}",
+                      "--llm-max-new-tokens", "8", "--negatives", "random", "--out", str(tmp_path / "out"),
+                      "--allow-overlap")  # fmt: skip
+    assert summary["overlap"] == [f"car196: test {pairs[0][0]} == train {pairs[0][1]}"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["overlap"]["pairs"][0]["train_key"] == pairs[0][1]
+    assert manifest["stages"]["class-tags"]["asked"] == 4  # one request per class, not per image
+    stage1 = datasets.load_from_disk(str(tmp_path / "out" / "stage1")).remove_columns("image")
+    per_class: dict[str, set[str]] = {}
+    for row in stage1:
+        assert row["source"] == "class-tags"
+        per_class.setdefault(row["category"], set()).add(row["attribute"])
+    assert all(len(texts) == 1 for texts in per_class.values())
