@@ -39,6 +39,12 @@ class ChatBackend(Protocol):
 
 def load_chat_backend(spec: str, **options) -> ChatBackend:
     """The backend a spec names: `hf:PATH_OR_ID` or `openai:BASE_URL#MODEL` (see the module doc)."""
+    kind, rest = check_chat_spec(spec)
+    return BACKENDS[kind](rest, **options)
+
+
+def check_chat_spec(spec: str) -> tuple[str, str]:
+    """(kind, rest) of a well-formed spec, checked without loading or connecting to anything."""
     kind, sep, rest = spec.partition(":")
     if not sep or not rest or kind not in BACKENDS:
         raise UserError(
@@ -46,7 +52,19 @@ def load_chat_backend(spec: str, **options) -> ChatBackend:
             "model) or 'openai:BASE_URL#MODEL' (an OpenAI-compatible server, e.g. "
             "'openai:http://127.0.0.1:8000#meta-llama/Llama-3.1-8B-Instruct')"
         )
-    return BACKENDS[kind](rest, **options)
+    if kind == "openai":
+        _split_target(rest)
+    return kind, rest
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    base_url, sep, model = target.partition("#")
+    if not sep or not model or not base_url.startswith(("http://", "https://")):
+        raise UserError(
+            f"LLM backend 'openai:{target}': write 'openai:BASE_URL#MODEL', e.g. "
+            "'openai:http://127.0.0.1:8000#Qwen/Qwen2.5-7B-Instruct'"
+        )
+    return base_url, model
 
 
 class HFChatBackend:
@@ -121,12 +139,7 @@ class OpenAIChatBackend:
     ):
         import httpx
 
-        base_url, sep, model = target.partition("#")
-        if not sep or not model or not base_url.startswith(("http://", "https://")):
-            raise UserError(
-                f"LLM backend 'openai:{target}': write 'openai:BASE_URL#MODEL', e.g. "
-                "'openai:http://127.0.0.1:8000#Qwen/Qwen2.5-7B-Instruct'"
-            )
+        base_url, model = _split_target(target)
         self.spec = f"openai:{target}"
         self.base_url, self.model = base_url.rstrip("/").removesuffix("/v1"), model
         self.concurrency, self.retries, self.backoff_s = concurrency, retries, backoff_s

@@ -210,3 +210,30 @@ def test_served_llm_gives_the_same_descriptions_as_the_local_one(tmp_path, tiny_
     assert manifest["stages"]["summary"]["asked"] == local["n_stage1"] + local["left_out"]
     assert remote["n_stage1"] == local["n_stage1"] > 0
     assert [r["attribute"] for r in remote_rows] == [r["attribute"] for r in local_rows]
+
+
+def test_backend_specs_are_checked_before_any_work(tmp_path, capsys):
+    root = synthetic.make_pets(tmp_path / "pets", n_classes=4)
+    base = ["train", "data", "pet37", "--source", str(root), "--out", str(tmp_path / "o"), "--attributes", "llm-vqa"]
+    assert main([*base, "--llm", "gpt4", "--vqa", "model:idefics2"]) == 2
+    assert "LLM backend spec 'gpt4'" in capsys.readouterr().err
+    assert main([*base, "--llm", "hf:x", "--vqa", "model:idefix2,pretrained=/m"]) == 2
+    assert "idefics2" in capsys.readouterr().err  # did you mean
+    assert not (tmp_path / "o" / "cache").exists()
+
+
+def test_a_vqa_model_that_cannot_load_is_a_user_error(tmp_path):
+    from finedefics_train.data.vqa import WrapperVQA
+
+    with pytest.raises(UserError, match=r"--vqa model:idefics2,pretrained=.*missing-model.* not available"):
+        WrapperVQA(f"model:idefics2,pretrained={tmp_path / 'missing-model'}")
+
+
+def test_hf_mirror_source_with_class_tags(tmp_path, tiny_chat):
+    raw = synthetic.make_dogs(tmp_path / "raw", n_classes=4, per_class_test=1, per_class_train=1, seed=7)
+    mirror = synthetic.make_hf_mirror("dog120", raw, tmp_path / "mirror")
+    summary = cli_json("dog120", "--source", f"dog120={mirror}", "--attributes", "class-tags", "--llm",
+                       f"hf:{tiny_chat}", "--llm-max-new-tokens", "6", "--negatives", "random",
+                       "--out", str(tmp_path / "out"))  # fmt: skip
+    stage1 = datasets.load_from_disk(str(tmp_path / "out" / "stage1")).remove_columns("image")
+    assert summary["n_stage1"] == 4 and all(row["image_id"].startswith("dog120/train/") for row in stage1)

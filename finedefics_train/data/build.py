@@ -2,7 +2,8 @@
 stage2/ (HF `datasets` on disk), manifest.json, optionally CSV files in the reference repository's format.
 
 Layout of `--out`:
-  cache/          the stages' replies (JSONL, resumable) and CLIP image embeddings
+  cache/          the stages' replies (JSONL, resumable); CLIP image embeddings go to the evaluation
+                  miner's cache ($HARNESS_HOME/clip-cache), shared with `harness run --options clip`
   stage1/         one row per training image (STAGE1_FEATURES)
   stage2/         one instruction per training image, open-set or multiple choice (STAGE2_FEATURES)
   manifest.json   inputs and their hashes, backends, prompts, counts, failures, seed, package versions
@@ -167,12 +168,12 @@ def build(config: DataConfig) -> dict:
     started = time.time()
     sources = {task: _read(task, root, config) for task, root in config.sources.items()}
     prompts = {task: load_prompts(task, config.prompts.get(task)) for task in sources}
+    llm, vqa = _backends(config)
     overlaps, pixel_hashes = [], {}
     for task, source in sources.items():
         found, pixel_hashes[task] = find_overlap(source)
         overlaps += found
     check_overlap(overlaps, config.allow_overlap)
-    llm, vqa = _backends(config)
     reports: dict[str, StageReport] = {}
     descriptions = describe_all(sources, prompts, config, llm, vqa, reports)
     if descriptions is None:  # --stop-after
@@ -212,13 +213,16 @@ def _read(task: str, root: Path, config: DataConfig) -> TrainSource:
 
 
 def _backends(config: DataConfig):
-    from finedefics_train.data.vqa import WrapperVQA
-    from models.chat import load_chat_backend
+    """The LLM and VQA backends; their specs are checked now, local models load on first use."""
+    from finedefics_train.data.vqa import WrapperVQA, parse_vqa_spec
+    from models.chat import check_chat_spec, load_chat_backend
 
     llm = vqa = None
     if config.llm:
+        check_chat_spec(config.llm)
         llm = LazyBackend(config.llm, lambda: load_chat_backend(config.llm, **_chat_options(config)))
     if config.vqa and config.attributes == "llm-vqa":
+        parse_vqa_spec(config.vqa)
         vqa = LazyBackend(config.vqa, lambda: WrapperVQA(config.vqa, batch_size=config.batch_size))
     return llm, vqa
 

@@ -12,25 +12,30 @@ from harness.config import parse_model_args
 from harness.core.errors import UserError
 
 
+def parse_vqa_spec(spec: str):
+    """(the registered ModelSpec, its --model-args) of a `model:NAME,key=value,...` spec; loads nothing."""
+    from models.registry import get_model_spec
+
+    name, _, args_text = spec.removeprefix("model:").partition(",")
+    if not spec.startswith("model:") or not name:
+        raise UserError(
+            f"--vqa {spec!r}: expected 'model:NAME,pretrained=PATH[,key=value...]' with NAME a registered "
+            "model (harness list models), e.g. 'model:blip2_flant5,pretrained=/models/blip2-flan-t5-xl'"
+        )
+    return get_model_spec(name), parse_model_args(args_text)
+
+
 class WrapperVQA:
     """A registered MLLM wrapper answering one question about one image per request."""
 
     def __init__(self, spec: str, *, batch_size: int = 8):
-        name, _, args_text = spec.removeprefix("model:").partition(",")
-        if not spec.startswith("model:") or not name:
-            raise UserError(
-                f"--vqa {spec!r}: expected 'model:NAME,pretrained=PATH[,key=value...]' with NAME a registered "
-                "model (harness models), e.g. 'model:blip2_flant5,pretrained=/models/blip2-flan-t5-xl'"
-            )
-        from models.registry import get_model_spec
-
-        model_spec = get_model_spec(name)
-        args = {"batch_size": str(batch_size), **parse_model_args(args_text)}
+        model_spec, model_args = parse_vqa_spec(spec)
+        args = {"batch_size": str(batch_size), **model_args}
         self.spec = spec
         try:
             self.wrapper = model_spec.load_wrapper()(**args)
-        except UserError:
-            raise
+        except UserError as error:
+            raise UserError(f"--vqa {spec}: {error}") from error
         except Exception as error:  # noqa: BLE001 - any loading failure of a third-party model
             raise UserError(
                 f"--vqa {spec}: the model cannot load ({type(error).__name__}: {error})"
