@@ -197,8 +197,8 @@ def test_no_false_overlap_on_reused_file_names(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("negatives", ["random"])
-def test_llm_vqa_on_all_six_layouts(tmp_path, tiny_chat, tiny_idefics2, capsys, negatives):
+@pytest.mark.parametrize("negatives", ["random", "clip"])
+def test_llm_vqa_on_all_six_layouts(tmp_path, tiny_chat, tiny_idefics2, tiny_clip, capsys, negatives):
     sources = []
     for task, make in MAKERS.items():
         root = make(tmp_path / task, n_classes=4, per_class_test=1, per_class_train=1, seed=4)
@@ -207,6 +207,7 @@ def test_llm_vqa_on_all_six_layouts(tmp_path, tiny_chat, tiny_idefics2, capsys, 
             sources += ["--classnames", f"flower102={tmp_path / task / synthetic.FLOWERS_CLASSNAMES}"]
     summary = run_cli(capsys, *MAKERS, *sources, "--attributes", "llm-vqa", "--llm", f"hf:{tiny_chat}",
                       "--vqa", f"model:idefics2,pretrained={tiny_idefics2}", "--negatives", negatives,
+                      "--clip-model", f"hf:{tiny_clip}",
                       "--max-attributes", "1", "--llm-max-new-tokens", "12", "--vqa-max-new-tokens", "6",
                       "--out", str(tmp_path / "out"))  # fmt: skip
     stage1 = datasets.load_from_disk(str(tmp_path / "out" / "stage1")).remove_columns("image")
@@ -234,3 +235,13 @@ def test_allowed_overlap_is_recorded_and_class_tags_are_shared_per_class(tmp_pat
         assert row["source"] == "class-tags"
         per_class.setdefault(row["category"], set()).add(row["attribute"])
     assert all(len(texts) == 1 for texts in per_class.values())
+
+
+def test_limit_keeps_the_first_images_of_every_class(tmp_path):
+    from finedefics_train.data.sources import read_source
+
+    root = synthetic.make_aircraft(tmp_path, n_classes=4, per_class_test=1, per_class_train=3, seed=8)
+    full, limited = read_source("aircraft102", root), read_source("aircraft102", root, limit=2)
+    for label in range(4):
+        expected = [i.key for i in full.train.items if i.label == label][:2]
+        assert [i.key for i in limited.train.items if i.label == label] == expected
