@@ -24,7 +24,7 @@ from finedefics_train.data.prompts import PROMPT_DIR, load_prompts
 from harness.cli import main
 from harness.core.errors import UserError
 from tasks.fixtures import datasets as synthetic
-from tasks.registry import SINGULAR, TASKS
+from tasks.registry import TASKS
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +128,11 @@ def test_interrupted_stage_asks_only_what_was_missing(tmp_path):
 def test_default_prompts_for_every_task():
     for task in TASKS:
         prompts = load_prompts(task)
-        assert prompts.superclass == SINGULAR[task] and prompts.unit
+        singular = TASKS[task].singular
+        assert prompts.superclass == singular and prompts.unit
         discovery = prompts.render("discovery")
         assert f"distinguishing {prompts.superclass} {prompts.unit} in a photo of a {prompts.superclass}" in discovery
-        assert prompts.render("vqa", attribute="wing color") == f"Describe the wing color of the {SINGULAR[task]} in this image."
+        assert prompts.render("vqa", attribute="wing color") == f"Describe the wing color of the {singular} in this image."
 
 
 def test_prompt_file_errors_name_the_file(tmp_path):
