@@ -156,6 +156,7 @@ def test_stop_after_requires_llm_vqa_and_backends_are_checked_first(tmp_path, ca
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_killed_extraction_resumes_without_recomputing(tmp_path, tiny_chat, tiny_idefics2):
     root = synthetic.make_pets(tmp_path / "pets", n_classes=4, per_class_test=1, per_class_train=3, seed=5)
     out = tmp_path / "out"
@@ -195,6 +196,7 @@ def served(tiny_chat):
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_served_llm_gives_the_same_descriptions_as_the_local_one(tmp_path, tiny_chat, tiny_idefics2, served):
     """The LLM steps through `transformers serve` (openai:) equal those of the same model loaded locally (hf:)."""
     root = synthetic.make_cub(tmp_path / "cub", n_classes=4, per_class_test=1, per_class_train=1, seed=6)
