@@ -481,21 +481,24 @@ def _save(folder: Path, rows: list[dict], features) -> None:
     import datasets
 
     staging = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
+    build_cache = folder.parent / "cache" / "hf-build"
+    # from_generator's cache is keyed by the generator and its arguments, not the rows: never reuse one
+    for leftover in (staging, build_cache):
+        shutil.rmtree(leftover, ignore_errors=True)
     rows_file = folder.with_name(f".{folder.name}.rows.jsonl")
     write_lines_atomic(rows_file, (json.dumps(row) for row in rows))
     table = datasets.Dataset.from_generator(
         _rows_with_images,
         gen_kwargs={"rows_file": str(rows_file), "columns": ",".join(features)},
         features=features,
-        cache_dir=str(folder.parent / "cache" / "hf-build"),
+        cache_dir=str(build_cache),
     )
     table.save_to_disk(str(staging))
     del table
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     rows_file.unlink()
-    shutil.rmtree(folder.parent / "cache" / "hf-build", ignore_errors=True)
+    shutil.rmtree(build_cache, ignore_errors=True)
 
 
 def _rows_with_images(rows_file: str, columns: str):
