@@ -240,3 +240,22 @@ def test_hf_mirror_source_with_class_tags(tmp_path, tiny_chat):
                        "--out", str(tmp_path / "out"))  # fmt: skip
     stage1 = datasets.load_from_disk(str(tmp_path / "out" / "stage1")).remove_columns("image")
     assert summary["n_stage1"] == 4 and all(row["image_id"].startswith("dog120/train/") for row in stage1)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_served_vision_model_answers_like_our_wrapper(tmp_path, tiny_idefics2):
+    """`--vqa openai:` (the tiny Idefics2 behind `transformers serve`, images inline) answers exactly as
+    `--vqa model:idefics2` (our wrapper's generation path) on the same images and questions."""
+    from finedefics_train.data.vqa import load_vqa_backend
+    from models.fixtures.serve import transformers_serve
+
+    root = synthetic.make_cub(tmp_path / "cub", n_classes=3, per_class_test=1, per_class_train=1, with_attributes=False)
+    images = sorted((root / "images").rglob("*.jpg"))[:3]
+    questions = [(image, q) for image, q in zip(images, ["Describe the bird in this image.",
+                                                        "Describe the wing color of the bird in this image.",
+                                                        "Describe the bill shape of the bird in this image."])]  # fmt: skip
+    local = load_vqa_backend(f"model:idefics2,pretrained={tiny_idefics2}", batch_size=3).answer(questions, max_new_tokens=5)
+    with transformers_serve(tiny_idefics2) as url:
+        served = load_vqa_backend(f"openai:{url}#{tiny_idefics2}", concurrency=3).answer(questions, max_new_tokens=5)
+    assert served == local and any(local)

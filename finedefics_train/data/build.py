@@ -214,7 +214,7 @@ def _read(task: str, root: Path, config: DataConfig) -> TrainSource:
 
 def _backends(config: DataConfig):
     """The LLM and VQA backends; their specs are checked now, local models load on first use."""
-    from finedefics_train.data.vqa import WrapperVQA, parse_vqa_spec
+    from finedefics_train.data.vqa import check_vqa_spec, load_vqa_backend
     from models.chat import check_chat_spec, load_chat_backend
 
     llm = vqa = None
@@ -222,8 +222,13 @@ def _backends(config: DataConfig):
         check_chat_spec(config.llm)
         llm = LazyBackend(config.llm, lambda: load_chat_backend(config.llm, **_chat_options(config)))
     if config.vqa and config.attributes == "llm-vqa":
-        parse_vqa_spec(config.vqa)
-        vqa = LazyBackend(config.vqa, lambda: WrapperVQA(config.vqa, batch_size=config.batch_size))
+        check_vqa_spec(config.vqa)
+        vqa = LazyBackend(
+            config.vqa,
+            lambda: load_vqa_backend(
+                config.vqa, batch_size=config.batch_size, concurrency=config.concurrency
+            ),
+        )
     return llm, vqa
 
 
