@@ -31,7 +31,7 @@ TRAIN_LISTS = {  # the file the train split comes from, relative to the archive 
 
 
 def read(task: str, root: Path, split: str):
-    names = synthetic._fixture_class_names(task, root)
+    names = synthetic.synthetic_class_names(task, root)
     return detect_and_read(task, root, class_names=names, split=split)
 
 
