@@ -74,10 +74,12 @@ class TaskSpec:
         class_names: list[str] | None = None,
         choices: Path | None = None,
         skip_missing: bool = False,
+        split: str = "test",
         **hf_options,
     ) -> DatasetSplit:
-        """The test split at `root`: the native archive layout if present, else a Hugging Face mirror
-        (a `save_to_disk` folder, parquet files or an imagefolder).
+        """The `split` ("test" or "train"; Flowers-102 also "trainval") at `root`: the native archive
+        layout if present, else a Hugging Face mirror (a `save_to_disk` folder, parquet files or an
+        imagefolder).
 
         `classnames` (a file) or `class_names` replace the archive's names; for an archive without
         names (Flowers-102) they, or the classes of the choice file `choices`, provide them.
@@ -89,13 +91,14 @@ class TaskSpec:
             from tasks.datasets import hf_mirror
 
             if hf_mirror.looks_like_hf_mirror(root):
-                split = hf_mirror.read_hf_mirror(root, self.key, skip_missing=skip_missing, **hf_options)
-                return _renamed(split, class_names)
+                mirror = hf_mirror.read_hf_mirror(root, self.key, skip_missing=skip_missing, split=split, **hf_options)
+                return _renamed(mirror, class_names)
         if not self.names_in_archive:
             return self.read_split(
-                root, classnames=classnames, class_names=class_names, choices=choices, skip_missing=skip_missing
+                root, classnames=classnames, class_names=class_names, choices=choices, skip_missing=skip_missing,
+                split=split,
             )
-        return _renamed(self.read_split(root, classnames=classnames, skip_missing=skip_missing), class_names)
+        return _renamed(self.read_split(root, classnames=classnames, skip_missing=skip_missing, split=split), class_names)
 
     def lmms_task_name(self, scoring: str, variant: str = "k4") -> str:
         middle = "" if variant == "k4" else f"_{variant.removeprefix('k4_')}"
@@ -141,5 +144,5 @@ def get_task(name: str) -> TaskSpec:
 
 
 def detect_and_read(task: str, root: Path, **options) -> DatasetSplit:
-    """`get_task(task).read(root, **options)`: the test split of `task` at `root`."""
+    """`get_task(task).read(root, **options)`: a split of `task` at `root` (the test split by default)."""
     return get_task(task).read(root, **options)
