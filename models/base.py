@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import inspect
 import logging
 import os
 import threading
@@ -36,7 +35,7 @@ from tqdm import tqdm
 from harness.core.errors import UserError
 from harness.core.requests import FAILED_GENERATION, FAILED_NLL
 from models import distributed
-from models.registry import ModelSpec, get_model_spec
+from models.registry import ModelSpec, get_model_spec, known_model_args
 from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, cache_of, join_answer, with_cache
 
 log = logging.getLogger(__name__)
@@ -256,9 +255,9 @@ class FGVRModel(lmms):
     def accept_extra_args(self, extra: dict[str, Any]) -> None:
         """Model-specific --model-args (a subclass takes its own out of `extra` first); the rest are unknown."""
         if extra:
-            known = [name for name in inspect.signature(FGVRModel.__init__).parameters if name not in ("self", "extra")]
+            known = known_model_args(type(self))  # the same list `harness run` checks when it plans
             raise UserError(f"unknown --model-args for {self.spec.name}: {', '.join(sorted(extra))}. "
-                            f"Known: {', '.join(known + list(self.extra_args))}")
+                            f"Known: {', '.join(known)}")
 
     def check_environment(self) -> None:
         """Refuse before loading when the model cannot run here (remote-code models check their opt-in)."""

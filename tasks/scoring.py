@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.core.requests import is_failed
+from tasks.names import normalize_class_name
 
 LETTERS = string.ascii_uppercase
 ACCURACY_METRIC = "accuracy"  # the metric name of the task templates (tasks/lmms/_fgvr_*.yaml)
@@ -48,10 +49,6 @@ _LETTER_PATTERNS = (
 )
 
 
-def _normalise(text: str) -> str:
-    return re.sub(r"[\s_\-]+", " ", text.strip().lower()).strip(" .")
-
-
 def robust_letter(answer: str, options: Sequence[str]) -> str | None:
     """A lenient reading of a generated answer; None when it names no option unambiguously."""
     letters = LETTERS[: len(options)]
@@ -63,17 +60,17 @@ def robust_letter(answer: str, options: Sequence[str]) -> str | None:
         match = re.search(pattern, text)
         if match and match.group(1).upper() in letters:
             return match.group(1).upper()
-    said = _normalise(text)
-    named = [letter for letter, option in zip(letters, options) if _normalise(option) and _normalise(option) in said]
+    said = normalize_class_name(text)
+    named = [letter for letter, option in zip(letters, options) if normalize_class_name(option) and normalize_class_name(option) in said]
     if len(named) == 1:
         return named[0]
-    exact = [letter for letter, option in zip(letters, options) if _normalise(option) == said]
+    exact = [letter for letter, option in zip(letters, options) if normalize_class_name(option) == said]
     return exact[0] if len(exact) == 1 else None
 
 
 def normalise_name(text: str) -> str:
     """Case, '_' / '-' / whitespace and surrounding punctuation do not matter when matching names."""
-    return _normalise(re.sub(r"[^\w\s\-']", " ", text))
+    return normalize_class_name(re.sub(r"[^\w\s\-']", " ", text))
 
 
 def open_world_class(answer: str, class_names: Sequence[str]) -> int | None:

@@ -45,6 +45,7 @@ def lmms_eval_run(tmp_path_factory, tiny_idefics2, cub_root, cub_choices):
     return out_dir, json.loads(results[0].read_text()), tasks
 
 
+@pytest.mark.subprocess
 def test_lmms_eval_cli_runs_the_prepared_task(lmms_eval_run):
     out_dir, data, tasks = lmms_eval_run
     for task in tasks:
@@ -53,6 +54,7 @@ def test_lmms_eval_cli_runs_the_prepared_task(lmms_eval_run):
         assert samples and len(samples[0].read_text().splitlines()) == LIMIT
 
 
+@pytest.mark.subprocess
 def test_import_reads_real_lmms_eval_output(lmms_eval_run, tmp_path, tiny_idefics2):
     out_dir, data, tasks = lmms_eval_run
     store = ResultStore.open(f"sqlite:///{tmp_path / 'lb.db'}")
@@ -72,6 +74,7 @@ def test_import_reads_real_lmms_eval_output(lmms_eval_run, tmp_path, tiny_idefic
         store.close()
 
 
+@pytest.mark.subprocess
 def test_import_command_says_when_fgvr_results_add_nothing(lmms_eval_run, tmp_path, capsys, monkeypatch):
     from harness.cli import main as harness_main
 
