@@ -99,6 +99,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from models import distributed
 
     config = _config_from_args(args)
+    if args.name and not args.no_record:
+        check_name_before_running(config, args)
     if config.num_processes > 1 and not distributed.is_rank_process():
         return launch_ranks(config, args.argv)
     summary = run_evaluation(config, command=["harness", *args.argv])
@@ -121,10 +123,27 @@ def record(summary: dict, args: argparse.Namespace) -> None:
     except ImportError:
         return
     try:
-        record_summary(summary, db_url=getattr(args, "db_url", None))
+        record_summary(summary, db_url=getattr(args, "db_url", None), model_name=getattr(args, "name", None))
     except Exception as error:  # noqa: BLE001 - the run's files are safe; say how to retry
         print(f"warning: could not record the run in the leaderboard store ({error}); "
               f"retry with `harness import {Path(summary['results_file']).parent}`", file=sys.stderr)
+
+
+def check_name_before_running(config: RunConfig, args: argparse.Namespace) -> None:
+    """`--name` taken by other weights is refused before the evaluation, not after it."""
+    from harness import provenance
+    from harness.runner import check_pretrained
+    from leaderboard.store import ResultStore, check_model_name
+    from models.registry import get_model_spec
+
+    check_model_name(args.name)
+    pretrained = check_pretrained(get_model_spec(config.model), config.model_args)
+    revision = provenance.model_revision(pretrained, config.model_args.get("revision"), config.model_args.get("adapter"))
+    store = ResultStore.open(args.db_url)
+    try:
+        store.check_name_free(args.name, revision)
+    finally:
+        store.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -163,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="evaluate a model on a task through lmms-eval")
     _add_run_arguments(run)
     run.add_argument("--no-record", action="store_true", help="do not add the result to the leaderboard store")
+    run.add_argument("--name", help="the leaderboard name of these weights (default: the registry name for the "
+                     "registry's own weights, the hub id, or FOLDER@FINGERPRINT); refused when other weights hold it")
     run.add_argument("--db-url", help="leaderboard store URL (default: $HARNESS_DB_URL or SQLite under $HARNESS_HOME)")
     run.set_defaults(func=cmd_run)
 

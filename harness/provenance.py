@@ -41,17 +41,36 @@ def git_commit() -> str | None:
     return f"{commit}+dirty" if dirty else commit
 
 
-def model_revision(pretrained: str, revision: str | None) -> str | None:
-    """A local folder: a hash of its config and weight files' names and sizes. A hub id: the cached commit."""
+FINGERPRINT_PREFIX = "local-sha256:"
+
+
+def checkpoint_fingerprint(folder: Path) -> str:
+    """The content hash of a local checkpoint: every file's relative path, size and bytes (symlinks are
+    hashed as what they point to). Weights rewritten in place at the same size get a new fingerprint."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0".encode())
+        with open(path, "rb") as handle:
+            while block := handle.read(2**22):
+                digest.update(block)
+    return FINGERPRINT_PREFIX + digest.hexdigest()[:32]
+
+
+def model_revision(pretrained: str, revision: str | None, adapter: str | None = None) -> str | None:
+    """A local folder: its content fingerprint. A hub id: the cached commit. With a local `adapter`, one
+    fingerprint of the base's revision and the adapter's content."""
+    base = _base_revision(pretrained, revision)
+    if not adapter or not Path(adapter).is_dir():
+        return base
+    combined = hashlib.sha256(f"{base}\0{checkpoint_fingerprint(Path(adapter))}".encode()).hexdigest()
+    return FINGERPRINT_PREFIX + combined[:32]
+
+
+def _base_revision(pretrained: str, revision: str | None) -> str | None:
     path = Path(pretrained)
     if path.is_dir():
-        digest = hashlib.sha256()
-        for file in sorted(path.iterdir()):
-            if file.is_file():
-                digest.update(f"{file.name}:{file.stat().st_size}\n".encode())
-                if file.suffix == ".json":
-                    digest.update(file.read_bytes())
-        return f"local-sha256:{digest.hexdigest()[:16]}"
+        return checkpoint_fingerprint(path)
     try:
         from huggingface_hub import try_to_load_from_cache
 

@@ -41,6 +41,7 @@ class RunPlan:
     prepared: PreparedTask
     pretrained: str
     run_dir: Path
+    model_revision: str | None = None  # the checkpoint's content fingerprint (hub: its commit)
 
     @property
     def lmms_task(self) -> str:
@@ -48,8 +49,9 @@ class RunPlan:
 
 
 def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
-    """The checkpoint to load; a hub id must already be cached when the hub is unreachable."""
-    pretrained = model_args.get("pretrained") or model.hub_id
+    """The checkpoint to load; a hub id must already be cached when the hub is unreachable. An
+    `adapter=` without `pretrained=` goes on the base the adapter records."""
+    pretrained = model_args.get("pretrained") or adapter_recorded_base(model_args.get("adapter")) or model.hub_id
     if Path(pretrained).expanduser().exists():
         if not Path(pretrained).expanduser().is_dir():
             raise UserError(f"pretrained={pretrained} is a file; pass the checkpoint folder (with config.json)")
@@ -64,6 +66,18 @@ def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
         if not isinstance(try_to_load_from_cache(pretrained, "config.json", revision=model_args.get("revision")), str):
             raise UserError(hub_unavailable_message(pretrained))
     return pretrained
+
+
+def adapter_recorded_base(adapter: str | None) -> str | None:
+    """The base an adapter folder records (peft's base_model_name_or_path), or None without an adapter."""
+    if not adapter:
+        return None
+    folder = Path(adapter).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise UserError(f"adapter={adapter}: not a peft adapter folder (no adapter_config.json)")
+    from models.idefics2 import adapter_base
+
+    return adapter_base(folder)
 
 
 def read_split(task: TaskSpec, config: RunConfig):
@@ -98,13 +112,15 @@ def plan_run(config: RunConfig) -> RunPlan:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_name = f"{model.name}__{task.key}-{prepared.variant}__{config.scoring}__{stamp}-{uuid.uuid4().hex[:6]}"
     run_dir = (config.output_dir or runs_root()) / run_name
-    return RunPlan(config, model, task, prepared, pretrained, run_dir)
+    revision = provenance.model_revision(pretrained, config.model_args.get("revision"), config.model_args.get("adapter"))
+    return RunPlan(config, model, task, prepared, pretrained, run_dir, revision)
 
 
 def journal_for(plan: RunPlan) -> ResponseJournal:
-    """The response journal of this run's inputs: the same command finds it again after an interruption."""
-    args = {k: v for k, v in sorted(plan.config.model_args.items()) if k != "batch_size"}
-    key = [plan.model.name, plan.pretrained, args, plan.prepared.meta["fingerprint"], plan.config.scoring]
+    """The response journal of this run's inputs: the same command finds it again after an interruption.
+    Keyed by the checkpoint's content, not its path: weights rewritten in place start a new journal."""
+    args = {k: v for k, v in sorted(plan.config.model_args.items()) if k not in ("batch_size", "pretrained", "adapter")}
+    key = [plan.model.name, plan.model_revision or plan.pretrained, args, plan.prepared.meta["fingerprint"], plan.config.scoring]
     digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
     # each data-parallel rank answers its own shard (the same one when the same command is re-run)
     shard = f"-rank{distributed.rank()}of{distributed.world_size()}" if distributed.world_size() > 1 else ""
@@ -264,7 +280,7 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
         "model": plan.model.name,
         "model_args": {**config.model_args, "pretrained": plan.pretrained},
         "pretrained": plan.pretrained,
-        "model_revision": provenance.model_revision(plan.pretrained, config.model_args.get("revision")),
+        "model_revision": plan.model_revision,
         "task": plan.task.key,
         "lmms_task": plan.lmms_task,
         "task_version": meta["task_version"],

@@ -199,10 +199,9 @@ CheckpointOpener = Callable[[str, str | None], CheckpointFiles]
 
 def reserved_names() -> set[str]:
     """Names a submission may not take: registry models and the paper's rows."""
-    from leaderboard.store import reported_rows
-    from models.registry import MODELS
+    from leaderboard.store import reserved_model_names
 
-    return set(MODELS) | {row["model"] for row in reported_rows()}
+    return reserved_model_names()
 
 
 def validate_submission(request: SubmissionRequest, policy: SubmissionPolicy,
