@@ -39,18 +39,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from harness.core.errors import UserError
     from leaderboard.queue import SubmissionQueue, submit_checkpoint
-    from leaderboard.submissions import SubmissionPolicy, SubmissionRefused, SubmissionRequest
+    from leaderboard.submissions import SubmissionPolicy, SubmissionRequest
 
     request = SubmissionRequest(model=args.model, base=args.base, revision=args.revision, weights=args.weights,
                                 precision=args.precision, tasks=tuple(args.tasks), scoring=args.scoring,
                                 submitter=args.submitter)
     try:
         job_id, submission = submit_checkpoint(SubmissionQueue(_store(args)), request, SubmissionPolicy.from_env())
-    except SubmissionRefused as exc:
+    except UserError as exc:  # a refusal, or the operator's settings (store URL, limits): --json still prints
         if not args.json:
             raise
-        _print_json({"status": "REFUSED", "check": exc.check, "reason": str(exc)})
+        _print_json({"status": "REFUSED", "check": getattr(exc, "check", "settings"), "reason": str(exc)})
         return exc.exit_code
     if args.json:
         _print_json({"id": job_id, "status": "PENDING", "model_name": submission.model_name,
