@@ -265,12 +265,13 @@ class ResultStore:
             pairs = conn.execute(query).all()
         return [(label if label == name else f"{label} ({name})", name) for label, name in pairs]
 
-    def model_info(self, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """A model's metadata and all its result rows (every variant, run and source)."""
+    def model_info(self, name: str, include_hidden: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A model's metadata and all its result rows (every variant, run and source). Without
+        `include_hidden` (the public pages) a hidden model is unknown and not listed among the known ones."""
         with self.session() as session:
             model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
-            if model is None:
-                raise self._unknown_model(session, name)
+            if model is None or (model.hidden and not include_hidden):
+                raise self._unknown_model(session, name, include_hidden)
             info = {column: getattr(model, column) for column in
                     ("name", "display_name", "base", "family", "params_b", "checkpoint", "revision", "precision",
                      "hidden")}
@@ -278,10 +279,13 @@ class ResultStore:
                     for result in model.results]
         return info, rows
 
-    def _unknown_model(self, session: Session, name: str) -> UserError:
+    def _unknown_model(self, session: Session, name: str, include_hidden: bool = True) -> UserError:
         from harness.core.errors import unknown_name
 
-        return unknown_name("model", name, session.scalars(select(ModelRow.name)).all())
+        query = select(ModelRow.name)
+        if not include_hidden:
+            query = query.where(ModelRow.hidden.is_(False))
+        return unknown_name("model", name, session.scalars(query).all())
 
 
 def summary_result_fields(summary: RunSummary) -> dict[str, Any]:
