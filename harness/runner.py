@@ -55,6 +55,7 @@ def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
     if Path(pretrained).expanduser().exists():
         if not Path(pretrained).expanduser().is_dir():
             raise UserError(f"pretrained={pretrained} is a file; pass the checkpoint folder (with config.json)")
+        check_architecture(model, Path(pretrained).expanduser())
         return str(Path(pretrained).expanduser().resolve())
     if pretrained.startswith(("/", ".", "~")):
         raise UserError(f"pretrained={pretrained}: no such folder")
@@ -66,6 +67,25 @@ def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
         if not isinstance(try_to_load_from_cache(pretrained, "config.json", revision=model_args.get("revision")), str):
             raise UserError(hub_unavailable_message(pretrained))
     return pretrained
+
+
+def check_architecture(model: ModelSpec, folder: Path) -> None:
+    """A local checkpoint must be of an architecture the wrapper loads, said in one line before loading."""
+    from models.registry import MODEL_TYPES, models_of_type
+
+    config_file = folder / "config.json"
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except FileNotFoundError:
+        raise UserError(f"pretrained={folder}: no config.json; pass the checkpoint folder itself") from None
+    except (OSError, ValueError, AttributeError) as error:
+        raise UserError(f"{config_file}: not a readable JSON config ({error})") from None
+    expected = MODEL_TYPES.get(model.name, ())
+    if expected and model_type not in expected:
+        fits = models_of_type(str(model_type))
+        hint = f" Did you mean --model {' or '.join(fits)}?" if fits else ""
+        raise UserError(f"pretrained={folder} is a '{model_type}' checkpoint, but --model {model.name} loads "
+                        f"{' or '.join(expected)} checkpoints.{hint}")
 
 
 def adapter_recorded_base(adapter: str | None) -> str | None:
@@ -97,14 +117,28 @@ def option_plan(config: RunConfig) -> OptionPlan:
         source = {"all": "all_classes", "open": "open"}[config.variant]
         return OptionPlan(source, circular=config.circular, skip_missing=config.skip_missing)
     if config.variant.startswith("k") and config.variant[1:].isdigit():
+        if int(config.variant[1:]) < 2:
+            raise UserError(f"--variant {config.variant}: a question needs at least 2 options (k2 or more)")
         return OptionPlan(config.options, k=int(config.variant[1:]), clip_model=config.clip_model,
                           circular=config.circular, skip_missing=config.skip_missing)
     raise UserError(f"--variant {config.variant}: expected kN (e.g. k4, k20), all, or open")
 
 
+def check_output_dir(folder: Path | None) -> None:
+    """--output-dir must be (or be creatable as) a folder: found when planning, not after the evaluation."""
+    if folder is None:
+        return
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"--output-dir {folder}: {existing} is a file, not a folder; choose another --output-dir")
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise UserError(f"--output-dir {folder}: {existing} is not writable; choose another --output-dir")
+
+
 def plan_run(config: RunConfig) -> RunPlan:
     model = get_model_spec(config.model)
     task = get_task(config.task)
+    check_output_dir(config.output_dir)
     pretrained = check_pretrained(model, config.model_args)
     plan = option_plan(config)
     split = read_split(task, config)
@@ -146,8 +180,9 @@ def load_model(plan: RunPlan):
         raise
     except Exception as error:
         if Path(plan.pretrained).is_dir():  # a local checkpoint that does not load is bad input, not a crash
+            reason = str(error) if len(str(error)) <= 400 else str(error)[:400] + " …"
             raise UserError(f"pretrained={plan.pretrained}: the checkpoint could not be loaded "
-                            f"({type(error).__name__}: {error})") from error
+                            f"({type(error).__name__}: {reason})") from error
         raise
 
 

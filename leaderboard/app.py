@@ -306,6 +306,8 @@ class LeaderboardApp:
     def _admin_action(self, action: str, target: str) -> str:
         if action.endswith("submission"):
             job_id = int(target.lstrip("#"))
+            if not 0 < job_id < 2**63:  # beyond the database's integers: it cannot exist
+                raise UserError(f"no submission #{job_id}")
             (self.queue.requeue if action.startswith("requeue") else self.queue.delete)(job_id)
             return f"Done: {action} #{job_id}."
         if action in ("hide model", "unhide model"):

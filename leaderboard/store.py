@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from harness.core.errors import UserError
@@ -97,6 +97,19 @@ def model_name_for(summary: RunSummary) -> str:
     return weights if revision in (None, "", "main") or adapter else f"{weights}@{revision}"
 
 
+def check_summary(summary: RunSummary) -> None:
+    """What the store needs of a summary, each gap refused with its field: a run id, a benchmark task, and
+    accuracies that are numbers in [0, 1] (NaN or 57.1-as-percent is a broken file, not a result)."""
+    for field in ("run_id", "task", "model", "scoring", "created", "accuracy"):
+        if summary.get(field) in (None, ""):
+            raise UserError(f"the summary has no '{field}' field")
+    spec.get_column(summary["task"])  # a task outside the benchmark is refused with its name
+    low, high = summary.get("accuracy_ci95") or (0.0, 0.0)
+    for field, value in (("accuracy", summary["accuracy"]), ("accuracy_ci95", low), ("accuracy_ci95", high)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise UserError(f"'{field}' is {value!r}: accuracies are fractions between 0 and 1")
+
+
 def check_model_name(name: str) -> str:
     """A name given with `harness run --name`: its format (derived names cannot take this form)."""
     if not NAME_FORMAT.match(name):
@@ -113,8 +126,13 @@ class ResultStore:
     def open(cls, db_url: str | None = None) -> ResultStore:
         """Open (creating or upgrading) the store and make sure the paper's reported rows are in it."""
         store = cls(create_store_engine(resolve_db_url(db_url)))
-        ensure_schema(store.engine)
-        store.load_reported()
+        try:
+            ensure_schema(store.engine)
+            store.load_reported()
+        except OperationalError as exc:  # unreachable server, wrong password, unwritable file
+            store.close()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise UserError(f"cannot open the leaderboard store {store.url}: {reason}") from None
         return store
 
     def close(self) -> None:
@@ -146,7 +164,7 @@ class ResultStore:
         """Record one run; True when it is new. Recording the same run_id again changes nothing, except
         that an explicit `model_name` (`--name`, or the worker's submission name) moves the run to that
         model. An explicit name already held by other weights is refused (UserError)."""
-        spec.get_column(summary["task"])  # a task outside the benchmark is refused with its name
+        check_summary(summary)
         name = model_name or model_name_for(summary)
         if model_name is not None:
             self.check_name_free(model_name, summary.get("model_revision"), model_name_for(summary))

@@ -41,13 +41,6 @@ ALLOWLIST_ENV = "HARNESS_REMOTE_CODE_ALLOWLIST"
 LOCAL_PREFIX = "local"  # local submissions are named local/<submitter>/<folder>: never a hub id, never a registry name
 ADAPTER_BASES = ("finedefics", "idefics2")  # the wrappers that load a LoRA adapter (run as finedefics)
 
-# config.json model_type(s) each registry architecture loads; a checkpoint of another type is not that base
-BASE_MODEL_TYPES: dict[str, tuple[str, ...]] = {
-    "llava15": ("llava",), "llava_next_mistral": ("llava_next",), "mobilevlm_v2": ("mobilevlm",),
-    "instructblip_vicuna": ("instructblip",), "instructblip_flant5": ("instructblip",), "phi3_vision": ("phi3_v",),
-    "blip2_flant5": ("blip-2",), "internlm_xcomposer2": ("internlmxcomposer2",), "paligemma": ("paligemma",),
-    "idefics1": ("idefics",), "idefics2": ("idefics2",), "qwen_vl_chat": ("qwen",), "finedefics": ("idefics2",),
-}
 
 
 class SubmissionRefused(UserError):
@@ -283,7 +276,9 @@ def _check_checkpoint(checkpoint: CheckpointFiles, weights: str, base: str,
 
 def _check_architecture(checkpoint: CheckpointFiles, config: dict[str, Any], base: str) -> None:
     """The checkpoint's config must be the architecture --base names (a llava config is not idefics2)."""
-    expected = BASE_MODEL_TYPES.get(base, ())
+    from models.registry import MODEL_TYPES
+
+    expected = MODEL_TYPES.get(base, ())
     if config.get("model_type") not in expected:
         raise SubmissionRefused("base", f"{checkpoint.where}: config.json is a '{config.get('model_type')}' "
                                         f"checkpoint, but --base {base} loads {' or '.join(expected) or 'nothing'}; "

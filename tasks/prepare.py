@@ -214,7 +214,7 @@ def check_images(split: DatasetSplit, skip_missing: bool) -> DatasetSplit:
         try:
             with Image.open(item.image) as image:
                 image.load()
-        except (OSError, SyntaxError, ValueError) as error:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # a bomb: too many pixels
             if not skip_missing:
                 raise UserError(
                     f"{item.image}: unreadable image ({error}); replace the file, or pass --skip-missing to "

@@ -96,11 +96,23 @@ def detect_and_read(
     if native_dir(layout, root) is None:
         from tasks.datasets import hf_mirror
 
+        refuse_another_archive(layout, root)
+
         if hf_mirror.looks_like_hf_mirror(root):
             return _renamed(hf_mirror.read_hf_mirror(root, task, skip_missing=skip_missing, **hf_options), class_names)
     if not layout.names_in_archive:
         return layout.read(root, classnames=classnames, class_names=class_names, choices=choices, skip_missing=skip_missing)
     return _renamed(layout.read(root, classnames=classnames, skip_missing=skip_missing), class_names)
+
+
+def refuse_another_archive(layout: DatasetLayout, root: Path) -> None:
+    """The native archive of another task where this one was expected (CUB's folder given for car196):
+    say so, and what this task reads, instead of trying it as a Hugging Face mirror."""
+    for other in LAYOUTS.values():
+        if other.task != layout.task and native_dir(other, root) is not None:
+            raise UserError(f"{root} holds the {other.dataset} archive ({other.marker}), not {layout.dataset}: "
+                            f"{layout.task} reads {layout.marker} in the folder given or in "
+                            f"{' or '.join(layout.folders)} below it; point --data-root at the {layout.dataset} data")
 
 
 def _renamed(split: DatasetSplit, class_names: list[str] | None) -> DatasetSplit:
