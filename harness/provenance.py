@@ -6,6 +6,7 @@ import hashlib
 import platform
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -44,17 +45,37 @@ def git_commit() -> str | None:
 FINGERPRINT_PREFIX = "local-sha256:"
 
 
+_FILE_DIGESTS: dict[tuple, str] = {}  # (path, device, inode, size, mtime_ns, ctime_ns) -> sha256 of the bytes
+
+
 def checkpoint_fingerprint(folder: Path) -> str:
     """The content hash of a local checkpoint: every file's relative path, size and bytes (symlinks are
-    hashed as what they point to). Weights rewritten in place at the same size get a new fingerprint."""
+    hashed as what they point to). Weights rewritten in place at the same size get a new fingerprint.
+
+    A file's digest is reused within a process while its stat is unchanged, ctime included (which
+    every write, rename or chmod moves and no user can set back), so the worker can check a
+    checkpoint again after each task without reading it again."""
     folder = Path(folder)
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0".encode())
-        with open(path, "rb") as handle:
-            while block := handle.read(2**22):
-                digest.update(block)
+        info = path.stat()
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{info.st_size}\0{_file_digest(path, info)}".encode())
     return FINGERPRINT_PREFIX + digest.hexdigest()[:32]
+
+
+def _file_digest(path: Path, info) -> str:
+    key = (str(path.resolve()), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    if key in _FILE_DIGESTS:
+        return _FILE_DIGESTS[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(2**22):
+            digest.update(block)
+    # a file changed in the last seconds is not remembered: file-system clocks are coarse (milliseconds),
+    # so a second write in the same tick could leave its ctime unchanged
+    if time.time_ns() - info.st_ctime_ns > 2 * 10**9:
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return digest.hexdigest()
 
 
 def model_revision(pretrained: str, revision: str | None, adapter: str | None = None) -> str | None:

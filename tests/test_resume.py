@@ -85,3 +85,25 @@ def test_weights_rewritten_in_place_do_not_resume_from_the_old_answers(capsys, m
     assert main(args) == 0
     assert "resuming" not in capsys.readouterr().err
     assert len(scored) > 16  # every request answered by the new weights, none taken from the journal
+
+
+def test_the_fingerprint_follows_every_rewrite(tmp_path, monkeypatch):
+    """A file's digest is remembered only while its stat (ctime included) is unchanged."""
+    import os
+    import time
+
+    from harness import provenance
+
+    later = time.time_ns() + 10 * 10**9
+    monkeypatch.setattr(provenance.time, "time_ns", lambda: later)  # every file counts as settled
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"a" * 4096)
+    first = provenance.checkpoint_fingerprint(tmp_path)
+    assert any(key[0] == str(weights.resolve()) for key in provenance._FILE_DIGESTS)  # remembered
+    assert provenance.checkpoint_fingerprint(tmp_path) == first
+    stat = weights.stat()
+    time.sleep(0.02)
+    with open(weights, "r+b") as handle:  # same inode, same size; mtime put back: only ctime moves
+        handle.write(b"b")
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert provenance.checkpoint_fingerprint(tmp_path) != first
