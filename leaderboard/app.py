@@ -31,6 +31,7 @@ from leaderboard.plots import grouped_bar_svg
 from leaderboard.queue import LISTED_COLUMNS, STATUSES, SubmissionQueue, submit_checkpoint
 from leaderboard.store import ResultStore
 from leaderboard.submissions import (
+    ANONYMOUS_WEB,
     PRECISIONS,
     SUBMITTER,
     WEIGHTS,
@@ -119,7 +120,7 @@ def public_text(text: str | None) -> str:
 
 def public_submitter(submitter: str | None) -> str:
     """Token holders by name; anonymous web submitters without their address."""
-    return "anonymous (web)" if (submitter or "").startswith("web-") else submitter or ""
+    return "anonymous (web)" if (submitter or "").startswith(ANONYMOUS_WEB) else submitter or ""
 
 
 def submit_tokens() -> dict[str, str]:
@@ -157,7 +158,7 @@ def web_submitter(token: str, host: str) -> str:
             if hmac.compare_digest((token or "").encode(), known.encode()):
                 return name
         raise SubmissionRefused("token", "a valid submission token is required; ask the leaderboard's operator")
-    return "web-" + re.sub(r"[^A-Za-z0-9.]", ".", host or "unknown")[:60]
+    return ANONYMOUS_WEB + re.sub(r"[^A-Za-z0-9.]", ".", host or "unknown")[:60]
 
 
 def _series_label(row: pd.Series) -> str:

@@ -38,6 +38,7 @@ ROOT_ENV = "HARNESS_SUBMISSION_ROOT"
 MAX_GB_ENV = "HARNESS_SUBMISSION_MAX_GB"
 PER_DAY_ENV = "HARNESS_SUBMISSIONS_PER_DAY"
 ALLOWLIST_ENV = "HARNESS_REMOTE_CODE_ALLOWLIST"
+ANONYMOUS_WEB = "web-"  # submitter prefix of anonymous web submitters (web-<address>); their models go under local/web/
 LOCAL_PREFIX = "local"  # local submissions are named local/<submitter>/<folder>: never a hub id, never a registry name
 ADAPTER_BASES = ("finedefics", "idefics2")  # the wrappers that load a LoRA adapter (run as finedefics)
 
@@ -351,7 +352,8 @@ def _locate(request: SubmissionRequest, policy: SubmissionPolicy,
             raise SubmissionRefused("name", f"folder name '{folder.name}' is not a model name: use letters, digits "
                                             "and . _ + - (at most 128 characters, starting with a letter or digit)")
         checkpoint: CheckpointFiles = LocalCheckpoint(folder, policy.root.expanduser().resolve())
-        return checkpoint, f"{LOCAL_PREFIX}/{request.submitter}/{folder.name}", True
+        namespace = "web" if request.submitter.startswith(ANONYMOUS_WEB) else request.submitter  # no address in names
+        return checkpoint, f"{LOCAL_PREFIX}/{namespace}/{folder.name}", True
     if not HUB_ID.match(model):
         raise SubmissionRefused("name", f"'{model}' is neither a folder in the submission root nor a hub id of the "
                                         "form owner/name (letters, digits, . _ -)")

@@ -37,7 +37,7 @@ def short_qformer(tmp_path_factory) -> Path:
     return folder
 
 
-def test_a_long_instruction_is_truncated_for_the_qformer_and_counted(short_qformer):
+def test_a_long_instruction_is_truncated_for_the_qformer_and_counted(short_qformer, caplog):
     wrapper = load("instructblip_vicuna", short_qformer)
     long_question = render_question("Which of these birds is shown in the image?",
                                      [f"Bird species number {i}" for i in range(12)])
@@ -47,3 +47,4 @@ def test_a_long_instruction_is_truncated_for_the_qformer_and_counted(short_qform
     generated = wrapper.generate_until(requests("generate_until", [(1, long_question, {"max_new_tokens": 2})]))
     assert len(generated) == 1
     assert wrapper.qformer_truncated >= 2
+    assert f"longer than the Q-Former's {LIMIT} positions were truncated" in caplog.text

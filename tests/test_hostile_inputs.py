@@ -200,3 +200,24 @@ def test_pet_classes_come_from_every_annotation_file(tmp_path):
     test_list.write_text("\n".join(line for line in lines if line.split()[1] != "5") + "\n")  # no test image of 5
     split = get_task("pet37").read(root)
     assert split.n_classes == 5  # class 5 is still a class: trainval.txt and list.txt name it
+
+
+def test_safetensors_only_never_falls_back_to_pickled_weights(tiny_idefics2, tmp_path):
+    """The worker's use_safetensors=true: a folder whose weights are pickled does not load."""
+    import torch
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from model_fixtures import load
+
+    from harness.core.errors import UserError
+
+    folder = Path(shutil.copytree(tiny_idefics2, tmp_path / "pickled"))
+    for weights in folder.glob("*.safetensors"):
+        torch.save(load_file(str(weights)), folder / "pytorch_model.bin")
+        weights.unlink()
+    for index in folder.glob("*.safetensors.index.json"):
+        index.unlink()
+    assert load("idefics2", folder).model is not None  # transformers itself would load the pickle
+    with pytest.raises(UserError, match="cannot load a checkpoint from this folder"):
+        load("idefics2", folder, use_safetensors="true")

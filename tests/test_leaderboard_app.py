@@ -129,7 +129,7 @@ def test_live_submit_refusals_and_queue(live):
     assert "already submission" in duplicate
     rows = client.predict(["PENDING"], "", api_name="/queue")
     frame = pd.DataFrame(rows["data"], columns=rows["headers"])
-    assert frame.iloc[0]["Model"] == "local/web-127.0.0.1/web-ft"
+    assert frame.iloc[0]["Model"] == "local/web/web-ft"  # anonymous: no address in the model's name either
     assert frame.iloc[0]["Submitter"] == "anonymous (web)"  # no address on the public page
     assert (frame.iloc[0]["Status"], frame.iloc[0]["Tasks"]) == ("PENDING", "bird200")
     admin = client.predict(["PENDING"], TOKEN, api_name="/queue")
@@ -233,7 +233,7 @@ def test_public_queue_hides_addresses_workers_and_paths(store, monkeypatch):
     monkeypatch.setenv("HARNESS_ADMIN_TOKEN", TOKEN)
     queue = SubmissionQueue(store)
     job_id = queue.submit(ValidatedSubmission(
-        model_name="local/web-198.51.100.7/ft", checkpoint="/srv/subs/ft", is_local=True, base="idefics2",
+        model_name="local/web/ft", checkpoint="/srv/subs/ft", is_local=True, base="idefics2",
         revision="local-x", weights="full", precision="auto", tasks=("bird200",), scoring="generate",
         submitter="web-198.51.100.7", size_bytes=1), per_day=5)
     queue.claim("gpu-host-7:4242:abc123", 60)

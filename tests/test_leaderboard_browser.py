@@ -123,6 +123,6 @@ def test_browser_sorts_filters_opens_detail_and_submits(app_url, tmp_path):
         page.screenshot(path=shots / "plots.png", full_page=True)
         browser.close()
     rows = SubmissionQueue(store).list()
-    assert [(row["model_name"], row["status"]) for row in rows] == [("local/web-127.0.0.1/browser-ft", "PENDING")]
+    assert [(row["model_name"], row["status"]) for row in rows] == [("local/web/browser-ft", "PENDING")]
     assert rows[0]["submitter"] == "web-127.0.0.1"
     assert (shots / "leaderboard.png").stat().st_size > 10_000
