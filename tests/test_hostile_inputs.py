@@ -221,3 +221,22 @@ def test_safetensors_only_never_falls_back_to_pickled_weights(tiny_idefics2, tmp
     assert load("idefics2", folder).model is not None  # transformers itself would load the pickle
     with pytest.raises(UserError, match="cannot load a checkpoint from this folder"):
         load("idefics2", folder, use_safetensors="true")
+
+
+def test_flower_classes_come_from_every_image_not_only_the_test_split(tmp_path):
+    """Flowers-102 counts its classes in imagelabels.mat (every image): a test split without the last
+    class still has every class, so --classnames and the choice file's names line up."""
+    import numpy as np
+    import scipy.io
+
+    from tasks.fixtures.datasets import FLOWERS_CLASSNAMES, make_flowers
+    from tasks.registry import get_task
+
+    folder = make_flowers(tmp_path / "flowers", n_classes=5)
+    labels = scipy.io.loadmat(str(folder / "imagelabels.mat"), squeeze_me=True)["labels"]
+    setid = scipy.io.loadmat(str(folder / "setid.mat"), squeeze_me=True)
+    kept = np.array([[i for i in np.atleast_1d(setid["tstid"]) if labels[i - 1] != 5]], dtype=np.uint16)
+    scipy.io.savemat(str(folder / "setid.mat"), {"tstid": kept, "trnid": np.array([np.atleast_1d(setid["trnid"])]),
+                                                 "valid": np.array([np.atleast_1d(setid["valid"])])})
+    split = get_task("flower102").read(folder, classnames=tmp_path / "flowers" / FLOWERS_CLASSNAMES)
+    assert split.n_classes == 5 and 4 not in {item.label for item in split.items}
