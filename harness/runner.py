@@ -225,6 +225,8 @@ def evaluate(plan: RunPlan, datetime_str: str, journal: ResponseJournal) -> tupl
     if not results or plan.lmms_task not in results.get("results", {}):
         raise EvaluationFailed(f"lmms-eval returned no result for {plan.lmms_task}")
     results["config"]["model"] = plan.model.lmms_name
+    if getattr(lm, "qformer_truncated", 0):  # InstructBLIP: instructions cut to the Q-Former's positions
+        results["config"]["qformer_truncated"] = lm.qformer_truncated
     samples = results.pop("samples", {}).get(plan.lmms_task, [])
     expected = min(plan.prepared.n_rows, limit or plan.prepared.n_rows)
     if len(samples) != expected:

@@ -306,7 +306,10 @@ class LeaderboardApp:
 
     def _admin_action(self, action: str, target: str) -> str:
         if action.endswith("submission"):
-            job_id = int(target.lstrip("#"))
+            digits = target.lstrip("#")
+            if not digits.isdigit():
+                raise UserError(f"'{target}' is not a submission id (a number such as 12 or #12)")
+            job_id = int(digits)
             if not 0 < job_id < 2**63:  # beyond the database's integers: it cannot exist
                 raise UserError(f"no submission #{job_id}")
             (self.queue.requeue if action.startswith("requeue") else self.queue.delete)(job_id)

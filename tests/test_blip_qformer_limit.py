@@ -48,3 +48,15 @@ def test_a_long_instruction_is_truncated_for_the_qformer_and_counted(short_qform
     assert len(generated) == 1
     assert wrapper.qformer_truncated >= 2
     assert f"longer than the Q-Former's {LIMIT} positions were truncated" in caplog.text
+
+
+def test_a_run_records_the_truncation_in_its_results_file(short_qformer, cub_root, cub_choices, tmp_path, capsys):
+    from harness.cli import main
+
+    args = ["run", "--model", "instructblip_vicuna", "--task", "bird200", "--model-args",
+            f"pretrained={short_qformer},dtype=float32", "--data-root", str(cub_root), "--choices", str(cub_choices),
+            "--scoring", "loglik", "--limit", "2", "--no-record", "--json", "--output-dir", str(tmp_path)]
+    assert main(args) == 0, capsys.readouterr().err
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    results = json.loads(Path(line["results_file"]).read_text())
+    assert results["config"]["qformer_truncated"] >= 2  # two questions, each longer than LIMIT positions

@@ -171,9 +171,9 @@ def test_an_admin_action_on_an_id_beyond_the_database(tmp_path, monkeypatch):
     store = ResultStore.open(f"sqlite:///{tmp_path / 'lb.db'}")
     try:
         app = LeaderboardApp(store)
-        for target in ("99999999999999999999", "#-5", "abc"):
-            outcome = app.admin("admin-token-123", "requeue submission", target)
-            assert outcome.startswith("**Refused:**"), outcome
+        for target, reason in (("99999999999999999999", "no submission #99999999999999999999"),
+                               ("#-5", "'#-5' is not a submission id"), ("abc", "'abc' is not a submission id")):
+            assert app.admin("admin-token-123", "requeue submission", target).startswith(f"**Refused:** {reason}")
     finally:
         store.close()
 
