@@ -65,7 +65,8 @@ PLOT_DEFAULT_MODELS = 4
 THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
                           font_mono=["ui-monospace", "Menlo", "monospace"])  # system fonts: no font download
 CSS = ".grouped-bars { width: 100%; height: auto; } #leaderboard-table { font-variant-numeric: tabular-nums; }"
-INTRO = ("Fine-grained visual recognition (FGVR) accuracy of multimodal LLMs on six datasets, 4 options per "
+INTRO = (f"Fine-grained visual recognition (FGVR) accuracy of multimodal LLMs on {len(spec.TASK_KEYS)} datasets, "
+         "4 options per "
          "question. **reported**: figures published in Finedefics (He et al., ICLR 2025), Table 2/4; "
          "**reproduced**: runs of this harness. The average is shown only for rows with every selected task.")
 
@@ -287,7 +288,7 @@ class LeaderboardApp:
             frame["submitter"] = frame["submitter"].map(public_submitter)
             frame["error"] = frame["error"].map(lambda error: public_text(error) if error else None)
         frame["tasks"] = frame["tasks"].map(
-            lambda tasks: "all six" if len(tasks or ()) == len(spec.TASK_KEYS) else ", ".join(tasks or []))
+            lambda tasks: f"all {len(spec.TASK_KEYS)}" if len(tasks or ()) == len(spec.TASK_KEYS) else ", ".join(tasks or []))
         for column in ("created", "started", "finished"):
             frame[column] = frame[column].map(lambda when: when.strftime("%Y-%m-%d %H:%M") if when else "")
         return _cells(frame.sort_values("id", ascending=False).rename(columns=QUEUE_COLUMNS))

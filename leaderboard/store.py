@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from harness.core.errors import UserError
+from harness.core.paths import looks_like_local_path
 from harness.core.results import RunSummary
 from leaderboard import spec
 from leaderboard.db import (
@@ -65,10 +66,6 @@ NAME_FORMAT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")  # a --name: no
 HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?$")
 
 
-def _is_local(checkpoint: str) -> bool:
-    return checkpoint.startswith(("/", ".", "~")) or Path(checkpoint).expanduser().exists()
-
-
 def model_name_for(summary: RunSummary) -> str:
     """The leaderboard name of the model a run evaluated; different weights never share a name.
 
@@ -87,7 +84,7 @@ def model_name_for(summary: RunSummary) -> str:
             and revision in (None, "", "main")):
         return summary["model"]
     weights = adapter or pretrained or summary["model"]
-    if _is_local(weights):
+    if looks_like_local_path(weights):
         fingerprint = summary.get("model_revision") or ""
         if fingerprint.startswith("local-"):  # local-sha256:<hex> (and local-<hex> of older versions)
             suffix = re.split(r"[:-]", fingerprint)[-1][:8]

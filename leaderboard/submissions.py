@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from harness.config import SCORINGS
 from harness.core.errors import UserError, did_you_mean
-from harness.core.paths import harness_home
+from harness.core.paths import LOCAL_PATH_PREFIXES, harness_home
 from leaderboard import spec
 
 WEIGHTS = ("full", "adapter")
@@ -365,9 +365,10 @@ def _locate(request: SubmissionRequest, policy: SubmissionPolicy,
 
 
 def _looks_local(model: str, root: Path) -> bool:
-    """A path (absolute, ~, ./ or ../) or a folder inside the root; anything else is a hub id. Existence is
-    only ever asked inside the root, so the answer says nothing about the rest of the server."""
-    if model.startswith(("/", "./", "../", "~")):
+    """A path (absolute, ~, ./ or ../) or a folder inside the root; anything else is a hub id. Unlike
+    `looks_like_local_path`, existence is only ever asked inside the root, so the answer (a web form's)
+    says nothing about the rest of the server."""
+    if model in (".", "..") or model.startswith(LOCAL_PATH_PREFIXES):
         return True
     try:
         return (root.expanduser() / model).exists()

@@ -9,24 +9,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from harness.cli_config import flag
 from harness.config import RunConfig, TaskPaths
 from harness.core.errors import UserError
 from harness.core.results import RunSummary
-from leaderboard.queue import Job, SubmissionQueue
-from leaderboard.store import ResultStore
-from leaderboard.submissions import (
-    ADAPTER_BASES,
-    CheckpointOpener,
-    HubCheckpoint,
-    SubmissionPolicy,
-    SubmissionRefused,
-    SubmissionRequest,
-    ValidatedSubmission,
-    validate_submission,
-)
+
+if TYPE_CHECKING:  # the store (SQLAlchemy, pandas) loads when a worker starts, not when the CLI is built
+    from leaderboard.queue import Job, SubmissionQueue
+    from leaderboard.store import ResultStore
+    from leaderboard.submissions import (
+        CheckpointOpener,
+        SubmissionPolicy,
+        SubmissionRequest,
+        ValidatedSubmission,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,16 @@ Evaluate = Callable[[RunConfig], RunSummary]
 
 @dataclass(frozen=True)
 class WorkerSettings:
+    """How a worker runs its jobs; the evaluation settings are RunConfig's (same flags as `harness run`)."""
+
     data_root: TaskPaths = TaskPaths()
     choices: TaskPaths = TaskPaths()
     limit: int | None = None
     batch_size: int = 1
     output_dir: Path | None = None
-    lease_s: float = 300.0
-    poll_s: float = 30.0
+    lease_s: float = field(default=300.0, metadata=flag(
+        "a job whose worker has not renewed it for S seconds goes back to the queue", metavar="S", positive=True))
+    poll_s: float = field(default=30.0, metadata=flag("seconds between polls", metavar="S", positive=True))
     policy: SubmissionPolicy | None = None  # the submission rules; None: from the environment, as `submit` reads them
 
 
@@ -72,6 +75,8 @@ def job_model_args(job: Job, adapter_base: str | None = None) -> dict[str, str]:
 
 def job_request(job: Job) -> SubmissionRequest:
     """The request a job was validated from, to validate it again when it is claimed."""
+    from leaderboard.submissions import SubmissionRequest
+
     return SubmissionRequest(model=job.checkpoint, base=job.base, revision=None if job.is_local else job.revision,
                              weights=job.weights, precision=job.precision, tasks=job.tasks, scoring=job.scoring,
                              submitter=job.submitter)
@@ -107,9 +112,11 @@ class LeaseKeeper:
 class QueueWorker:
     def __init__(self, store: ResultStore, settings: WorkerSettings = WorkerSettings(),
                  evaluate: Evaluate | None = None, worker_id: str | None = None, revalidate: bool = True,
-                 open_hub: CheckpointOpener = HubCheckpoint):
+                 open_hub: CheckpointOpener | None = None):
         """`revalidate=False` skips checking the checkpoint again at claim (the queue-mechanics tests, whose
         jobs name no real checkpoint); a real worker always checks."""
+        from leaderboard.queue import SubmissionQueue
+
         self.store = store
         self.queue = SubmissionQueue(store)
         self.settings = settings
@@ -147,8 +154,15 @@ class QueueWorker:
         swapped in, other weights). Refused unless it passes every rule and its fingerprint is unchanged."""
         if not self.revalidate:
             return None
+        from leaderboard.submissions import (
+            HubCheckpoint,
+            SubmissionPolicy,
+            SubmissionRefused,
+            validate_submission,
+        )
+
         validated = validate_submission(job_request(job), self.settings.policy or SubmissionPolicy.from_env(),
-                                        self.open_hub)
+                                        self.open_hub or HubCheckpoint)
         if job.is_local and validated.revision != job.revision:
             raise SubmissionRefused("changed", f"the checkpoint changed after it was submitted (fingerprint "
                                                f"{validated.revision}, submitted {job.revision}); submit it again")
@@ -181,6 +195,8 @@ class QueueWorker:
     def run_config(self, job: Job, task: str, adapter_base: str | None = None) -> RunConfig:
         settings = self.settings
         output_dir = settings.output_dir / f"submission-{job.id}" / task if settings.output_dir else None
+        from leaderboard.submissions import ADAPTER_BASES
+
         model = ADAPTER_BASES[0] if job.weights == "adapter" else job.base  # the wrapper that loads adapters
         return RunConfig(
             model=model, task=task, model_args=job_model_args(job, adapter_base), scoring=job.scoring,

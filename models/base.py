@@ -56,17 +56,6 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
         raise UserError(f"dtype={dtype} is not supported; use one of auto, {', '.join(DTYPES)}") from None
 
 
-def positive_int(name: str, value: Any) -> int:
-    """A whole-number --model-args value; anything else is bad input named as such (not a checkpoint problem)."""
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise UserError(f"--model-args {name}={value}: expected a positive whole number, e.g. {name}=10")
-    return number
-
-
 def dtype_keyword() -> str:
     """from_pretrained's dtype argument: `dtype` since transformers 4.56, `torch_dtype` before (remote-code envs)."""
     import transformers
@@ -155,8 +144,8 @@ class FGVRModel(lmms):
         self._rank, self._world_size = self.parallel.rank, self.parallel.world_size
         self.device_name = resolve_device(self.parallel.device or device)
         self.torch_dtype = resolve_dtype(dtype, self.device_name)
-        self.batch_size_per_gpu = positive_int("batch_size", batch_size)
-        self.max_new_tokens = positive_int("max_new_tokens", max_new_tokens or self.default_max_new_tokens)
+        self.batch_size_per_gpu = int(batch_size)
+        self.max_new_tokens = int(max_new_tokens or self.default_max_new_tokens)
         self.trust_remote_code = as_bool(trust_remote_code)
         self.shared_prefix = as_bool(shared_prefix)
         self.attn_implementation = attn_implementation

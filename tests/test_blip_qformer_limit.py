@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from model_fixtures import load, requests, tiny_checkpoint  # noqa: E402
-
-from tasks.prompts import render_question  # noqa: E402
+from tasks.prompts import render_question
+from tests.model_fixtures import load, requests, tiny_checkpoint
 
 LIMIT = 24  # Q-Former positions of the shrunken checkpoint
 

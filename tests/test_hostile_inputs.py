@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 import shutil
 import struct
-import sys
 import zlib
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "leaderboard"))
-from lb_factories import make_summary  # noqa: E402
-
-from harness.cli import main  # noqa: E402
+from harness.cli import main
+from tests.leaderboard.lb_factories import make_summary
 
 
 def bomb_png(path: Path, side: int = 30000) -> Path:
@@ -72,7 +69,7 @@ CASES = {
     "max_new_tokens=abc": (
         lambda f: run_args(f["tiny"], f["cub"], f["choices"]) + ["--model-args", f"pretrained={f['tiny']},"
                                                                   "max_new_tokens=abc"], {}, 2,
-        r"--model-args max_new_tokens=abc: expected a positive whole number"),
+        r"--model-args max_new_tokens=abc must be a positive whole number"),
     "wrong architecture for the folder": (
         lambda f: [*run_args(f["tiny"], f["cub"], f["choices"])[:2], "llava15",
                    *run_args(f["tiny"], f["cub"], f["choices"])[3:]], {}, 2,
@@ -207,10 +204,8 @@ def test_safetensors_only_never_falls_back_to_pickled_weights(tiny_idefics2, tmp
     import torch
     from safetensors.torch import load_file
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from model_fixtures import load
-
     from harness.core.errors import UserError
+    from tests.model_fixtures import load
 
     folder = Path(shutil.copytree(tiny_idefics2, tmp_path / "pickled"))
     for weights in folder.glob("*.safetensors"):

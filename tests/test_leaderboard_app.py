@@ -12,18 +12,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-FIXTURES = Path(__file__).parent / "leaderboard"
-sys.path.insert(0, str(FIXTURES))
-pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
-from lb_factories import make_checkpoint, make_summary  # noqa: E402
-
-from harness.core.errors import UserError  # noqa: E402
-from leaderboard.app import LeaderboardApp  # noqa: E402
-from leaderboard.store import ResultStore  # noqa: E402
-from leaderboard.submissions import SubmissionPolicy  # noqa: E402
+from harness.core.errors import UserError
+from leaderboard import spec
+from leaderboard.app import LeaderboardApp
+from leaderboard.store import ResultStore
+from leaderboard.submissions import SubmissionPolicy
+from tests.leaderboard.lb_factories import make_checkpoint, make_summary
 
 TOKEN = "s3cret-admin-token"
-ALL_TASKS = ["dog120", "bird200", "aircraft102", "flower102", "pet37", "car196"]
+ALL_TASKS = list(spec.TASK_KEYS)
 
 
 def free_port() -> int:
@@ -68,6 +65,7 @@ def table(client, tasks=ALL_TASKS, sizes=(), families=(), sources=(), scorings=(
     return pd.DataFrame(records)
 
 
+@pytest.mark.server
 def test_live_table_serves_the_papers_rows(live):
     client, _, _ = live
     frame = table(client)
@@ -77,6 +75,7 @@ def test_live_table_serves_the_papers_rows(live):
     assert (reproduced["Model ID"], reproduced["Bird-200"]) == ("idefics2", 47.12)
 
 
+@pytest.mark.server
 def test_live_filters_search_and_sort(live):
     client, _, _ = live
     from models.registry import MODELS
@@ -92,6 +91,7 @@ def test_live_filters_search_and_sort(live):
     assert by_pet.iloc[0]["Average"] == 48.51
 
 
+@pytest.mark.server
 def test_live_model_detail(live):
     client, _, _ = live
     header, results, comparison, curve, confusions = client.predict("idefics2", "", api_name="/model_detail")
@@ -104,6 +104,7 @@ def test_live_model_detail(live):
     assert confusions.iloc[0]["True class"] == "California Gull"
 
 
+@pytest.mark.server
 def test_live_plots(live):
     client, _, _ = live
     by_dataset, versus = client.predict(["finedefics", "idefics2"], api_name="/plots")
@@ -111,6 +112,7 @@ def test_live_plots(live):
     assert "Idefics2 · reproduced" in versus and "Idefics2 · reported" in versus
 
 
+@pytest.mark.server
 def test_live_submit_refusals_and_queue(live):
     client, _, root = live
     outside = make_checkpoint(root.parent / "outside")
@@ -136,6 +138,7 @@ def test_live_submit_refusals_and_queue(live):
     assert pd.DataFrame(admin["data"], columns=admin["headers"]).iloc[0]["Submitter"] == "web-127.0.0.1"
 
 
+@pytest.mark.server
 def test_live_forwarded_for_from_an_untrusted_peer_is_ignored(live):
     """Loopback is not a trusted proxy unless the operator says so: X-Forwarded-For cannot dodge the limit."""
     from gradio_client import Client
@@ -152,6 +155,7 @@ def test_live_forwarded_for_from_an_untrusted_peer_is_ignored(live):
     assert "web-203.0.113.9" not in submitters and "web-127.0.0.1" in submitters
 
 
+@pytest.mark.server
 def test_live_uploads_are_refused(live):
     import urllib.error
     import urllib.request
@@ -167,6 +171,7 @@ def test_live_uploads_are_refused(live):
     assert refused.value.code == 413
 
 
+@pytest.mark.server
 def test_live_hidden_models_are_hidden(live):
     client, store, _ = live
     store.record_summary(make_summary(model_args={"pretrained": "/srv/private/secret-ft"},
@@ -189,6 +194,7 @@ def test_live_hidden_models_are_hidden(live):
     assert "/srv/private" not in public and "a local folder" in public
 
 
+@pytest.mark.server
 def test_live_admin_actions_need_the_token(live):
     client, store, _ = live
     assert client.predict("wrong", "hide model", "idefics1", api_name="/admin") == "**Refused:** wrong admin token."
@@ -199,6 +205,7 @@ def test_live_admin_actions_need_the_token(live):
     assert "unknown model 'nope'" in client.predict(TOKEN, "delete model", "nope", api_name="/admin")
 
 
+@pytest.mark.server
 def test_live_app_reads_the_store_at_request_time(live):
     client, store, _ = live
     store.record_summary(make_summary(task="car196", accuracy=0.8))
@@ -298,6 +305,8 @@ def test_downloads_hold_the_table(store, tmp_path):
     assert app.export(frame) == (csv_path, json_path)  # unchanged table, same files
 
 
+@pytest.mark.server
+@pytest.mark.subprocess
 def test_harness_leaderboard_command_serves_on_loopback(tmp_path):
     import time
     import urllib.request
@@ -323,6 +332,7 @@ def test_harness_leaderboard_command_serves_on_loopback(tmp_path):
         server.wait(timeout=30)
 
 
+@pytest.mark.subprocess
 def test_importing_the_app_has_no_side_effects(tmp_path):
     home = tmp_path / "home"
     code = "import leaderboard.app, leaderboard.cli, leaderboard.worker, leaderboard.store; print('ok')"
