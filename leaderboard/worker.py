@@ -17,16 +17,12 @@ from harness.cli_config import flag
 from harness.config import RunConfig, TaskPaths
 from harness.core.errors import UserError
 from harness.core.results import RunSummary
+from leaderboard.submissions import SubmissionPolicy  # no database code: the CLI stays light
 
 if TYPE_CHECKING:  # the store (SQLAlchemy, pandas) loads when a worker starts, not when the CLI is built
     from leaderboard.queue import Job, SubmissionQueue
     from leaderboard.store import ResultStore
-    from leaderboard.submissions import (
-        CheckpointOpener,
-        SubmissionPolicy,
-        SubmissionRequest,
-        ValidatedSubmission,
-    )
+    from leaderboard.submissions import CheckpointOpener, SubmissionRequest, ValidatedSubmission
 
 log = logging.getLogger(__name__)
 
