@@ -33,7 +33,14 @@ class QueryTokenModel(FGVRModel):
             batch.update(self.qformer_inputs(prompts))
         return batch
 
-    qformer_truncated = 0  # instructions cut to the Q-Former's position limit so far
+    def __init__(self, *args, **kwargs) -> None:
+        self._qformer_cuts: list[int] = []  # one entry per cut batch; shared with the prefetch twin (a shallow copy)
+        super().__init__(*args, **kwargs)
+
+    @property
+    def qformer_truncated(self) -> int:
+        """Instructions cut to the Q-Former's position limit so far, by this wrapper or its prefetch thread."""
+        return sum(self._qformer_cuts)
 
     def qformer_inputs(self, instructions: list[str]) -> dict[str, torch.Tensor]:
         """The Q-Former's text input, padded on the right: it has absolute positions (the processor
@@ -44,7 +51,7 @@ class QueryTokenModel(FGVRModel):
         limit = self.model.config.qformer_config.max_position_embeddings
         cut = sum(len(ids) > limit for ids in tokenizer(instructions)["input_ids"])
         if cut:
-            self.qformer_truncated += cut
+            self._qformer_cuts.append(cut)  # list.append: safe from the prefetch thread
             log.warning("%d instruction(s) longer than the Q-Former's %d positions were truncated (%d so far); the "
                         "language model still reads the whole prompt", cut, limit, self.qformer_truncated)
         encoded = tokenizer(instructions, padding=True, padding_side="right", truncation=True, max_length=limit,

@@ -3,6 +3,7 @@ and `harness import` reads what it wrote."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -61,7 +62,9 @@ def test_import_reads_real_lmms_eval_output(lmms_eval_run, tmp_path, tiny_idefic
     try:
         report = import_path(store, out_dir)
         assert (report.added, report.refused) == (2, [])
-        info, rows = store.model_info(tiny_idefics2.name)  # a local checkpoint is listed under its folder name
+        # a local checkpoint imported without a fingerprint: its folder name and a digest of its path
+        name = f"{tiny_idefics2.name}@path-{hashlib.sha256(str(tiny_idefics2).encode()).hexdigest()[:8]}"
+        info, rows = store.model_info(name)
         assert info["base"] == "idefics2"
         by_scoring = {row["scoring"]: row for row in rows}
         assert set(by_scoring) == {"generate", "loglik"}
