@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _plugin_registrars() -> list[Callable]:
     registrars = []
-    for module_name in ("tasks.cli", "leaderboard.cli", "finedefics_train.cli"):
+    for module_name in ("tasks.cli", "leaderboard.cli", "finedefics_train.cli", "harness.probes.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as error:
