@@ -18,6 +18,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
 
 from harness.config import SCORINGS
 from harness.core.errors import UserError
@@ -127,6 +128,20 @@ class LeaderboardApp:
         curve = detail.label_set_curve(rows)
         return (detail.header_markdown(info), detail.results_frame(rows), detail.comparison_frame(rows),
                 gr.LinePlot(value=curve, visible=not curve.empty), detail.confusion_frame(rows))
+
+    def probes(self, name: str | None) -> tuple[pd.DataFrame, list]:
+        """The Probes section: the figures of every `harness probe repr` report and its t-SNE plots."""
+        if not name:
+            return pd.DataFrame(columns=detail.PROBE_COLUMNS), []
+        try:
+            reports = self.store.probe_reports(name)
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        gallery = []
+        for path, caption in detail.probe_plots(reports):
+            with Image.open(path) as image:
+                gallery.append((image.convert("RGB"), caption))
+        return detail.probes_frame(reports), gallery
 
     # --- plots ---------------------------------------------------------------------------------
 
@@ -266,6 +281,11 @@ class LeaderboardApp:
         confusions = gr.Dataframe(label="Most frequent confusions", interactive=False, elem_id="detail-confusions")
         outputs = [header, results, comparison, curve, confusions]
         model.change(self.detail, inputs=model, outputs=outputs, api_name="model_detail")
+        gr.Markdown("#### Probes (`harness probe repr`: linear probes, alignment, distances, t-SNE)")
+        probe_table = gr.Dataframe(label="Representation probes", interactive=False, elem_id="detail-probes")
+        probe_plots = gr.Gallery(label="t-SNE of objects (dots) and category names (diamonds)", columns=2,
+                                 elem_id="detail-probe-plots")
+        model.change(self.probes, inputs=model, outputs=[probe_table, probe_plots], api_name="model_probes")
         return model, outputs
 
     def _plots_tab(self):
