@@ -27,6 +27,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--choices", action="append", metavar="[TASK=]FILE",
                         help="a FOCI/Finedefics choice file: {class: [{image, options, groundtruth}]} (or TASK=FILE, repeatable)")
     parser.add_argument("--classnames", type=Path, help="class names, one per line in label order (Flowers-102)")
+    parser.add_argument("--questions", type=Path, help="knowledge-QA tasks: the question file in ImageWikiQA's "
+                        "JSONL format (imagewikiqa.jsonl, or a <task>_wikiqa bank)")
     parser.add_argument("--scoring", choices=SCORINGS, default="generate", help="generate an answer letter; or score each option letter's (loglik) or name's (loglik_name) log-likelihood")
     parser.add_argument("--variant", default="k4", help="without --choices: kN options per question (label-set size), "
                         "'all' classes, or 'open' (open-world: no options, the model names the class)")
@@ -67,6 +69,7 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
         output_dir=args.output_dir,
         skip_missing=args.skip_missing,
         num_processes=args.num_processes,
+        questions=args.questions,
     )
 
 
@@ -145,9 +148,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                 remote = " (remote code)" if r["remote_code"] else ""
                 print(f"{r['name']:<22} {r['params_b']:>5.1f}B  {r['family']:<18} {r['hub_id']}{remote}")
     else:
+        from tasks.knowledge_qa import QA_TASKS
         from tasks.registry import TASKS
 
-        rows = [{"name": t.key, "dataset": t.dataset, "n_classes": t.n_classes, "n_test": t.n_test} for t in TASKS.values()]
+        rows = [{"name": t.key, "dataset": t.dataset, "n_classes": t.n_classes, "n_test": t.n_test}
+                for t in [*TASKS.values(), *QA_TASKS.values()]]
         if args.json:
             print(json.dumps(rows))
         else:

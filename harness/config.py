@@ -51,6 +51,7 @@ class RunConfig:
     output_dir: Path | None = None
     skip_missing: bool = False
     num_processes: int = 1
+    questions: Path | None = None  # knowledge-QA tasks: the ImageWikiQA-format question file
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
@@ -65,7 +66,7 @@ class RunConfig:
             raise UserError(f"--num-processes must be >= 1, got {self.num_processes}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
-        for name in ("data_root", "choices", "classnames", "output_dir"):
+        for name in ("data_root", "choices", "classnames", "output_dir", "questions"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value).expanduser())

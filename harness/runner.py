@@ -92,9 +92,15 @@ def plan_run(config: RunConfig) -> RunPlan:
     model = get_model_spec(config.model)
     task = get_task(config.task)
     pretrained = check_pretrained(model, config.model_args)
-    plan = option_plan(config)
-    split = read_split(task, config)
-    prepared = prepare_task(task, split, plan, seed=config.seed)
+    if getattr(task, "is_qa", False):  # knowledge-QA tasks: questions from a file (tasks.knowledge_qa)
+        from tasks.knowledge_qa import prepare_qa_task, qa_variant
+
+        prepared = prepare_qa_task(task, config.data_root, config.questions, variant=qa_variant(config.variant, config.scoring),
+                                   seed=config.seed, skip_missing=config.skip_missing, classnames=config.classnames)
+    else:
+        plan = option_plan(config)
+        split = read_split(task, config)
+        prepared = prepare_task(task, split, plan, seed=config.seed)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_name = f"{model.name}__{task.key}-{prepared.variant}__{config.scoring}__{stamp}-{uuid.uuid4().hex[:6]}"
     run_dir = (config.output_dir or runs_root()) / run_name
@@ -188,8 +194,8 @@ def _first_response(sample: dict):
 
 def answer_outcome(question: dict, sample: dict, scoring: str) -> Outcome:
     """What the model answered to one prepared row, re-derived from its raw responses."""
-    truth = question["class_name"]
     options = question["options"]
+    truth = options[question["answer_index"]] if options else question["class_name"]  # the same for FGVR tasks
     if not options:  # open-world: the model named a class
         named = open_world_class(_first_response(sample) or "", question["class_names"])
         return Outcome(truth, None if named is None else question["class_names"][named])
@@ -199,6 +205,10 @@ def answer_outcome(question: dict, sample: dict, scoring: str) -> Outcome:
     answer = _first_response(sample)
     letters = option_letters(len(options))
     strict, lenient = paper_letter(answer, len(options)), robust_letter(answer, options)
+    if question.get("protocol") == "cot":  # knowledge QA, chain of thought: one parser for both readings
+        from tasks.knowledge_qa import cot_letter
+
+        strict = lenient = cot_letter(answer or "", options)
     return Outcome(
         truth,
         options[letters.index(strict)] if strict else None,

@@ -14,6 +14,7 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", type=Path, required=True, help="the dataset folder in its original layout")
     parser.add_argument("--choices", type=Path, help="a FOCI/Finedefics choice file")
     parser.add_argument("--classnames", type=Path, help="class names, one per line in label order")
+    parser.add_argument("--questions", type=Path, help="knowledge-QA tasks: the ImageWikiQA-format question file")
     parser.add_argument("--skip-missing", action="store_true", help="skip (and count) missing or unreadable images")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -31,11 +32,20 @@ def _read(args: argparse.Namespace):
 def cmd_prepare(args: argparse.Namespace) -> int:
     from harness.runner import option_plan
     from tasks.prepare import prepare_task
+    from tasks.registry import get_task
 
-    task, config, split = _read(args)
-    config.choices, config.variant, config.circular = args.choices, args.variant, args.circular
-    config.options, config.clip_model = args.options, args.clip_model
-    prepared = prepare_task(task, split, option_plan(config), seed=args.seed, force=args.force)
+    if getattr(get_task(args.task), "is_qa", False):
+        from tasks.knowledge_qa import prepare_qa_task, qa_variant
+
+        task = get_task(args.task)
+        prepared = prepare_qa_task(task, args.source, args.questions, variant=qa_variant(args.variant, "generate"),
+                                   seed=args.seed, skip_missing=args.skip_missing, classnames=args.classnames,
+                                   force=args.force)
+    else:
+        task, config, split = _read(args)
+        config.choices, config.variant, config.circular = args.choices, args.variant, args.circular
+        config.options, config.clip_model = args.options, args.clip_model
+        prepared = prepare_task(task, split, option_plan(config), seed=args.seed, force=args.force)
     info = {
         "task": task.key,
         "variant": prepared.variant,
@@ -55,6 +65,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
+    from tasks.registry import get_task
+
+    if getattr(get_task(args.task), "is_qa", False):
+        from tasks.knowledge_qa import qa_info
+
+        return qa_info(get_task(args.task), args.source, args.questions, skip_missing=args.skip_missing,
+                       classnames=args.classnames, json_output=args.json)
     task, _, split = _read(args)
     options = {}
     if args.choices is not None:

@@ -56,7 +56,11 @@ TASKS: dict[str, TaskSpec] = {key: TaskSpec(layout, SINGULAR[key]) for key, layo
 
 
 def get_task(name: str) -> TaskSpec:
-    try:
+    """A task by name: one of the six FGVR tasks, or a knowledge-QA task (tasks.knowledge_qa.QA_TASKS)."""
+    if name in TASKS:
         return TASKS[name]
-    except KeyError:
-        raise unknown_name("task", name, TASKS) from None
+    from tasks.knowledge_qa import QA_TASKS
+
+    if name in QA_TASKS:
+        return QA_TASKS[name]
+    raise unknown_name("task", name, [*TASKS, *QA_TASKS])
