@@ -68,6 +68,13 @@ def load_mat(path: Path, dataset: str, keys: Sequence[str]) -> dict:
     return data
 
 
+def check_split(split: str, dataset: str, known: Sequence[str] = ("test", "train")) -> str:
+    """`split` when the reader knows it; the train split is the archive's official training set."""
+    if split not in known:
+        raise UserError(f"{dataset}: no split '{split}'; the readable splits are {', '.join(known)}")
+    return split
+
+
 def parse_int(text: str, where: str, what: str) -> int:
     try:
         return int(text)
@@ -113,8 +120,10 @@ class SplitCollector:
 
     `where` in `add` names the source line ("images.txt line 12") so that errors point at it."""
 
-    def __init__(self, task: str, format: str, root: Path, class_names: list[str], skip_missing: bool):
-        self.task, self.format, self.root = task, format, root
+    def __init__(
+        self, task: str, format: str, root: Path, class_names: list[str], skip_missing: bool, split: str = "test"
+    ):
+        self.task, self.format, self.root, self.split = task, format, root, split
         self.class_names = class_names
         self.skip_missing = skip_missing
         self.items: list[TestItem] = []
@@ -142,7 +151,7 @@ class SplitCollector:
         """The split; an empty one is an error naming `source`, the file that lists the test images."""
         if not self.items:
             detail = f" (all {len(self.skipped)} listed images are missing)" if self.skipped else ""
-            raise UserError(f"{source}: no test images{detail}; check that the archive is complete")
+            raise UserError(f"{source}: no {self.split} images{detail}; check that the archive is complete")
         return DatasetSplit(
             task=self.task,
             format=self.format,

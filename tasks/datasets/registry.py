@@ -82,9 +82,10 @@ def detect_and_read(
     class_names: list[str] | None = None,
     choices: Path | None = None,
     skip_missing: bool = False,
+    split: str = "test",
     **hf_options,
 ) -> DatasetSplit:
-    """The test split of `task` at `root`: the native layout if present, else a Hugging Face mirror.
+    """The `split` ("test" or "train"; Flowers-102 also "trainval") of `task` at `root`: the native layout if present, else a Hugging Face mirror.
 
     `classnames` (a file) or `class_names` replace the archive's names; for an archive without
     names (Flowers-102) they, or the classes of the choice file `choices`, provide them.
@@ -97,10 +98,13 @@ def detect_and_read(
         from tasks.datasets import hf_mirror
 
         if hf_mirror.looks_like_hf_mirror(root):
-            return _renamed(hf_mirror.read_hf_mirror(root, task, skip_missing=skip_missing, **hf_options), class_names)
+            mirror = hf_mirror.read_hf_mirror(root, task, skip_missing=skip_missing, split=split, **hf_options)
+            return _renamed(mirror, class_names)
     if not layout.names_in_archive:
-        return layout.read(root, classnames=classnames, class_names=class_names, choices=choices, skip_missing=skip_missing)
-    return _renamed(layout.read(root, classnames=classnames, skip_missing=skip_missing), class_names)
+        return layout.read(
+            root, classnames=classnames, class_names=class_names, choices=choices, skip_missing=skip_missing, split=split
+        )
+    return _renamed(layout.read(root, classnames=classnames, skip_missing=skip_missing, split=split), class_names)
 
 
 def _renamed(split: DatasetSplit, class_names: list[str] | None) -> DatasetSplit:
