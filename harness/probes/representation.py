@@ -19,7 +19,7 @@ from harness.core.io import write_json_atomic
 from harness.core.paths import harness_home
 from harness.core.probe_results import PROBE_SCHEMA_VERSION, PROBES_FILE, ProbeReport
 from harness.probes import analysis
-from harness.probes.data import read_test_split, read_train_split, train_split_source
+from harness.probes.data import TRAIN_SPLIT_SOURCE, read_test_split, read_train_split
 from harness.probes.features import (
     CLIP_PREFIX,
     FeatureCache,
@@ -151,7 +151,7 @@ def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[Prob
         **info,
         "task": task.key,
         "data_root": str(test.root),
-        "train_split": None if train is None else train_split_source(task),
+        "train_split": None if train is None else TRAIN_SPLIT_SOURCE,
         "views": list(extractor.views),
         "n_classes": len(names),
         "n_train": 0 if train is None else len(train.items),
