@@ -58,6 +58,46 @@ def cmd_repr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_qa(args: argparse.Namespace) -> int:
+    from harness.probes.build_qa import build_questions, read_knowledge
+    from models.chat import check_chat_spec, load_chat_backend
+    from tasks.registry import TASKS
+
+    base = args.task.removesuffix("_wikiqa")
+    if base not in TASKS:
+        from harness.core.errors import unknown_name
+
+        raise unknown_name("task", args.task, [*TASKS, *(f"{key}_wikiqa" for key in TASKS)])
+    check_chat_spec(args.llm)  # a bad spec stops before the dataset is read
+    task = TASKS[base]
+    from harness.probes.data import read_test_split
+
+    class_names = read_test_split(task, args.source, classnames=args.classnames).class_names
+    knowledge = read_knowledge(args.knowledge, class_names)
+    backend = load_chat_backend(args.llm)
+    report = build_questions(
+        backend,
+        knowledge,
+        class_names,
+        noun=task.noun,
+        singular=task.singular,
+        per_class=args.per_class,
+        out=args.out,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+    )
+    info = {"task": f"{base}_wikiqa", "out": str(args.out), "llm": args.llm, **report.as_dict()}
+    rejected = ", ".join(f"{reason} {n}" for reason, n in info["rejected"].items() if n) or "none"
+    print(f"{info['accepted']} of {info['prompts']} questions accepted for {info['task']} -> {args.out}")
+    print(f"rejected: {rejected}")
+    if report.classes_without_text:
+        print(f"{len(report.classes_without_text)} classes have no knowledge text")
+    print(f"run it: harness run --task {info['task']} --questions {args.out} --data-root {args.source} ...")
+    if args.json:
+        print(json.dumps(info))
+    return 0
+
+
 def _record(folder: Path, args: argparse.Namespace) -> None:
     """Adds the probe report to the leaderboard store when the leaderboard is installed."""
     import sys
@@ -127,3 +167,33 @@ def register(sub) -> None:
     )
     rep.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     rep.set_defaults(func=cmd_repr)
+
+    qa = probe_sub.add_parser(
+        "build-qa",
+        help="knowledge questions (ImageWikiQA format) for an FGVR task, "
+        "written by an LLM from per-class knowledge text and validated",
+    )
+    qa.add_argument("task", help="an FGVR task (bird200) or its QA task (bird200_wikiqa)")
+    qa.add_argument("--source", type=Path, required=True, help="the dataset folder (for its class names)")
+    qa.add_argument(
+        "--knowledge",
+        type=Path,
+        required=True,
+        help="per-class text: a folder of <class>.txt files "
+        "or a JSONL file of {classname, text} rows (e.g. Wikipedia extracts)",
+    )
+    qa.add_argument(
+        "--llm",
+        required=True,
+        help="hf:PATH_OR_ID (local transformers chat model) or "
+        "openai:BASE_URL#MODEL (an OpenAI-compatible server, e.g. vLLM or `transformers serve`)",
+    )
+    qa.add_argument(
+        "--out", type=Path, required=True, help="the question bank to write (JSONL, ImageWikiQA format)"
+    )
+    qa.add_argument("--per-class", type=int, default=5, help="questions asked per class (one per passage)")
+    qa.add_argument("--classnames", type=Path, help="class names, one per line in label order (Flowers-102)")
+    qa.add_argument("--batch-size", type=int, default=16, help="prompts sent to the backend at a time")
+    qa.add_argument("--max-new-tokens", type=int, default=384)
+    qa.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    qa.set_defaults(func=cmd_build_qa)

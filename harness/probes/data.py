@@ -12,10 +12,14 @@ from tasks.registry import TaskSpec
 TRAIN_SPLIT_SOURCE = "reader split=train"
 
 
-def _read(task: TaskSpec, root: Path, split: str, classnames: Path | None, skip_missing: bool) -> DatasetSplit:
+def _read(
+    task: TaskSpec, root: Path, split: str, classnames: Path | None, skip_missing: bool
+) -> DatasetSplit:
     if not Path(root).exists():
         raise UserError(f"--data-root {root} does not exist")
-    return detect_and_read(task.key, Path(root), classnames=classnames, skip_missing=skip_missing, split=split)
+    return detect_and_read(
+        task.key, Path(root), classnames=classnames, skip_missing=skip_missing, split=split
+    )
 
 
 def read_test_split(
