@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -334,3 +337,56 @@ def test_bad_probe_input_is_refused_before_loading(probe_cub, tmp_path):
         )
         == 2
     )
+
+
+class DescribingLLM(ThreadingHTTPServer):
+    """An OpenAI-compatible endpoint on 127.0.0.1 that describes the class named in each prompt."""
+
+    def __init__(self):
+        self.prompts: list[str] = []
+        super().__init__(("127.0.0.1", 0), DescribingHandler)
+
+
+class DescribingHandler(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        prompt = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["messages"][0]["content"]
+        self.server.prompts.append(prompt)
+        name = re.search(r'category "([^"]+)"', prompt).group(1)
+        lines = [f"{k}. The {name} has trait number {k} of its kind." for k in range(1, 5)]
+        body = json.dumps({"choices": [{"message": {"content": "\n".join(["Here you go:", *lines])}}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_knowledge_probe_on_descriptions_written_by_an_llm_server(probe_cub, tmp_path):
+    from harness.probes.representation import ReprConfig, run_repr
+    from tasks.fixtures.tiny_clip import build_tiny_clip
+
+    server = DescribingLLM()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = ReprConfig(
+            model=f"clip:hf:{build_tiny_clip(tmp_path / 'clip')}",
+            task="bird200",
+            data_root=probe_cub,
+            out=tmp_path / "o",
+            probes=("knowledge",),
+            descriptions_per_class=4,
+            describe_llm=f"openai:http://127.0.0.1:{server.server_port}#m",
+        )
+        report, folder = run_repr(config)
+        assert len(server.prompts) == 5 and "4 different facts" in server.prompts[0]
+        saved = json.loads((folder / "descriptions.json").read_text())
+        assert saved["Laysan_Albatross"][0] == "The Laysan Albatross has trait number 1 of its kind."
+        knowledge = report["knowledge"]["embed"]
+        assert (knowledge["n_train"], knowledge["n_test"], knowledge["n_classes"]) == (10, 10, 5)
+        assert report["descriptions_source"].startswith("openai:")
+        run_repr(config)  # the same folder again: the saved descriptions are reused
+        assert len(server.prompts) == 5
+    finally:
+        server.shutdown()

@@ -62,6 +62,7 @@ class ProbeReport(TypedDict):
     train_split: str | None  # how the train split was read ("reader", "cub train_test_split.txt")
     prompt: str | None  # the image question whose hidden states are the features (MLLMs)
     views: list[str]
+    descriptions_source: str | None  # the --descriptions file or the --describe-llm spec
     n_classes: int
     n_train: int
     n_test: int

@@ -17,7 +17,8 @@ def cmd_repr(args: argparse.Namespace) -> int:
     from harness.config import parse_model_args
     from harness.probes.representation import DEFAULT_PROBES, ReprConfig, format_report, run_repr
 
-    probes = _csv(args.probes) or (DEFAULT_PROBES + (("knowledge",) if args.descriptions else ()))
+    described = args.descriptions or args.describe_llm
+    probes = _csv(args.probes) or (DEFAULT_PROBES + (("knowledge",) if described else ()))
     config = ReprConfig(
         model=args.model,
         task=args.task,
@@ -32,6 +33,8 @@ def cmd_repr(args: argparse.Namespace) -> int:
         seed=args.seed,
         tsne_classes=args.tsne_classes,
         skip_missing=args.skip_missing,
+        describe_llm=args.describe_llm,
+        descriptions_per_class=args.descriptions_per_class,
     )
     report, folder = run_repr(config, command=["harness", *args.argv])
     print()
@@ -148,6 +151,15 @@ def register(sub) -> None:
         type=Path,
         help="per-class descriptions for the knowledge probe and "
         "description distances: {class: [texts]} JSON or {classname, text} JSONL",
+    )
+    rep.add_argument(
+        "--describe-llm",
+        metavar="SPEC",
+        help="let an LLM write the descriptions instead: "
+        "hf:PATH_OR_ID or openai:BASE_URL#MODEL (saved as descriptions.json in the report folder)",
+    )
+    rep.add_argument(
+        "--descriptions-per-class", type=int, default=10, help="descriptions asked per class (--describe-llm)"
     )
     rep.add_argument("--classnames", type=Path, help="class names, one per line in label order (Flowers-102)")
     rep.add_argument(

@@ -1,10 +1,11 @@
-"""Category descriptions for the knowledge probe: a JSON object {class: [text, ...]} or JSONL rows
-{"classname": ..., "text": ...} ("description" is accepted for "text"), class names as the dataset
-spells them (underscores or spaces)."""
+"""Category descriptions for the knowledge probe: read from a file (a JSON object {class: [text, ...]}
+or JSONL rows {"classname": ..., "text": ...}, "description" accepted for "text", class names as the
+dataset spells them, with underscores or spaces), or written by an LLM backend (models.chat)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,3 +58,26 @@ def read_descriptions(path: Path, class_names: Sequence[str]) -> dict[str, list[
             )
         out.setdefault(known, []).append(body)
     return out
+
+
+DESCRIBE_PROMPT = """Write {n} different facts about the {singular} category "{name}", one sentence each, one per line.
+Cover what it looks like, where it lives or is found, how it behaves or is used, and how it differs from
+similar {singular}s. No numbering, no introduction."""
+
+
+def description_lines(reply: str) -> list[str]:
+    """The sentences of a reply, one per line, numbering and bullets removed, short fragments dropped."""
+    lines = (re.sub(r"^\s*(?:[-*\u2022]|\d+[.)])\s*", "", line).strip() for line in reply.splitlines())
+    return [line for line in lines if len(line) >= 20]
+
+
+def describe_classes(
+    backend, class_names: Sequence[str], singular: str, per_class: int, max_new_tokens: int = 512
+) -> dict[str, list[str]]:
+    """{class name: up to `per_class` descriptions} written by an LLM backend (models.chat)."""
+    prompts = [
+        DESCRIBE_PROMPT.format(n=per_class, singular=singular, name=name.replace("_", " "))
+        for name in class_names
+    ]
+    replies = backend.complete(prompts, max_new_tokens=max_new_tokens)
+    return {name: description_lines(reply)[:per_class] for name, reply in zip(class_names, replies)}

@@ -45,6 +45,8 @@ class ReprConfig:
     views: tuple[str, ...] | None = None  # None: every view of the extractor
     probes: tuple[str, ...] = DEFAULT_PROBES
     descriptions: Path | None = None
+    describe_llm: str | None = None  # models.chat spec: the LLM writes the descriptions instead
+    descriptions_per_class: int = 10
     classnames: Path | None = None
     out: Path | None = None
     batch_size: int = 8
@@ -56,10 +58,16 @@ class ReprConfig:
         unknown = sorted(set(self.probes) - set(PROBES))
         if unknown:
             raise UserError(f"--probes: unknown {', '.join(unknown)}; choose from {', '.join(PROBES)}")
-        if "knowledge" in self.probes and self.descriptions is None:
+        if "knowledge" in self.probes and self.descriptions is None and self.describe_llm is None:
             raise UserError(
-                "--probes knowledge needs --descriptions FILE (per-class descriptions, see the README)"
+                "--probes knowledge needs --descriptions FILE or --describe-llm SPEC (see the README)"
             )
+        if self.descriptions is not None and self.describe_llm is not None:
+            raise UserError("give --descriptions FILE or --describe-llm SPEC, not both")
+        if self.describe_llm is not None:
+            from models.chat import check_chat_spec
+
+            check_chat_spec(self.describe_llm)
         if self.batch_size < 1 or self.tsne_classes < 2:
             raise UserError("--batch-size must be >= 1 and --tsne-classes >= 2")
         self.data_root = Path(self.data_root).expanduser()
@@ -125,6 +133,8 @@ def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[Prob
         else harness_home() / "probes" / f"{config.model.replace(':', '_').replace('/', '_')}__{task.key}__"
         f"{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     )
+    if config.describe_llm is not None:
+        descriptions = llm_descriptions(config, task, test.class_names, out)
 
     extractor, info = load_extractor(config, task)
     cache = FeatureCache(extractor.identity)
@@ -153,6 +163,8 @@ def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[Prob
         "data_root": str(test.root),
         "train_split": None if train is None else TRAIN_SPLIT_SOURCE,
         "views": list(extractor.views),
+        "descriptions_source": config.describe_llm
+        or (str(config.descriptions) if config.descriptions else None),
         "n_classes": len(names),
         "n_train": 0 if train is None else len(train.items),
         "n_test": len(test.items),
@@ -193,6 +205,24 @@ def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[Prob
             )
     write_json_atomic(out / PROBES_FILE, report)
     return report, out
+
+
+def llm_descriptions(
+    config: ReprConfig, task: TaskSpec, class_names: list[str], out: Path
+) -> dict[str, list[str]]:
+    """Descriptions written by `--describe-llm`, saved as `descriptions.json` in the report folder
+    (the format --descriptions reads) and reused from there when the same folder is probed again."""
+    from harness.probes.descriptions import describe_classes, read_descriptions
+    from models.chat import load_chat_backend
+
+    saved, marker = out / "descriptions.json", out / "descriptions.llm"
+    if saved.is_file() and marker.is_file() and marker.read_text().strip() == config.describe_llm:
+        return read_descriptions(saved, class_names)
+    backend = load_chat_backend(config.describe_llm)
+    descriptions = describe_classes(backend, class_names, task.singular, config.descriptions_per_class)
+    write_json_atomic(saved, descriptions)
+    marker.write_text(config.describe_llm + "\n")
+    return descriptions
 
 
 def knowledge_probe(desc_x: np.ndarray, knowledge: tuple, seed: int) -> dict:
