@@ -247,8 +247,8 @@ class LeaderboardApp:
     def _leaderboard_tab(self):
         gr.Markdown(INTRO)
         with gr.Row():
-            tasks = gr.CheckboxGroup([(t.column, t.key) for t in spec.BENCHMARK], value=list(spec.TASK_KEYS),
-                                     label="Tasks (columns and average)", elem_id="filter-tasks", scale=3)
+            tasks = gr.CheckboxGroup([(t.column, t.key) for t in spec.COLUMNS], value=list(spec.TASK_KEYS),
+                                     label="Tasks (columns and average; knowledge-QA columns are shown, never averaged)", elem_id="filter-tasks", scale=3)
             sizes = gr.CheckboxGroup(list(spec.SIZE_BUCKETS), label="Size", elem_id="filter-size", scale=1)
         with gr.Row():
             families = gr.Dropdown([], multiselect=True, label="Family", elem_id="filter-family")

@@ -26,7 +26,7 @@ def _ci(row: dict[str, Any]) -> str:
 
 def _task_order(row: dict[str, Any]) -> tuple:
     """Task in spec order, the paper's row first, then our runs by options per question and time."""
-    return (spec.TASK_KEYS.index(row["task"]), row["source"] != "reported",
+    return (spec.COLUMN_KEYS.index(row["task"]), row["source"] != "reported",
             spec.label_set_size(row["task"], row["variant"]) or 0, row["created"])
 
 
@@ -68,7 +68,7 @@ def comparison_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         paper = reported.get(run["task"])
         delta = None if paper is None else round(100 * (run["accuracy"] - paper), 2)
         records.append([run["task"], _percent(paper), _percent(run["accuracy"]), run["scoring"], delta])
-    records.sort(key=lambda record: (spec.TASK_KEYS.index(record[0]), record[3]))
+    records.sort(key=lambda record: (spec.COLUMN_KEYS.index(record[0]), record[3]))
     for record in records:
         record[0] = spec.BY_KEY[record[0]].column
     return pd.DataFrame(records, columns=columns)
@@ -96,7 +96,7 @@ def confusion_frame(rows: list[dict[str, Any]], top: int = 15) -> pd.DataFrame:
     columns = ["Task", "True class", "Predicted", "Count"]
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r["created"]):
-        if row["confusions"] and row["variant"] == spec.MAIN_VARIANT:
+        if row["confusions"] and row["variant"] == spec.BY_KEY[row["task"]].main_variant:
             latest[(row["task"], row["scoring"])] = row
     pairs = [[spec.BY_KEY[task].column, pair["true"], pair["predicted"], pair["count"]]
              for (task, _), row in latest.items() for pair in row["confusions"]]

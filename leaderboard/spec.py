@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from harness.core.errors import unknown_name
 
+MAIN_VARIANT = "k4"  # the paper's protocol: 4 options per question
+QA_MAIN_VARIANT = "direct"  # knowledge-QA tasks: the letter prompt of the six tasks (tasks.knowledge_qa)
+
 
 @dataclass(frozen=True)
 class TaskColumn:
@@ -17,6 +20,7 @@ class TaskColumn:
     in_average: bool = True
     metric: str = "accuracy"
     higher_is_better: bool = True
+    main_variant: str = MAIN_VARIANT  # the variant whose runs fill the column
 
 
 # The paper's column order (Finedefics, Table 2).
@@ -28,9 +32,16 @@ BENCHMARK: tuple[TaskColumn, ...] = (
     TaskColumn("pet37", "Pet-37", 37),
     TaskColumn("car196", "Car-196", 196),
 )
-BY_KEY: dict[str, TaskColumn] = {task.key: task for task in BENCHMARK}
-TASK_KEYS: tuple[str, ...] = tuple(BY_KEY)
-MAIN_VARIANT = "k4"  # the paper's protocol: 4 options per question
+# Knowledge-QA tasks: columns the table can show, never part of the average (or the submissions).
+QA_COLUMNS: tuple[TaskColumn, ...] = (
+    TaskColumn("imagewikiqa", "ImageWikiQA", 1000, in_average=False, main_variant=QA_MAIN_VARIANT),
+    *(TaskColumn(f"{task.key}_wikiqa", f"{task.column} QA", task.n_classes, in_average=False,
+                 main_variant=QA_MAIN_VARIANT) for task in BENCHMARK),
+)
+COLUMNS: tuple[TaskColumn, ...] = BENCHMARK + QA_COLUMNS
+BY_KEY: dict[str, TaskColumn] = {task.key: task for task in COLUMNS}
+TASK_KEYS: tuple[str, ...] = tuple(task.key for task in BENCHMARK)  # the six tasks
+COLUMN_KEYS: tuple[str, ...] = tuple(BY_KEY)  # the six, then the knowledge-QA tasks
 
 SOURCES: tuple[str, ...] = ("reported", "reproduced")
 SIZE_BUCKETS: tuple[str, ...] = ("<4B", "4-10B", ">10B")
@@ -44,17 +55,20 @@ def get_column(key: str) -> TaskColumn:
         raise unknown_name("task", key, BY_KEY) from None
 
 
-def validate_tasks(keys: Iterable[str]) -> list[str]:
-    """Benchmark task keys in spec order; an unknown key is a UserError with a suggestion."""
+def validate_tasks(keys: Iterable[str], known: Sequence[str] = TASK_KEYS) -> list[str]:
+    """Task keys in spec order (by default the six benchmark tasks; `COLUMN_KEYS` admits the
+    knowledge-QA columns too); an unknown key is a UserError with a suggestion."""
     wanted = set()
     for key in keys:
-        wanted.add(get_column(key).key)
-    return [key for key in TASK_KEYS if key in wanted]
+        if key not in known:
+            raise unknown_name("task", key, known)
+        wanted.add(key)
+    return [key for key in known if key in wanted]
 
 
 def average_tasks(selected: Sequence[str] | None = None) -> list[str]:
     """The tasks an average is taken over: the selected ones (default all) that count in the average."""
-    chosen = TASK_KEYS if selected is None else validate_tasks(selected)
+    chosen = TASK_KEYS if selected is None else validate_tasks(selected, COLUMN_KEYS)
     return [key for key in chosen if BY_KEY[key].in_average]
 
 

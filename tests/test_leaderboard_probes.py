@@ -91,3 +91,33 @@ def test_model_page_probes_section_shows_the_figures_and_plots(store, probe_fold
     assert len(gallery) == 1 and gallery[0][0].size[0] > 600 and "tsne" not in gallery[0][1]
     empty, none = LeaderboardApp(store).probes(None)
     assert empty.empty and none == []
+
+
+def test_knowledge_qa_columns_are_selectable_and_stay_out_of_the_average(store):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "leaderboard"))
+    from lb_factories import make_summary
+
+    from leaderboard import spec
+    from leaderboard.table import TableQuery, leaderboard_table
+
+    store.record_summary(make_summary())  # idefics2 bird200, main protocol
+    store.record_summary(make_summary(task="imagewikiqa", variant="direct", lmms_task="fgvr_imagewikiqa_gen",
+                                      accuracy=0.4321))
+    store.record_summary(make_summary(task="imagewikiqa", variant="oracle", accuracy=0.9))
+    default = leaderboard_table(store.result_frame())
+    assert "ImageWikiQA" not in default.columns
+    everything = (*spec.TASK_KEYS, "imagewikiqa")
+    with_qa = leaderboard_table(store.result_frame(), TableQuery(tasks=everything))
+    row = with_qa[(with_qa["Model ID"] == "idefics2") & (with_qa["Source"] == "reproduced")].iloc[0]
+    assert row["ImageWikiQA"] == 43.21  # the direct protocol, not the oracle
+    reported = default[default["Source"] == "reported"].set_index("Model ID")[["Average", "Avg rank"]]
+    again = with_qa[with_qa["Source"] == "reported"].set_index("Model ID")[["Average", "Avg rank"]]
+    assert reported.equals(again)  # the QA column changes neither averages nor ranks
+    with pytest.raises(Exception, match="unknown task 'imagewikiqa'"):
+        spec.validate_tasks(["imagewikiqa"])  # submissions stay on the six tasks
+    from leaderboard.detail import results_frame
+
+    _, rows = store.model_info("idefics2")
+    assert {"ImageWikiQA", "Bird-200"} <= set(results_frame(rows)["Task"])
