@@ -390,3 +390,27 @@ def test_knowledge_probe_on_descriptions_written_by_an_llm_server(probe_cub, tmp
         assert len(server.prompts) == 5
     finally:
         server.shutdown()
+
+
+def test_siglip_features_are_a_reference_too(probe_cub, tmp_path):
+    from harness.probes.representation import ReprConfig, run_repr
+    from tasks.clip_miner import load_encoder
+    from tasks.fixtures.tiny_clip import build_tiny_siglip
+
+    siglip = build_tiny_siglip(tmp_path / "siglip")
+    encoder = load_encoder(f"hf:{siglip}")
+    assert type(encoder.model).__name__ == "SiglipModel" and encoder.text_padding == "max_length"
+    report, _ = run_repr(
+        ReprConfig(
+            model=f"clip:hf:{siglip}",
+            task="bird200",
+            data_root=probe_cub,
+            out=tmp_path / "o",
+            probes=("alignment", "distances"),
+        )
+    )
+    test = read_test_split(get_task("bird200"), probe_cub)
+    direct_x = encoder.encode_images([Image.open(i.image).convert("RGB") for i in test.items])
+    names = encoder.encode_texts([f"an image of a {n.replace('_', ' ')}" for n in test.class_names])
+    direct = analysis.alignment(direct_x, [i.label for i in test.items], names, test.class_names)
+    assert report["alignment"]["embed"]["mean_cosine"] == pytest.approx(direct["mean_cosine"], abs=1e-5)
