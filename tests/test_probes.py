@@ -257,7 +257,8 @@ def test_probe_repr_cli_end_to_end_on_tiny_idefics2(tiny_idefics2, probe_cub, tm
         str(descriptions),
         "--out",
         str(out),
-        "--no-record",
+        "--db-url",
+        f"sqlite:///{tmp_path / 'lb.db'}",
         "--json",
     ]
     done = subprocess.run(
@@ -280,6 +281,12 @@ def test_probe_repr_cli_end_to_end_on_tiny_idefics2(tiny_idefics2, probe_cub, tm
         with Image.open(png) as image:
             image.verify()
         assert Path(png).parent == out and report["tsne"][view] == Path(png).name
+    from leaderboard.store import ResultStore, model_name_for
+
+    store = ResultStore.open(f"sqlite:///{tmp_path / 'lb.db'}")  # recorded by the command
+    (recorded,) = store.probe_reports(model_name_for(report))
+    assert recorded["report"]["run_id"] == report["run_id"]
+    store.close()
 
 
 def test_bad_probe_input_is_refused_before_loading(probe_cub, tmp_path):
