@@ -181,22 +181,24 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list)
 
-    for register in _plugin_registrars():
-        register(sub)
+    plugins = _plugins()
+    for plugin in plugins:
+        plugin.register(sub)
+    # e.g. the leaderboard's: record a `harness probe repr` report in its store
+    parser.set_defaults(after_probe=[plugin.after_probe for plugin in plugins if hasattr(plugin, "after_probe")])
     return parser
 
 
-def _plugin_registrars() -> list[Callable]:
-    registrars = []
+def _plugins() -> list:
+    """Modules with `register(subparsers)` (and optionally `after_probe(folder, args)`)."""
+    plugins = []
     for module_name in ("tasks.cli", "leaderboard.cli", "finedefics_train.cli", "harness.probes.cli"):
         try:
-            module = __import__(module_name, fromlist=["register"])
+            plugins.append(__import__(module_name, fromlist=["register"]))
         except ModuleNotFoundError as error:
             if error.name != module_name:
                 raise
-            continue
-        registrars.append(module.register)
-    return registrars
+    return plugins
 
 
 def main(argv: Sequence[str] | None = None) -> int:

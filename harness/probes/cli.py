@@ -40,8 +40,8 @@ def cmd_repr(args: argparse.Namespace) -> int:
     print()
     print(format_report(report))
     print(f"probes: {folder / PROBES_FILE}")
-    if not args.no_record:
-        _record(folder, args)
+    for hook in getattr(args, "after_probe", []):  # the leaderboard's records the report (unless --no-record)
+        hook(folder, args)
     if args.json:
         print(
             json.dumps(
@@ -99,24 +99,6 @@ def cmd_build_qa(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info))
     return 0
-
-
-def _record(folder: Path, args: argparse.Namespace) -> None:
-    """Adds the probe report to the leaderboard store when the leaderboard is installed."""
-    import sys
-
-    try:
-        from leaderboard.store import record_probe_report
-    except ImportError:
-        return
-    try:
-        record_probe_report(folder, db_url=getattr(args, "db_url", None))
-    except Exception as error:  # noqa: BLE001 - the report files are safe; say how to retry
-        print(
-            f"warning: could not record the probes in the leaderboard store ({error}); "
-            f"retry with `harness import {folder}`",
-            file=sys.stderr,
-        )
 
 
 def register(sub) -> None:
