@@ -118,12 +118,10 @@ def test_descriptions_are_masked_and_split_one_to_one(tmp_path):
         )
     )
     descriptions = read_descriptions(path, ["Laysan_Albatross", "Sooty_Albatross"])
-    train_t, train_y, test_t, test_y, left_out = analysis.split_descriptions(
-        descriptions, ["Laysan_Albatross", "Sooty_Albatross"]
-    )
-    assert (len(train_t), len(test_t), left_out) == (2, 2, ["Sooty_Albatross"])
-    assert all("albatross" not in t.lower() for t in train_t + test_t)
-    assert sorted(train_t + test_t) == sorted(
+    split = analysis.split_descriptions(descriptions, ["Laysan_Albatross", "Sooty_Albatross"])
+    assert (len(split.train_texts), len(split.test_texts), split.left_out) == (2, 2, ["Sooty_Albatross"])
+    assert split.labels == [0, 0, 0, 0] and all("albatross" not in t.lower() for t in split.texts)
+    assert sorted(split.texts) == sorted(
         ["The [CLASS] nests.", "A [CLASS] flies.", "[CLASS] eggs.", "It is big."]
     )
     bad = tmp_path / "bad.jsonl"

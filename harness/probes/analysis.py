@@ -212,20 +212,40 @@ def mask_name(text: str, class_name: str) -> str:
     return re.sub(pattern, MASK, text, flags=re.IGNORECASE) if words else text
 
 
-def split_descriptions(descriptions: dict[str, list[str]], class_names: Sequence[str], seed: int = 0):
-    """The knowledge probe's data: per class, names masked, shuffled and split 1:1 (train gets the
-    odd one). Returns (train texts, train labels, test texts, test labels, classes left out)."""
+@dataclass(frozen=True)
+class DescriptionSplit:
+    """The knowledge probe's data: masked descriptions, split 1:1 per class."""
+
+    train_texts: list[str]
+    train_labels: list[int]
+    test_texts: list[str]
+    test_labels: list[int]
+    left_out: list[str]  # classes with fewer than two descriptions
+
+    @property
+    def texts(self) -> list[str]:
+        return [*self.train_texts, *self.test_texts]
+
+    @property
+    def labels(self) -> list[int]:
+        return [*self.train_labels, *self.test_labels]
+
+
+def split_descriptions(
+    descriptions: dict[str, list[str]], class_names: Sequence[str], seed: int = 0
+) -> DescriptionSplit:
+    """Per class: names masked, shuffled with `seed`, split 1:1 (train gets the odd one)."""
     rng = random.Random(seed)
-    train_t, train_y, test_t, test_y, left_out = [], [], [], [], []
+    split = DescriptionSplit([], [], [], [], [])
     for label, name in enumerate(class_names):
         texts = [mask_name(t, name) for t in descriptions.get(name, [])]
         if len(texts) < 2:
-            left_out.append(name)
+            split.left_out.append(name)
             continue
         rng.shuffle(texts)
         half = (len(texts) + 1) // 2
-        train_t += texts[:half]
-        train_y += [label] * half
-        test_t += texts[half:]
-        test_y += [label] * (len(texts) - half)
-    return train_t, train_y, test_t, test_y, left_out
+        split.train_texts.extend(texts[:half])
+        split.train_labels.extend([label] * half)
+        split.test_texts.extend(texts[half:])
+        split.test_labels.extend([label] * (len(texts) - half))
+    return split

@@ -29,6 +29,7 @@ from harness.probes.features import (
     load_clip_extractor,
     text_features,
 )
+from tasks.datasets.base import DatasetSplit
 from tasks.registry import TaskSpec, get_task
 
 PROBES = ("linear", "alignment", "distances", "tsne", "knowledge")
@@ -110,99 +111,130 @@ def load_extractor(config: ReprConfig, task: TaskSpec) -> tuple[FeatureExtractor
     return extractor, info
 
 
-def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[ProbeReport, Path]:
-    """Runs the probes; returns the report and the folder holding probes.json and the PNGs."""
-    task = get_task(config.task)
-    test = read_test_split(
-        task, config.data_root, classnames=config.classnames, skip_missing=config.skip_missing
-    )
-    train = None
-    if "linear" in config.probes:
-        train = read_train_split(
-            task, config.data_root, classnames=config.classnames, skip_missing=config.skip_missing
-        )
+@dataclass
+class ProbeData:
+    """What the probes run on: the splits, the descriptions and every feature view of them."""
+
+    test: DatasetSplit
+    train: DatasetSplit | None
+    descriptions: analysis.DescriptionSplit | None
+    test_x: dict[str, np.ndarray] = field(default_factory=dict)
+    train_x: dict[str, np.ndarray] | None = None
+    name_x: dict[str, np.ndarray] = field(default_factory=dict)
+    description_x: dict[str, np.ndarray] | None = None
+
+    @property
+    def test_labels(self) -> np.ndarray:
+        return np.array([item.label for item in self.test.items])
+
+
+def read_probe_data(config: ReprConfig, task: TaskSpec, out: Path) -> ProbeData:
+    """The splits and descriptions, all read (and checked) before any model is loaded."""
+    kwargs = {"classnames": config.classnames, "skip_missing": config.skip_missing}
+    test = read_test_split(task, config.data_root, **kwargs)
+    train = read_train_split(task, config.data_root, **kwargs) if "linear" in config.probes else None
+    if train is not None and train.class_names != test.class_names:
+        raise UserError(f"{config.data_root}: the train and test splits list different classes")
     descriptions = {}
     if config.descriptions is not None:
         from harness.probes.descriptions import read_descriptions
 
         descriptions = read_descriptions(config.descriptions, test.class_names)
-    now = datetime.now(UTC)
-    out = (
-        Path(config.out)
-        if config.out
-        else harness_home() / "probes" / f"{config.model.replace(':', '_').replace('/', '_')}__{task.key}__"
-        f"{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    )
-    if config.describe_llm is not None:
+    elif config.describe_llm is not None:
         descriptions = llm_descriptions(config, task, test.class_names, out)
+    split = analysis.split_descriptions(descriptions, test.class_names, config.seed) if descriptions else None
+    return ProbeData(test, train, split)
 
+
+def extract(extractor: FeatureExtractor, data: ProbeData, batch_size: int) -> None:
+    """Every feature the probes need, cached on disk (see harness.probes.features)."""
+    kwargs = {"cache": FeatureCache(extractor.identity), "batch_size": batch_size}
+    data.test_x = image_features(extractor, data.test.items, desc="test image features", **kwargs)
+    names = [extractor.name_text(name) for name in data.test.class_names]
+    data.name_x = text_features(extractor, names, desc="category name features", **kwargs)
+    if data.train is not None:
+        data.train_x = image_features(extractor, data.train.items, desc="train image features", **kwargs)
+    if data.descriptions is not None and data.descriptions.texts:
+        data.description_x = text_features(
+            extractor, data.descriptions.texts, desc="description features", **kwargs
+        )
+
+
+def probe_view(view: str, data: ProbeData, config: ReprConfig, task: TaskSpec, out: Path) -> dict:
+    """The chosen probes on one feature view: {probe name: result}."""
+    names, labels = data.test.class_names, data.test_labels
+    results: dict = {}
+    if "linear" in config.probes:
+        train_labels = [item.label for item in data.train.items]
+        results["linear"] = analysis.linear_probe(
+            data.train_x[view], train_labels, data.test_x[view], labels, len(names), seed=config.seed
+        ).as_dict()
+    split = data.descriptions
+    if "knowledge" in config.probes and split is not None and split.train_labels and split.test_labels:
+        results["knowledge"] = knowledge_probe(data.description_x[view], split, config.seed)
+    if "alignment" in config.probes:
+        results["alignment"] = analysis.alignment(data.test_x[view], labels, data.name_x[view], names)
+    if "distances" in config.probes:
+        described = data.description_x is not None
+        results["distances"] = {
+            "objects": analysis.distances(data.test_x[view], labels),
+            "categories": analysis.distances(data.name_x[view], np.arange(len(names))),
+            "descriptions": analysis.distances(data.description_x[view], split.labels) if described else None,
+        }
+    if "tsne" in config.probes:
+        results["tsne"] = write_tsne(
+            out, view, data.test_x[view], labels, data.name_x[view], names, config, task
+        )
+    return results
+
+
+def report_folder(config: ReprConfig, task: TaskSpec, now: datetime) -> Path:
+    if config.out:
+        return Path(config.out)
+    model = config.model.replace(":", "_").replace("/", "_")
+    return (
+        harness_home()
+        / "probes"
+        / f"{model}__{task.key}__{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    )
+
+
+def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[ProbeReport, Path]:
+    """Runs the probes; returns the report and the folder holding probes.json and the PNGs."""
+    task = get_task(config.task)
+    now = datetime.now(UTC)
+    out = report_folder(config, task, now)
+    data = read_probe_data(config, task, out)
     extractor, info = load_extractor(config, task)
-    cache = FeatureCache(extractor.identity)
-    names = test.class_names
-    kwargs = {"cache": cache, "batch_size": config.batch_size}
-    test_x = image_features(extractor, test.items, desc="test image features", **kwargs)
-    test_y = np.array([i.label for i in test.items])
-    name_x = text_features(
-        extractor, [extractor.name_text(n) for n in names], desc="category name features", **kwargs
-    )
-    train_x = image_features(extractor, train.items, desc="train image features", **kwargs) if train else None
-    knowledge = analysis.split_descriptions(descriptions, names, config.seed) if descriptions else None
-    desc_texts = [*knowledge[0], *knowledge[2]] if knowledge else []
-    desc_x = (
-        text_features(extractor, desc_texts, desc="description features", **kwargs) if desc_texts else None
-    )
-
+    extract(extractor, data, config.batch_size)
     report: ProbeReport = {
         "schema_version": PROBE_SCHEMA_VERSION,
-        "run_id": Path(out).name,
+        "run_id": out.name,
         "created": now.isoformat(timespec="seconds"),
         "model": config.model,
         "model_args": dict(config.model_args),
         **info,
         "task": task.key,
-        "data_root": str(test.root),
-        "train_split": None if train is None else TRAIN_SPLIT_SOURCE,
+        "data_root": str(data.test.root),
+        "train_split": None if data.train is None else TRAIN_SPLIT_SOURCE,
         "views": list(extractor.views),
         "descriptions_source": config.describe_llm
         or (str(config.descriptions) if config.descriptions else None),
-        "n_classes": len(names),
-        "n_train": 0 if train is None else len(train.items),
-        "n_test": len(test.items),
+        "n_classes": data.test.n_classes,
+        "n_train": 0 if data.train is None else len(data.train.items),
+        "n_test": len(data.test.items),
         "seed": config.seed,
         "linear": {},
         "knowledge": {},
-        "knowledge_left_out": knowledge[4] if knowledge else [],
+        "knowledge_left_out": data.descriptions.left_out if data.descriptions else [],
         "alignment": {},
         "distances": {},
         "tsne": {},
         "provenance": provenance.collect(command or sys.argv, device=config.model_args.get("device", "auto")),
     }
     for view in extractor.views:
-        if "linear" in config.probes:
-            report["linear"][view] = analysis.linear_probe(
-                train_x[view],
-                [i.label for i in train.items],
-                test_x[view],
-                test_y,
-                len(names),
-                seed=config.seed,
-            ).as_dict()
-        if "knowledge" in config.probes and knowledge and knowledge[1] and knowledge[3]:
-            report["knowledge"][view] = knowledge_probe(desc_x[view], knowledge, config.seed)
-        if "alignment" in config.probes:
-            report["alignment"][view] = analysis.alignment(test_x[view], test_y, name_x[view], names)
-        if "distances" in config.probes:
-            report["distances"][view] = {
-                "objects": analysis.distances(test_x[view], test_y),
-                "categories": analysis.distances(name_x[view], np.arange(len(names))),
-                "descriptions": analysis.distances(desc_x[view], [*knowledge[1], *knowledge[3]])
-                if desc_x
-                else None,
-            }
-        if "tsne" in config.probes:
-            report["tsne"][view] = write_tsne(
-                out, view, test_x[view], test_y, name_x[view], names, config, task
-            )
+        for probe, result in probe_view(view, data, config, task, out).items():
+            report[probe][view] = result
     write_json_atomic(out / PROBES_FILE, report)
     return report, out
 
@@ -225,17 +257,16 @@ def llm_descriptions(
     return descriptions
 
 
-def knowledge_probe(desc_x: np.ndarray, knowledge: tuple, seed: int) -> dict:
+def knowledge_probe(description_x: np.ndarray, split: analysis.DescriptionSplit, seed: int) -> dict:
     """The linear probe on masked descriptions, over the classes that have descriptions (chance is
     one over their number)."""
-    train_t, train_y, _, test_y, _ = knowledge
-    classes = {label: k for k, label in enumerate(sorted(set(train_y)))}
-    n_fit = len(train_t)
+    classes = {label: k for k, label in enumerate(sorted(set(split.train_labels)))}
+    n_fit = len(split.train_texts)
     return analysis.linear_probe(
-        desc_x[:n_fit],
-        [classes[y] for y in train_y],
-        desc_x[n_fit:],
-        [classes[y] for y in test_y],
+        description_x[:n_fit],
+        [classes[y] for y in split.train_labels],
+        description_x[n_fit:],
+        [classes[y] for y in split.test_labels],
         len(classes),
         seed=seed,
     ).as_dict()
