@@ -368,6 +368,6 @@ class FGVRModel(lmms):
 
     def text_features(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """The same for plain texts (category names, descriptions), tokenised without a prompt."""
-        from models.features import pooled_hidden_states
+        from models.features import text_hidden_states
 
-        return pooled_hidden_states(self, self.to_device(self.tokenizer(texts, padding=True, return_tensors="pt")))
+        return text_hidden_states(self, texts)

@@ -6,6 +6,8 @@ the attention mask says which positions are real tokens)."""
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from harness.core.errors import UserError
@@ -38,14 +40,29 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.
 
 
 @torch.inference_mode()
-def pooled_hidden_states(wrapper, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Runs the wrapped model on an encoded batch and pools its last hidden layer."""
+def pooled_hidden_states(
+    wrapper, inputs: dict[str, torch.Tensor], *, text_only: bool = False
+) -> dict[str, torch.Tensor]:
+    """Runs the wrapped model on an encoded batch and pools its last hidden layer. Text alone goes to
+    the decoder-only language model itself where the wrapped model insists on an image (InstructBLIP)."""
     mask = inputs["attention_mask"]
     try:
         output = wrapper.model(**inputs, position_ids=wrapper.positions(mask), output_hidden_states=True)
     except (TypeError, ValueError) as error:
-        raise UserError(
-            f"{wrapper.spec.display_name}: this architecture cannot give hidden-state features "
-            f"({type(error).__name__}: {error})"
-        ) from error
+        language_model = getattr(wrapper.model, "language_model", None)
+        if not text_only or language_model is None or language_model.config.is_encoder_decoder:
+            raise UserError(
+                f"{wrapper.spec.display_name}: this architecture cannot give hidden-state features "
+                f"({type(error).__name__}: {error})"
+            ) from error
+        output = language_model(**inputs, position_ids=wrapper.positions(mask), output_hidden_states=True)
     return pool(last_layer(output), mask)
+
+
+def text_hidden_states(wrapper, texts: list[str]) -> dict[str, torch.Tensor]:
+    """Pooled last-layer states of plain texts, tokenised without a prompt. A model that takes
+    `token_type_ids` (PaliGemma's prefix marker) gets the whole text as its prefix, as in a prompt."""
+    batch = wrapper.to_device(wrapper.tokenizer(texts, padding=True, return_tensors="pt"))
+    if "token_type_ids" in inspect.signature(wrapper.model.forward).parameters:
+        batch.setdefault("token_type_ids", torch.zeros_like(batch["input_ids"]))
+    return pooled_hidden_states(wrapper, batch, text_only=True)

@@ -419,3 +419,41 @@ def test_siglip_features_are_a_reference_too(probe_cub, tmp_path):
     names = encoder.encode_texts([f"an image of a {n.replace('_', ' ')}" for n in test.class_names])
     direct = analysis.alignment(direct_x, [i.label for i in test.items], names, test.class_names)
     assert report["alignment"]["embed"]["mean_cosine"] == pytest.approx(direct["mean_cosine"], abs=1e-5)
+
+
+FEATURE_SUPPORT = {  # registry name -> (image prompts, plain text)
+    "idefics2": (True, True),
+    "llava15": (True, True),
+    "llava_next_mistral": (True, True),
+    "instructblip_vicuna": (True, True),  # text through its language model alone
+    "paligemma": (True, True),
+    "idefics1": (True, False),  # its forward needs an image
+    "instructblip_flant5": (False, False),  # encoder-decoder language models: not probed
+    "blip2_flant5": (False, False),
+}
+
+
+@pytest.mark.slow  # builds and loads a tiny checkpoint of every native architecture
+@pytest.mark.parametrize("name", list(FEATURE_SUPPORT))
+def test_features_of_every_native_architecture(name):
+    sys.path.insert(0, str(Path(__file__).parent))  # the model tests' helpers, as they import them
+    from model_fixtures import load, picture, tiny_checkpoint
+
+    wrapper = load(name, tiny_checkpoint(name))
+    images, texts = [[picture("red", "white")], [picture("navy", "yellow")]], ["Laysan Albatross", "a gull"]
+    image_ok, text_ok = FEATURE_SUPPORT[name]
+    for supported, compute, alone in (
+        (
+            image_ok,
+            lambda: wrapper.features(["What bird is this?"] * 2, images),
+            lambda: wrapper.features(["What bird is this?"], images[1:]),
+        ),
+        (text_ok, lambda: wrapper.text_features(texts), lambda: wrapper.text_features(texts[1:])),
+    ):
+        if not supported:
+            with pytest.raises(UserError, match="cannot give hidden-state features"):
+                compute()
+            continue
+        batch, single = compute(), alone()
+        for view in ("last", "avg"):  # padding in a batch changes nothing
+            assert batch[view].shape[0] == 2 and torch.allclose(batch[view][1], single[view][0], atol=1e-4)
