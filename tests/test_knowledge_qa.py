@@ -225,3 +225,32 @@ def test_imagewikiqa_cot_protocol_end_to_end(tiny_idefics2, qa_data):
     parsed = [parse(s["resps"][0][0], s["doc"]["options"]) for s in samples]
     assert summary["unparseable"] == sum(p is None for p in parsed)
     assert summary["accuracy"] == pytest.approx(_lmms_accuracy(summary))
+
+
+def test_prepare_and_data_info_take_questions(qa_data, capsys):
+    from harness.cli import main
+
+    val, questions = qa_data
+    assert (
+        main(["data", "info", "imagewikiqa", "--source", str(val), "--questions", str(questions), "--json"])
+        == 0
+    )
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (info["n_questions"], info["n_classes"]) == (3, 3)
+    assert info["items"][0]["options"][0] == "Seeds of beech trees" and info["items"][0]["answer"] == "A"
+    argv = [
+        "prepare",
+        "imagewikiqa",
+        "--source",
+        str(val),
+        "--questions",
+        str(questions),
+        "--variant",
+        "oracle_cot",
+    ]
+    assert main([*argv, "--json"]) == 0
+    prepared = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert prepared["variant"] == "oracle_cot" and prepared["lmms_tasks"] == {
+        "gen": "fgvr_imagewikiqa_oracle_cot_gen"
+    }
+    assert main(["prepare", "imagewikiqa", "--source", str(val)]) == 2  # no --questions
