@@ -195,13 +195,17 @@ def _first_response(sample: dict):
 def answer_outcome(question: dict, sample: dict, scoring: str) -> Outcome:
     """What the model answered to one prepared row, re-derived from its raw responses."""
     options = question["options"]
-    truth = options[question["answer_index"]] if options else question["class_name"]  # the same for FGVR tasks
+    truth = question["class_name"]
+
+    def chosen(index: int) -> str:  # right and wrong by option index (knowledge-QA options are not class names)
+        return truth if index == question["answer_index"] else options[index]
+
     if not options:  # open-world: the model named a class
         named = open_world_class(_first_response(sample) or "", question["class_names"])
         return Outcome(truth, None if named is None else question["class_names"][named])
     if scoring in ("loglik", "loglik_name"):
         nlls = [float(r[0][0] if isinstance(r[0], (list, tuple)) else r[0]) for r in sample["resps"]]
-        return Outcome(truth, options[loglik_choice(nlls)])
+        return Outcome(truth, chosen(loglik_choice(nlls)))
     answer = _first_response(sample)
     letters = option_letters(len(options))
     strict, lenient = paper_letter(answer, len(options)), robust_letter(answer, options)
@@ -211,7 +215,7 @@ def answer_outcome(question: dict, sample: dict, scoring: str) -> Outcome:
         strict = lenient = cot_letter(answer or "", options)
     return Outcome(
         truth,
-        options[letters.index(strict)] if strict else None,
+        chosen(letters.index(strict)) if strict else None,
         robust_correct=lenient == letters[question["answer_index"]],
     )
 

@@ -191,6 +191,7 @@ def test_imagewikiqa_runs_from_the_released_format(tiny_idefics2, qa_data, scori
         summary["n"] == 3 and summary["variant"] == "direct" and summary["option_source"] == "question_file"
     )
     assert summary["accuracy"] == pytest.approx(_lmms_accuracy(summary))  # our outcomes = lmms-eval's metric
+    assert set(summary["per_class_accuracy"]) == {name for _, name in CLASSES}  # per class, not per answer
     samples = [json.loads(line) for line in Path(summary["samples_file"]).read_text().splitlines()]
     assert samples[0]["arguments"][0].startswith(
         "What does this object mainly eat in winter?\nChoices:\nA. Seeds"
