@@ -19,7 +19,15 @@ SIZE, MARGIN, LEGEND = 640, 40, 220
 
 def embed_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """Two t-SNE coordinates per row (perplexity capped below the number of points)."""
-    from sklearn.manifold import TSNE
+    try:
+        from sklearn.manifold import TSNE
+    except ImportError as error:
+        from harness.core.errors import UserError
+
+        raise UserError(
+            f"t-SNE needs scikit-learn ({error}): pip install 'fgvr-harness[probes]', or leave "
+            "tsne out of --probes"
+        ) from error
 
     perplexity = float(max(1.0, min(30.0, (len(x) - 1) / 3)))
     return TSNE(
