@@ -20,12 +20,13 @@ from harness import provenance
 from harness.config import RunConfig, format_model_args
 from harness.core.errors import EvaluationFailed, UserError
 from harness.core.io import write_json_atomic, write_lines_atomic
-from harness.core.paths import harness_home, runs_root
+from harness.core.paths import harness_home, looks_like_local_path, runs_root
 from harness.core.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary
 from harness.journal import ResponseJournal
 from harness.metrics import Outcome, summarise
 from models import distributed
-from models.registry import ModelSpec, get_model_spec
+from models.registry import ModelSpec, check_model_args, get_model_spec
+from tasks.options import variant_k
 from tasks.prepare import OptionPlan, PreparedTask, prepare_task
 from tasks.registry import TaskSpec, get_task
 from tasks.scoring import loglik_choice, open_world_class, option_letters, paper_letter, robust_letter
@@ -50,12 +51,13 @@ class RunPlan:
 def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
     """The checkpoint to load; a hub id must already be cached when the hub is unreachable."""
     pretrained = model_args.get("pretrained") or model.hub_id
-    if Path(pretrained).expanduser().exists():
-        if not Path(pretrained).expanduser().is_dir():
+    if looks_like_local_path(pretrained):
+        folder = Path(pretrained).expanduser()
+        if not folder.exists():
+            raise UserError(f"pretrained={pretrained}: no such folder")
+        if not folder.is_dir():
             raise UserError(f"pretrained={pretrained} is a file; pass the checkpoint folder (with config.json)")
-        return str(Path(pretrained).expanduser().resolve())
-    if pretrained.startswith(("/", ".", "~")):
-        raise UserError(f"pretrained={pretrained}: no such folder")
+        return str(folder.resolve())
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         from huggingface_hub import try_to_load_from_cache
 
@@ -82,8 +84,9 @@ def option_plan(config: RunConfig) -> OptionPlan:
     if config.variant in ("all", "open"):
         source = {"all": "all_classes", "open": "open"}[config.variant]
         return OptionPlan(source, circular=config.circular, skip_missing=config.skip_missing)
-    if config.variant.startswith("k") and config.variant[1:].isdigit():
-        return OptionPlan(config.options, k=int(config.variant[1:]), clip_model=config.clip_model,
+    k = variant_k(config.variant)
+    if k is not None:
+        return OptionPlan(config.options, k=k, clip_model=config.clip_model,
                           circular=config.circular, skip_missing=config.skip_missing)
     raise UserError(f"--variant {config.variant}: expected kN (e.g. k4, k20), all, or open")
 
@@ -91,8 +94,9 @@ def option_plan(config: RunConfig) -> OptionPlan:
 def plan_run(config: RunConfig) -> RunPlan:
     model = get_model_spec(config.model)
     task = get_task(config.task)
+    check_model_args(model, config.model_args)  # a typo stops here, before data preparation or CLIP mining
     pretrained = check_pretrained(model, config.model_args)
-    if getattr(task, "is_qa", False):  # knowledge-QA tasks: questions from a file (tasks.knowledge_qa)
+    if task.kind == "qa":  # knowledge-QA tasks: questions from a file (tasks.knowledge_qa)
         from tasks.knowledge_qa import prepare_qa_task, qa_variant
 
         prepared = prepare_qa_task(task, config.data_root, config.questions, variant=qa_variant(config.variant, config.scoring),
@@ -110,7 +114,7 @@ def plan_run(config: RunConfig) -> RunPlan:
 def journal_for(plan: RunPlan) -> ResponseJournal:
     """The response journal of this run's inputs: the same command finds it again after an interruption."""
     args = {k: v for k, v in sorted(plan.config.model_args.items()) if k != "batch_size"}
-    key = [plan.model.name, plan.pretrained, args, plan.prepared.meta["fingerprint"], plan.config.scoring]
+    key = [plan.model.name, plan.pretrained, args, plan.prepared.meta.fingerprint, plan.config.scoring]
     digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
     # each data-parallel rank answers its own shard (the same one when the same command is re-run)
     shard = f"-rank{distributed.rank()}of{distributed.world_size()}" if distributed.world_size() > 1 else ""
@@ -281,23 +285,23 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
         "model_revision": provenance.model_revision(plan.pretrained, config.model_args.get("revision")),
         "task": plan.task.key,
         "lmms_task": plan.lmms_task,
-        "task_version": meta["task_version"],
+        "task_version": meta.task_version,
         "variant": plan.prepared.variant,
         "scoring": config.scoring,
         "seed": config.seed,
-        "option_source": meta["option_source"],
+        "option_source": meta.option_source,
         "option_source_detail": {
-            "choice_file": meta.get("choice_file"),
-            "choice_file_sha256": meta.get("choice_file_sha256"),
-            "k": meta["k"],
+            "choice_file": meta.choice_file,
+            "choice_file_sha256": meta.choice_file_sha256,
+            "k": meta.k,
             "prepared": str(plan.prepared.path),
-            "fingerprint": meta["fingerprint"],
-            "data_root": meta["source_root"],
-            "source_format": meta["source_format"],
-            "skipped_images": len(meta.get("skipped", [])),
-            "skipped_choice_entries": len(meta.get("skipped_choice_entries", [])),
-            "clip_model": meta.get("clip_model"),
-            "circular": meta.get("circular", False),
+            "fingerprint": meta.fingerprint,
+            "data_root": meta.source_root,
+            "source_format": meta.source_format,
+            "skipped_images": len(meta.skipped),
+            "skipped_choice_entries": len(meta.skipped_choice_entries),
+            "clip_model": meta.clip_model,
+            "circular": meta.circular,
         },
         "limit": config.limit,
         **metrics,

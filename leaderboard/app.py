@@ -39,7 +39,8 @@ DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "fgvr-leaderboard"
 THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
                           font_mono=["ui-monospace", "Menlo", "monospace"])  # system fonts: no font download
 CSS = ".grouped-bars { width: 100%; height: auto; } #leaderboard-table { font-variant-numeric: tabular-nums; }"
-INTRO = ("Fine-grained visual recognition (FGVR) accuracy of multimodal LLMs on six datasets, 4 options per "
+INTRO = (f"Fine-grained visual recognition (FGVR) accuracy of multimodal LLMs on {len(spec.TASK_KEYS)} datasets, "
+         "4 options per "
          "question. **reported**: figures published in Finedefics (He et al., ICLR 2025), Table 2/4; "
          "**reproduced**: runs of this harness. The average is shown only for rows with every selected task.")
 
@@ -178,7 +179,7 @@ class LeaderboardApp:
         rows = self.queue.list(tuple(statuses or ()))
         frame = pd.DataFrame.from_records(rows, columns=LISTED_COLUMNS)[list(QUEUE_COLUMNS)]
         frame["tasks"] = frame["tasks"].map(
-            lambda tasks: "all six" if len(tasks or ()) == len(spec.TASK_KEYS) else ", ".join(tasks or []))
+            lambda tasks: f"all {len(spec.TASK_KEYS)}" if len(tasks or ()) == len(spec.TASK_KEYS) else ", ".join(tasks or []))
         for column in ("created", "started", "finished"):
             frame[column] = frame[column].map(lambda when: when.strftime("%Y-%m-%d %H:%M") if when else "")
         return _cells(frame.sort_values("id", ascending=False).rename(columns=QUEUE_COLUMNS))

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from harness.core.errors import unknown_name
+from tasks.options import variant_k
+from tasks.registry import TASKS, TaskSpec, get_task
 
-MAIN_VARIANT = "k4"  # the paper's protocol: 4 options per question
-QA_MAIN_VARIANT = "direct"  # knowledge-QA tasks: the letter prompt of the six tasks (tasks.knowledge_qa)
+MAIN_VARIANT = TaskSpec.main_variant  # "k4": the paper's protocol, 4 options per question (fgvr tasks)
 
 
 @dataclass(frozen=True)
 class TaskColumn:
+    """A leaderboard column, derived from the task's record in `tasks.registry`."""
+
     key: str  # harness task key, e.g. "bird200"
     column: str  # leaderboard column header
     n_classes: int  # label-set size of the "all" variant
@@ -22,25 +24,36 @@ class TaskColumn:
     higher_is_better: bool = True
     main_variant: str = MAIN_VARIANT  # the variant whose runs fill the column
 
+    @classmethod
+    def of(cls, task: TaskSpec) -> TaskColumn:
+        return cls(task.key, task.column, task.n_classes, task.in_average, main_variant=task.main_variant)
 
-# The paper's column order (Finedefics, Table 2).
-BENCHMARK: tuple[TaskColumn, ...] = (
-    TaskColumn("dog120", "Dog-120", 120),
-    TaskColumn("bird200", "Bird-200", 200),
-    TaskColumn("aircraft102", "Aircraft-102", 100),
-    TaskColumn("flower102", "Flower-102", 102),
-    TaskColumn("pet37", "Pet-37", 37),
-    TaskColumn("car196", "Car-196", 196),
-)
+
+# The paper's column order (Finedefics, Table 2); tasks added later follow in the registry's order.
+# Every other fact comes from the task records: a task with a `column` is on the leaderboard.
+PAPER_ORDER: tuple[str, ...] = ("dog120", "bird200", "aircraft102", "flower102", "pet37", "car196")
+
+
+def _benchmark() -> tuple[TaskColumn, ...]:
+    """The recognition (fgvr) columns: those submissions and the average are about."""
+    later = [key for key, task in TASKS.items() if task.column and task.kind == "fgvr" and key not in PAPER_ORDER]
+    return tuple(TaskColumn.of(get_task(key)) for key in (*PAPER_ORDER, *later))
+
+
+def _qa_columns(benchmark: tuple[TaskColumn, ...]) -> tuple[TaskColumn, ...]:
+    """Knowledge-QA columns (kind "qa"): ImageWikiQA first, then each bank in its base task's column order."""
+    order = [None, *(column.key for column in benchmark)]
+    qa = [task for task in TASKS.values() if task.column and task.kind == "qa"]
+    ranked = sorted(qa, key=lambda task: order.index(task.base) if task.base in order else len(order))
+    return tuple(TaskColumn.of(task) for task in ranked)
+
+
+BENCHMARK: tuple[TaskColumn, ...] = _benchmark()
 # Knowledge-QA tasks: columns the table can show, never part of the average (or the submissions).
-QA_COLUMNS: tuple[TaskColumn, ...] = (
-    TaskColumn("imagewikiqa", "ImageWikiQA", 1000, in_average=False, main_variant=QA_MAIN_VARIANT),
-    *(TaskColumn(f"{task.key}_wikiqa", f"{task.column} QA", task.n_classes, in_average=False,
-                 main_variant=QA_MAIN_VARIANT) for task in BENCHMARK),
-)
+QA_COLUMNS: tuple[TaskColumn, ...] = _qa_columns(BENCHMARK)
 COLUMNS: tuple[TaskColumn, ...] = BENCHMARK + QA_COLUMNS
 BY_KEY: dict[str, TaskColumn] = {task.key: task for task in COLUMNS}
-TASK_KEYS: tuple[str, ...] = tuple(task.key for task in BENCHMARK)  # the six tasks
+TASK_KEYS: tuple[str, ...] = tuple(task.key for task in BENCHMARK)  # the six tasks (and later fgvr ones)
 COLUMN_KEYS: tuple[str, ...] = tuple(BY_KEY)  # the six, then the knowledge-QA tasks
 
 SOURCES: tuple[str, ...] = ("reported", "reproduced")
@@ -80,12 +93,8 @@ def size_bucket(params_b: float | None) -> str:
     return "4-10B" if params_b <= 10 else ">10B"
 
 
-_VARIANT_K = re.compile(r"^k(\d+)$")
-
-
 def label_set_size(task: str, variant: str) -> int | None:
     """Options per question for a variant: "k4" -> 4, "all" -> the task's class count."""
     if variant == "all":
         return get_column(task).n_classes
-    match = _VARIANT_K.match(variant)
-    return int(match.group(1)) if match else None
+    return variant_k(variant)

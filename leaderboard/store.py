@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from harness.core.errors import UserError
+from harness.core.paths import looks_like_local_path
 from harness.core.results import RunSummary
 from leaderboard import spec
 from leaderboard.db import (
@@ -68,7 +69,7 @@ def model_name_for(summary: RunSummary) -> str:
     registered = MODELS.get(summary["model"])
     if registered is not None and pretrained == registered.hub_id:
         return summary["model"]
-    if pretrained.startswith(("/", ".", "~")) or Path(pretrained).exists():
+    if looks_like_local_path(pretrained):
         return Path(pretrained).expanduser().name
     return pretrained
 

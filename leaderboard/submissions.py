@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from harness.config import SCORINGS
 from harness.core.errors import UserError, did_you_mean
-from harness.core.paths import harness_home
+from harness.core.paths import harness_home, looks_like_local_path
 from leaderboard import spec
 
 WEIGHTS = ("full", "adapter")
@@ -256,7 +256,7 @@ def _check_options(request: SubmissionRequest) -> None:
 def _locate(request: SubmissionRequest, policy: SubmissionPolicy,
             open_hub: CheckpointOpener) -> tuple[CheckpointFiles, str, bool]:
     model = request.model.strip()
-    if _looks_local(model):
+    if looks_like_local_path(model):
         folder = _inside_root(Path(model).expanduser(), policy.root)
         name = folder.name
         if not LOCAL_NAME.match(name):
@@ -272,11 +272,7 @@ def _locate(request: SubmissionRequest, policy: SubmissionPolicy,
     if name in reserved_names():
         raise SubmissionRefused("name", f"the name '{name}' belongs to a registry model or a paper row; "
                                         "rename the folder (or repository) so the results are not mixed up")
-    return checkpoint, name, _looks_local(model)
-
-
-def _looks_local(model: str) -> bool:
-    return model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
+    return checkpoint, name, looks_like_local_path(model)
 
 
 def _inside_root(path: Path, root: Path) -> Path:

@@ -9,13 +9,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from harness.cli_config import flag
 from harness.config import RunConfig, TaskPaths
 from harness.core.results import RunSummary
-from leaderboard.queue import Job, SubmissionQueue
-from leaderboard.store import ResultStore
+
+if TYPE_CHECKING:  # the store (SQLAlchemy, pandas) loads when a worker starts, not when the CLI is built
+    from leaderboard.queue import Job, SubmissionQueue
+    from leaderboard.store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +28,16 @@ Evaluate = Callable[[RunConfig], RunSummary]
 
 @dataclass(frozen=True)
 class WorkerSettings:
+    """How a worker runs its jobs; the evaluation settings are RunConfig's (same flags as `harness run`)."""
+
     data_root: TaskPaths = TaskPaths()
     choices: TaskPaths = TaskPaths()
     limit: int | None = None
     batch_size: int = 1
     output_dir: Path | None = None
-    lease_s: float = 300.0
-    poll_s: float = 30.0
+    lease_s: float = field(default=300.0, metadata=flag(
+        "a job whose worker has not renewed it for S seconds goes back to the queue", metavar="S", positive=True))
+    poll_s: float = field(default=30.0, metadata=flag("seconds between polls", metavar="S", positive=True))
 
 
 def default_worker_id() -> str:
@@ -83,6 +90,8 @@ class LeaseKeeper:
 class QueueWorker:
     def __init__(self, store: ResultStore, settings: WorkerSettings = WorkerSettings(),
                  evaluate: Evaluate | None = None, worker_id: str | None = None):
+        from leaderboard.queue import SubmissionQueue
+
         self.store = store
         self.queue = SubmissionQueue(store)
         self.settings = settings

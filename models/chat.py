@@ -7,7 +7,7 @@
   variable `FGVR_LLM_API_KEY`, else `OPENAI_API_KEY` (none is sent when both are unset, as local
   servers expect); `api_key_env=NAME` names another one. Requests run on a bounded pool of threads
   (`concurrency`, default 8) and are retried with exponential backoff on 429, 5xx and dropped
-  connections (`retries`, default 4).
+  connections (`retries`, default 4). `answer` asks a served vision-language model about images.
 
 Both reply greedily, one reply per prompt, in order. Authentication failures, unknown model names and
 unreachable endpoints raise `UserError` naming the endpoint and the model.
@@ -15,12 +15,15 @@ unreachable endpoints raise `UserError` naming the endpoint and the model.
 
 from __future__ import annotations
 
+import base64
+import mimetypes
 import os
 import random
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Protocol
 
 from harness.core.errors import UserError
@@ -156,10 +159,29 @@ class OpenAIChatBackend:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
             return list(pool.map(lambda prompt: self._complete_one(prompt, max_new_tokens), prompts))
 
-    def _complete_one(self, prompt: str, max_new_tokens: int) -> str:
+    @property
+    def batch_size(self) -> int:
+        """Requests handed to `complete`/`answer` at a time by callers that batch (one per thread)."""
+        return self.concurrency
+
+    def answer(self, questions: Sequence[tuple[Path, str]], *, max_new_tokens: int = 64) -> list[str]:
+        """Greedy answers of a vision-language model served here, one (image file, question) each: the
+        image goes inline as a base64 data URL before the question, as OpenAI's vision messages do."""
+        if not questions:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(questions))) as pool:
+            return list(pool.map(lambda q: self._complete_one(q[1], max_new_tokens, image=q[0]), questions))
+
+    def _complete_one(self, prompt: str, max_new_tokens: int, image: Path | None = None) -> str:
+        content: str | list = prompt
+        if image is not None:
+            content = [
+                {"type": "image_url", "image_url": {"url": _data_url(image)}},
+                {"type": "text", "text": prompt},
+            ]
         body = {
             "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": [{"role": "user", "content": content}],
             "max_tokens": max_new_tokens,
             "temperature": 0,
         }
@@ -221,6 +243,11 @@ class OpenAIChatBackend:
     @property
     def _where(self) -> str:
         return f"LLM endpoint {self.base_url} (model {self.model!r})"
+
+
+def _data_url(image: Path) -> str:
+    mime = mimetypes.guess_type(str(image))[0] or "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(Path(image).read_bytes()).decode()}"
 
 
 def _api_key(env_name: str | None) -> str | None:

@@ -34,7 +34,9 @@ import yaml
 from harness.core.errors import UserError
 from harness.core.io import write_json_atomic
 from harness.core.paths import prepared_root
+from harness.core.records import record_to_dict
 from tasks.datasets.base import DatasetSplit, TestItem
+from tasks.registry import TaskSpec, get_task
 
 QA_VERSION = "1.0"  # bump when question construction or scoring of the QA tasks changes
 LETTERS = ("A", "B", "C", "D")
@@ -173,42 +175,8 @@ class ImageIndex:
 # ---- tasks ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QATaskSpec:
-    """A knowledge-QA task. `base` is the FGVR task whose test images a bank's questions are asked
-    about (None for ImageWikiQA, whose questions name their own images)."""
-
-    key: str
-    dataset: str
-    base: str | None = None
-    is_qa: bool = True
-
-    @property
-    def n_classes(self) -> int:
-        from tasks.registry import TASKS
-
-        return TASKS[self.base].n_classes if self.base else 1000
-
-    @property
-    def n_test(self) -> int:
-        return 2000 if self.base is None else 0  # a bank's size is the user's
-
-    def lmms_task_name(self, scoring: str, variant: str = "direct") -> str:
-        suffix = {"generate": "gen", "loglik": "loglik", "loglik_name": "logliknm"}[scoring]
-        middle = "" if variant == "direct" else f"_{variant}"
-        return f"fgvr_{self.key}{middle}_{suffix}"
-
-
-def _qa_tasks() -> dict[str, QATaskSpec]:
-    from tasks.registry import TASKS
-
-    tasks = {"imagewikiqa": QATaskSpec("imagewikiqa", "ImageWikiQA")}
-    for key, spec in TASKS.items():
-        tasks[f"{key}_wikiqa"] = QATaskSpec(f"{key}_wikiqa", f"{spec.dataset} knowledge QA", key)
-    return tasks
-
-
-QA_TASKS: dict[str, QATaskSpec] = _qa_tasks()
+# The tasks themselves are rows of `tasks.registry.TASKS` with kind "qa": `imagewikiqa` (base None)
+# and `<key>_wikiqa` (base: the FGVR task whose test images a bank's questions are asked about).
 
 
 def qa_variant(variant: str | None, scoring: str) -> str:
@@ -323,7 +291,7 @@ def cot_letter(response: str, options: Sequence[str]) -> str | None:
 
 
 def qa_info(
-    spec: QATaskSpec,
+    spec: TaskSpec,
     data_root: Path | None,
     questions_file: Path | None,
     *,
@@ -374,7 +342,7 @@ def _sha256(path: Path) -> str:
 
 
 def load_qa_questions(
-    spec: QATaskSpec,
+    spec: TaskSpec,
     data_root: Path | None,
     questions_file: Path | None,
     *,
@@ -401,15 +369,13 @@ def load_qa_questions(
     if spec.base is None:
         questions, class_names, skipped = imagewikiqa_questions(records, Path(data_root), skip_missing)
         return questions, class_names, skipped, "imagewikiqa-jsonl"
-    from tasks.registry import TASKS
-
-    base = TASKS[spec.base]
+    base = get_task(spec.base)
     split = base.read(Path(data_root), classnames=classnames, skip_missing=skip_missing)
     questions, class_names, skipped = bank_questions(records, split)
     return questions, class_names, skipped, f"{split.format}+qa-bank"
 
 
-def _rows(spec: QATaskSpec, questions: Sequence[QAQuestion], class_names: Sequence[str], variant: str):
+def _rows(spec: TaskSpec, questions: Sequence[QAQuestion], class_names: Sequence[str], variant: str):
     oracle = variant.startswith("oracle")
     for number, q in enumerate(questions):
         class_name = class_names[q.item.label]
@@ -434,7 +400,7 @@ def _rows(spec: QATaskSpec, questions: Sequence[QAQuestion], class_names: Sequen
         }
 
 
-def _write_yamls(folder: Path, spec: QATaskSpec, variant: str, final_data_dir: Path) -> None:
+def _write_yamls(folder: Path, spec: TaskSpec, variant: str, final_data_dir: Path) -> None:
     from tasks.prepare import TEMPLATES
 
     folder.mkdir(parents=True)
@@ -450,7 +416,7 @@ def _write_yamls(folder: Path, spec: QATaskSpec, variant: str, final_data_dir: P
 
 
 def prepare_qa_task(
-    spec: QATaskSpec,
+    spec: TaskSpec,
     data_root: Path | None,
     questions_file: Path | None,
     *,
@@ -465,7 +431,7 @@ def prepare_qa_task(
     (tasks.prepare.PreparedTask), with three more columns: protocol, wiki and source."""
     import datasets
 
-    from tasks.prepare import FEATURES, META_FILE, PreparedTask, check_images
+    from tasks.prepare import FEATURES, META_FILE, PreparedMeta, PreparedTask, check_images
 
     questions, class_names, skipped, source_format = load_qa_questions(
         spec, data_root, questions_file, skip_missing=skip_missing, classnames=classnames
@@ -499,8 +465,7 @@ def prepare_qa_task(
     ).hexdigest()
     final = Path(cache_root or prepared_root()) / f"{spec.key}-{key[:12]}"
     if (final / META_FILE).is_file() and not force:
-        meta = json.loads((final / META_FILE).read_text())
-        return PreparedTask(spec, meta["variant"], final, meta)
+        return PreparedTask(spec, final, PreparedMeta.read(final))
     features = datasets.Features(
         {
             **FEATURES,
@@ -517,33 +482,33 @@ def prepare_qa_task(
         )
         datasets.DatasetDict({"test": table}).save_to_disk(str(staging / "data"))
         _write_yamls(staging / "lmms", spec, variant, final / "data")
-        meta = {
-            "task": spec.key,
-            "dataset": spec.dataset,
-            "task_version": QA_VERSION,
-            "variant": variant,
-            "fingerprint": key,
-            "source_root": str(data_root),
-            "source_format": source_format,
-            "n_classes": len(class_names),
-            "n_questions": len(questions),
-            "n_rows": len(table),
-            "circular": False,
-            "skipped": skipped,
-            "skipped_choice_entries": [],
-            "option_source": "question_file",
-            "clip_model": None,
-            "k": len(LETTERS),
-            "choice_file": str(questions_file),
-            "choice_file_sha256": _sha256(questions_file),
-            "seed": seed,
-            "n_question_records": len({q.record.where for q in questions}),
-        }
-        write_json_atomic(staging / META_FILE, meta)
+        meta = PreparedMeta(
+            task=spec.key,
+            dataset=spec.dataset,
+            task_version=QA_VERSION,
+            variant=variant,
+            fingerprint=key,
+            source_root=str(data_root),
+            source_format=source_format,
+            n_classes=len(class_names),
+            n_questions=len(questions),
+            n_rows=len(table),
+            circular=False,
+            skipped=tuple(skipped),
+            skipped_choice_entries=(),
+            option_source="question_file",
+            clip_model=None,
+            k=len(LETTERS),
+            choice_file=str(questions_file),
+            choice_file_sha256=_sha256(questions_file),
+            seed=seed,
+            n_question_records=len({q.record.where for q in questions}),
+        )
+        write_json_atomic(staging / META_FILE, record_to_dict(meta))
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return PreparedTask(spec, variant, final, meta)
+    return PreparedTask(spec, final, meta)

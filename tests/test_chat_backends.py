@@ -54,12 +54,14 @@ def test_hf_backend_batches_equal_one_by_one_greedy(tiny_chat):
     assert all(replies)
 
 
+@pytest.mark.server
 def test_served_endpoint_answers_like_the_local_model(tiny_chat, served):
     backend = load_chat_backend(f"openai:{served}#{tiny_chat}", concurrency=3)
     local = load_chat_backend(f"hf:{tiny_chat}")
     assert backend.complete(PROMPTS, max_new_tokens=6) == local.complete(PROMPTS, max_new_tokens=6)
 
 
+@pytest.mark.server
 def test_served_endpoint_names_a_wrong_model(tiny_chat, served):
     backend = load_chat_backend(f"openai:{served}#{tiny_chat}-typo", retries=1, backoff_s=0.01)
     with pytest.raises(UserError, match=r"does not serve model .*-typo"):

@@ -10,7 +10,6 @@ import pytest
 from harness.core.errors import UserError
 from tasks.fixtures.knowledge_qa import CLASSES, make_bank, make_imagenet_val, make_imagewikiqa
 from tasks.knowledge_qa import (
-    QA_TASKS,
     ImageIndex,
     cot_letter,
     load_qa_questions,
@@ -68,7 +67,7 @@ def test_images_are_found_by_name_flat_or_in_synset_folders(tmp_path, qa_data):
     val, questions = qa_data
     flat = make_imagenet_val(tmp_path / "flat", per_class=1, flat=True)
     for root in (val, flat):
-        found, names, skipped = load_qa_questions(QA_TASKS["imagewikiqa"], root, questions)[:3]
+        found, names, skipped = load_qa_questions(get_task("imagewikiqa"), root, questions)[:3]
         assert [q.item.image.name for q in found] == [f"ILSVRC2012_val_{n:08d}.JPEG" for n in (1, 2, 3)]
         assert sorted(names) == names and {names[q.item.label] for q in found} == {c for _, c in CLASSES}
     (flat / "n0").mkdir()
@@ -79,7 +78,7 @@ def test_images_are_found_by_name_flat_or_in_synset_folders(tmp_path, qa_data):
         ImageIndex(flat).find("images/ILSVRC2012_val_00000001.JPEG", "q line 1")
     with pytest.raises(UserError, match="line 1: image ILSVRC2012_val_00000001.JPEG is not under"):
         load_qa_questions(
-            QA_TASKS["imagewikiqa"],
+            get_task("imagewikiqa"),
             tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None,
             questions,
         )

@@ -12,17 +12,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-FIXTURES = Path(__file__).parent / "leaderboard"
-sys.path.insert(0, str(FIXTURES))
-pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
-from lb_factories import make_checkpoint, make_summary  # noqa: E402
-
-from leaderboard.app import LeaderboardApp  # noqa: E402
-from leaderboard.store import ResultStore  # noqa: E402
-from leaderboard.submissions import SubmissionPolicy  # noqa: E402
+from leaderboard import spec
+from leaderboard.app import LeaderboardApp
+from leaderboard.store import ResultStore
+from leaderboard.submissions import SubmissionPolicy
+from tests.leaderboard.lb_factories import make_checkpoint, make_summary
 
 TOKEN = "s3cret-admin-token"
-ALL_TASKS = ["dog120", "bird200", "aircraft102", "flower102", "pet37", "car196"]
+ALL_TASKS = list(spec.TASK_KEYS)
 
 
 def free_port() -> int:
@@ -67,6 +64,7 @@ def table(client, tasks=ALL_TASKS, sizes=(), families=(), sources=(), scorings=(
     return pd.DataFrame(records)
 
 
+@pytest.mark.server
 def test_live_table_serves_the_papers_rows(live):
     client, _, _ = live
     frame = table(client)
@@ -76,6 +74,7 @@ def test_live_table_serves_the_papers_rows(live):
     assert (reproduced["Model ID"], reproduced["Bird-200"]) == ("idefics2", 47.12)
 
 
+@pytest.mark.server
 def test_live_filters_search_and_sort(live):
     client, _, _ = live
     from models.registry import MODELS
@@ -91,6 +90,7 @@ def test_live_filters_search_and_sort(live):
     assert by_pet.iloc[0]["Average"] == 48.51
 
 
+@pytest.mark.server
 def test_live_model_detail(live):
     client, _, _ = live
     header, results, comparison, curve, confusions = client.predict("idefics2", api_name="/model_detail")
@@ -103,6 +103,7 @@ def test_live_model_detail(live):
     assert confusions.iloc[0]["True class"] == "California Gull"
 
 
+@pytest.mark.server
 def test_live_plots(live):
     client, _, _ = live
     by_dataset, versus = client.predict(["finedefics", "idefics2"], api_name="/plots")
@@ -110,6 +111,7 @@ def test_live_plots(live):
     assert "Idefics2 · reproduced" in versus and "Idefics2 · reported" in versus
 
 
+@pytest.mark.server
 def test_live_submit_refusals_and_queue(live):
     client, _, root = live
     outside = make_checkpoint(root.parent / "outside")
@@ -131,6 +133,7 @@ def test_live_submit_refusals_and_queue(live):
     assert (frame.iloc[0]["Status"], frame.iloc[0]["Tasks"]) == ("PENDING", "bird200")
 
 
+@pytest.mark.server
 def test_live_admin_actions_need_the_token(live):
     client, store, _ = live
     assert client.predict("wrong", "hide model", "idefics1", api_name="/admin") == "**Refused:** wrong admin token."
@@ -141,6 +144,7 @@ def test_live_admin_actions_need_the_token(live):
     assert "unknown model 'nope'" in client.predict(TOKEN, "delete model", "nope", api_name="/admin")
 
 
+@pytest.mark.server
 def test_live_app_reads_the_store_at_request_time(live):
     client, store, _ = live
     store.record_summary(make_summary(task="car196", accuracy=0.8))
@@ -162,6 +166,8 @@ def test_downloads_hold_the_table(store, tmp_path):
     assert app.export(frame) == (csv_path, json_path)  # unchanged table, same files
 
 
+@pytest.mark.server
+@pytest.mark.subprocess
 def test_harness_leaderboard_command_serves_on_loopback(tmp_path):
     import time
     import urllib.request
@@ -187,6 +193,7 @@ def test_harness_leaderboard_command_serves_on_loopback(tmp_path):
         server.wait(timeout=30)
 
 
+@pytest.mark.subprocess
 def test_importing_the_app_has_no_side_effects(tmp_path):
     home = tmp_path / "home"
     code = "import leaderboard.app, leaderboard.cli, leaderboard.worker, leaderboard.store; print('ok')"

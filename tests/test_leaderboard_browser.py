@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,15 +18,14 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package (dev extra) is not installed")
 
-sys.path.insert(0, str(Path(__file__).parent / "leaderboard"))
-from lb_factories import make_checkpoint, make_summary  # noqa: E402
-
 from leaderboard.app import serve  # noqa: E402
 from leaderboard.queue import SubmissionQueue  # noqa: E402
 from leaderboard.store import ResultStore  # noqa: E402
+from tests.leaderboard.lb_factories import make_checkpoint, make_summary  # noqa: E402
 
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TIMEOUT_MS = 30_000
+pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 
 @pytest.fixture

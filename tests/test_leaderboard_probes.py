@@ -11,6 +11,7 @@ from harness.core.probe_results import load_probe_report
 from leaderboard import db, detail
 from leaderboard.importer import import_path
 from leaderboard.store import ResultStore, record_probe_report
+from tests.leaderboard.lb_factories import make_summary
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +95,6 @@ def test_model_page_probes_section_shows_the_figures_and_plots(store, probe_fold
 
 
 def test_knowledge_qa_columns_are_selectable_and_stay_out_of_the_average(store):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent / "leaderboard"))
-    from lb_factories import make_summary
-
     from leaderboard import spec
     from leaderboard.table import TableQuery, leaderboard_table
 

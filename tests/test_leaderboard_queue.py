@@ -14,17 +14,13 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "leaderboard"
-sys.path.insert(0, str(FIXTURES))
-pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
-from lb_factories import fake_evaluate  # noqa: E402
-
-from harness.config import TaskPaths, parse_task_paths  # noqa: E402
-from harness.core.errors import EvaluationFailed, UserError  # noqa: E402
-from leaderboard.db import utcnow  # noqa: E402
-from leaderboard.queue import FAILED, FINISHED, PENDING, RUNNING, SubmissionQueue  # noqa: E402
-from leaderboard.submissions import ValidatedSubmission  # noqa: E402
-from leaderboard.worker import QueueWorker, WorkerSettings, job_model_args  # noqa: E402
+from harness.config import TaskPaths, parse_task_paths
+from harness.core.errors import EvaluationFailed, UserError
+from leaderboard.db import utcnow
+from leaderboard.queue import FAILED, FINISHED, PENDING, RUNNING, SubmissionQueue
+from leaderboard.submissions import ValidatedSubmission
+from leaderboard.worker import QueueWorker, WorkerSettings, job_model_args
+from tests.leaderboard.lb_factories import fake_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,7 +177,7 @@ def test_model_args_for_adapters_hub_revisions_and_precision(queue):
 
 
 def test_queue_and_worker_cli(db_url, store, queue, monkeypatch, capsys):
-    from lb_cli import run_cli
+    from tests.leaderboard.lb_cli import run_cli
 
     queue.submit(submission("cli-ft"), per_day=10)
     monkeypatch.setattr("leaderboard.worker.run_evaluation", fake_evaluate)
@@ -197,10 +193,11 @@ def test_queue_and_worker_cli(db_url, store, queue, monkeypatch, capsys):
 # --- several processes ---------------------------------------------------------------------------
 
 def start_worker(db_url: str, log: Path, mode: str, lease_s: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(FIXTURES / "queue_worker_process.py"), db_url, str(log), mode,
+    return subprocess.Popen([sys.executable, "-m", "tests.leaderboard.queue_worker_process", db_url, str(log), mode,
                              str(lease_s)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
+@pytest.mark.subprocess
 def test_several_worker_processes_run_each_job_exactly_once(db_url, store, queue, tmp_path):
     tasks = ("dog120", "bird200")
     job_ids = add_jobs(queue, 30, tasks)
@@ -216,6 +213,7 @@ def test_several_worker_processes_run_each_job_exactly_once(db_url, store, queue
     assert (store.result_frame()["source"] == "reproduced").sum() == len(job_ids) * len(tasks)
 
 
+@pytest.mark.subprocess
 def test_a_killed_workers_job_is_recovered_when_its_lease_expires(db_url, store, queue, tmp_path):
     (job_id,) = add_jobs(queue, 1)
     log = tmp_path / "evaluations.log"

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-sys.path.insert(0, str(Path(__file__).parent / "leaderboard"))
-pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
-from lb_factories import LMMS_RESULTS, RUNS, make_summary  # noqa: E402
-
-from harness.core.errors import UserError  # noqa: E402
-from leaderboard import db  # noqa: E402
-from leaderboard.importer import import_path  # noqa: E402
-from leaderboard.store import ResultStore, model_name_for, record_summary  # noqa: E402
-from leaderboard.table import leaderboard_table  # noqa: E402
+from harness.core.errors import UserError
+from leaderboard import db
+from leaderboard.importer import import_path
+from leaderboard.store import ResultStore, model_name_for, record_summary
+from leaderboard.table import leaderboard_table
+from tests.leaderboard.lb_factories import LMMS_RESULTS, RUNS, make_summary
 
 
 def _row(frame, model_id, source="reported"):
@@ -179,7 +174,7 @@ def test_timestamps_round_trip_as_utc(store):
 
 
 def test_import_command(db_url, capsys):
-    from lb_cli import run_cli
+    from tests.leaderboard.lb_cli import run_cli
 
     assert run_cli(["import", str(RUNS.parent), "--db-url", db_url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"added": 4, "unchanged": 0, "files": 3, "refused": []}

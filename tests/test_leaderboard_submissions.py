@@ -5,23 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "leaderboard"))
-pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
-from lb_factories import make_checkpoint  # noqa: E402
-
-from leaderboard.queue import SubmissionQueue, submit_checkpoint  # noqa: E402
-from leaderboard.submissions import (  # noqa: E402
+from leaderboard.queue import SubmissionQueue, submit_checkpoint
+from leaderboard.submissions import (
     ROOT_ENV,
     SubmissionPolicy,
     SubmissionRefused,
     SubmissionRequest,
     validate_submission,
 )
+from tests.leaderboard.lb_factories import make_checkpoint
 
 CODE = "class MyModel:\n    pass\n"
 
@@ -239,7 +235,7 @@ def test_policy_from_environment(tmp_path, monkeypatch):
 
 
 def test_submit_cli_prints_the_refusal_as_json(root, db_url, monkeypatch, capsys):
-    from lb_cli import run_cli
+    from tests.leaderboard.lb_cli import run_cli
 
     monkeypatch.setenv(ROOT_ENV, str(root))
     folder = make_checkpoint(root / "cli-ft")

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from model_fixtures import LETTERS, NAMES, load, nlls, option_requests  # noqa: E402
+from tests.model_fixtures import LETTERS, NAMES, load, nlls, option_requests
 
 peft = pytest.importorskip("peft")
 

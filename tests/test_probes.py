@@ -436,8 +436,7 @@ FEATURE_SUPPORT = {  # registry name -> (image prompts, plain text)
 @pytest.mark.slow  # builds and loads a tiny checkpoint of every native architecture
 @pytest.mark.parametrize("name", list(FEATURE_SUPPORT))
 def test_features_of_every_native_architecture(name):
-    sys.path.insert(0, str(Path(__file__).parent))  # the model tests' helpers, as they import them
-    from model_fixtures import load, picture, tiny_checkpoint
+    from tests.model_fixtures import load, picture, tiny_checkpoint
 
     wrapper = load(name, tiny_checkpoint(name))
     images, texts = [[picture("red", "white")], [picture("navy", "yellow")]], ["Laysan Albatross", "a gull"]

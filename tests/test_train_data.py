@@ -15,11 +15,11 @@ import pytest
 
 from finedefics_train.data.build import CSV_COLUMNS, OPEN_QUESTION
 from harness.cli import main
-from tasks.datasets.registry import detect_and_read
 from tasks.fixtures import datasets as synthetic
+from tasks.lmms import hooks
 from tasks.options import order_options
 from tasks.prompts import question_for, render_question
-from tasks.registry import get_task
+from tasks.registry import detect_and_read, get_task
 
 STAGE1_COLUMNS = {"image", "image_id", "task", "label", "category", "superclass", "attribute", "neg_categories",
                   "neg_attributes", "neg_image_ids", "source"}  # fmt: skip
@@ -150,8 +150,11 @@ def test_stage2_mcq_prompts_are_the_evaluation_prompts(human_run, cub):
         names = [first["category"], *first["neg_categories"]]
         asked = order_options(by_key[row["image_id"]], names, [labels[n] for n in names], seed=0)
         assert row["options"] == list(asked.options)
-        assert row["question"] == render_question(question_for(get_task("bird200").noun), asked.options)
-        assert row["answer"] == "ABCD"[row["options"].index(row["category"])]
+        # what the evaluation's lmms-eval hooks show and expect for the same prepared document
+        doc = {"question": question_for(get_task("bird200").noun), "options": row["options"],
+               "answer_index": row["options"].index(row["category"])}  # fmt: skip
+        assert row["question"] == hooks.doc_to_text(doc) == render_question(doc["question"], asked.options)
+        assert row["answer"] == hooks.doc_to_target(doc) == "ABCD"[doc["answer_index"]]
 
 
 def test_csv_export_in_the_reference_format(human_run):

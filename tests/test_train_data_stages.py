@@ -24,7 +24,7 @@ from finedefics_train.data.prompts import PROMPT_DIR, load_prompts
 from harness.cli import main
 from harness.core.errors import UserError
 from tasks.fixtures import datasets as synthetic
-from tasks.registry import SINGULAR, TASKS
+from tasks.registry import FGVR_TASKS
 
 
 @pytest.fixture(scope="module")
@@ -126,12 +126,13 @@ def test_interrupted_stage_asks_only_what_was_missing(tmp_path):
 
 
 def test_default_prompts_for_every_task():
-    for task in TASKS:
+    for task in FGVR_TASKS:
         prompts = load_prompts(task)
-        assert prompts.superclass == SINGULAR[task] and prompts.unit
+        singular = FGVR_TASKS[task].singular
+        assert prompts.superclass == singular and prompts.unit
         discovery = prompts.render("discovery")
         assert f"distinguishing {prompts.superclass} {prompts.unit} in a photo of a {prompts.superclass}" in discovery
-        assert prompts.render("vqa", attribute="wing color") == f"Describe the wing color of the {SINGULAR[task]} in this image."
+        assert prompts.render("vqa", attribute="wing color") == f"Describe the wing color of the {singular} in this image."
 
 
 def test_prompt_file_errors_name_the_file(tmp_path):
@@ -155,6 +156,7 @@ def test_stop_after_requires_llm_vqa_and_backends_are_checked_first(tmp_path, ca
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_killed_extraction_resumes_without_recomputing(tmp_path, tiny_chat, tiny_idefics2):
     root = synthetic.make_pets(tmp_path / "pets", n_classes=4, per_class_test=1, per_class_train=3, seed=5)
     out = tmp_path / "out"
@@ -194,6 +196,7 @@ def served(tiny_chat):
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_served_llm_gives_the_same_descriptions_as_the_local_one(tmp_path, tiny_chat, tiny_idefics2, served):
     """The LLM steps through `transformers serve` (openai:) equal those of the same model loaded locally (hf:)."""
     root = synthetic.make_cub(tmp_path / "cub", n_classes=4, per_class_test=1, per_class_train=1, seed=6)
@@ -237,3 +240,22 @@ def test_hf_mirror_source_with_class_tags(tmp_path, tiny_chat):
                        "--out", str(tmp_path / "out"))  # fmt: skip
     stage1 = datasets.load_from_disk(str(tmp_path / "out" / "stage1")).remove_columns("image")
     assert summary["n_stage1"] == 4 and all(row["image_id"].startswith("dog120/train/") for row in stage1)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_served_vision_model_answers_like_our_wrapper(tmp_path, tiny_idefics2):
+    """`--vqa openai:` (the tiny Idefics2 behind `transformers serve`, images inline) answers exactly as
+    `--vqa model:idefics2` (our wrapper's generation path) on the same images and questions."""
+    from finedefics_train.data.vqa import load_vqa_backend
+    from models.fixtures.serve import transformers_serve
+
+    root = synthetic.make_cub(tmp_path / "cub", n_classes=3, per_class_test=1, per_class_train=1, with_attributes=False)
+    images = sorted((root / "images").rglob("*.jpg"))[:3]
+    questions = [(image, q) for image, q in zip(images, ["Describe the bird in this image.",
+                                                        "Describe the wing color of the bird in this image.",
+                                                        "Describe the bill shape of the bird in this image."])]  # fmt: skip
+    local = load_vqa_backend(f"model:idefics2,pretrained={tiny_idefics2}", batch_size=3).answer(questions, max_new_tokens=5)
+    with transformers_serve(tiny_idefics2) as url:
+        served = load_vqa_backend(f"openai:{url}#{tiny_idefics2}", concurrency=3).answer(questions, max_new_tokens=5)
+    assert served == local and any(local)

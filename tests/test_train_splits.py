@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import UserError
-from tasks.datasets.registry import detect_and_read
 from tasks.fixtures import datasets as synthetic
+from tasks.registry import detect_and_read
 
 N_CLASSES, PER_TEST, PER_TRAIN = 4, 1, 2
 MAKERS = {
@@ -31,7 +31,7 @@ TRAIN_LISTS = {  # the file the train split comes from, relative to the archive 
 
 
 def read(task: str, root: Path, split: str):
-    names = synthetic._fixture_class_names(task, root)
+    names = synthetic.synthetic_class_names(task, root)
     return detect_and_read(task, root, class_names=names, split=split)
 
 

@@ -214,7 +214,7 @@ def _read(task: str, root: Path, config: DataConfig) -> TrainSource:
 
 def _backends(config: DataConfig):
     """The LLM and VQA backends; their specs are checked now, local models load on first use."""
-    from finedefics_train.data.vqa import WrapperVQA, parse_vqa_spec
+    from finedefics_train.data.vqa import check_vqa_spec, load_vqa_backend
     from models.chat import check_chat_spec, load_chat_backend
 
     llm = vqa = None
@@ -222,8 +222,13 @@ def _backends(config: DataConfig):
         check_chat_spec(config.llm)
         llm = LazyBackend(config.llm, lambda: load_chat_backend(config.llm, **_chat_options(config)))
     if config.vqa and config.attributes == "llm-vqa":
-        parse_vqa_spec(config.vqa)
-        vqa = LazyBackend(config.vqa, lambda: WrapperVQA(config.vqa, batch_size=config.batch_size))
+        check_vqa_spec(config.vqa)
+        vqa = LazyBackend(
+            config.vqa,
+            lambda: load_vqa_backend(
+                config.vqa, batch_size=config.batch_size, concurrency=config.concurrency
+            ),
+        )
     return llm, vqa
 
 
@@ -481,21 +486,24 @@ def _save(folder: Path, rows: list[dict], features) -> None:
     import datasets
 
     staging = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
+    build_cache = folder.parent / "cache" / "hf-build"
+    # from_generator's cache is keyed by the generator and its arguments, not the rows: never reuse one
+    for leftover in (staging, build_cache):
+        shutil.rmtree(leftover, ignore_errors=True)
     rows_file = folder.with_name(f".{folder.name}.rows.jsonl")
     write_lines_atomic(rows_file, (json.dumps(row) for row in rows))
     table = datasets.Dataset.from_generator(
         _rows_with_images,
         gen_kwargs={"rows_file": str(rows_file), "columns": ",".join(features)},
         features=features,
-        cache_dir=str(folder.parent / "cache" / "hf-build"),
+        cache_dir=str(build_cache),
     )
     table.save_to_disk(str(staging))
     del table
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     rows_file.unlink()
-    shutil.rmtree(folder.parent / "cache" / "hf-build", ignore_errors=True)
+    shutil.rmtree(build_cache, ignore_errors=True)
 
 
 def _rows_with_images(rows_file: str, columns: str):

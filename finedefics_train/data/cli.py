@@ -14,7 +14,8 @@ backends:
   --llm hf:PATH_OR_ID              a local transformers chat model (attribute discovery, summaries, class tags)
   --llm openai:BASE_URL#MODEL      any OpenAI-compatible server (vLLM, SGLang, transformers serve, a hosted API);
                                    API key from FGVR_LLM_API_KEY or OPENAI_API_KEY
-  --vqa model:NAME,pretrained=PATH one of our registered MLLMs (harness models) answering per-image questions
+  --vqa model:NAME,pretrained=PATH one of our registered MLLMs (harness list models) answering per-image questions
+  --vqa openai:BASE_URL#MODEL      a vision-language model on an OpenAI-compatible server (images sent inline)
 requests per training image (llm-vqa): 1 + A VQA answers (A attributes, at most --max-attributes) and 1 LLM
 summary, plus 1 LLM request per super-category; class-tags: 1 LLM request per class; human: none.
 """
@@ -45,7 +46,9 @@ def register(stages: argparse._SubParsersAction) -> None:
         help="descriptions from CUB's human annotations, LLM + VQA (the paper), or one per class",
     )
     parser.add_argument("--llm", metavar="SPEC", help="hf:PATH_OR_ID or openai:BASE_URL#MODEL")
-    parser.add_argument("--vqa", metavar="SPEC", help="model:NAME,pretrained=PATH[,key=value...]")
+    parser.add_argument(
+        "--vqa", metavar="SPEC", help="model:NAME,pretrained=PATH[,key=value...] or openai:BASE_URL#MODEL"
+    )
     parser.add_argument(
         "--negatives",
         default="clip",

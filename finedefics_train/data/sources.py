@@ -43,7 +43,7 @@ def read_source(
 ) -> TrainSource:
     """Both splits of `task` at `root`, with the same class names (checked). `limit` keeps the first
     `limit` train images per class, so that every class stays represented."""
-    from tasks.datasets.registry import detect_and_read
+    from tasks.registry import detect_and_read
 
     spec = get_task(task)
     train_split = "trainval" if flowers_val and task == "flower102" else "train"

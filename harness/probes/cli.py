@@ -40,7 +40,7 @@ def cmd_repr(args: argparse.Namespace) -> int:
     print()
     print(format_report(report))
     print(f"probes: {folder / PROBES_FILE}")
-    for hook in getattr(args, "after_probe", []):  # the leaderboard's records the report (unless --no-record)
+    for hook in args.after_probe:  # e.g. the leaderboard's records the report (unless --no-record)
         hook(folder, args)
     if args.json:
         print(
@@ -64,15 +64,15 @@ def cmd_repr(args: argparse.Namespace) -> int:
 def cmd_build_qa(args: argparse.Namespace) -> int:
     from harness.probes.build_qa import build_questions, read_knowledge
     from models.chat import check_chat_spec, load_chat_backend
-    from tasks.registry import TASKS
+    from tasks.registry import FGVR_TASKS
 
     base = args.task.removesuffix("_wikiqa")
-    if base not in TASKS:
+    if base not in FGVR_TASKS:
         from harness.core.errors import unknown_name
 
-        raise unknown_name("task", args.task, [*TASKS, *(f"{key}_wikiqa" for key in TASKS)])
+        raise unknown_name("task", args.task, [*FGVR_TASKS, *(f"{key}_wikiqa" for key in FGVR_TASKS)])
     check_chat_spec(args.llm)  # a bad spec stops before the dataset is read
-    task = TASKS[base]
+    task = FGVR_TASKS[base]
     from harness.probes.data import read_test_split
 
     class_names = read_test_split(task, args.source, classnames=args.classnames).class_names
@@ -101,7 +101,8 @@ def cmd_build_qa(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub) -> argparse.ArgumentParser:
+    """Add `harness probe repr` and `harness probe build-qa`; returns the `repr` parser (for hooks)."""
     probe = sub.add_parser("probe", help="representation probes and knowledge-QA question building")
     probe_sub = probe.add_subparsers(dest="probe_command", required=True)
     rep = probe_sub.add_parser(
@@ -160,7 +161,7 @@ def register(sub) -> None:
         "--db-url", help="leaderboard store URL (default: $HARNESS_DB_URL or SQLite under $HARNESS_HOME)"
     )
     rep.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
-    rep.set_defaults(func=cmd_repr)
+    rep.set_defaults(func=cmd_repr, after_probe=[])  # harness.cli adds its plugins' after_probe hooks
 
     qa = probe_sub.add_parser(
         "build-qa",
@@ -191,3 +192,4 @@ def register(sub) -> None:
     qa.add_argument("--max-new-tokens", type=int, default=384)
     qa.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     qa.set_defaults(func=cmd_build_qa)
+    return rep

@@ -30,7 +30,7 @@ from harness.probes.features import (
     text_features,
 )
 from tasks.datasets.base import DatasetSplit
-from tasks.registry import TaskSpec, get_task
+from tasks.registry import FGVR_TASKS, TaskSpec, get_task
 
 PROBES = ("linear", "alignment", "distances", "tsne", "knowledge")
 DEFAULT_PROBES = ("linear", "alignment", "distances", "tsne")
@@ -202,6 +202,9 @@ def report_folder(config: ReprConfig, task: TaskSpec, now: datetime) -> Path:
 def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[ProbeReport, Path]:
     """Runs the probes; returns the report and the folder holding probes.json and the PNGs."""
     task = get_task(config.task)
+    if task.kind != "fgvr":
+        raise UserError(f"--task {task.key}: representation probes take an image-classification task "
+                        f"({', '.join(FGVR_TASKS)})")
     now = datetime.now(UTC)
     out = report_folder(config, task, now)
     data = read_probe_data(config, task, out)

@@ -21,6 +21,7 @@ from tasks.datasets.layout import (
 
 FORMAT = "aircraft-native"
 DATASET = "FGVC-Aircraft 2013b"
+MARKER = "data/variants.txt"
 FOLDERS = ("fgvc-aircraft-2013b",)
 
 
@@ -28,7 +29,7 @@ def read_aircraft(
     root: Path, *, classnames: Path | None = None, skip_missing: bool = False, split: str = "test"
 ) -> DatasetSplit:
     """The test (or train: images_variant_trainval.txt) split; `root` is the fgvc-aircraft-2013b folder (holding data/) or its parent."""
-    root = find_dataset_dir(root, "data/variants.txt", FOLDERS, DATASET)
+    root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     variants = read_name_list(root / "data" / "variants.txt")
     labels = {name: label for label, name in enumerate(variants)}
     list_name = {"test": "images_variant_test.txt", "train": "images_variant_trainval.txt"}[check_split(split, DATASET)]

@@ -23,6 +23,7 @@ from tasks.datasets.layout import (
 
 FORMAT = "cars-native"
 DATASET = "Stanford Cars"
+MARKER = "devkit/cars_meta.mat"
 FOLDERS = ("stanford_cars",)
 TEST_ANNOTATIONS = "cars_test_annos_withlabels.mat"
 
@@ -32,7 +33,7 @@ def read_cars(
 ) -> DatasetSplit:
     """The test (or train) split; `root` is the folder holding devkit/ and cars_test/, or its parent."""
     check_split(split, DATASET)
-    root = find_dataset_dir(root, "devkit/cars_meta.mat", FOLDERS, DATASET)
+    root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     meta = root / "devkit" / "cars_meta.mat"
     class_names = [str(name) for name in np.atleast_1d(load_mat(meta, DATASET, ["class_names"])["class_names"])]
     if classnames is not None:

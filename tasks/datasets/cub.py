@@ -19,6 +19,8 @@ from tasks.datasets.layout import (
 
 FORMAT = "cub-native"
 DATASET = "CUB-200-2011"
+MARKER = "images.txt"  # its presence means the native layout
+FOLDERS = ("CUB_200_2011",)  # archive folder names accepted below the given root
 
 
 def read_cub(
@@ -29,7 +31,7 @@ def read_cub(
     Class names come from classes.txt ("001.Black_footed_Albatross" -> "Black_footed_Albatross"),
     or from `classnames` (one per line, label order) to show other names."""
     wanted_flag = {"test": 0, "train": 1}[check_split(split, DATASET)]
-    root = find_dataset_dir(root, "images.txt", ["CUB_200_2011"], DATASET)
+    root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     class_names = _read_classes(require_file(root / "classes.txt", DATASET))
     if classnames is not None:
         class_names = replace_names(class_names, classnames)

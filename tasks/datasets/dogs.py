@@ -21,6 +21,7 @@ from tasks.datasets.layout import (
 
 FORMAT = "dogs-native"
 DATASET = "Stanford Dogs"
+MARKER = "Images"
 FOLDERS = ("stanford_dogs", "StanfordDogs")
 
 
@@ -28,7 +29,7 @@ def read_dogs(
     root: Path, *, classnames: Path | None = None, skip_missing: bool = False, split: str = "test"
 ) -> DatasetSplit:
     """The test (or train: train_list.mat) split; `root` is the folder holding Images/ (and lists/), or its parent."""
-    root = find_dataset_dir(root, "Images", FOLDERS, DATASET)
+    root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     list_path = _test_list(root, f"{check_split(split, DATASET)}_list.mat")
     data = load_mat(list_path, DATASET, ["file_list", "labels"])
     files = [str(f) for f in np.atleast_1d(data["file_list"])]

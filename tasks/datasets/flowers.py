@@ -24,6 +24,7 @@ from tasks.datasets.layout import (
 
 FORMAT = "flowers-native"
 DATASET = "Oxford Flowers-102"
+MARKER = "imagelabels.mat"
 FOLDERS = ("flowers-102", "flowers102", "oxford_flowers102")
 SPLIT_IDS = {"test": ("tstid",), "train": ("trnid",), "trainval": ("trnid", "valid")}
 
@@ -38,7 +39,7 @@ def read_flowers(
     split: str = "test",
 ) -> DatasetSplit:
     """The test, train or trainval split; `root` is the folder holding jpg/, imagelabels.mat and setid.mat, or its parent."""
-    root = find_dataset_dir(root, "imagelabels.mat", FOLDERS, DATASET)
+    root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     labels_path, setid_path = root / "imagelabels.mat", root / "setid.mat"
     labels = np.atleast_1d(load_mat(labels_path, DATASET, ["labels"])["labels"])
     id_keys = SPLIT_IDS[check_split(split, DATASET, tuple(SPLIT_IDS))]

@@ -12,12 +12,22 @@ from tasks.datasets.base import DatasetSplit, TestItem
 SKIP_HINT = "pass --skip-missing to leave missing images out"
 
 
-def find_dataset_dir(root: Path, marker: str, folder_names: Sequence[str], dataset: str) -> Path:
-    """The folder that holds `marker`: `root` itself or one of its known archive sub-folders."""
+def locate_dataset_dir(root: Path, marker: str, folder_names: Sequence[str]) -> Path | None:
+    """The folder that holds `marker`: `root` itself or one of its known archive sub-folders; None
+    when neither does (the caller may then try another format, e.g. a Hugging Face mirror)."""
     root = Path(root).expanduser().resolve()
     for candidate in (root, *(root / name for name in folder_names)):
         if (candidate / marker).exists():
             return candidate
+    return None
+
+
+def find_dataset_dir(root: Path, marker: str, folder_names: Sequence[str], dataset: str) -> Path:
+    """`locate_dataset_dir`, or an error naming where it looked."""
+    found = locate_dataset_dir(root, marker, folder_names)
+    if found is not None:
+        return found
+    root = Path(root).expanduser().resolve()
     looked = ", ".join(str(root / name / marker) for name in folder_names)
     raise UserError(
         f"{root}: not a {dataset} folder: no {marker} there (also looked for {looked}). "

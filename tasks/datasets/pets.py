@@ -20,6 +20,7 @@ from tasks.datasets.layout import (
 
 FORMAT = "pets-native"
 DATASET = "Oxford-IIIT Pet"
+MARKER = "annotations/test.txt"
 FOLDERS = ("oxford-iiit-pet", "oxford_iiit_pet")
 
 
@@ -28,7 +29,7 @@ def read_pets(
 ) -> DatasetSplit:
     """The test (or train: trainval.txt) split; `root` is the folder holding images/ and annotations/, or its parent."""
     list_name = {"test": "test.txt", "train": "trainval.txt"}[check_split(split, DATASET)]
-    root = find_dataset_dir(root, "annotations/test.txt", FOLDERS, DATASET)
+    root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     list_path = require_file(root / "annotations" / list_name, DATASET)
     rows = []
     for lineno, (image, class_id, _species, _breed) in read_rows(list_path, 4, "Image CLASS-ID SPECIES BREED-ID"):

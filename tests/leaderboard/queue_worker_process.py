@@ -12,12 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from lb_factories import fake_evaluate  # noqa: E402
-
-from leaderboard.store import ResultStore  # noqa: E402
-from leaderboard.worker import QueueWorker, WorkerSettings  # noqa: E402
+from leaderboard.store import ResultStore
+from leaderboard.worker import QueueWorker, WorkerSettings
+from tests.leaderboard.lb_factories import fake_evaluate
 
 
 def main() -> None:

@@ -4,48 +4,50 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from harness.cli_config import add_dataclass_arguments, config_from_args
 from harness.config import RunConfig
+
+SOURCE_FIELDS = ("task", "data_root", "choices", "classnames", "questions", "skip_missing")
+OPTION_FIELDS = ("variant", "options", "clip_model", "circular", "seed")
 
 
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", help="task name (see `harness list tasks`)")
-    parser.add_argument("--source", type=Path, required=True, help="the dataset folder in its original layout")
-    parser.add_argument("--choices", type=Path, help="a FOCI/Finedefics choice file")
-    parser.add_argument("--classnames", type=Path, help="class names, one per line in label order")
-    parser.add_argument("--questions", type=Path, help="knowledge-QA tasks: the ImageWikiQA-format question file")
-    parser.add_argument("--skip-missing", action="store_true", help="skip (and count) missing or unreadable images")
+    """TASK --source DIR [--choices FILE] [--classnames FILE] [--questions FILE] [--skip-missing] [--json];
+    the flags are RunConfig's (one definition with `harness run`), the dataset folder named --source here."""
+    add_dataclass_arguments(parser, RunConfig, only=SOURCE_FIELDS, positional=("task",), required=("data_root",),
+                            rename={"data_root": "--source"}, per_task=False)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _config(args: argparse.Namespace):
+    from tasks.registry import get_task
+
+    task = get_task(args.task)
+    return task, config_from_args(RunConfig, args, model="-", task=task.key)
 
 
 def _read(args: argparse.Namespace):
     from harness.runner import read_split
-    from tasks.registry import get_task
 
-    task = get_task(args.task)
-    config = RunConfig(model="-", task=task.key, data_root=args.source, choices=args.choices, classnames=args.classnames,
-                       skip_missing=args.skip_missing)
+    task, config = _config(args)
     return task, config, read_split(task, config)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from harness.runner import option_plan
+    from harness.runner import option_plan, read_split
     from tasks.prepare import prepare_task
-    from tasks.registry import get_task
 
-    if getattr(get_task(args.task), "is_qa", False):
+    task, config = _config(args)
+    if task.kind == "qa":  # knowledge-QA tasks: questions from --questions (tasks.knowledge_qa)
         from tasks.knowledge_qa import prepare_qa_task, qa_variant
 
-        task = get_task(args.task)
-        prepared = prepare_qa_task(task, args.source, args.questions, variant=qa_variant(args.variant, "generate"),
-                                   seed=args.seed, skip_missing=args.skip_missing, classnames=args.classnames,
-                                   force=args.force)
+        prepared = prepare_qa_task(
+            task, config.data_root, config.questions, variant=qa_variant(config.variant, "generate"), seed=config.seed,
+            skip_missing=config.skip_missing, classnames=config.classnames, force=args.force,
+        )
     else:
-        task, config, split = _read(args)
-        config.choices, config.variant, config.circular = args.choices, args.variant, args.circular
-        config.options, config.clip_model = args.options, args.clip_model
-        prepared = prepare_task(task, split, option_plan(config), seed=args.seed, force=args.force)
+        prepared = prepare_task(task, read_split(task, config), option_plan(config), seed=config.seed, force=args.force)
     info = {
         "task": task.key,
         "variant": prepared.variant,
@@ -53,8 +55,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         "path": str(prepared.path),
         "include_path": str(prepared.lmms_dir),
         "lmms_tasks": {p.stem.rsplit("_", 1)[-1]: p.stem for p in sorted(prepared.lmms_dir.glob("*.yaml"))},
-        "option_source": prepared.meta["option_source"],
-        "skipped": len(prepared.meta.get("skipped", [])),
+        "option_source": prepared.meta.option_source,
+        "skipped": len(prepared.meta.skipped),
     }
     if args.json:
         print(json.dumps(info))
@@ -65,13 +67,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from tasks.registry import get_task
-
-    if getattr(get_task(args.task), "is_qa", False):
+    task, config = _config(args)
+    if task.kind == "qa":
         from tasks.knowledge_qa import qa_info
 
-        return qa_info(get_task(args.task), args.source, args.questions, skip_missing=args.skip_missing,
-                       classnames=args.classnames, json_output=args.json)
+        return qa_info(task, config.data_root, config.questions, skip_missing=config.skip_missing,
+                       classnames=config.classnames, json_output=args.json)
     task, _, split = _read(args)
     options = {}
     if args.choices is not None:
@@ -111,11 +112,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     prepare = sub.add_parser("prepare", help="build (or reuse) the prepared question set of a task")
     _add_source_arguments(prepare)
-    prepare.add_argument("--variant", default="k4", help="without --choices: kN options, 'all' classes, or 'open'")
-    prepare.add_argument("--options", choices=("random", "clip"), default="random", help="random or CLIP hard negatives")
-    prepare.add_argument("--clip-model", help="open_clip:ARCH:PRETRAINED or hf:HUB_ID_OR_PATH")
-    prepare.add_argument("--circular", action="store_true", help="one row per rotation of the options")
-    prepare.add_argument("--seed", type=int, default=0)
+    add_dataclass_arguments(prepare, RunConfig, only=OPTION_FIELDS)
     prepare.add_argument("--force", action="store_true", help="rebuild even when a cached copy exists")
     prepare.set_defaults(func=cmd_prepare)
 
