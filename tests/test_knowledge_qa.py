@@ -254,3 +254,36 @@ def test_prepare_and_data_info_take_questions(qa_data, capsys):
         "gen": "fgvr_imagewikiqa_oracle_cot_gen"
     }
     assert main(["prepare", "imagewikiqa", "--source", str(val)]) == 2  # no --questions
+
+
+def test_qa_prepared_json_is_a_typed_record_and_the_cache_reads_it_back(qa_data, tmp_path):
+    from tasks.knowledge_qa import prepare_qa_task
+    from tasks.prepare import META_FILE, PreparedMeta
+
+    val, questions = qa_data
+    task = get_task("imagewikiqa")
+    first = prepare_qa_task(task, val, questions, variant="oracle", cache_root=tmp_path)
+    on_disk = json.loads((first.path / META_FILE).read_text())
+    assert on_disk["option_source"] == "question_file" and on_disk["choice_file"] == str(questions)
+    assert on_disk["n_question_records"] == 3 == first.n_questions
+    assert PreparedMeta.read(first.path) == first.meta
+    again = prepare_qa_task(task, val, questions, variant="oracle", cache_root=tmp_path)
+    assert again.path == first.path and again.meta == first.meta and again.variant == "oracle"
+    assert {"protocol", "wiki", "source"} <= set(again.load().column_names)
+
+
+def test_qa_tasks_are_rows_of_the_task_table():
+    from leaderboard import spec
+    from tasks.registry import FGVR_TASKS, TASKS
+
+    qa = {key: task for key, task in TASKS.items() if task.kind == "qa"}
+    assert set(qa) == {"imagewikiqa", *(f"{key}_wikiqa" for key in FGVR_TASKS)}
+    wiki, bank = qa["imagewikiqa"], qa["bird200_wikiqa"]
+    assert (wiki.base, wiki.column, wiki.n_classes, wiki.n_test) == (None, "ImageWikiQA", 1000, 2000)
+    assert (bank.base, bank.column, bank.n_classes) == ("bird200", "Bird-200 QA", 200)
+    assert not any(task.in_average for task in qa.values())
+    assert bank.lmms_task_name("generate") == "fgvr_bird200_wikiqa_gen"  # direct: no middle part
+    assert [c.key for c in spec.QA_COLUMNS] == ["imagewikiqa", *(f"{key}_wikiqa" for key in spec.TASK_KEYS)]
+    assert all(c.main_variant == "direct" and not c.in_average for c in spec.QA_COLUMNS)
+    with pytest.raises(UserError, match="bird200_wikiqa is a knowledge-QA task: its questions come from --questions"):
+        bank.read(Path("."))
