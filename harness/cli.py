@@ -72,6 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from models import distributed
 
     config = run_config_from_args(args)
+    for check in args.before_run:  # e.g. the leaderboard's: a --name held by other weights, refused now
+        check(config, args)
     if config.num_processes > 1 and not distributed.is_rank_process():
         return launch_ranks(config, args.argv)
     summary = run_evaluation(config, command=["harness", *args.argv])
@@ -123,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="evaluate a model on a task through lmms-eval")
     _add_run_arguments(run)
     run.add_argument("--no-record", action="store_true", help="do not add the result to the leaderboard store")
+    run.add_argument("--name", help="the leaderboard name of these weights (default: the registry name for the "
+                     "registry's own weights, the hub id, or FOLDER@FINGERPRINT); refused when other weights hold it")
     run.add_argument("--db-url", help="leaderboard store URL (default: $HARNESS_DB_URL or SQLite under $HARNESS_HOME)")
-    run.set_defaults(func=cmd_run, after_run=[])
+    run.set_defaults(func=cmd_run, before_run=[], after_run=[])
 
     demo = sub.add_parser("demo", help="offline demo: tiny Idefics2 on a synthetic CUB-200 layout, both scorings")
     demo.add_argument("--limit", type=int, default=None)
@@ -140,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe_repr = probe_cli.register(sub)
     for plugin in _plugins():
         plugin.register(sub)
-        if hasattr(plugin, "after_run"):
-            run.set_defaults(after_run=[*run.get_default("after_run"), plugin.after_run])
+        for hook in ("before_run", "after_run"):
+            if hasattr(plugin, hook):
+                run.set_defaults(**{hook: [*run.get_default(hook), getattr(plugin, hook)]})
         if hasattr(plugin, "after_probe"):  # e.g. the leaderboard's: record the report in its store
             probe_repr.set_defaults(after_probe=[*probe_repr.get_default("after_probe"), plugin.after_probe])
     return parser
@@ -149,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The packages above the harness (layer 4) and beside it plug their commands in by name, so that the
 # harness never imports them: the one sanctioned upward reference, checked by `lint-imports`. A plugin
-# module has `register(subparsers)` and may have `after_run(summary, args)`, called after `harness run`,
-# and `after_probe(folder, args)`, called after `harness probe repr` with its report folder.
+# module has `register(subparsers)` and may have `before_run(config, args)`, called before `harness run`
+# plans anything (to refuse bad input early), `after_run(summary, args)`, called after it, and
+# `after_probe(folder, args)`, called after `harness probe repr` with its report folder.
 PLUGINS = ("leaderboard.cli", "finedefics_train.cli")
 
 

@@ -57,11 +57,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         "lmms_tasks": {p.stem.rsplit("_", 1)[-1]: p.stem for p in sorted(prepared.lmms_dir.glob("*.yaml"))},
         "option_source": prepared.meta.option_source,
         "skipped": len(prepared.meta.skipped),
+        "n_images": len(set(prepared.load().select_columns(["image_key"])["image_key"])),
     }
+    info["repeated_images"] = info["n_questions"] - info["n_images"]  # a choice file may ask an image twice
     if args.json:
         print(json.dumps(info))
     else:
-        print(f"prepared {info['n_questions']} {task.key} questions ({info['option_source']}) in {info['path']}")
+        repeated = f", {info['repeated_images']} image(s) asked twice by the choice file" if info["repeated_images"] else ""
+        print(f"prepared {info['n_questions']} {task.key} questions on {info['n_images']} images{repeated} "
+              f"({info['option_source']}) in {info['path']}")
         print(f"lmms-eval: --include_path {info['include_path']} --tasks {'|'.join(info['lmms_tasks'].values())}")
     return 0
 
@@ -74,12 +78,12 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         return qa_info(task, config.data_root, config.questions, skip_missing=config.skip_missing,
                        classnames=config.classnames, json_output=args.json)
     task, _, split = _read(args)
-    options = {}
+    questions = []  # (item, options): one per choice-file entry, so an image asked twice is listed twice
     if args.choices is not None:
         from tasks.choices import match_choices, read_choice_file
 
-        for matched in match_choices(read_choice_file(args.choices), split, skip_missing=args.skip_missing).matched:
-            options[matched.item.key] = list(matched.entry.options)
+        match = match_choices(read_choice_file(args.choices), split, skip_missing=args.skip_missing)
+        questions = [(matched.item, list(matched.entry.options)) for matched in match.matched]
     info = {
         "task": task.key,
         "format": split.format,
@@ -90,12 +94,13 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         "class_counts": split.class_counts(),
         "skipped": split.skipped,
         "items": [
-            {"image": str(item.image), "class": split.class_names[item.label],
-             **({"options": options[item.key]} if item.key in options else {})}
-            for item in split.items
-            if args.choices is None or item.key in options
+            {"image": str(item.image), "class": split.class_names[item.label], **({"options": options} if options else {})}
+            for item, options in (questions if args.choices is not None else [(item, None) for item in split.items])
         ],
     }
+    if args.choices is not None:
+        info["n_questions"] = len(questions)
+        info["repeated_images"] = len(questions) - len({item.key for item, _ in questions})
     if args.json:
         print(json.dumps(info))
         return 0
@@ -105,7 +110,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     print(f"  images per class: min {counts[0]}, max {counts[-1]}")
     print(f"  first classes: {', '.join(split.class_names[:5])}{' ...' if split.n_classes > 5 else ''}")
     if args.choices is not None:
-        print(f"  choice file: {len(options)} questions mapped onto the test split")
+        repeated = f" ({info['repeated_images']} image(s) asked twice)" if info["repeated_images"] else ""
+        print(f"  choice file: {len(questions)} questions mapped onto the test split{repeated}")
     return 0
 
 

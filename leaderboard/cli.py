@@ -39,18 +39,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from harness.core.errors import UserError
     from leaderboard.queue import SubmissionQueue, submit_checkpoint
-    from leaderboard.submissions import SubmissionPolicy, SubmissionRefused, SubmissionRequest
+    from leaderboard.submissions import SubmissionPolicy, SubmissionRequest
 
     request = SubmissionRequest(model=args.model, base=args.base, revision=args.revision, weights=args.weights,
                                 precision=args.precision, tasks=tuple(args.tasks), scoring=args.scoring,
                                 submitter=args.submitter)
     try:
         job_id, submission = submit_checkpoint(SubmissionQueue(_store(args)), request, SubmissionPolicy.from_env())
-    except SubmissionRefused as exc:
+    except UserError as exc:  # a refusal, or the operator's settings (store URL, limits): --json still prints
         if not args.json:
             raise
-        _print_json({"status": "REFUSED", "check": exc.check, "reason": str(exc)})
+        _print_json({"status": "REFUSED", "check": getattr(exc, "check", "settings"), "reason": str(exc)})
         return exc.exit_code
     if args.json:
         _print_json({"id": job_id, "status": "PENDING", "model_name": submission.model_name,
@@ -113,6 +114,26 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0 if not report.refused else 1
 
 
+def before_run(config, args: argparse.Namespace) -> None:
+    """Before `harness run`: a `--name` held by a registry model, a paper row or other weights (another
+    fingerprint) is refused now, not after the evaluation."""
+    if not args.name or args.no_record:
+        return
+    from harness import provenance
+    from harness.runner import check_pretrained
+    from leaderboard.store import ResultStore, check_model_name
+    from models.registry import get_model_spec
+
+    check_model_name(args.name)
+    pretrained = check_pretrained(get_model_spec(config.model), config.model_args)
+    revision = provenance.model_revision(pretrained, config.model_args.get("revision"), config.model_args.get("adapter"))
+    store = ResultStore.open(args.db_url)
+    try:
+        store.check_name_free(args.name, revision)
+    finally:
+        store.close()
+
+
 def after_run(summary: dict, args: argparse.Namespace) -> None:
     """After `harness run`: add the run to the store (unless --no-record); a failure here never loses the
     files already written."""
@@ -123,7 +144,7 @@ def after_run(summary: dict, args: argparse.Namespace) -> None:
     except ImportError:  # installed without the leaderboard extra: nothing to record into
         return
     try:
-        record_summary(summary, db_url=args.db_url)
+        record_summary(summary, db_url=args.db_url, model_name=args.name)
     except Exception as error:  # noqa: BLE001 - the run's files are safe; say how to retry
         print(f"warning: could not record the run in the leaderboard store ({error}); "
               f"retry with `harness import {Path(summary['results_file']).parent}`", file=sys.stderr)

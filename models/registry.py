@@ -92,6 +92,20 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+# config.json model_type(s) each wrapper loads (a checkpoint of another type is another architecture)
+MODEL_TYPES: dict[str, tuple[str, ...]] = {
+    "llava15": ("llava",), "llava_next_mistral": ("llava_next",), "mobilevlm_v2": ("mobilevlm",),
+    "instructblip_vicuna": ("instructblip",), "instructblip_flant5": ("instructblip",), "phi3_vision": ("phi3_v",),
+    "blip2_flant5": ("blip-2",), "internlm_xcomposer2": ("internlmxcomposer2",), "paligemma": ("paligemma",),
+    "idefics1": ("idefics",), "idefics2": ("idefics2",), "qwen_vl_chat": ("qwen",), "finedefics": ("idefics2",),
+}
+
+
+def models_of_type(model_type: str) -> list[str]:
+    """Registry names whose wrapper loads checkpoints of `model_type`."""
+    return [name for name, types in MODEL_TYPES.items() if model_type in types]
+
+
 def get_model_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]

@@ -431,7 +431,14 @@ def prepare_qa_task(
     (tasks.prepare.PreparedTask), with three more columns: protocol, wiki and source."""
     import datasets
 
-    from tasks.prepare import FEATURES, META_FILE, PreparedMeta, PreparedTask, check_images
+    from tasks.prepare import (
+        FEATURES,
+        META_FILE,
+        PreparedMeta,
+        PreparedTask,
+        check_images,
+        locked_cache_entry,
+    )
 
     questions, class_names, skipped, source_format = load_qa_questions(
         spec, data_root, questions_file, skip_missing=skip_missing, classnames=classnames
@@ -463,52 +470,54 @@ def prepare_qa_task(
             ]
         ).encode()
     ).hexdigest()
-    final = Path(cache_root or prepared_root()) / f"{spec.key}-{key[:12]}"
-    if (final / META_FILE).is_file() and not force:
-        return PreparedTask(spec, final, PreparedMeta.read(final))
-    features = datasets.Features(
-        {
-            **FEATURES,
-            "protocol": datasets.Value("string"),
-            "wiki": datasets.Value("string"),
-            "source": datasets.Value("string"),
-        }
-    )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        table = datasets.Dataset.from_list(
-            list(_rows(spec, questions, class_names, variant)), features=features
+    root = Path(cache_root or prepared_root())
+    final = root / f"{spec.key}-{key[:12]}"
+    with locked_cache_entry(root, final.name):  # one process at a time builds it; the others reuse it
+        if (final / META_FILE).is_file() and not force:
+            return PreparedTask(spec, final, PreparedMeta.read(final))
+        features = datasets.Features(
+            {
+                **FEATURES,
+                "protocol": datasets.Value("string"),
+                "wiki": datasets.Value("string"),
+                "source": datasets.Value("string"),
+            }
         )
-        datasets.DatasetDict({"test": table}).save_to_disk(str(staging / "data"))
-        _write_yamls(staging / "lmms", spec, variant, final / "data")
-        meta = PreparedMeta(
-            task=spec.key,
-            dataset=spec.dataset,
-            task_version=QA_VERSION,
-            variant=variant,
-            fingerprint=key,
-            source_root=str(data_root),
-            source_format=source_format,
-            n_classes=len(class_names),
-            n_questions=len(questions),
-            n_rows=len(table),
-            circular=False,
-            skipped=tuple(skipped),
-            skipped_choice_entries=(),
-            option_source="question_file",
-            clip_model=None,
-            k=len(LETTERS),
-            choice_file=str(questions_file),
-            choice_file_sha256=_sha256(questions_file),
-            seed=seed,
-            n_question_records=len({q.record.where for q in questions}),
-        )
-        write_json_atomic(staging / META_FILE, record_to_dict(meta))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return PreparedTask(spec, final, meta)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        try:
+            table = datasets.Dataset.from_list(
+                list(_rows(spec, questions, class_names, variant)), features=features
+            )
+            datasets.DatasetDict({"test": table}).save_to_disk(str(staging / "data"))
+            _write_yamls(staging / "lmms", spec, variant, final / "data")
+            meta = PreparedMeta(
+                task=spec.key,
+                dataset=spec.dataset,
+                task_version=QA_VERSION,
+                variant=variant,
+                fingerprint=key,
+                source_root=str(data_root),
+                source_format=source_format,
+                n_classes=len(class_names),
+                n_questions=len(questions),
+                n_rows=len(table),
+                circular=False,
+                skipped=tuple(skipped),
+                skipped_choice_entries=(),
+                option_source="question_file",
+                clip_model=None,
+                k=len(LETTERS),
+                choice_file=str(questions_file),
+                choice_file_sha256=_sha256(questions_file),
+                seed=seed,
+                n_question_records=len({q.record.where for q in questions}),
+            )
+            write_json_atomic(staging / META_FILE, record_to_dict(meta))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return PreparedTask(spec, final, meta)

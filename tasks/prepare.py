@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -248,7 +250,7 @@ def check_images(split: DatasetSplit, skip_missing: bool) -> DatasetSplit:
         try:
             with Image.open(item.image) as image:
                 image.load()
-        except (OSError, SyntaxError, ValueError) as error:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # a bomb: too many pixels
             if not skip_missing:
                 raise UserError(
                     f"{item.image}: unreadable image ({error}); replace the file, or pass --skip-missing to "
@@ -277,7 +279,38 @@ def prepare_task(
     cache_root: Path | None = None,
     force: bool = False,
 ) -> PreparedTask:
-    """Build (or reuse) the prepared question set for `split` under `plan`."""
+    """Build (or reuse) the prepared question set for `split` under `plan`. One process at a time builds a
+    cache entry (a file lock beside it); the others wait and then reuse it (or, with `force`, rebuild it)."""
+    if not split.items:
+        raise UserError(f"{split.root}: the {spec.dataset} test split is empty; nothing to evaluate")
+    root = Path(cache_root or prepared_root())
+    with locked_cache_entry(root, f"{spec.key}-{fingerprint(spec, split, plan, seed)[:12]}"):
+        return _prepare_locked(spec, split, plan, seed=seed, cache_root=root, force=force)
+
+
+@contextmanager
+def locked_cache_entry(root: Path, name: str) -> Iterator[None]:
+    """Hold the file lock of the cache entry `root/name` (beside it), so that one process at a time builds
+    it, after removing the staging folders of a preparation that was killed."""
+    from filelock import FileLock
+
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f".{name}.lock")):
+        for stale in root.glob(f".{name}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        yield
+
+
+def _prepare_locked(
+    spec: TaskSpec,
+    split: DatasetSplit,
+    plan: OptionPlan,
+    *,
+    seed: int = 0,
+    cache_root: Path | None = None,
+    force: bool = False,
+) -> PreparedTask:
     if not split.items:
         raise UserError(f"{split.root}: the {spec.dataset} test split is empty; nothing to evaluate")
     key = fingerprint(spec, split, plan, seed)

@@ -102,6 +102,7 @@ class TaskSpec:
         if locate_dataset_dir(root, self.marker, self.folders) is None:
             from tasks.datasets import hf_mirror
 
+            self.refuse_another_archive(root)
             if hf_mirror.looks_like_hf_mirror(root):
                 mirror = hf_mirror.read_hf_mirror(root, self.key, skip_missing=skip_missing, split=split, **hf_options)
                 return _renamed(mirror, class_names)
@@ -111,6 +112,15 @@ class TaskSpec:
                 split=split,
             )
         return _renamed(self.read_split(root, classnames=classnames, skip_missing=skip_missing, split=split), class_names)
+
+    def refuse_another_archive(self, root: Path) -> None:
+        """Another task's native archive where this one was expected (CUB's folder given for car196): say
+        so, and what this task reads, instead of trying the folder as a Hugging Face mirror."""
+        for other in FGVR_TASKS.values():
+            if other.key != self.key and locate_dataset_dir(root, other.marker, other.folders) is not None:
+                raise UserError(f"{root} holds the {other.dataset} archive ({other.marker}), not {self.dataset}: "
+                                f"{self.key} reads {self.marker} in the folder given or in "
+                                f"{' or '.join(self.folders)} below it; point --data-root at the {self.dataset} data")
 
     def lmms_task_name(self, scoring: str, variant: str | None = None) -> str:
         """fgvr_<key>[_<variant>]_<scoring>; the main variant adds no middle part (k4_circular: _circular)."""

@@ -59,3 +59,11 @@ def test_list_models_json(capsys):
     assert {row["name"] for row in rows} == PAPER_MODELS
     for row in rows:
         assert {"name", "hub_id", "params_b", "remote_code", "transformers", "licence"} <= set(row)
+
+
+def test_every_model_names_the_config_types_it_loads():
+    """Submissions and `harness run` refuse a checkpoint of another architecture by these types."""
+    from models.registry import MODEL_TYPES, MODELS, models_of_type
+
+    assert set(MODEL_TYPES) == set(MODELS)
+    assert models_of_type("idefics2") == ["idefics2", "finedefics"]

@@ -67,10 +67,13 @@ def _test_list(root: Path, name: str = "test_list.mat") -> Path:
 
 
 def _class_folders(root: Path, files: list[str], list_path: Path) -> list[str]:
-    """'<wnid>-<Name>' folders sorted by wnid: those under Images/ and those the list names."""
+    """'<wnid>-<Name>' folders sorted by wnid, as the lists name them (this one and the archive's other lists
+    beside it): a stray folder or link in Images/ is no class, and a partial copy of Images/ still reads."""
     folders = {file.split("/", 1)[0] for file in files}
-    if (root / "Images").is_dir():
-        folders |= {p.name for p in (root / "Images").iterdir() if p.is_dir() and "-" in p.name}
+    for other in (list_path.parent / name for name in ("train_list.mat", "file_list.mat")):
+        if other.is_file() and other != list_path:
+            listed = np.atleast_1d(load_mat(other, DATASET, ["file_list"])["file_list"])
+            folders |= {str(file).split("/", 1)[0] for file in listed}
     bad = sorted(f for f in folders if not f.startswith("n") or "-" not in f)
     if bad:
         raise UserError(f"{list_path}: '{bad[0]}' is not a '<wnid>-<Name>' class folder; is this Stanford Dogs?")

@@ -34,7 +34,7 @@ def read_pets(
     rows = []
     for lineno, (image, class_id, _species, _breed) in read_rows(list_path, 4, "Image CLASS-ID SPECIES BREED-ID"):
         rows.append((lineno, image, parse_int(class_id, f"{list_path} line {lineno}", "CLASS-ID") - 1))
-    class_names = _class_names(rows, list_path, split)
+    class_names = _class_names([*rows, *_other_annotation_rows(list_path)], list_path, split)
     if classnames is not None:
         class_names = replace_names(class_names, classnames)
     collector = SplitCollector("pet37", FORMAT, root, class_names, skip_missing, split)
@@ -51,6 +51,17 @@ def display_name(breed: str) -> str:
 def choice_path(item: TestItem) -> str:
     """The same as ours: images/<Image>.jpg."""
     return item.key
+
+
+def _other_annotation_rows(list_path: Path) -> list[tuple[int, str, int]]:
+    """The archive's other annotation lists (test.txt, trainval.txt, list.txt) beside `list_path`: every class
+    is named from every list, not only from the images of the split being read."""
+    rows = []
+    for other in (list_path.parent / name for name in ("test.txt", "trainval.txt", "list.txt")):
+        if other.is_file() and other != list_path:
+            for lineno, (image, class_id, *_rest) in read_rows(other, 4, "Image CLASS-ID SPECIES BREED-ID"):
+                rows.append((lineno, image, parse_int(class_id, f"{other} line {lineno}", "CLASS-ID") - 1))
+    return rows
 
 
 def _class_names(rows: list[tuple[int, str, int]], list_path: Path, split: str) -> list[str]:
