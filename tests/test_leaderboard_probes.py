@@ -94,6 +94,23 @@ def test_model_page_probes_section_shows_the_figures_and_plots(store, probe_fold
     assert empty.empty and none == []
 
 
+def test_a_hidden_models_probes_are_shown_only_with_the_admin_token(store, probe_folder, monkeypatch):
+    import gradio as gr
+
+    from leaderboard.app import ADMIN_TOKEN_ENV, LeaderboardApp
+
+    report = load_probe_report(probe_folder)
+    store.record_probes(report, probe_folder)
+    store.set_hidden(report["model"], True)
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, "secret")
+    with pytest.raises(gr.Error, match="unknown model"):
+        LeaderboardApp(store).probes(report["model"])
+    with pytest.raises(gr.Error):
+        LeaderboardApp(store).probes(report["model"], "wrong")
+    frame, _ = LeaderboardApp(store).probes(report["model"], "secret")
+    assert len(frame) == 1 and frame.iloc[0]["Features"] == "embed"
+
+
 def test_knowledge_qa_columns_are_selectable_and_stay_out_of_the_average(store):
     from leaderboard import spec
     from leaderboard.table import TableQuery, leaderboard_table
