@@ -15,6 +15,7 @@ from harness import data_cli
 from harness.cli_config import add_dataclass_arguments, config_from_args
 from harness.config import RunConfig, parse_task_paths
 from harness.core.errors import EvaluationFailed, UserError
+from harness.probes import cli as probe_cli
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -140,18 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_list)
 
     data_cli.register(sub)
+    probe_repr = probe_cli.register(sub)
     for plugin in _plugins():
         plugin.register(sub)
         for hook in ("before_run", "after_run"):
             if hasattr(plugin, hook):
                 run.set_defaults(**{hook: [*run.get_default(hook), getattr(plugin, hook)]})
+        if hasattr(plugin, "after_probe"):  # e.g. the leaderboard's: record the report in its store
+            probe_repr.set_defaults(after_probe=[*probe_repr.get_default("after_probe"), plugin.after_probe])
     return parser
 
 
 # The packages above the harness (layer 4) and beside it plug their commands in by name, so that the
 # harness never imports them: the one sanctioned upward reference, checked by `lint-imports`. A plugin
 # module has `register(subparsers)` and may have `before_run(config, args)`, called before `harness run`
-# plans anything (to refuse bad input early), and `after_run(summary, args)`, called after it.
+# plans anything (to refuse bad input early), `after_run(summary, args)`, called after it, and
+# `after_probe(folder, args)`, called after `harness probe repr` with its report folder.
 PLUGINS = ("leaderboard.cli", "finedefics_train.cli")
 
 

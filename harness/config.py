@@ -55,7 +55,8 @@ class RunConfig:
         "generate an answer letter; or score each option letter's (loglik) or name's (loglik_name) log-likelihood"))
     variant: str = field(default="k4", metadata=flag(
         "without --choices: kN options per question (label-set size), 'all' classes, "
-        "or 'open' (open-world: no options, the model names the class)"))
+        "or 'open' (open-world: no options, the model names the class); knowledge-QA tasks: direct, cot, oracle "
+        "or oracle_cot"))
     options: OptionSource = field(default="random", metadata=flag(
         "without --choices: seeded random negatives, or CLIP hard negatives as the paper mined them"))
     clip_model: str | None = field(default=None, metadata=flag(
@@ -75,6 +76,9 @@ class RunConfig:
     num_processes: int = field(default=1, metadata=flag(
         "data-parallel evaluation: N processes, one model replica each (one GPU each; gloo on CPU)",
         metavar="N", positive=True))
+    questions: Path | None = field(default=None, metadata=flag(
+        "knowledge-QA tasks: the question file in ImageWikiQA's JSONL format (imagewikiqa.jsonl, or a "
+        "<task>_wikiqa bank)", metavar="FILE"))
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
@@ -89,7 +93,7 @@ class RunConfig:
             raise UserError(f"--num-processes must be >= 1, got {self.num_processes}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
-        for name in ("data_root", "choices", "classnames", "output_dir"):
+        for name in ("data_root", "choices", "classnames", "output_dir", "questions"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value).expanduser())

@@ -8,33 +8,46 @@ import json
 from harness.cli_config import add_dataclass_arguments, config_from_args
 from harness.config import RunConfig
 
-SOURCE_FIELDS = ("task", "data_root", "choices", "classnames", "skip_missing")
+SOURCE_FIELDS = ("task", "data_root", "choices", "classnames", "questions", "skip_missing")
 OPTION_FIELDS = ("variant", "options", "clip_model", "circular", "seed")
 
 
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """TASK --source DIR [--choices FILE] [--classnames FILE] [--skip-missing] [--json]; the flags are
-    RunConfig's (one definition with `harness run`), the dataset folder named --source here."""
+    """TASK --source DIR [--choices FILE] [--classnames FILE] [--questions FILE] [--skip-missing] [--json];
+    the flags are RunConfig's (one definition with `harness run`), the dataset folder named --source here."""
     add_dataclass_arguments(parser, RunConfig, only=SOURCE_FIELDS, positional=("task",), required=("data_root",),
                             rename={"data_root": "--source"}, per_task=False)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _read(args: argparse.Namespace):
-    from harness.runner import read_split
+def _config(args: argparse.Namespace):
     from tasks.registry import get_task
 
     task = get_task(args.task)
-    config = config_from_args(RunConfig, args, model="-", task=task.key)
+    return task, config_from_args(RunConfig, args, model="-", task=task.key)
+
+
+def _read(args: argparse.Namespace):
+    from harness.runner import read_split
+
+    task, config = _config(args)
     return task, config, read_split(task, config)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from harness.runner import option_plan
+    from harness.runner import option_plan, read_split
     from tasks.prepare import prepare_task
 
-    task, config, split = _read(args)
-    prepared = prepare_task(task, split, option_plan(config), seed=config.seed, force=args.force)
+    task, config = _config(args)
+    if task.kind == "qa":  # knowledge-QA tasks: questions from --questions (tasks.knowledge_qa)
+        from tasks.knowledge_qa import prepare_qa_task, qa_variant
+
+        prepared = prepare_qa_task(
+            task, config.data_root, config.questions, variant=qa_variant(config.variant, "generate"), seed=config.seed,
+            skip_missing=config.skip_missing, classnames=config.classnames, force=args.force,
+        )
+    else:
+        prepared = prepare_task(task, read_split(task, config), option_plan(config), seed=config.seed, force=args.force)
     info = {
         "task": task.key,
         "variant": prepared.variant,
@@ -58,6 +71,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
+    task, config = _config(args)
+    if task.kind == "qa":
+        from tasks.knowledge_qa import qa_info
+
+        return qa_info(task, config.data_root, config.questions, skip_missing=config.skip_missing,
+                       classnames=config.classnames, json_output=args.json)
     task, _, split = _read(args)
     questions = []  # (item, options): one per choice-file entry, so an image asked twice is listed twice
     if args.choices is not None:

@@ -144,9 +144,15 @@ def plan_run(config: RunConfig) -> RunPlan:
     check_model_args(model, config.model_args)  # a typo stops here, before data preparation or CLIP mining
     check_output_dir(config.output_dir)
     pretrained = check_pretrained(model, config.model_args)
-    plan = option_plan(config)
-    split = read_split(task, config)
-    prepared = prepare_task(task, split, plan, seed=config.seed)
+    if task.kind == "qa":  # knowledge-QA tasks: questions from a file (tasks.knowledge_qa)
+        from tasks.knowledge_qa import prepare_qa_task, qa_variant
+
+        prepared = prepare_qa_task(task, config.data_root, config.questions, variant=qa_variant(config.variant, config.scoring),
+                                   seed=config.seed, skip_missing=config.skip_missing, classnames=config.classnames)
+    else:
+        plan = option_plan(config)
+        split = read_split(task, config)
+        prepared = prepare_task(task, split, plan, seed=config.seed)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_name = f"{model.name}__{task.key}-{prepared.variant}__{config.scoring}__{stamp}-{uuid.uuid4().hex[:6]}"
     run_dir = (config.output_dir or runs_root()) / run_name

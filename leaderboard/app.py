@@ -22,6 +22,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
 
 from harness.config import SCORINGS
 from harness.core.errors import UserError
@@ -239,6 +240,21 @@ class LeaderboardApp:
                 _two_decimals(detail.comparison_frame(rows), detail.PERCENT_COLUMNS),
                 gr.LinePlot(value=curve, visible=not curve.empty), detail.confusion_frame(rows))
 
+    def probes(self, name: str | None, token: str = "") -> tuple[pd.DataFrame, list]:
+        """The Probes section: the figures of every `harness probe repr` report and its t-SNE plots
+        (a hidden model's only with the admin token, as its page)."""
+        if not name:
+            return pd.DataFrame(columns=detail.PROBE_COLUMNS), []
+        try:
+            reports = self.store.probe_reports(name, include_hidden=self.is_admin(token))
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        gallery = []
+        for path, caption in detail.probe_plots(reports):
+            with Image.open(path) as image:
+                gallery.append((image.convert("RGB"), caption))
+        return detail.probes_frame(reports), gallery
+
     @staticmethod
     def is_admin(token: str | None) -> bool:
         expected = os.environ.get(ADMIN_TOKEN_ENV)
@@ -362,8 +378,8 @@ class LeaderboardApp:
     def _leaderboard_tab(self):
         gr.Markdown(INTRO)
         with gr.Row():
-            tasks = gr.CheckboxGroup([(t.column, t.key) for t in spec.BENCHMARK], value=list(spec.TASK_KEYS),
-                                     label="Tasks (columns and average)", elem_id="filter-tasks", scale=3)
+            tasks = gr.CheckboxGroup([(t.column, t.key) for t in spec.COLUMNS], value=list(spec.TASK_KEYS),
+                                     label="Tasks (columns and average; knowledge-QA columns are shown, never averaged)", elem_id="filter-tasks", scale=3)
             sizes = gr.CheckboxGroup(list(spec.SIZE_BUCKETS), label="Size", elem_id="filter-size", scale=1)
         with gr.Row():
             families = gr.Dropdown([], multiselect=True, label="Family", elem_id="filter-family")
@@ -399,6 +415,12 @@ class LeaderboardApp:
             token = gr.Textbox(label=f"Admin token ({ADMIN_TOKEN_ENV}): hidden models and server paths",
                                type="password", elem_id="detail-token")
         gr.on([model.change, token.submit], self.detail, inputs=[model, token], outputs=outputs, api_name="model_detail")
+        gr.Markdown("#### Probes (`harness probe repr`: linear probes, alignment, distances, t-SNE)")
+        probe_table = gr.Dataframe(label="Representation probes", interactive=False, elem_id="detail-probes")
+        probe_plots = gr.Gallery(label="t-SNE of objects (dots) and category names (diamonds)", columns=2,
+                                 elem_id="detail-probe-plots")
+        gr.on([model.change, token.submit], self.probes, inputs=[model, token], outputs=[probe_table, probe_plots],
+              api_name="model_probes")
         return model, outputs
 
     def _plots_tab(self):

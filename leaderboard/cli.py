@@ -152,6 +152,20 @@ def after_run(summary: dict, args: argparse.Namespace) -> None:
               f"retry with `harness import {Path(summary['results_file']).parent}`", file=sys.stderr)
 
 
+def after_probe(folder, args: argparse.Namespace) -> None:
+    """After `harness probe repr`: add the report to the store (unless --no-record); a failure here
+    never loses the report folder."""
+    if getattr(args, "no_record", False):
+        return
+    from leaderboard.store import record_probe_report
+
+    try:
+        record_probe_report(folder, db_url=getattr(args, "db_url", None))
+    except Exception as error:  # noqa: BLE001 - the report files are safe; say how to retry
+        print(f"warning: could not record the probes in the leaderboard store ({error}); "
+              f"retry with `harness import {folder}`", file=sys.stderr)
+
+
 def register(subparsers) -> None:
     """Add the leaderboard subcommands to the `harness` parser."""
     from harness.cli_config import add_dataclass_arguments

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from harness.config import parse_model_args
 from harness.core.errors import UserError
+from harness.core.probe_results import PROBES_FILE, load_probe_report
 from harness.core.results import SUMMARY_FILE, load_summary
 from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95, correct_count
 from leaderboard.spec import BY_KEY, MAIN_VARIANT
@@ -71,6 +72,8 @@ def _import_file(store: ResultStore, path: Path, report: ImportReport) -> list[b
     tasks of an lmms-eval file that cannot be imported are refused by name in `report`."""
     if path.name == SUMMARY_FILE:
         return [store.record_summary(load_summary(path))]
+    if path.name == PROBES_FILE:
+        return [store.record_probes(load_probe_report(path), path.parent)]
     raw = path.read_bytes()
     try:
         data = json.loads(raw)

@@ -24,6 +24,7 @@ from harness.core.results import RunSummary
 from leaderboard import spec
 from leaderboard.db import (
     ModelRow,
+    ProbeRow,
     ResultRow,
     create_store_engine,
     ensure_schema,
@@ -273,7 +274,8 @@ class ResultStore:
 
     def model_choices(self, include_hidden: bool = False) -> list[tuple[str, str]]:
         """(label, name) pairs of the models that have results, for a dropdown."""
-        query = select(ModelRow.display_name, ModelRow.name).where(ModelRow.results.any()).order_by(ModelRow.display_name)
+        query = (select(ModelRow.display_name, ModelRow.name)
+                 .where(ModelRow.results.any() | ModelRow.probes.any()).order_by(ModelRow.display_name))
         if not include_hidden:
             query = query.where(ModelRow.hidden.is_(False))
         with self.engine.connect() as conn:
@@ -293,6 +295,40 @@ class ResultStore:
             rows = [{column.key: getattr(result, column.key) for column in ResultRow.__table__.columns}
                     for result in model.results]
         return info, rows
+
+    # --- probes ---------------------------------------------------------------------------------
+
+    def record_probes(self, report: dict[str, Any], folder: Path | None = None) -> bool:
+        """Record one probe report (harness.core.probe_results.ProbeReport); True when it is new."""
+        try:
+            return self._record_probes(report, folder)
+        except IntegrityError:  # another process recorded it (or created the model) first
+            return self._record_probes(report, folder)
+
+    def _record_probes(self, report: dict[str, Any], folder: Path | None) -> bool:
+        with self.session() as session:
+            if session.scalars(select(ProbeRow.id).where(ProbeRow.key == report["run_id"])).first() is not None:
+                return False
+            metadata = self._summary_model_metadata(report)
+            name = model_name_for(report)
+            if str(report["model"]).startswith("clip:"):  # a CLIP/SigLIP reference: named by its full spec
+                metadata.update(base=None, display_name=report["model"])
+                name = report["model"]
+            model = self._model(session, name, **metadata)
+            session.add(ProbeRow(model=model, key=report["run_id"], task=report["task"], report=report,
+                                 folder=None if folder is None else str(Path(folder).resolve()),
+                                 created=parse_utc(report["created"])))
+            return True
+
+    def probe_reports(self, name: str, include_hidden: bool = True) -> list[dict[str, Any]]:
+        """A model's probe reports, oldest first: {"report", "folder", "created"}. Without
+        `include_hidden` (the public pages) a hidden model is unknown, as in `model_info`."""
+        with self.session() as session:
+            model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
+            if model is None or (model.hidden and not include_hidden):
+                raise self._unknown_model(session, name, include_hidden)
+            rows = sorted(model.probes, key=lambda row: row.created)
+            return [{"report": row.report, "folder": row.folder, "created": row.created} for row in rows]
 
     def _unknown_model(self, session: Session, name: str, include_hidden: bool = True) -> UserError:
         from harness.core.errors import unknown_name
@@ -338,5 +374,16 @@ def record_summary(summary: RunSummary, db_url: str | None = None, model_name: s
     store = ResultStore.open(db_url)
     try:
         store.record_summary(summary, model_name=model_name)
+    finally:
+        store.close()
+
+
+def record_probe_report(folder: Path, db_url: str | None = None) -> bool:
+    """Record a `harness probe repr` report folder in the store (idempotent per run_id)."""
+    from harness.core.probe_results import load_probe_report
+
+    store = ResultStore.open(db_url)
+    try:
+        return store.record_probes(load_probe_report(folder), folder)
     finally:
         store.close()

@@ -40,13 +40,14 @@ class TableQuery:
     descending: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", tuple(spec.validate_tasks(self.tasks)))
+        object.__setattr__(self, "tasks", tuple(spec.validate_tasks(self.tasks, spec.COLUMN_KEYS)))
 
 
 def best_runs(results: pd.DataFrame) -> pd.DataFrame:
     """One accuracy per (model, source, scoring, task) on the main protocol: full runs beat runs with a
     --limit, and among equals the latest wins."""
-    main = results[results["variant"] == spec.MAIN_VARIANT]
+    main_variant = results["task"].map(lambda task: spec.BY_KEY[task].main_variant if task in spec.BY_KEY else None)
+    main = results[results["variant"] == main_variant]
     ordered = main.assign(_full=main["sample_limit"].isna()).sort_values(["_full", "created"], kind="stable")
     return ordered.drop_duplicates([*ROW_KEY, "task"], keep="last").drop(columns="_full")
 
@@ -55,7 +56,7 @@ def wide_table(results: pd.DataFrame) -> pd.DataFrame:
     """Model metadata plus one percent column per benchmark task (NaN where there is no run)."""
     best = best_runs(results)
     scores = best.set_index([*ROW_KEY, "task"])["accuracy"].mul(100).unstack("task")
-    scores = scores.reindex(columns=list(spec.TASK_KEYS)).reset_index()
+    scores = scores.reindex(columns=list(spec.COLUMN_KEYS)).reset_index()
     metadata = best.drop_duplicates("model").set_index("model")[["display_name", "family", "params_b"]]
     wide = scores.join(metadata, on="model")
     wide["size"] = [spec.size_bucket(value) for value in wide["params_b"]]
@@ -80,8 +81,8 @@ def add_aggregates(frame: pd.DataFrame, wide: pd.DataFrame, tasks: Sequence[str]
     averaged = spec.average_tasks(tasks)
     frame[AVERAGE] = [exact_average(values) for values in frame[averaged].itertuples(index=False)] if averaged \
         else float("nan")
-    ranks = frame[list(tasks)].rank(ascending=False, method="min")
-    frame[AVERAGE_RANK] = ranks.mean(axis=1, skipna=False) if tasks else float("nan")
+    ranks = frame[averaged].rank(ascending=False, method="min")  # knowledge-QA columns stay out of the rank too
+    frame[AVERAGE_RANK] = ranks.mean(axis=1, skipna=False) if averaged else float("nan")
     reported = wide[wide["source"] == "reported"].drop_duplicates("model").set_index("model")[list(tasks)]
     paper = reported.reindex(frame["model"]).set_axis(frame.index)
     delta = (frame[list(tasks)] - paper).mean(axis=1)
@@ -108,7 +109,7 @@ def search(frame: pd.DataFrame, text: str) -> pd.DataFrame:
 
 
 def sort_columns() -> list[str]:
-    return [AVERAGE, AVERAGE_RANK, DELTA, *[task.column for task in spec.BENCHMARK], MODEL_COLUMN, "Params (B)"]
+    return [AVERAGE, AVERAGE_RANK, DELTA, *[task.column for task in spec.COLUMNS], MODEL_COLUMN, "Params (B)"]
 
 
 def leaderboard_table(results: pd.DataFrame, query: TableQuery = TableQuery()) -> pd.DataFrame:
@@ -118,7 +119,7 @@ def leaderboard_table(results: pd.DataFrame, query: TableQuery = TableQuery()) -
     wide = wide_table(results)
     frame = add_aggregates(apply_filters(wide, query), wide, query.tasks)
     frame = search(frame, query.search)
-    frame = frame.rename(columns={**INFO_COLUMNS, **{t.key: t.column for t in spec.BENCHMARK}, "model": ID_COLUMN})
+    frame = frame.rename(columns={**INFO_COLUMNS, **{t.key: t.column for t in spec.COLUMNS}, "model": ID_COLUMN})
     frame = frame[display_columns(query.tasks)]
     sort_by = query.sort_by if query.sort_by in frame.columns else AVERAGE
     frame = frame.sort_values([sort_by, MODEL_COLUMN], ascending=[not query.descending, True], na_position="last",

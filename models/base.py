@@ -510,3 +510,19 @@ class FGVRModel(lmms):
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         raise NotImplementedError(f"{self.spec.display_name}: multi-round generation is not used by FGVR tasks")
+
+    # ---- representation features (`harness probe repr`) -------------------------------------------
+
+    def features(self, questions: list[str], images: list[list]) -> dict[str, torch.Tensor]:
+        """Last-layer hidden states of the language model for image prompts (the model's own prompt
+        around each question): {"last": last token, "avg": token mean}, one row per prompt."""
+        from models.features import pooled_hidden_states
+
+        prompts = [self.build_prompt(q, len(i)) for q, i in zip(questions, images)]
+        return pooled_hidden_states(self, self.encode(prompts, images))
+
+    def text_features(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The same for plain texts (category names, descriptions), tokenised without a prompt."""
+        from models.features import text_hidden_states
+
+        return text_hidden_states(self, texts)

@@ -44,12 +44,14 @@ def _normalise(features: torch.Tensor) -> np.ndarray:
 
 
 class HFClipEncoder(ClipEncoder):
+    """A transformers CLIP or SigLIP checkpoint (whatever AutoModel loads with image and text features)."""
+
     def __init__(self, model_id: str, device: str = "cpu"):
-        from transformers import CLIPModel, CLIPProcessor
+        from transformers import AutoModel, AutoProcessor
 
         try:
-            self.processor = CLIPProcessor.from_pretrained(model_id)
-            self.model = CLIPModel.from_pretrained(model_id).to(device).eval()
+            self.processor = AutoProcessor.from_pretrained(model_id)
+            self.model = AutoModel.from_pretrained(model_id).to(device).eval()
         except (OSError, ValueError) as error:  # missing folder, or an id the hub cannot resolve offline
             raise UserError(
                 f"CLIP model '{model_id}' could not be loaded ({error}); pass --clip-model hf:/local/clip/folder "
@@ -57,6 +59,8 @@ class HFClipEncoder(ClipEncoder):
             ) from error
         self.device = device
         self.name = f"hf:{model_id}"
+        # SigLIP's text tower was trained on text padded to its full length, CLIP's on the text alone
+        self.text_padding = "max_length" if self.model.config.model_type.startswith("siglip") else True
 
     @torch.inference_mode()
     def encode_images(self, images):
@@ -65,7 +69,7 @@ class HFClipEncoder(ClipEncoder):
 
     @torch.inference_mode()
     def encode_texts(self, texts):
-        tokens = self.processor(text=texts, return_tensors="pt", padding=True, truncation=True).to(self.device)
+        tokens = self.processor(text=texts, return_tensors="pt", padding=self.text_padding, truncation=True).to(self.device)
         return _normalise(_as_tensor(self.model.get_text_features(**tokens)))
 
 

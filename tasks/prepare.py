@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -79,12 +81,13 @@ class PreparedMeta:
     circular: bool
     skipped: tuple[str, ...]  # images left out (--skip-missing), with the reason
     skipped_choice_entries: tuple[str, ...]  # choice-file entries that could not be placed
-    option_source: str  # choice_file, random, clip, all_classes, open
+    option_source: str  # choice_file, random, clip, all_classes, open; question_file (knowledge QA)
     clip_model: str | None
     k: int  # options per question
-    choice_file: str | None
+    choice_file: str | None  # knowledge QA: the question file
     choice_file_sha256: str | None
     seed: int
+    n_question_records: int | None = None  # knowledge QA: records of the question file asked (None: fgvr)
 
     @classmethod
     def read(cls, folder: Path) -> PreparedMeta:
@@ -278,18 +281,25 @@ def prepare_task(
 ) -> PreparedTask:
     """Build (or reuse) the prepared question set for `split` under `plan`. One process at a time builds a
     cache entry (a file lock beside it); the others wait and then reuse it (or, with `force`, rebuild it)."""
-    from filelock import FileLock
-
     if not split.items:
         raise UserError(f"{split.root}: the {spec.dataset} test split is empty; nothing to evaluate")
     root = Path(cache_root or prepared_root())
+    with locked_cache_entry(root, f"{spec.key}-{fingerprint(spec, split, plan, seed)[:12]}"):
+        return _prepare_locked(spec, split, plan, seed=seed, cache_root=root, force=force)
+
+
+@contextmanager
+def locked_cache_entry(root: Path, name: str) -> Iterator[None]:
+    """Hold the file lock of the cache entry `root/name` (beside it), so that one process at a time builds
+    it, after removing the staging folders of a preparation that was killed."""
+    from filelock import FileLock
+
     root.mkdir(parents=True, exist_ok=True)
-    name = f"{spec.key}-{fingerprint(spec, split, plan, seed)[:12]}"
     with FileLock(str(root / f".{name}.lock")):
-        for stale in root.glob(f".{name}.*"):  # staging folders of a preparation that was killed
+        for stale in root.glob(f".{name}.*"):
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
-        return _prepare_locked(spec, split, plan, seed=seed, cache_root=root, force=force)
+        yield
 
 
 def _prepare_locked(

@@ -25,7 +25,9 @@ from tasks.datasets.layout import locate_dataset_dir
 
 TASK_VERSION = "1.0"  # bump when question construction or scoring changes
 
-TaskKind = Literal["fgvr"]  # "fgvr": multiple-choice recognition of one image's class
+# "fgvr": multiple-choice recognition of one image's class; "qa": knowledge questions about the object
+# in an image, from a question file (tasks.knowledge_qa)
+TaskKind = Literal["fgvr", "qa"]
 SCORING_SUFFIX = {"generate": "gen", "loglik": "loglik", "loglik_name": "logliknm"}
 
 
@@ -40,12 +42,17 @@ class TaskSpec:
     n_classes: int  # in the full official test split
     n_test: int  # test images (questions) in the full official split
     column: str | None  # leaderboard column header; None: not a leaderboard column
-    reader: ModuleType  # tasks.datasets.<x>: DATASET, FORMAT, MARKER, FOLDERS, choice_path
-    read_split: Callable[..., DatasetSplit]  # read(root, *, classnames=None, skip_missing=False, ...)
-    synthetic: str  # "module:function" of the synthetic writer (tests, demo); imported only when asked for
+    # fgvr tasks: the reader module (tasks.datasets.<x>: DATASET, FORMAT, MARKER, FOLDERS, choice_path),
+    # its read function read(root, *, classnames=None, skip_missing=False, ...), and the "module:function"
+    # of the synthetic writer (tests, demo; imported only when asked for). None for qa tasks.
+    reader: ModuleType | None = None
+    read_split: Callable[..., DatasetSplit] | None = None
+    synthetic: str | None = None
     in_average: bool = True  # counts in the leaderboard's average
     names_in_archive: bool = True  # False: names come from --classnames or a choice file (Flowers-102)
     kind: TaskKind = "fgvr"
+    main_variant: str = "k4"  # the protocol whose runs fill the leaderboard column (k4: the paper's)
+    base: str | None = None  # qa tasks: the fgvr task whose test images a question bank is asked about
 
     @property
     def marker(self) -> str:
@@ -84,6 +91,11 @@ class TaskSpec:
         `classnames` (a file) or `class_names` replace the archive's names; for an archive without
         names (Flowers-102) they, or the classes of the choice file `choices`, provide them.
         `hf_options` go to `read_hf_mirror` (image_column, label_column, split, cache_dir)."""
+        if self.kind != "fgvr":
+            raise UserError(
+                f"{self.key} is a knowledge-QA task: its questions come from --questions FILE "
+                "(tasks.knowledge_qa), not from a dataset reader"
+            )
         root = Path(root).expanduser()
         if not root.exists():
             raise UserError(f"{root}: the {self.dataset} data folder does not exist")
@@ -104,14 +116,16 @@ class TaskSpec:
     def refuse_another_archive(self, root: Path) -> None:
         """Another task's native archive where this one was expected (CUB's folder given for car196): say
         so, and what this task reads, instead of trying the folder as a Hugging Face mirror."""
-        for other in TASKS.values():
+        for other in FGVR_TASKS.values():
             if other.key != self.key and locate_dataset_dir(root, other.marker, other.folders) is not None:
                 raise UserError(f"{root} holds the {other.dataset} archive ({other.marker}), not {self.dataset}: "
                                 f"{self.key} reads {self.marker} in the folder given or in "
                                 f"{' or '.join(self.folders)} below it; point --data-root at the {self.dataset} data")
 
-    def lmms_task_name(self, scoring: str, variant: str = "k4") -> str:
-        middle = "" if variant == "k4" else f"_{variant.removeprefix('k4_')}"
+    def lmms_task_name(self, scoring: str, variant: str | None = None) -> str:
+        """fgvr_<key>[_<variant>]_<scoring>; the main variant adds no middle part (k4_circular: _circular)."""
+        variant = variant or self.main_variant
+        middle = "" if variant == self.main_variant else f"_{variant.removeprefix(self.main_variant + '_')}"
         return f"fgvr_{self.key}{middle}_{SCORING_SUFFIX[scoring]}"
 
 
@@ -127,9 +141,7 @@ def _renamed(split: DatasetSplit, class_names: list[str] | None) -> DatasetSplit
 
 _FIXTURES = "tasks.fixtures.datasets"
 
-TASKS: dict[str, TaskSpec] = {
-    task.key: task
-    for task in (
+_FGVR: tuple[TaskSpec, ...] = (
         TaskSpec("bird200", "CUB-200-2011", "birds", "bird", 200, 5794, "Bird-200",
                    cub, cub.read_cub, f"{_FIXTURES}:make_cub"),
         TaskSpec("car196", "Stanford Cars", "cars", "car", 196, 8041, "Car-196",
@@ -143,8 +155,26 @@ TASKS: dict[str, TaskSpec] = {
         # the paper's name is kept: the variant level has 100 classes
         TaskSpec("aircraft102", "FGVC-Aircraft (variants)", "aircraft", "aircraft", 100, 3333, "Aircraft-102",
                    aircraft, aircraft.read_aircraft, f"{_FIXTURES}:make_aircraft"),
-    )
-}  # fmt: skip
+)  # fmt: skip
+
+
+def _knowledge_qa_rows(fgvr: tuple[TaskSpec, ...]) -> tuple[TaskSpec, ...]:
+    """The knowledge-QA tasks (tasks.knowledge_qa): ImageWikiQA over ImageNet images, and one question
+    bank task `<key>_wikiqa` per FGVR task, asked about that task's test images. Their questions come
+    from a file (--questions), so they have no reader; leaderboard columns outside the average."""
+    imagewikiqa = TaskSpec("imagewikiqa", "ImageWikiQA", "objects", "object", 1000, 2000, "ImageWikiQA",
+                           in_average=False, kind="qa", main_variant="direct")
+    banks = tuple(
+        TaskSpec(f"{task.key}_wikiqa", f"{task.dataset} knowledge QA", task.noun, task.singular, task.n_classes,
+                 0, f"{task.column} QA", in_average=False, kind="qa", main_variant="direct", base=task.key)
+        for task in fgvr
+    )  # n_test 0: a bank's size is the user's
+    return (imagewikiqa, *banks)
+
+
+TASKS: dict[str, TaskSpec] = {task.key: task for task in (*_FGVR, *_knowledge_qa_rows(_FGVR))}
+FGVR_TASKS: dict[str, TaskSpec] = {key: task for key, task in TASKS.items() if task.kind == "fgvr"}  # the six
+
 
 def get_task(name: str) -> TaskSpec:
     try:

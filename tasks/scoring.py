@@ -152,7 +152,8 @@ def score_row(doc: dict[str, Any], responses: Sequence[Any], kind: ResponseKind)
         named = None if failed else open_world_class(responses[0], doc["class_names"])
         return RowScore(question, label, label, named, named, 0, failed=failed)
     options, gold = list(doc["options"]), int(doc["answer_index"])
-    labels = list(doc.get("option_labels") or range(len(options)))
+    # knowledge-QA rows (they carry a `protocol`): options are answers, not classes, so no predicted class
+    labels = [None] * len(options) if "protocol" in doc else list(doc.get("option_labels") or range(len(options)))
     if kind == "loglik":
         failed = len(responses) != len(options) or any(is_failed(r) for r in responses)
         chosen = None if failed else loglik_choice([_nll(r) for r in responses])
@@ -162,6 +163,10 @@ def score_row(doc: dict[str, Any], responses: Sequence[Any], kind: ResponseKind)
     answer = "" if failed else responses[0]
     letters = option_letters(len(options))
     strict, lenient = paper_letter(answer, len(options)), robust_letter(answer, options)
+    if doc.get("protocol") == "cot":  # knowledge QA, chain of thought: one parser for both readings
+        from tasks.knowledge_qa import cot_letter
+
+        strict = lenient = None if failed else cot_letter(answer, options)
     chosen = None if failed or strict is None else letters.index(strict)
     robust = None if failed or lenient is None else letters.index(lenient)
     return RowScore(question, label, gold, chosen, None if chosen is None else labels[chosen], len(options),

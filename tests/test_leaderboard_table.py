@@ -71,7 +71,7 @@ def test_a_new_task_record_with_a_column_becomes_a_leaderboard_column(monkeypatc
 
     extra = dataclasses.replace(registry.TASKS["pet37"], key="cat12", column="Cat-12", n_classes=12, in_average=False)
     monkeypatch.setitem(registry.TASKS, "cat12", extra)
-    columns = spec._columns()
+    columns = spec._benchmark()
     assert [c.key for c in columns] == [*spec.PAPER_ORDER, "cat12"]
     assert columns[-1] == spec.TaskColumn("cat12", "Cat-12", 12, in_average=False)
 

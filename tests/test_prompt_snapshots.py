@@ -14,14 +14,14 @@ import pytest
 from models.registry import MODELS
 from tasks.lmms.hooks import doc_to_text
 from tasks.prompts import question_for
-from tasks.registry import TASKS
+from tasks.registry import FGVR_TASKS
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "prompts.json"
 SAMPLE_OPTIONS = ["Laysan_Albatross", "Sooty_Albatross", "Heermann_Gull", "Black_footed_Albatross"]
 
 
 def _sample_doc(task: str) -> dict:
-    return {"question": question_for(TASKS[task].noun), "options": SAMPLE_OPTIONS, "answer_index": 2}
+    return {"question": question_for(FGVR_TASKS[task].noun), "options": SAMPLE_OPTIONS, "answer_index": 2}
 
 
 def _wrapper(name: str, tmp_path_factory):
@@ -36,11 +36,11 @@ def _wrapper(name: str, tmp_path_factory):
 
 def _rendered(tmp_path_factory) -> dict[str, str]:
     rendered = {}
-    for task in sorted(TASKS):
+    for task in sorted(FGVR_TASKS):
         rendered[f"question/{task}"] = doc_to_text(_sample_doc(task))
     for name in sorted(MODELS):
         wrapper = _wrapper(name, tmp_path_factory)
-        for task in sorted(TASKS):
+        for task in sorted(FGVR_TASKS):
             rendered[f"{name}/{task}"] = wrapper.build_prompt(rendered[f"question/{task}"], 1)
     return rendered
 

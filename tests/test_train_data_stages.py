@@ -24,7 +24,7 @@ from finedefics_train.data.prompts import PROMPT_DIR, load_prompts
 from harness.cli import main
 from harness.core.errors import UserError
 from tasks.fixtures import datasets as synthetic
-from tasks.registry import TASKS
+from tasks.registry import FGVR_TASKS
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +126,9 @@ def test_interrupted_stage_asks_only_what_was_missing(tmp_path):
 
 
 def test_default_prompts_for_every_task():
-    for task in TASKS:
+    for task in FGVR_TASKS:
         prompts = load_prompts(task)
-        singular = TASKS[task].singular
+        singular = FGVR_TASKS[task].singular
         assert prompts.superclass == singular and prompts.unit
         discovery = prompts.render("discovery")
         assert f"distinguishing {prompts.superclass} {prompts.unit} in a photo of a {prompts.superclass}" in discovery
