@@ -21,8 +21,17 @@ NATIVE = {
     "paligemma": "paligemma",
     "idefics1": "idefics1",
     "finedefics": "idefics2",
+    "qwen2_5_vl": "qwen2_5_vl",
+    "qwen3_vl": "qwen3_vl",
+    "fine_r1": "qwen2_5_vl",
+    "gemma3_4b": "gemma3",
+    "gemma3_12b": "gemma3",
+    "internvl3": "internvl",
+    "llava_onevision": "llava_onevision",
+    "smolvlm2": "smolvlm",
 }
-NATIVE_ARCHS = tuple(name for name in NATIVE if name != "finedefics")
+# one registry name per architecture (Finedefics is an Idefics2, Fine-R1 a Qwen2.5-VL, both Gemma 3 sizes alike)
+NATIVE_ARCHS = tuple(name for name in NATIVE if name not in ("finedefics", "fine_r1", "gemma3_12b"))
 
 OPTIONS = ["Laysan_Albatross", "Sooty_Albatross", "Heermann_Gull", "Black_footed_Albatross"]
 QUESTION = render_question("Which of these birds is shown in the image?", OPTIONS)

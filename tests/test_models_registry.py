@@ -1,4 +1,5 @@
-"""The registry: thirteen models with full metadata, every wrapper importable, lmms-eval sees them all."""
+"""The registry: the paper's thirteen models and the current open MLLMs beside them, with full metadata,
+every wrapper importable, lmms-eval sees them all."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ PAPER_MODELS = {
     "llava15", "llava_next_mistral", "mobilevlm_v2", "instructblip_vicuna", "instructblip_flant5", "phi3_vision",
     "blip2_flant5", "internlm_xcomposer2", "paligemma", "idefics1", "idefics2", "qwen_vl_chat", "finedefics",
 }
+CURRENT_MODELS = {
+    "qwen2_5_vl", "qwen3_vl", "fine_r1", "gemma3_4b", "gemma3_12b", "internvl3", "llava_onevision", "smolvlm2",
+}
 REMOTE_CODE = {"mobilevlm_v2", "phi3_vision", "internlm_xcomposer2", "qwen_vl_chat"}
 
 
-def test_the_thirteen_models_of_the_paper_are_registered():
-    assert set(MODELS) == PAPER_MODELS
+def test_the_thirteen_models_of_the_paper_and_the_current_ones_are_registered():
+    assert set(MODELS) == PAPER_MODELS | CURRENT_MODELS
     assert {name for name, spec in MODELS.items() if spec.remote_code} == REMOTE_CODE
 
 
-@pytest.mark.parametrize("name", sorted(PAPER_MODELS))
+@pytest.mark.parametrize("name", sorted(PAPER_MODELS | CURRENT_MODELS))
 def test_every_entry_resolves_imports_and_is_complete(name):
     from packaging.specifiers import SpecifierSet
 
@@ -56,6 +60,22 @@ def test_lmms_eval_entry_point_registers_every_model():
 def test_list_models_json(capsys):
     assert main(["list", "models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {row["name"] for row in rows} == PAPER_MODELS
+    assert {row["name"] for row in rows} == PAPER_MODELS | CURRENT_MODELS
     for row in rows:
         assert {"name", "hub_id", "params_b", "remote_code", "transformers", "licence"} <= set(row)
+
+
+@pytest.mark.parametrize("name", sorted(CURRENT_MODELS))
+def test_current_models_are_native_with_their_checkpoints_stop_tokens(name):
+    spec = MODELS[name]
+    wrapper = spec.load_wrapper()
+    assert not spec.remote_code and spec.transformers == MODELS["idefics2"].transformers
+    assert wrapper.stop_tokens, f"{name}: generation must stop at the chat turn's end token"
+
+
+def test_image_options_are_checked_before_loading():
+    wrapper = MODELS["qwen2_5_vl"].load_wrapper()
+    with pytest.raises(UserError, match="Known: .*min_pixels, max_pixels"):
+        wrapper(pretrained="/nonexistent", max_pixel=1000)
+    with pytest.raises(UserError, match="max_pixels=lots: expected a whole number"):
+        wrapper(pretrained="/nonexistent", max_pixels="lots")
