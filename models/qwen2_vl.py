@@ -4,7 +4,8 @@ templates ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{questi
 
 Dynamic resolution: each image is resized to a multiple of 28 px (Qwen2.5-VL; 32 px for Qwen3-VL) whose
 area lies between `min_pixels` and `max_pixels` (--model-args; default the checkpoint's
-preprocessor_config, 3136 to 12845056 px for Qwen2.5-VL), one language token per 28x28 (32x32) px.
+preprocessor_config: 3136 to 12845056 px for Qwen2.5-VL, 65536 to 16777216 px for Qwen3-VL), one
+language token per 28x28 (32x32) px.
 Positions are multimodal rotary positions (temporal, height, width), which the model derives from the
 token ids and image grid; after the prompt, text positions continue from the prompt's largest one.
 """

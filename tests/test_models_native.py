@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from model_fixtures import (  # noqa: E402
+    CURRENT_MODELS,
     LETTERS,
     NAMES,
     NATIVE_ARCHS,
@@ -27,6 +28,8 @@ from model_fixtures import (  # noqa: E402
 )
 
 TOLERANCE = 1e-4
+# Loading a second copy in bf16 or 4-bit is slow for the current models' architectures: slow suite.
+RELOADED = [pytest.param(name, marks=pytest.mark.slow) if name in CURRENT_MODELS else name for name in NATIVE_ARCHS]
 
 
 @pytest.fixture(scope="module", params=NATIVE_ARCHS)
@@ -95,7 +98,7 @@ def test_generation_is_greedy_and_batch_invariant(wrapper):
         assert wrapper.generate_until(requests("generate_until", items)) == single
 
 
-@pytest.mark.parametrize("name", NATIVE_ARCHS)
+@pytest.mark.parametrize("name", RELOADED)
 def test_bfloat16_runs(name):
     model = load(name, tiny_checkpoint(name), dtype="bfloat16", batch_size=2)
     assert next(model.model.parameters()).dtype.is_floating_point
@@ -106,7 +109,7 @@ def test_bfloat16_runs(name):
     assert all(isinstance(t, str) for t in model.generate_until(requests("generate_until", [(0, QUESTION, {"max_new_tokens": 3})])))
 
 
-@pytest.mark.parametrize("name", NATIVE_ARCHS)
+@pytest.mark.parametrize("name", RELOADED)
 def test_4bit_load_runs(name):
     pytest.importorskip("bitsandbytes")
     model = load(name, tiny_checkpoint(name), load_in_4bit="true", batch_size=2)

@@ -27,15 +27,15 @@ PROCESSOR_CLASSES = {
     "idefics1": "IdeficsProcessor",
     "qwen2_5_vl": "Qwen2_5_VLProcessor",
     "qwen3_vl": "Qwen3VLProcessor",
-    "gemma3": "Gemma3Processor",
-    "internvl": "InternVLProcessor",
+    "gemma3_4b": "Gemma3Processor",
+    "internvl3": "InternVLProcessor",
     "llava_onevision": "LlavaOnevisionProcessor",
-    "smolvlm": "SmolVLMProcessor",
+    "smolvlm2": "SmolVLMProcessor",
 }
 # The processors that also take a video processor load for images only (models.processors.image_only).
-IMAGE_TOKENS = {"qwen2_5_vl": "<|image_pad|>", "qwen3_vl": "<|image_pad|>", "gemma3": "<image_soft_token>",
-                "internvl": "<IMG_CONTEXT>"}
-IMAGE_ONLY = {"qwen2_5_vl", "qwen3_vl", "internvl", "llava_onevision", "smolvlm"}
+IMAGE_TOKENS = {"qwen2_5_vl": "<|image_pad|>", "qwen3_vl": "<|image_pad|>", "gemma3_4b": "<image_soft_token>",
+                "internvl3": "<IMG_CONTEXT>"}
+IMAGE_ONLY = {"qwen2_5_vl", "qwen3_vl", "internvl3", "llava_onevision", "smolvlm2"}
 
 
 @pytest.fixture(scope="session")
@@ -165,10 +165,10 @@ CHAT_CASES = {
     "<|vision_start|><|image_pad|><|vision_end|>What bird is this?<|im_end|>\n<|im_start|>assistant\n",
     "qwen3_vl": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What bird is this?<|im_end|>\n"
     "<|im_start|>assistant\n",
-    "gemma3": "<bos><start_of_turn>user\n<start_of_image>What bird is this?<end_of_turn>\n<start_of_turn>model\n",
-    "internvl": "<|im_start|>user\n<IMG_CONTEXT>\nWhat bird is this?<|im_end|>\n<|im_start|>assistant\n",
+    "gemma3_4b": "<bos><start_of_turn>user\n<start_of_image>What bird is this?<end_of_turn>\n<start_of_turn>model\n",
+    "internvl3": "<|im_start|>user\n<IMG_CONTEXT>\nWhat bird is this?<|im_end|>\n<|im_start|>assistant\n",
     "llava_onevision": "<|im_start|>user <image>\nWhat bird is this?<|im_end|><|im_start|>assistant\n",
-    "smolvlm": "<|im_start|>User:<image>What bird is this?<end_of_utterance>\nAssistant:",
+    "smolvlm2": "<|im_start|>User:<image>What bird is this?<end_of_utterance>\nAssistant:",
 }
 
 
