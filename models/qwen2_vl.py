@@ -12,12 +12,16 @@ token ids and image grid; after the prompt, text positions continue from the pro
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from models.processors import ImageOnlyProcessorModel
 from models.scoring import Prefix, cache_of, with_cache
 
 PIXEL_BUDGET = ("min_pixels", "max_pixels")
+# Fine-R1's answer format: "<think>...</think> <answer>choice</answer>"
+ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
 
 
 class QwenVLFGVR(ImageOnlyProcessorModel):
@@ -65,7 +69,7 @@ class Qwen3VLFGVR(QwenVLFGVR):
 class FineR1FGVR(QwenVLFGVR):
     """Fine-R1 (ICLR 2026): reasons in <think>...</think> before answering, so the task's short answer
     budget gets `thinking_tokens=` (default 2048, as in the authors' evaluation) on top; the thinking
-    is stripped before the answer is parsed."""
+    is stripped and the answer taken out of its <answer>...</answer> tags before it is parsed."""
 
     registry_name = "fine_r1"
     extra_args = (*PIXEL_BUDGET, "thinking_tokens")
@@ -76,3 +80,8 @@ class FineR1FGVR(QwenVLFGVR):
 
     def new_token_budget(self, gen_kwargs):
         return super().new_token_budget(gen_kwargs) + self.thinking_tokens
+
+    def strip_thinking(self, text):
+        answer = super().strip_thinking(text)
+        tagged = ANSWER.search(answer)
+        return tagged.group(1).strip() if tagged else answer

@@ -45,9 +45,11 @@ def test_thinking_is_stripped_before_parsing_and_counted(monkeypatch, capsys):
     assert "stripped 2 <think> blocks" in capsys.readouterr().err
 
 
-def test_fine_r1_thinks_on_top_of_the_tasks_answer_budget():
+def test_fine_r1_thinks_on_top_of_the_tasks_answer_budget_and_answers_in_tags():
     wrapper = load("fine_r1", tiny_checkpoint("fine_r1"), thinking_tokens=6)
     assert wrapper.new_token_budget({"max_new_tokens": 10}) == 16
+    assert wrapper.strip_thinking("<think>Hooked bill.</think> <answer>B</answer>") == "B"
+    assert wrapper.strip_thinking("B") == "B" and wrapper.thinking_blocks == 1
     assert load("qwen2_5_vl", tiny_checkpoint("qwen2_5_vl")).new_token_budget({"max_new_tokens": 10}) == 10
 
 
