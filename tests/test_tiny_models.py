@@ -218,3 +218,29 @@ def test_image_only_processor_saves_and_loads_as_the_real_class(loaded, tmp_path
     first = processor(text=ARCHS["qwen2_5_vl"].sample_prompt, images=image, return_tensors="pt")
     second = again(text=ARCHS["qwen2_5_vl"].sample_prompt, images=image, return_tensors="pt")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("arch", ["internvl3", "qwen2_5_vl"])
+def test_image_only_processor_loads_the_hub_layout_with_a_video_config(arch, checkpoints, loaded, tmp_path):
+    """Hub checkpoints keep the image processor in preprocessor_config.json, the chat template in
+    chat_template.json and a video processor config beside them (in processor_config.json or its own
+    file): the image-only processor loads them and ignores the video part."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(checkpoints[arch], tmp_path / arch)
+    combined = json.loads((folder / "processor_config.json").read_text())
+    image = {**combined.pop("image_processor"), "processor_class": combined["processor_class"]}
+    video = {**image, "video_processor_type": "NoSuchVideoProcessor"}
+    (folder / "preprocessor_config.json").write_text(json.dumps(image))
+    (folder / "video_preprocessor_config.json").write_text(json.dumps(video))
+    (folder / "processor_config.json").write_text(json.dumps({**combined, "video_processor": video}))
+    template = (folder / "chat_template.jinja").read_text()
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    (folder / "chat_template.jinja").unlink()
+    processor = ARCHS[arch].processor_class.from_pretrained(folder)
+    reference, _ = loaded(arch)
+    assert processor.chat_template == reference.chat_template
+    inputs = processor(text=ARCHS[arch].sample_prompt, images=noise_image(4), return_tensors="pt")
+    expected = reference(text=ARCHS[arch].sample_prompt, images=noise_image(4), return_tensors="pt")
+    assert inputs.keys() == expected.keys() and all(torch.equal(inputs[k], expected[k]) for k in inputs)
