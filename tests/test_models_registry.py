@@ -79,3 +79,11 @@ def test_image_options_are_checked_before_loading():
         wrapper(pretrained="/nonexistent", max_pixel=1000)
     with pytest.raises(UserError, match="max_pixels=lots: expected a whole number"):
         wrapper(pretrained="/nonexistent", max_pixels="lots")
+
+
+def test_list_models_shows_family_size_and_licence(capsys):
+    assert main(["list", "models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    for name in CURRENT_MODELS:
+        spec = MODELS[name]
+        assert f"{spec.params_b:.1f}B" in lines[name] and spec.family in lines[name] and f"({spec.licence})" in lines[name]
