@@ -35,7 +35,9 @@ def _video_optional(init):
     if "video_processor" not in names or names.index("video_processor") >= first_default:
         return init
     missing = first_default - names.index("video_processor")
-    copy = types.FunctionType(code, init.__globals__, init.__name__, (None,) * missing + defaults, init.__closure__)
+    copy = types.FunctionType(
+        code, init.__globals__, init.__name__, (None,) * missing + defaults, init.__closure__
+    )
     copy.__kwdefaults__, copy.__qualname__ = init.__kwdefaults__, init.__qualname__
     return copy
 
@@ -84,7 +86,9 @@ class ImageOnlyProcessorModel(FGVRModel):
     image_options: ClassVar[tuple[str, ...]] = ()
 
     def accept_extra_args(self, extra: dict[str, Any]) -> None:
-        self.image_settings = {name: option_value(name, extra.pop(name)) for name in self.image_options if name in extra}
+        self.image_settings = {
+            name: option_value(name, extra.pop(name)) for name in self.image_options if name in extra
+        }
         super().accept_extra_args(extra)
 
     def load_processor(self):

@@ -51,13 +51,20 @@ class QwenVLFGVR(ImageOnlyProcessorModel):
     def prefix_forward(self, inputs):
         positions, deltas = self.rope_index(inputs)
         out = self.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
-        return Prefix(out.logits[:, -1].float(), cache_of(out), inputs["attention_mask"], {"rope_deltas": deltas})
+        return Prefix(
+            out.logits[:, -1].float(), cache_of(out), inputs["attention_mask"], {"rope_deltas": deltas}
+        )
 
     def continuation_logits(self, prefix, rows, input_ids, attention_mask, position_ids):
         # position_ids count on from each prompt's length; the rotary delta moves them past the image grid
         text = position_ids + prefix.extras["rope_deltas"][rows].to(position_ids.device)
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=text.expand(3, -1, -1),
-                          use_cache=True, **with_cache(prefix.cache)).logits
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=text.expand(3, -1, -1),
+            use_cache=True,
+            **with_cache(prefix.cache),
+        ).logits
 
 
 class Qwen3VLFGVR(QwenVLFGVR):

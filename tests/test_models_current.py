@@ -32,15 +32,22 @@ def test_the_pixel_budget_changes_how_many_image_tokens_qwen_sees():
 def test_smolvlm_splitting_is_an_option():
     path = tiny_checkpoint("smolvlm2")
     split, whole = load("smolvlm2", path), load("smolvlm2", path, do_image_splitting="false")
-    assert _image_tokens(split, "<image>") == 5 * _image_tokens(whole, "<image>")  # 2x2 tiles + the whole image
+    assert _image_tokens(split, "<image>") == 5 * _image_tokens(
+        whole, "<image>"
+    )  # 2x2 tiles + the whole image
 
 
 def test_thinking_is_stripped_before_parsing_and_counted(monkeypatch, capsys):
     wrapper = load("qwen3_vl", tiny_checkpoint("qwen3_vl"), batch_size=2)
     decoded = ["<think>The bill is long and hooked.</think>\nB", "<think>Still weighing the wing pattern"]
     monkeypatch.setattr(wrapper.tokenizer, "batch_decode", lambda ids, **kwargs: decoded[: len(ids)])
-    answers = wrapper.generate_until(requests("generate_until", [(0, QUESTION, {"until": []}), (1, QUESTION, {})]))
-    assert sorted(answers) == ["", "B"]  # an unclosed block (the budget ran out while thinking) leaves no answer
+    answers = wrapper.generate_until(
+        requests("generate_until", [(0, QUESTION, {"until": []}), (1, QUESTION, {})])
+    )
+    assert sorted(answers) == [
+        "",
+        "B",
+    ]  # an unclosed block (the budget ran out while thinking) leaves no answer
     assert wrapper.thinking_blocks == 2
     assert "stripped 2 <think> blocks" in capsys.readouterr().err
 
@@ -58,14 +65,34 @@ def test_gemma3_prompt_gets_one_bos():
     prompt = wrapper.build_prompt(QUESTION, 1)
     assert prompt.startswith("<start_of_turn>user\n")
     ids = wrapper.encode([prompt], [[DOCS[0]["image"]]])["input_ids"][0]
-    assert int((ids == wrapper.tokenizer.bos_token_id).sum()) == 1 and int(ids[0]) == wrapper.tokenizer.bos_token_id
+    assert (
+        int((ids == wrapper.tokenizer.bos_token_id).sum()) == 1
+        and int(ids[0]) == wrapper.tokenizer.bos_token_id
+    )
 
 
 def test_the_pixel_budget_is_recorded_in_the_run_summary(capsys, tmp_path, cub_root, cub_choices):
-    args = ["run", "--model", "qwen2_5_vl", "--task", "bird200", "--data-root", str(cub_root), "--choices",
-            str(cub_choices), "--model-args",
-            f"pretrained={tiny_checkpoint('qwen2_5_vl')},device=cpu,dtype=float32,max_pixels=1024",
-            "--scoring", "loglik", "--limit", "2", "--json", "--no-record", "--output-dir", str(tmp_path)]
+    args = [
+        "run",
+        "--model",
+        "qwen2_5_vl",
+        "--task",
+        "bird200",
+        "--data-root",
+        str(cub_root),
+        "--choices",
+        str(cub_choices),
+        "--model-args",
+        f"pretrained={tiny_checkpoint('qwen2_5_vl')},device=cpu,dtype=float32,max_pixels=1024",
+        "--scoring",
+        "loglik",
+        "--limit",
+        "2",
+        "--json",
+        "--no-record",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     summary = json.loads(Path(line["summary_file"]).read_text())
@@ -73,8 +100,20 @@ def test_the_pixel_budget_is_recorded_in_the_run_summary(capsys, tmp_path, cub_r
 
 
 def test_a_bad_pixel_budget_is_a_user_error(capsys, cub_root, cub_choices):
-    args = ["run", "--model", "qwen2_5_vl", "--task", "bird200", "--data-root", str(cub_root), "--choices",
-            str(cub_choices), "--model-args", f"pretrained={tiny_checkpoint('qwen2_5_vl')},max_pixels=lots",
-            "--json", "--no-record"]
+    args = [
+        "run",
+        "--model",
+        "qwen2_5_vl",
+        "--task",
+        "bird200",
+        "--data-root",
+        str(cub_root),
+        "--choices",
+        str(cub_choices),
+        "--model-args",
+        f"pretrained={tiny_checkpoint('qwen2_5_vl')},max_pixels=lots",
+        "--json",
+        "--no-record",
+    ]
     assert main(args) == 2
     assert "max_pixels=lots" in capsys.readouterr().err
