@@ -31,6 +31,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from harness.core.errors import UserError
@@ -176,6 +177,9 @@ def create_store_engine(url: str) -> Engine:
     except ModuleNotFoundError as exc:
         raise UserError(f"{exc.name} is needed for {parsed.get_backend_name()} databases: "
                         "pip install 'fgvr-harness[postgres]'") from exc
+    except NoSuchModuleError:
+        raise UserError(f"--db-url: '{parsed.drivername}' is not a database this store runs on; use sqlite:///PATH "
+                        "or postgresql+psycopg://user@host/dbname") from None
 
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:

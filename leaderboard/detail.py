@@ -10,6 +10,7 @@ import pandas as pd
 from leaderboard import spec
 from leaderboard.table import best_runs
 
+PERCENT_COLUMNS = ("Accuracy (%)", "Reported (%)", "Reproduced (%)", "Δ (points)")  # shown with two decimals
 RESULT_COLUMNS = ["Task", "Source", "Scoring", "Options", "Accuracy (%)", "95% CI", "n", "Unparseable",
                   "Protocol version", "Run", "Created", "Harness", "Git commit", "Device"]
 
@@ -30,10 +31,14 @@ def _task_order(row: dict[str, Any]) -> tuple:
             spec.label_set_size(row["task"], row["variant"]) or 0, row["created"])
 
 
-def header_markdown(info: dict[str, Any]) -> str:
+def header_markdown(info: dict[str, Any], private: bool = False) -> str:
+    """The model's facts; a local checkpoint's server path only on the admin view (`private`)."""
+    checkpoint = info["checkpoint"]
+    if checkpoint and not private and checkpoint.startswith(("/", "~", ".")):
+        checkpoint = "a local folder"
     facts = [("Base", info["base"]), ("Family", info["family"]),
              ("Parameters", f"{info['params_b']:g}B" if info["params_b"] else None),
-             ("Checkpoint", info["checkpoint"]), ("Revision", info["revision"]), ("Precision", info["precision"])]
+             ("Checkpoint", checkpoint), ("Revision", info["revision"]), ("Precision", info["precision"])]
     listed = " · ".join(f"**{label}:** `{value}`" for label, value in facts if value)
     hidden = " *(hidden)*" if info["hidden"] else ""
     return f"### {info['display_name']}{hidden}\n`{info['name']}`" + (f"\n\n{listed}" if listed else "")

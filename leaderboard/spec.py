@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from harness.core.errors import unknown_name
+from tasks.options import variant_k
+from tasks.registry import TASKS, TaskSpec, get_task
 
 
 @dataclass(frozen=True)
 class TaskColumn:
+    """A leaderboard column, derived from the task's record in `tasks.registry`."""
+
     key: str  # harness task key, e.g. "bird200"
     column: str  # leaderboard column header
     n_classes: int  # label-set size of the "all" variant
@@ -18,16 +21,22 @@ class TaskColumn:
     metric: str = "accuracy"
     higher_is_better: bool = True
 
+    @classmethod
+    def of(cls, task: TaskSpec) -> TaskColumn:
+        return cls(task.key, task.column, task.n_classes, task.in_average)
 
-# The paper's column order (Finedefics, Table 2).
-BENCHMARK: tuple[TaskColumn, ...] = (
-    TaskColumn("dog120", "Dog-120", 120),
-    TaskColumn("bird200", "Bird-200", 200),
-    TaskColumn("aircraft102", "Aircraft-102", 100),
-    TaskColumn("flower102", "Flower-102", 102),
-    TaskColumn("pet37", "Pet-37", 37),
-    TaskColumn("car196", "Car-196", 196),
-)
+
+# The paper's column order (Finedefics, Table 2); tasks added later follow in the registry's order.
+# Every other fact comes from the task records: a task with a `column` is on the leaderboard.
+PAPER_ORDER: tuple[str, ...] = ("dog120", "bird200", "aircraft102", "flower102", "pet37", "car196")
+
+
+def _columns() -> tuple[TaskColumn, ...]:
+    later = [key for key, task in TASKS.items() if task.column and key not in PAPER_ORDER]
+    return tuple(TaskColumn.of(get_task(key)) for key in (*PAPER_ORDER, *later))
+
+
+BENCHMARK: tuple[TaskColumn, ...] = _columns()
 BY_KEY: dict[str, TaskColumn] = {task.key: task for task in BENCHMARK}
 TASK_KEYS: tuple[str, ...] = tuple(BY_KEY)
 MAIN_VARIANT = "k4"  # the paper's protocol: 4 options per question
@@ -66,12 +75,8 @@ def size_bucket(params_b: float | None) -> str:
     return "4-10B" if params_b <= 10 else ">10B"
 
 
-_VARIANT_K = re.compile(r"^k(\d+)$")
-
-
 def label_set_size(task: str, variant: str) -> int | None:
     """Options per question for a variant: "k4" -> 4, "all" -> the task's class count."""
     if variant == "all":
         return get_column(task).n_classes
-    match = _VARIANT_K.match(variant)
-    return int(match.group(1)) if match else None
+    return variant_k(variant)

@@ -6,8 +6,10 @@ without a database or a server. Accuracies come in as fractions and go out as pe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 
 import pandas as pd
 
@@ -19,6 +21,7 @@ ID_COLUMN = "Model ID"
 AVERAGE = "Average"
 AVERAGE_RANK = "Avg rank"
 DELTA = "Δ vs paper"
+PERCENT_COLUMNS = (AVERAGE, DELTA, *[task.column for task in spec.BENCHMARK])  # shown with two decimals
 INFO_COLUMNS = {"display_name": MODEL_COLUMN, "params_b": "Params (B)", "family": "Family", "source": "Source",
                 "scoring": "Scoring"}
 
@@ -75,7 +78,8 @@ def add_aggregates(frame: pd.DataFrame, wide: pd.DataFrame, tasks: Sequence[str]
     and a reproduced row's mean difference from the paper's row of the same model."""
     frame = frame.copy()
     averaged = spec.average_tasks(tasks)
-    frame[AVERAGE] = frame[averaged].mean(axis=1, skipna=False) if averaged else float("nan")
+    frame[AVERAGE] = [exact_average(values) for values in frame[averaged].itertuples(index=False)] if averaged \
+        else float("nan")
     ranks = frame[list(tasks)].rank(ascending=False, method="min")
     frame[AVERAGE_RANK] = ranks.mean(axis=1, skipna=False) if tasks else float("nan")
     reported = wide[wide["source"] == "reported"].drop_duplicates("model").set_index("model")[list(tasks)]
@@ -83,6 +87,16 @@ def add_aggregates(frame: pd.DataFrame, wide: pd.DataFrame, tasks: Sequence[str]
     delta = (frame[list(tasks)] - paper).mean(axis=1)
     frame[DELTA] = delta.where(frame["source"] != "reported")
     return frame
+
+
+def exact_average(percents: Sequence[float]) -> float:
+    """The mean of percent figures in decimal arithmetic, half-up to two decimals, as a paper computes the
+    average of its printed figures (290.79 / 6 = 48.465 -> 48.47; binary floating point gives 48.46). NaN
+    when any figure is missing."""
+    if not percents or any(value is None or math.isnan(value) for value in percents):
+        return float("nan")
+    total = sum(Decimal(repr(round(float(value), 8))) for value in percents)  # 8 places: drop binary noise
+    return float((total / len(percents)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
 def search(frame: pd.DataFrame, text: str) -> pd.DataFrame:

@@ -136,6 +136,7 @@ class FGVRModel(lmms):
         max_new_tokens: int | str | None = None,
         shared_prefix: bool | str = True,
         attn_implementation: str | None = None,
+        use_safetensors: bool | str = False,
         **extra: Any,
     ) -> None:
         super().__init__()
@@ -153,6 +154,7 @@ class FGVRModel(lmms):
         self.shared_prefix = as_bool(shared_prefix)
         self.attn_implementation = attn_implementation
         self.thinking_blocks = 0  # <think>...</think> blocks stripped from generated answers
+        self.use_safetensors = as_bool(use_safetensors)  # True: never fall back to pickled weights (the worker)
         quantisation = self.quantisation_config(as_bool(load_in_4bit), as_bool(load_in_8bit))
         self.check_environment()
         self.processor = self.load_processor()
@@ -217,6 +219,8 @@ class FGVRModel(lmms):
             kwargs["device_map"] = "auto"
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation
+        if self.use_safetensors:
+            kwargs["use_safetensors"] = True
         model = self._from_pretrained(self.model_loader(), path, **kwargs)
         if quantisation is None and self.device_name != "auto":
             model = model.to(self.device_name)

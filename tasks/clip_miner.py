@@ -21,6 +21,7 @@ from tqdm import tqdm
 from harness.core.errors import UserError
 from harness.core.paths import harness_home
 from tasks.datasets.base import DatasetSplit, TestItem
+from tasks.options import check_k
 
 DEFAULT_CLIP = "open_clip:ViT-L-14:laion2b_s32b_b82k"
 PROMPT = "an image of a {}"
@@ -162,8 +163,7 @@ class ChoiceMiner:
         return np.stack([found[i] for i in range(len(items))])
 
     def mine(self, split: DatasetSplit, k: int) -> list[tuple[TestItem, list[str], list[int]]]:
-        if not 2 <= k <= split.n_classes:
-            raise UserError(f"k={k} options needs 2 <= k <= {split.n_classes} (the number of {split.task} classes)")
+        check_k(k, split)
         similarity = self.image_embeddings(split.items) @ self.class_embeddings(split.class_names).T
         mined = []
         for item, scores in zip(split.items, similarity):

@@ -5,13 +5,10 @@ Fine-R1's answer budget, and Gemma 3's single <bos>."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from model_fixtures import DOCS, QUESTION, load, requests, tiny_checkpoint  # noqa: E402
-
-from harness.cli import main  # noqa: E402
+from harness.cli import main
+from tests.model_fixtures import DOCS, QUESTION, load, requests, tiny_checkpoint
 
 
 def _image_tokens(wrapper, token: str) -> int:

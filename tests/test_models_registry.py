@@ -27,7 +27,7 @@ def test_the_thirteen_models_of_the_paper_and_the_current_ones_are_registered():
     assert {name for name, spec in MODELS.items() if spec.remote_code} == REMOTE_CODE
 
 
-@pytest.mark.parametrize("name", sorted(PAPER_MODELS | CURRENT_MODELS))
+@pytest.mark.parametrize("name", sorted(MODELS))  # a model added to the registry is checked here too
 def test_every_entry_resolves_imports_and_is_complete(name):
     from packaging.specifiers import SpecifierSet
 
@@ -87,3 +87,23 @@ def test_list_models_shows_family_size_and_licence(capsys):
     for name in CURRENT_MODELS:
         spec = MODELS[name]
         assert f"{spec.params_b:.1f}B" in lines[name] and spec.family in lines[name] and f"({spec.licence})" in lines[name]
+
+
+def test_every_model_names_the_config_types_it_loads():
+    """Submissions and `harness run` refuse a checkpoint of another architecture by these types."""
+    from models.registry import MODEL_TYPES, MODELS, models_of_type
+
+    assert set(MODEL_TYPES) == set(MODELS)
+    assert models_of_type("idefics2") == ["idefics2", "finedefics"]
+    assert models_of_type("qwen2_5_vl") == ["qwen2_5_vl", "fine_r1"]
+    assert models_of_type("gemma3") == ["gemma3_4b", "gemma3_12b"]
+
+
+@pytest.mark.parametrize("name", sorted(name for name, spec in MODELS.items() if not spec.remote_code))
+def test_native_model_types_are_those_of_the_class_each_wrapper_loads(name):
+    import transformers
+
+    from models.registry import MODEL_TYPES
+
+    model_class = getattr(transformers, MODELS[name].load_wrapper().model_class)
+    assert MODEL_TYPES[name] == (model_class.config_class.model_type,)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,6 @@ from tasks.lmms.hooks import doc_to_text
 from tasks.prompts import question_for
 from tasks.registry import TASKS
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "remote_code"))
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "prompts.json"
 SAMPLE_OPTIONS = ["Laysan_Albatross", "Sooty_Albatross", "Heermann_Gull", "Black_footed_Albatross"]
 
@@ -29,8 +26,8 @@ def _sample_doc(task: str) -> dict:
 
 def _wrapper(name: str, tmp_path_factory):
     """Every registered model on its tiny checkpoint (remote-code models: their stand-ins in tests/remote_code)."""
-    from build import build_standin
-    from model_fixtures import load, tiny_checkpoint
+    from tests.model_fixtures import load, tiny_checkpoint
+    from tests.remote_code.build import build_standin
 
     if MODELS[name].remote_code:
         return load(name, build_standin(name, tmp_path_factory.mktemp("standin") / name), trust_remote_code="true")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from harness.cli_config import add_dataclass_arguments, config_from_args
 from harness.config import RunConfig
+
+SOURCE_FIELDS = ("task", "data_root", "choices", "classnames", "skip_missing")
+OPTION_FIELDS = ("variant", "options", "clip_model", "circular", "seed")
 
 
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", help="task name (see `harness list tasks`)")
-    parser.add_argument("--source", type=Path, required=True, help="the dataset folder in its original layout")
-    parser.add_argument("--choices", type=Path, help="a FOCI/Finedefics choice file")
-    parser.add_argument("--classnames", type=Path, help="class names, one per line in label order")
-    parser.add_argument("--skip-missing", action="store_true", help="skip (and count) missing or unreadable images")
+    """TASK --source DIR [--choices FILE] [--classnames FILE] [--skip-missing] [--json]; the flags are
+    RunConfig's (one definition with `harness run`), the dataset folder named --source here."""
+    add_dataclass_arguments(parser, RunConfig, only=SOURCE_FIELDS, positional=("task",), required=("data_root",),
+                            rename={"data_root": "--source"}, per_task=False)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -23,8 +25,7 @@ def _read(args: argparse.Namespace):
     from tasks.registry import get_task
 
     task = get_task(args.task)
-    config = RunConfig(model="-", task=task.key, data_root=args.source, choices=args.choices, classnames=args.classnames,
-                       skip_missing=args.skip_missing)
+    config = config_from_args(RunConfig, args, model="-", task=task.key)
     return task, config, read_split(task, config)
 
 
@@ -33,9 +34,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from tasks.prepare import prepare_task
 
     task, config, split = _read(args)
-    config.choices, config.variant, config.circular = args.choices, args.variant, args.circular
-    config.options, config.clip_model = args.options, args.clip_model
-    prepared = prepare_task(task, split, option_plan(config), seed=args.seed, force=args.force)
+    prepared = prepare_task(task, split, option_plan(config), seed=config.seed, force=args.force)
     info = {
         "task": task.key,
         "variant": prepared.variant,
@@ -43,25 +42,29 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         "path": str(prepared.path),
         "include_path": str(prepared.lmms_dir),
         "lmms_tasks": {p.stem.rsplit("_", 1)[-1]: p.stem for p in sorted(prepared.lmms_dir.glob("*.yaml"))},
-        "option_source": prepared.meta["option_source"],
-        "skipped": len(prepared.meta.get("skipped", [])),
+        "option_source": prepared.meta.option_source,
+        "skipped": len(prepared.meta.skipped),
+        "n_images": len(set(prepared.load().select_columns(["image_key"])["image_key"])),
     }
+    info["repeated_images"] = info["n_questions"] - info["n_images"]  # a choice file may ask an image twice
     if args.json:
         print(json.dumps(info))
     else:
-        print(f"prepared {info['n_questions']} {task.key} questions ({info['option_source']}) in {info['path']}")
+        repeated = f", {info['repeated_images']} image(s) asked twice by the choice file" if info["repeated_images"] else ""
+        print(f"prepared {info['n_questions']} {task.key} questions on {info['n_images']} images{repeated} "
+              f"({info['option_source']}) in {info['path']}")
         print(f"lmms-eval: --include_path {info['include_path']} --tasks {'|'.join(info['lmms_tasks'].values())}")
     return 0
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
     task, _, split = _read(args)
-    options = {}
+    questions = []  # (item, options): one per choice-file entry, so an image asked twice is listed twice
     if args.choices is not None:
         from tasks.choices import match_choices, read_choice_file
 
-        for matched in match_choices(read_choice_file(args.choices), split, skip_missing=args.skip_missing).matched:
-            options[matched.item.key] = list(matched.entry.options)
+        match = match_choices(read_choice_file(args.choices), split, skip_missing=args.skip_missing)
+        questions = [(matched.item, list(matched.entry.options)) for matched in match.matched]
     info = {
         "task": task.key,
         "format": split.format,
@@ -72,12 +75,13 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         "class_counts": split.class_counts(),
         "skipped": split.skipped,
         "items": [
-            {"image": str(item.image), "class": split.class_names[item.label],
-             **({"options": options[item.key]} if item.key in options else {})}
-            for item in split.items
-            if args.choices is None or item.key in options
+            {"image": str(item.image), "class": split.class_names[item.label], **({"options": options} if options else {})}
+            for item, options in (questions if args.choices is not None else [(item, None) for item in split.items])
         ],
     }
+    if args.choices is not None:
+        info["n_questions"] = len(questions)
+        info["repeated_images"] = len(questions) - len({item.key for item, _ in questions})
     if args.json:
         print(json.dumps(info))
         return 0
@@ -87,18 +91,15 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     print(f"  images per class: min {counts[0]}, max {counts[-1]}")
     print(f"  first classes: {', '.join(split.class_names[:5])}{' ...' if split.n_classes > 5 else ''}")
     if args.choices is not None:
-        print(f"  choice file: {len(options)} questions mapped onto the test split")
+        repeated = f" ({info['repeated_images']} image(s) asked twice)" if info["repeated_images"] else ""
+        print(f"  choice file: {len(questions)} questions mapped onto the test split{repeated}")
     return 0
 
 
 def register(sub) -> None:
     prepare = sub.add_parser("prepare", help="build (or reuse) the prepared question set of a task")
     _add_source_arguments(prepare)
-    prepare.add_argument("--variant", default="k4", help="without --choices: kN options, 'all' classes, or 'open'")
-    prepare.add_argument("--options", choices=("random", "clip"), default="random", help="random or CLIP hard negatives")
-    prepare.add_argument("--clip-model", help="open_clip:ARCH:PRETRAINED or hf:HUB_ID_OR_PATH")
-    prepare.add_argument("--circular", action="store_true", help="one row per rotation of the options")
-    prepare.add_argument("--seed", type=int, default=0)
+    add_dataclass_arguments(prepare, RunConfig, only=OPTION_FIELDS)
     prepare.add_argument("--force", action="store_true", help="rebuild even when a cached copy exists")
     prepare.set_defaults(func=cmd_prepare)
 
