@@ -17,7 +17,13 @@ from pathlib import Path
 
 from harness.core.io import write_json_atomic
 from tasks.fixtures.datasets import make_cub
-from tasks.prompts import LETTER_INSTRUCTION, open_question_for, question_for, render_question
+from tasks.prompts import (
+    LETTER_INSTRUCTION,
+    NAME_INSTRUCTION,
+    open_question_for,
+    question_for,
+    render_question,
+)
 from tasks.scoring import option_letters
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
@@ -108,15 +114,18 @@ def make_training_data(
 
 
 def stage2_row(image, path, label, class_names, negatives, rng, open_fraction) -> dict:
-    common = {"image": image, "image_id": path, "task": "bird200", "label": label, "category": class_names[label]}
+    """Open-set QA (`open_fraction` of the rows), else a 4-option question in one of the two
+    evaluation prompts: answered by letter (letter instruction) or by name (name instruction)."""
+    truth = class_names[label]
+    common = {"image": image, "image_id": path, "task": "bird200", "label": label, "category": truth}
     if rng.random() < open_fraction:
-        question = open_question_for(SINGULAR)
-        return common | {"type": "open", "question": question, "answer": class_names[label], "options": []}
-    options = [class_names[label], *(class_names[c] for c in negatives)]
+        return common | {"type": "open", "question": open_question_for(SINGULAR), "answer": truth, "options": []}
+    options = [truth, *(class_names[c] for c in negatives)]
     rng.shuffle(options)
-    letter = option_letters(len(options))[options.index(class_names[label])]
-    question = render_question(question_for(NOUN), options, LETTER_INSTRUCTION)
-    return common | {"type": "mcq", "question": question, "answer": letter, "options": options}
+    by_letter = rng.random() < 0.5
+    question = render_question(question_for(NOUN), options, LETTER_INSTRUCTION if by_letter else NAME_INSTRUCTION)
+    answer = option_letters(len(options))[options.index(truth)] if by_letter else truth
+    return common | {"type": "mcq", "question": question, "answer": answer, "options": options}
 
 
 def _stage1_features():
@@ -165,3 +174,13 @@ def build_training_base(out_dir: Path, arch: str = "idefics2", head_scale: float
     AutoProcessor.from_pretrained(plain).save_pretrained(out_dir)
     write_json_atomic(out_dir / "training_base.json", marker)
     return out_dir
+
+
+def held_out_images(data: SyntheticTrainingData) -> tuple[list, list[int]]:
+    """The evaluation (test) split's images and labels: never seen in training."""
+    from PIL import Image
+
+    from tasks.datasets.cub import read_cub
+
+    split = read_cub(data.dataset)
+    return [Image.open(item.image).convert("RGB") for item in split.items], [item.label for item in split.items]

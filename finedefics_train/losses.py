@@ -123,11 +123,16 @@ class StageOneLoss(nn.Module):
         reference_compat: bool = False,
     ):
         super().__init__()
-        self.gen = GenerationLoss("gen", gen_weight)
-        self.oac = SymmetricInfoNCE("oac", oac_weight)
-        self.acc = SymmetricInfoNCE("acc", acc_weight)
-        self.occ = SymmetricInfoNCE("occ", occ_weight)  # object-category directly (no attributes, Table 3b)
-        self.ccc = CategoryContrastive(ccc_weight, reference_compat=reference_compat)
+        # a term with weight 0 has no module, so no temperature that nothing trains
+        self.gen = GenerationLoss("gen", gen_weight) if gen_weight else None
+        self.oac = SymmetricInfoNCE("oac", oac_weight) if oac_weight else None
+        self.acc = SymmetricInfoNCE("acc", acc_weight) if acc_weight else None
+        self.occ = SymmetricInfoNCE("occ", occ_weight) if occ_weight else None  # object-category (Table 3b)
+        self.ccc = CategoryContrastive(ccc_weight, reference_compat=reference_compat) if ccc_weight else None
+
+    @property
+    def uses_attributes(self) -> bool:
+        return self.oac is not None or self.acc is not None
 
     def forward(
         self,
@@ -142,15 +147,15 @@ class StageOneLoss(nn.Module):
         gen_labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
-        if self.gen.weight and logits is not None:
+        if self.gen is not None and logits is not None:
             terms |= self.gen(logits, gen_labels)
-        if self.oac.weight:
+        if self.oac is not None:
             terms |= self.oac(image, attribute, None, neg_attribute)
-        if self.acc.weight:
+        if self.acc is not None:
             terms |= self.acc(attribute, category, neg_attribute, neg_category)
-        if self.occ.weight:
+        if self.occ is not None:
             terms |= self.occ(image, category, None, neg_category)
-        if self.ccc.weight:
+        if self.ccc is not None:
             terms |= self.ccc(category, neg_category, labels)
         return terms
 

@@ -56,7 +56,7 @@ class FinedeficsTrainingModel(nn.Module):
         if texts.shape[0] > n + n * k:  # descriptions follow the categories
             rest = texts[n + n * k :]
             attribute, neg_attribute = rest[:n], rest[n:].view(n, k, -1)
-        with_gen = "labels" in batch and self.losses.gen.weight
+        with_gen = "labels" in batch and self.losses.gen is not None
         return self.losses(
             image=image_representation(self.adapter, self.base, visual, self.eos_token_id),
             attribute=attribute,
@@ -69,15 +69,22 @@ class FinedeficsTrainingModel(nn.Module):
         )
 
     @torch.no_grad()
-    def retrieval_accuracy(self, batch: dict) -> float:
-        """Share of images whose own category is the most similar among the batch's categories."""
-        visual = self.adapter.visual_tokens(self.base, batch)
-        image = nn.functional.normalize(image_representation(self.adapter, self.base, visual, self.eos_token_id), dim=-1)
-        texts = text_representations(self.adapter, self.base, batch["text_ids"], batch["text_lengths"])
-        n = visual.shape[0]
-        categories = nn.functional.normalize(texts[:n], dim=-1)
-        predicted = batch["category_labels"][(image @ categories.T).argmax(dim=1)]
-        return float((predicted == batch["category_labels"]).float().mean())
+    def category_retrieval(self, builder, images: list, labels: list[int], class_names: list[str]) -> float:
+        """Share of images whose most similar category (cosine of the global representations) is
+        their own, among all `class_names`: Stage I's retrieval accuracy."""
+        was_training = self.training
+        self.eval()
+        try:
+            pixels, _ = builder.pixels_and_prompts([self.adapter.prompt("")] * len(images), images)
+            pixels = {key: value.to(self.base.device) for key, value in pixels.items()}
+            visual = self.adapter.visual_tokens(self.base, pixels)
+            image = nn.functional.normalize(image_representation(self.adapter, self.base, visual, self.eos_token_id), dim=-1)
+            ids, lengths = builder.text_batch(list(class_names))
+            texts = text_representations(self.adapter, self.base, ids.to(visual.device), lengths.to(visual.device))
+            predicted = (image @ nn.functional.normalize(texts, dim=-1).T).argmax(dim=1).cpu()
+        finally:
+            self.train(was_training)
+        return float((predicted == torch.tensor(labels)).float().mean())
 
 
 def stage_losses(stage: str, weights: dict[str, float], reference_compat: bool) -> nn.Module:

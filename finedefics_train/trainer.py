@@ -282,6 +282,7 @@ class StageRun:
     resume: bool = False
     init_adapter: Path | None = None
     num_processes: int = 1
+    done: bool = False  # --resume found this stage finished
 
     @property
     def stage_config(self) -> StageConfig:
@@ -382,10 +383,13 @@ def training_arguments(run: StageRun) -> TrainingArguments:
     )
 
 
-def train_stage(run: StageRun, progress: bool = True) -> dict:
-    """Trains one stage and writes the adapter folder `run.out`; returns the record it wrote."""
+def build_trainer(run: StageRun, progress: bool = True, callbacks: tuple = ()) -> FinedeficsTrainer:
+    """Checks the input, loads the base, wraps it in LoRA and returns the ready Trainer."""
     adapter, datasets = prepare_stage(run)
     base_model, processor = load_base(run.base, adapter, run.config)
+    from transformers import set_seed
+
+    set_seed(run.stage_config.seed)  # the LoRA initialisation too
     peft_model = wrap_lora(base_model, adapter, run.config, run.init_adapter)
     losses = stage_losses("stage2" if run.stage == "stage2" else "stage1", run.config.loss.weights(),
                           run.config.loss.reference_compat)  # fmt: skip
@@ -394,25 +398,31 @@ def train_stage(run: StageRun, progress: bool = True) -> dict:
         from transformers.utils.quantization_config import QuantizationMethod
 
         model.quantization_method = QuantizationMethod.BITS_AND_BYTES  # the Trainer must not .to() it
-    train_set = datasets["stage2" if run.stage == "stage2" else "stage1"]
     args = training_arguments(run)
     args.disable_tqdm = not progress
-    trainer = FinedeficsTrainer(
+    return FinedeficsTrainer(
         model=model,
         args=args,
-        train_dataset=train_set,
+        train_dataset=datasets["stage2" if run.stage == "stage2" else "stage1"],
         data_collator=build_collator(run, adapter, processor, datasets),
-        callbacks=[LoraGradientCheck(model)],
+        processing_class=processor,
+        callbacks=[LoraGradientCheck(model), *callbacks],
     )
+
+
+def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer | None = None) -> dict:
+    """Trains one stage and writes the adapter folder `run.out`; returns the record it wrote."""
+    trainer = trainer or build_trainer(run, progress)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(last_checkpoint(run.out)) if run.resume else None)
-    metrics = dict(result.metrics) | {"global_step": trainer.state.global_step, "wall_s": round(time.perf_counter() - started, 2)}
+    metrics = dict(result.metrics) | {"global_step": trainer.state.global_step,
+                                      "wall_s": round(time.perf_counter() - started, 2)}  # fmt: skip
     metrics |= last_terms(trainer)
-    if trainer.args.should_save:
-        save_adapter(model, run.out)
-        processor.save_pretrained(str(run.out))
-        return write_record(run, adapter, metrics, trainer)
-    return {}
+    if not trainer.args.should_save:
+        return {}
+    save_adapter(trainer.model, run.out)
+    trainer.processing_class.save_pretrained(str(run.out))
+    return write_record(run, trainer.model.adapter, metrics, trainer)
 
 
 def last_terms(trainer: Trainer) -> dict:
