@@ -5,6 +5,7 @@ names the training run."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,3 +78,21 @@ def evaluate_adapter(configs: Sequence[RunConfig], adapter: Path, command: list[
             record(summary)
         summaries.append(summary)
     return summaries
+
+
+def predicted_classes(summary: dict, class_names: Sequence[str]) -> Counter:
+    """How often each class was predicted in a run (from lmms-eval's per-sample file): a model that
+    collapses onto a few classes shows here even when its accuracy looks passable."""
+    from tasks.scoring import loglik_choice, open_world_class
+
+    counts: Counter = Counter()
+    for line in Path(summary["samples_file"]).read_text().splitlines():
+        sample = json.loads(line)
+        responses = sample["filtered_resps"]
+        if summary["variant"] == "open":
+            index = open_world_class(str(responses[0]), class_names)
+            counts[class_names[index] if index is not None else None] += 1
+        else:
+            choice = loglik_choice([float(r[0]) for r in responses])
+            counts[sample["doc"]["options"][choice]] += 1
+    return counts

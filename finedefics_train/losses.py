@@ -6,6 +6,8 @@ step (already weighted); other keys (temperatures) are logged only.
 - OAC (object-attribute) and ACC (attribute-category): symmetric InfoNCE over the batch. Row i of
   the a->b direction scores a_i against every b_j of the batch and then against b_i's own hard
   negatives (K extra candidates, `b_neg[i]`), target i; the b->a direction likewise with `a_neg`.
+  In ACC (and the object-category ablation) other rows of the same category carry the same name,
+  so they are left out of the candidates, as in CCC (kept with `reference_compat`).
 - CCC (category-category): category c_i against every category of the batch and its own K
   hard-negative categories. Correct mode: target i (the diagonal), and other batch rows of the same
   category are masked out (they are the same text, not negatives). `reference_compat=True`
@@ -35,6 +37,17 @@ class LearnableTemperature(nn.Module):
         return self.value.clamp(*TEMPERATURE_RANGE)
 
 
+def mask_same_label(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """-inf on batch candidates j != i with labels[j] == labels[i] (the same category's text: not a
+    negative); the diagonal and the hard-negative columns are kept."""
+    if labels is None:
+        return logits
+    n = labels.shape[0]
+    same = (labels[:, None] == labels[None, :]) & ~torch.eye(n, dtype=torch.bool, device=logits.device)
+    pad = torch.zeros(n, logits.shape[1] - n, dtype=torch.bool, device=logits.device)
+    return logits.masked_fill(torch.cat([same, pad], dim=1), float("-inf"))
+
+
 def candidate_logits(query: torch.Tensor, keys: torch.Tensor, hard: torch.Tensor | None) -> torch.Tensor:
     """[B, B(+K)] cosine similarities: query i against every key j, then against its own hard[i, k]."""
     query, keys = F.normalize(query, dim=-1), F.normalize(keys, dim=-1)
@@ -58,11 +71,14 @@ class SymmetricInfoNCE(nn.Module):
         b: torch.Tensor,
         a_neg: torch.Tensor | None = None,
         b_neg: torch.Tensor | None = None,
+        same_labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """`same_labels`: category ids of the batch; other rows of the same category are then left out
+        of each row's candidates (used where one side is the category name itself)."""
         temperature = self.temperature()
         targets = torch.arange(a.shape[0], device=a.device)
-        a_to_b = F.cross_entropy(candidate_logits(a, b, b_neg) / temperature, targets)
-        b_to_a = F.cross_entropy(candidate_logits(b, a, a_neg) / temperature, targets)
+        a_to_b = F.cross_entropy(mask_same_label(candidate_logits(a, b, b_neg), same_labels) / temperature, targets)
+        b_to_a = F.cross_entropy(mask_same_label(candidate_logits(b, a, a_neg), same_labels) / temperature, targets)
         return {
             f"{self.name}_loss": self.weight * (a_to_b + b_to_a) / 2,
             f"{self.name}_temperature": temperature.detach(),
@@ -87,9 +103,7 @@ class CategoryContrastive(nn.Module):
             targets = torch.zeros(n, dtype=torch.long, device=logits.device)
         else:
             targets = torch.arange(n, device=logits.device)
-            same = (labels[:, None] == labels[None, :]) & ~torch.eye(n, dtype=torch.bool, device=logits.device)
-            pad = torch.zeros(n, logits.shape[1] - n, dtype=torch.bool, device=logits.device)
-            logits = logits.masked_fill(torch.cat([same, pad], dim=1), float("-inf"))
+            logits = mask_same_label(logits, labels)
         return {
             "ccc_loss": self.weight * F.cross_entropy(logits, targets),
             "ccc_temperature": temperature.detach(),
@@ -123,6 +137,7 @@ class StageOneLoss(nn.Module):
         reference_compat: bool = False,
     ):
         super().__init__()
+        self.reference_compat = reference_compat
         # a term with weight 0 has no module, so no temperature that nothing trains
         self.gen = GenerationLoss("gen", gen_weight) if gen_weight else None
         self.oac = SymmetricInfoNCE("oac", oac_weight) if oac_weight else None
@@ -151,10 +166,13 @@ class StageOneLoss(nn.Module):
             terms |= self.gen(logits, gen_labels)
         if self.oac is not None:
             terms |= self.oac(image, attribute, None, neg_attribute)
+        # a category repeated in the batch is the same text: masked (not a negative) unless reproducing
+        # the reference, which keeps it
+        same = None if self.reference_compat else labels
         if self.acc is not None:
-            terms |= self.acc(attribute, category, neg_attribute, neg_category)
+            terms |= self.acc(attribute, category, neg_attribute, neg_category, same_labels=same)
         if self.occ is not None:
-            terms |= self.occ(image, category, None, neg_category)
+            terms |= self.occ(image, category, None, neg_category, same_labels=same)
         if self.ccc is not None:
             terms |= self.ccc(category, neg_category, labels)
         return terms

@@ -2,7 +2,7 @@
 
     harness train stage1 --data DIR --base PATH_OR_ID --out DIR [--config FILE] [--recipe NAME] [--resume] [--json]
     harness train stage2 --data DIR --base PATH_OR_ID --out DIR [--init-adapter STAGE1_DIR] ...
-    harness train run    --data DIR --base PATH_OR_ID --out DIR ...   # the recipe's stages: OUT/stage1, OUT/stage2
+    harness train run    --data DIR --base PATH_OR_ID --out DIR ...   # the recipe's stages: OUT/stage1, then OUT
     harness train merge  --adapter DIR --out DIR [--base PATH_OR_ID]  # a merged safetensors checkpoint
 
 Every input is checked (data columns, base architecture, bitsandbytes, config, evaluation data)
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +53,8 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-after", nargs="+", default=[], metavar="TASK", help="evaluate on these test sets afterwards")
     parser.add_argument("--eval-data-root", action="append", default=None, metavar="[TASK=]PATH")
     parser.add_argument("--eval-choices", action="append", default=None, metavar="[TASK=]FILE")
-    parser.add_argument("--eval-scoring", nargs="+", default=["generate"], help="generate|loglik|loglik_name")
+    parser.add_argument("--eval-scoring", nargs="+", default=["generate"], metavar="SCORING[:VARIANT]",
+                        help="generate|loglik|loglik_name, each optionally with its variant: generate:open loglik_name")
     parser.add_argument("--eval-variant", default="k4", help="k4 (default), open, ...; ignored with a choice file")
     parser.add_argument("--eval-limit", type=int, default=None)
     parser.add_argument("--eval-device", default="cpu")
@@ -91,7 +91,8 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     runs = []
     for index, stage in enumerate(stages):
-        out = args.out / STAGE_DIRS[stage] if args.train_stage == "run" else args.out
+        # the last stage's adapter is OUT itself (the name the leaderboard shows); earlier ones OUT/<stage>
+        out = args.out / STAGE_DIRS[stage] if index < len(stages) - 1 else args.out
         run = StageRun(stage, args.data, args.base, out, config, recipe,
                        init_adapter=args.init_adapter if index == 0 else None, num_processes=processes)  # fmt: skip
         prepare_stage(run)
@@ -133,11 +134,12 @@ def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
         root = roots.for_task(task)
         if root is None or not root.exists():
             raise UserError(f"--eval-after {name}: pass its test data with --eval-data-root {name}=PATH (got {root})")
-        for scoring in args.eval_scoring:
+        for item in args.eval_scoring:
+            scoring, _, variant = item.partition(":")
             if scoring not in SCORINGS:
                 raise UserError(f"--eval-scoring must be among {', '.join(SCORINGS)}, got {scoring!r}")
             configs.append(adapter_run_config(
-                adapter, task, root, scoring=scoring, variant=args.eval_variant, choices=choices.for_task(task),
+                adapter, task, root, scoring=scoring, variant=variant or args.eval_variant, choices=choices.for_task(task),
                 base=base, device=args.eval_device, dtype=args.eval_dtype, limit=args.eval_limit,
             ))  # fmt: skip
     return configs
@@ -159,7 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     adapter = plan.runs[-1].out
     summaries = []
     if plan.eval_configs:
-        summaries = evaluate_adapter(plan.eval_configs, adapter, command=["harness", "train", *sys.argv[2:]],
+        summaries = evaluate_adapter(plan.eval_configs, adapter, command=["harness", *getattr(args, "argv", [])],
                                      record=None if args.no_record else _recorder(args))  # fmt: skip
         for summary in summaries:
             print(f"eval {summary['task']} {summary['scoring']} ({summary['variant']}): accuracy {summary['accuracy']:.3f}")

@@ -130,6 +130,10 @@ def record(summary: dict, args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from harness.demo import run_demo
 
+    if args.train:
+        from harness.demo import run_train_demo
+
+        return run_train_demo(json_output=args.json)
     return run_demo(limit=args.limit, json_output=args.json)
 
 
@@ -169,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline demo: tiny Idefics2 on a synthetic CUB-200 layout, both scorings")
     demo.add_argument("--limit", type=int, default=None)
     demo.add_argument("--json", action="store_true")
+    demo.add_argument("--train", action="store_true",
+                      help="train a tiny Finedefics on synthetic data and show held-out accuracy before and after")
     demo.set_defaults(func=cmd_demo)
 
     listing = sub.add_parser("list", help="list the registered models or tasks")

@@ -59,6 +59,9 @@ def model_name_for(summary: RunSummary) -> str:
     The registry name when the run loaded the registry's default checkpoint (so it sits beside the
     paper's row for that model); otherwise the checkpoint itself: a hub id, or a local folder's name.
     """
+    adapter = (summary.get("model_args") or {}).get("adapter")
+    if adapter:  # a LoRA adapter on a base (e.g. from `harness train`): the adapter is the model
+        return Path(adapter).expanduser().name
     pretrained = (summary.get("model_args") or {}).get("pretrained")
     if not pretrained:
         return summary["model"]

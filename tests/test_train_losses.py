@@ -142,3 +142,26 @@ def test_stage_one_total_is_gen_plus_half_the_contrastive_terms(reps):
         image=image, attribute=reps["a"], category=reps["b"], neg_attribute=reps["a_neg"],
         neg_category=reps["b_neg"], labels=cat_labels, logits=logits, gen_labels=labels,
     )  # fmt: skip
+
+
+def test_acc_masks_a_repeated_category_unless_reproducing_the_reference(reps):
+    g = torch.Generator().manual_seed(3)
+    image = torch.randn(B, D, generator=g)
+    labels = torch.tensor([0, 1, 0, 2])
+    common = dict(image=image, attribute=reps["a"], category=reps["b"], neg_attribute=reps["a_neg"],
+                  neg_category=reps["b_neg"], labels=labels)  # fmt: skip
+    correct = StageOneLoss(gen_weight=0, oac_weight=0, ccc_weight=0)(**common)["acc_loss"]
+    reference = StageOneLoss(gen_weight=0, oac_weight=0, ccc_weight=0, reference_compat=True)(**common)["acc_loss"]
+    t = TEMPERATURE_INIT
+
+    def direction(q, keys, hard):
+        total = 0.0
+        for i in range(B):
+            kept = [j for j in range(B) if j == i or labels[j] != labels[i]]
+            scores = [cos(q[i], keys[j]) for j in kept] + [cos(q[i], hard[i, k]) for k in range(K)]
+            total += nll(scores, kept.index(i), t)
+        return total / B
+
+    expected = 0.5 * (direction(reps["a"], reps["b"], reps["b_neg"]) + direction(reps["b"], reps["a"], reps["a_neg"])) / 2
+    assert float(correct.detach()) == pytest.approx(expected, rel=1e-5)
+    assert abs(float(reference.detach()) - expected) > 1e-3
