@@ -77,8 +77,9 @@ class SymmetricInfoNCE(nn.Module):
         of each row's candidates (used where one side is the category name itself)."""
         temperature = self.temperature()
         targets = torch.arange(a.shape[0], device=a.device)
-        a_to_b = F.cross_entropy(mask_same_label(candidate_logits(a, b, b_neg), same_labels) / temperature, targets)
-        b_to_a = F.cross_entropy(mask_same_label(candidate_logits(b, a, a_neg), same_labels) / temperature, targets)
+        # scale, then mask: -inf / t would give the temperature a NaN gradient (0 * inf)
+        a_to_b = F.cross_entropy(mask_same_label(candidate_logits(a, b, b_neg) / temperature, same_labels), targets)
+        b_to_a = F.cross_entropy(mask_same_label(candidate_logits(b, a, a_neg) / temperature, same_labels), targets)
         return {
             f"{self.name}_loss": self.weight * (a_to_b + b_to_a) / 2,
             f"{self.name}_temperature": temperature.detach(),

@@ -165,3 +165,9 @@ def test_acc_masks_a_repeated_category_unless_reproducing_the_reference(reps):
     expected = 0.5 * (direction(reps["a"], reps["b"], reps["b_neg"]) + direction(reps["b"], reps["a"], reps["a_neg"])) / 2
     assert float(correct.detach()) == pytest.approx(expected, rel=1e-5)
     assert abs(float(reference.detach()) - expected) > 1e-3
+    # masked candidates must not poison any gradient (the temperature's included)
+    loss = StageOneLoss(gen_weight=0, oac_weight=0, ccc_weight=0)
+    inputs = {k: v.clone().requires_grad_(True) for k, v in common.items() if k != "labels"}
+    loss(**inputs, labels=labels)["acc_loss"].backward()
+    grads = [v.grad for v in inputs.values() if v.grad is not None] + [loss.acc.temperature.value.grad]
+    assert all(torch.isfinite(g).all() for g in grads)
