@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import AutoProcessor
@@ -78,3 +80,31 @@ def test_stage_one_batch_layout_and_prompt_masking(tiny, training_data):
     assert labelled.strip().startswith(rows[0]["attribute"][:20]) and adapter.end_of_turn in labelled
     reference = StageOneCollator(SequenceBuilder(processor, adapter, mask_prompt=False))(rows)
     assert int((reference["labels"] != -100).sum()) > int((batch["labels"] != -100).sum())
+
+
+def test_recipe_batches_one_stage_and_simple_negatives(tiny, training_data):
+    from finedefics_train.config import load_config
+    from finedefics_train.model import FinedeficsTrainingModel, stage_losses
+    from finedefics_train.trainer import JointCollator, wrap_lora
+
+    adapter, model, processor = tiny
+    stage1, stage2 = load_stage(training_data.data_dir, "stage1"), load_stage(training_data.data_dir, "stage2")
+    rows = [stage1[i] for i in range(4)]
+    descriptions = dict(zip(stage1["category"], stage1["attribute"], strict=True))
+    simple = StageOneCollator(SequenceBuilder(processor, adapter), random_negatives=True,
+                              descriptions_by_category=descriptions, seed=1)  # fmt: skip
+    for row in rows:
+        categories, attributes = simple.negatives(row)
+        assert row["category"] not in categories and len(set(categories)) == 3
+        assert attributes == [descriptions[c] for c in categories]
+    joint = JointCollator(StageOneCollator(SequenceBuilder(processor, adapter)),
+                          StageTwoCollator(SequenceBuilder(processor, adapter)), stage2)(rows)  # fmt: skip
+    assert {"instr_input_ids", "instr_labels", "labels", "text_ids"} <= set(joint)
+    config = load_config("tiny_cpu")
+    trainable = FinedeficsTrainingModel(wrap_lora(copy.deepcopy(model), adapter, config, None), adapter,
+                                        stage_losses("stage1", config.loss.weights(), False),
+                                        processor.tokenizer.eos_token_id)  # fmt: skip
+    terms = trainable(**joint)
+    assert {"gen_loss", "oac_loss", "acc_loss", "ccc_loss", "lm_loss"} <= set(terms)
+    expected = sum(value for key, value in terms.items() if key.endswith("_loss"))
+    torch.testing.assert_close(terms["loss"], expected)
