@@ -375,8 +375,8 @@ def training_arguments(run: StageRun) -> TrainingArguments:
         report_to=list(stage.report_to) or "none",
         dataloader_num_workers=stage.dataloader_num_workers,
         remove_unused_columns=False,
-        bf16=dtype == "bfloat16" and run.config.model.quantisation is None,
-        fp16=dtype == "float16" and run.config.model.quantisation is None,
+        bf16=dtype == "bfloat16",  # autocast; with 4-bit also the compute dtype
+        fp16=dtype == "float16",
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
         ddp_find_unused_parameters=False,

@@ -124,7 +124,7 @@ def four_bit_config(max_steps: int):
 def test_nf4_on_cpu_trains_with_the_avx512bf16_guard(data, base, tmp_path):
     import bitsandbytes as bnb
 
-    run = stage_run(data, base, tmp_path / "nf4", four_bit_config(max_steps=4))
+    run = stage_run(data, base, tmp_path / "nf4", four_bit_config(max_steps=3))  # checked before step 3
     trainer = build_trainer(run, progress=False)
     layers = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert layers and all(layer.support_avx512bf16_for_cpu is False for layer in layers)
@@ -153,3 +153,17 @@ def test_without_the_guard_the_gradient_check_stops_the_run(data, base, tmp_path
     trainer.model.category_retrieval(builder, images[:4], labels[:4], data.class_names)  # repacks for good
     with pytest.raises(RuntimeError, match="LoRA tensors have no gradient"):
         train_stage(run, trainer=trainer)
+
+
+@pytest.mark.slow
+def test_llava_base_learns_stage_one_too(data, tmp_path):
+    base = build_training_base(tmp_path / "tiny-llava-train", arch="llava15")
+    run = stage_run(data, base, tmp_path / "llava-adapter", quick_config(max_steps=14))
+    trainer = build_trainer(run, progress=False)
+    builder = SequenceBuilder(trainer.processing_class, trainer.model.adapter)
+    images, labels = held_out_images(data)
+    before = trainer.model.category_retrieval(builder, images, labels, data.class_names)
+    record = train_stage(run, trainer=trainer)
+    after = trainer.model.category_retrieval(builder, images, labels, data.class_names)
+    print(f"LLaVA held-out retrieval accuracy: {before:.2f} -> {after:.2f}")
+    assert record["base_architecture"] == "llava15" and after >= 0.9 and after > before
