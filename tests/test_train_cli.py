@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.cli import main
 
@@ -120,3 +121,35 @@ def test_train_run_learns_and_is_evaluated_through_harness_run(tmp_path, capsys)
     merged_row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     adapter_open = next(row for row in result["eval"] if row["variant"] == "open")
     assert merged_row["accuracy"] == pytest.approx(adapter_open["accuracy"], abs=0.07)
+
+
+def test_resume_through_the_cli_continues_from_the_last_checkpoint(tmp_path, capsys):
+    """A crash after checkpoint-2 leaves exactly this on disk; `--resume` must end where the full run ended."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from finedefics_train.fixtures import build_training_base, make_training_data
+
+    data = make_training_data(tmp_path / "d", n_classes=4, per_class_train=4, per_class_test=1)
+    base = build_training_base(tmp_path / "base")
+    config = write(tmp_path / "c.yaml", "model: {load_in_4bit: false, dtype: float32, lora_dropout: 0.0}\n"
+                   "stage1: {global_batch_size: 8, per_device_batch_size: 8, save_steps: 2, learning_rate: 5.0e-3, "
+                   "warmup_steps: 1, seed: 0}\n")  # fmt: skip
+    out = tmp_path / "adapter"
+    argv = ["train", "stage1", "--data", str(data.data_dir), "--base", str(base), "--out", str(out),
+            "--config", str(config), "--recipe", "cl_obj_cat", "--max-steps", "4", "--quiet", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    finished = load_file(str(out / "adapter_model.safetensors"))
+    shutil.rmtree(out / "checkpoints" / "checkpoint-4")
+    for name in ("adapter_model.safetensors", "finedefics_training.json"):
+        (out / name).unlink()
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["metrics"]["stage1"]["global_step"] == 4
+    resumed = load_file(str(out / "adapter_model.safetensors"))
+    for name, tensor in finished.items():
+        assert torch.allclose(resumed[name], tensor, atol=1e-4, rtol=1e-3), name
+    assert main([*argv, "--resume"]) == 0  # finished: nothing left to do
+    assert "already trained" in capsys.readouterr().out
