@@ -126,6 +126,11 @@ def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
 
     if not args.eval_after:
         return []
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            "--eval-after runs in a single process; under accelerate launch, evaluate afterwards with "
+            f"`harness run --model finedefics --model-args adapter={adapter} --num-processes N ...`"
+        )
     roots = parse_task_paths(args.eval_data_root, "--eval-data-root")
     choices = parse_task_paths(args.eval_choices, "--eval-choices")
     configs = []

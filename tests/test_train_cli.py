@@ -75,6 +75,9 @@ def test_batch_not_divisible_by_processes(data, base, tmp_path, capsys, monkeypa
     monkeypatch.setenv("WORLD_SIZE", "3")
     fails_with(capsys, ["train", "stage1", "--data", str(data.data_dir), "--base", str(base), "--out",
                         str(tmp_path / "o")], "3 processes")  # fmt: skip
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    fails_with(capsys, ["train", "stage1", "--data", str(data.data_dir), "--base", str(base), "--out",
+                        str(tmp_path / "o"), "--eval-after", "bird200"], "--eval-after runs in a single process")  # fmt: skip
 
 
 def test_an_adapter_for_another_base_is_refused(data, base, tmp_path, capsys, monkeypatch):
@@ -98,7 +101,7 @@ def test_train_run_learns_and_is_evaluated_through_harness_run(tmp_path, capsys)
 
     data = make_training_data(tmp_path / "synthetic", n_classes=8, per_class_train=12, per_class_test=4)
     base = build_training_base(tmp_path / "base")
-    out = tmp_path / "finedefics"
+    out = tmp_path / "finedefics-lora"
     argv = ["train", "run", "--data", str(data.data_dir), "--base", str(base), "--out", str(out),
             "--config", "tiny_cpu", "--quiet", "--eval-after", "bird200", "--eval-data-root", str(data.dataset),
             "--eval-scoring", "generate:open", "loglik_name", "--json"]  # fmt: skip
@@ -112,6 +115,15 @@ def test_train_run_learns_and_is_evaluated_through_harness_run(tmp_path, capsys)
         assert row["accuracy"] >= 0.75
         assert set(data.class_names) <= set(predicted)
         assert summary["provenance"]["training_run"]["recipe"] == "finedefics"
+    from leaderboard.store import ResultStore
+
+    store = ResultStore.open()  # the rows --eval-after recorded, under the adapter folder's name
+    try:
+        info, rows = store.model_info(out.name)
+    finally:
+        store.close()
+    assert info["base"] == "finedefics" and len(rows) == 2
+    assert all(row["provenance"]["training_run"]["adapter"] == str(out.resolve()) for row in rows)
     merged = tmp_path / "merged"
     assert main(["train", "merge", "--adapter", str(out), "--out", str(merged)]) == 0
     assert (merged / "model.safetensors").is_file()
