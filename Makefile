@@ -25,8 +25,12 @@ test-all: $(STAMP)
 	bash scripts/install_postgres.sh
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m "not gpu"
 
+## ruff (lint and format) and the layering contracts (pyproject.toml [tool.importlinter])
+LINT_PATHS := harness tasks models leaderboard finedefics_train tests benchmarks
 lint: $(STAMP)
-	$(VENV)/bin/ruff check harness tasks models leaderboard finedefics_train tests benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports
 
 ## the environment for the remote-code models (transformers 4.40.2); see models/README-remote-code.md
 remote-env:

@@ -64,7 +64,8 @@ def adapter_run_config(
 
 def evaluate_adapter(configs: Sequence[RunConfig], adapter: Path, command: list[str], record=None) -> list[dict]:
     """Runs each config through the harness runner; each summary's provenance names the training run,
-    and `record(summary)` (the CLI's leaderboard helper) is called on it when given."""
+    and `record(summary)` (the CLI's plugins' `after_run` hooks, e.g. the leaderboard's) is called on it,
+    after the provenance is written, when given."""
     from harness.runner import run_evaluation
 
     summaries = []

@@ -15,16 +15,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from finedefics_train.training_data import mcq_row
 from harness.core.io import write_json_atomic
 from tasks.fixtures.datasets import make_cub
-from tasks.prompts import (
-    LETTER_INSTRUCTION,
-    NAME_INSTRUCTION,
-    open_question_for,
-    question_for,
-    render_question,
-)
-from tasks.scoring import option_letters
+from tasks.prompts import open_question_for, question_for
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 HUES = ((0.04, "red"), (0.11, "orange"), (0.18, "yellow"), (0.45, "green"), (0.55, "cyan"),
@@ -123,9 +117,7 @@ def stage2_row(image, path, label, class_names, negatives, rng, open_fraction) -
     options = [truth, *(class_names[c] for c in negatives)]
     rng.shuffle(options)
     by_letter = rng.random() < 0.5
-    question = render_question(question_for(NOUN), options, LETTER_INSTRUCTION if by_letter else NAME_INSTRUCTION)
-    answer = option_letters(len(options))[options.index(truth)] if by_letter else truth
-    return common | {"type": "mcq", "question": question, "answer": answer, "options": options}
+    return common | mcq_row(question_for(NOUN), options, options.index(truth), by_name=not by_letter)
 
 
 def _stage1_features():

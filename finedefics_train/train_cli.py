@@ -60,6 +60,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-device", default="cpu")
     parser.add_argument("--eval-dtype", default="float32")
     parser.add_argument("--no-record", action="store_true", help="do not add the evaluations to the leaderboard store")
+    parser.add_argument("--name", default=None, help="the leaderboard name of the trained adapter's evaluations, as "
+                        "with harness run --name (default: ADAPTER_FOLDER@FINGERPRINT)")
+    parser.add_argument("--db-url", default=None, help="leaderboard store URL, as with harness run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
@@ -166,8 +169,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     adapter = plan.runs[-1].out
     summaries = []
     if plan.eval_configs:
+        from harness.cli import plugin_hooks
+
+        for check in plugin_hooks("before_run"):  # e.g. a --name held by other weights: refused before evaluating
+            for config in plan.eval_configs:
+                check(config, args)
+        after_run = plugin_hooks("after_run")  # e.g. the leaderboard's: record each run, as `harness run` does
+
+        def record(summary: dict) -> None:
+            for hook in after_run:
+                hook(summary, args)
+
         summaries = evaluate_adapter(plan.eval_configs, adapter, command=["harness", *getattr(args, "argv", [])],
-                                     record=None if args.no_record else _recorder(args))  # fmt: skip
+                                     record=record)  # fmt: skip
         for summary in summaries:
             print(f"eval {summary['task']} {summary['scoring']} ({summary['variant']}): accuracy {summary['accuracy']:.3f}")
     if args.json:
@@ -178,12 +192,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                       "summary": str(Path(s["results_file"]).parent / "summary.json")} for s in summaries],
         }))  # fmt: skip
     return 0
-
-
-def _recorder(args: argparse.Namespace):
-    from harness.cli import record
-
-    return lambda summary: record(summary, args)
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

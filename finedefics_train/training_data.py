@@ -4,7 +4,7 @@ On disk (HF `datasets` save_to_disk folders beside a `manifest.json`):
 - `stage1/`: image, image_id, task, label, category, superclass, attribute (description),
   neg_categories, neg_attributes, neg_image_ids (3 each), source.
 - `stage2/`: image, image_id, task, label, category, type ("open" | "mcq"), question (the full user
-  prompt), answer (open: the category; mcq: the letter), options.
+  prompt), answer (open: the category; mcq: the letter or the name, `mcq_row`), options.
 
 Collators build everything a step needs in one go: the pixels once, the generation sequences
 (prompt + answer + end of turn, right-padded, prompt tokens labelled -100 unless the reference's
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import torch
 
 from finedefics_train.arch import ArchAdapter
 from harness.core.errors import UserError
+from tasks.prompts import LETTER_INSTRUCTION, NAME_INSTRUCTION, render_question
+from tasks.scoring import option_letters
 
 STAGE_COLUMNS = {
     "stage1": ("image", "image_id", "task", "label", "category", "superclass", "attribute",
@@ -31,6 +34,17 @@ STAGE_COLUMNS = {
 }  # fmt: skip
 DESCRIBE_PROMPT = "Describe the {superclass} in this image."
 IGNORE = -100
+
+
+def mcq_row(question: str, options: Sequence[str], answer_index: int, by_name: bool) -> dict:
+    """A Stage II multiple-choice row in one of the evaluation's two prompts (tasks/prompts.py): the letter
+    instruction answered by the letter (what `generate` and `loglik` score), or the option-name
+    instruction answered by the name (what `loglik_name` scores; a model trained on letters only does not
+    learn it). `harness train data` and the synthetic fixtures both write their rows through here."""
+    instruction = NAME_INSTRUCTION if by_name else LETTER_INSTRUCTION
+    answer = options[answer_index] if by_name else option_letters(len(options))[answer_index]
+    return {"type": "mcq", "question": render_question(question, options, instruction), "answer": answer,
+            "options": list(options)}  # fmt: skip
 
 
 def stage_folder(data: Path, stage: str) -> Path:

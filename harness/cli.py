@@ -3,80 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
-from harness.config import SCORINGS, RunConfig, parse_model_args, parse_task_paths
+from harness import data_cli
+from harness.cli_config import add_dataclass_arguments, config_from_args
+from harness.config import RunConfig, parse_task_paths
 from harness.core.errors import EvaluationFailed, UserError
+from harness.probes import cli as probe_cli
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="registry name (see `harness list models`)")
-    parser.add_argument("--task", required=True, help="task name (see `harness list tasks`)")
-    parser.add_argument(
-        "--model-args", default="", help="k=v,k=v: pretrained=PATH_OR_HUB_ID, revision=, dtype=auto|bfloat16|float16|float32, "
-        "device=cpu|cuda|auto, load_in_4bit=true, trust_remote_code=true, max_new_tokens=N"
-    )
-    parser.add_argument("--data-root", action="append", metavar="[TASK=]PATH",
-                        help="the dataset folder in its original layout (or TASK=PATH, repeatable)")
-    parser.add_argument("--choices", action="append", metavar="[TASK=]FILE",
-                        help="a FOCI/Finedefics choice file: {class: [{image, options, groundtruth}]} (or TASK=FILE, repeatable)")
-    parser.add_argument("--classnames", type=Path, help="class names, one per line in label order (Flowers-102)")
-    parser.add_argument("--scoring", choices=SCORINGS, default="generate", help="generate an answer letter; or score each option letter's (loglik) or name's (loglik_name) log-likelihood")
-    parser.add_argument("--variant", default="k4", help="without --choices: kN options per question (label-set size), "
-                        "'all' classes, or 'open' (open-world: no options, the model names the class)")
-    parser.add_argument("--options", choices=("random", "clip"), default="random",
-                        help="without --choices: seeded random negatives, or CLIP hard negatives as the paper mined them")
-    parser.add_argument("--clip-model", help="CLIP for --options clip: open_clip:ARCH:PRETRAINED (default "
-                        "open_clip:ViT-L-14:laion2b_s32b_b82k) or hf:HUB_ID_OR_PATH")
-    parser.add_argument("--circular", action="store_true", help="ask each question once per rotation of its options; "
-                        "correct only if every rotation is")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N questions")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--num-processes", type=int, default=1, metavar="N",
-                        help="data-parallel evaluation: N processes, one model replica each (one GPU each; gloo on CPU)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds option order, random negatives and lmms-eval")
-    parser.add_argument("--output-dir", type=Path, help="where run folders go (default: $HARNESS_HOME/runs)")
-    parser.add_argument("--skip-missing", action="store_true", help="skip (and count) missing or unreadable images")
+    add_dataclass_arguments(parser, RunConfig)  # every RunConfig field is a `harness run` flag
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
 
-def _config_from_args(args: argparse.Namespace) -> RunConfig:
+def run_config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig of `harness run`: per-task paths (--data-root TASK=PATH) resolved for its task."""
     from tasks.registry import get_task
 
-    return RunConfig(
-        model=args.model,
-        task=args.task,
-        model_args=parse_model_args(args.model_args),
-        data_root=parse_task_paths(args.data_root, "--data-root").for_task(get_task(args.task).key),
-        choices=parse_task_paths(args.choices, "--choices").for_task(get_task(args.task).key),
-        classnames=args.classnames,
-        scoring=args.scoring,
-        variant=args.variant,
-        options=args.options,
-        clip_model=args.clip_model,
-        circular=args.circular,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        output_dir=args.output_dir,
-        skip_missing=args.skip_missing,
-        num_processes=args.num_processes,
-    )
+    task = get_task(args.task).key
+    return config_from_args(
+        RunConfig, args,
+        data_root=parse_task_paths(args.data_root, "--data-root").for_task(task),
+        choices=parse_task_paths(args.choices, "--choices").for_task(task),
+    )  # fmt: skip
 
 
 def summary_line(summary: dict) -> dict:
-    """The `--json` object: the headline numbers and where the files are."""
-    keys = ("model", "task", "variant", "scoring", "n", "accuracy", "accuracy_ci95", "robust_accuracy",
-            "unparseable", "errors", "option_source", "seed", "results_file", "samples_file", "run_id")
-    out = {key: summary.get(key) for key in keys}
+    """The `--json` object: every flat field of the summary (names, numbers, intervals; not the
+    per-class tables, confusions or provenance), so a new headline metric appears without a change
+    here, and where the summary file is."""
+    out = {key: value for key, value in summary.items() if _is_flat(value)}
     out["summary_file"] = str(Path(summary["results_file"]).parent / "summary.json")
     return out
+
+
+def _is_flat(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(isinstance(item, (int, float)) for item in value)  # an interval
+    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def format_table(summaries: Sequence[dict]) -> str:
@@ -98,33 +71,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import launch_ranks, run_evaluation
     from models import distributed
 
-    config = _config_from_args(args)
+    config = run_config_from_args(args)
+    for check in args.before_run:  # e.g. the leaderboard's: a --name held by other weights, refused now
+        check(config, args)
     if config.num_processes > 1 and not distributed.is_rank_process():
         return launch_ranks(config, args.argv)
     summary = run_evaluation(config, command=["harness", *args.argv])
     if summary is None:  # a data-parallel rank other than 0: rank 0 gathers, reports and records
         return 0
-    if not args.no_record:
-        record(summary, args)
+    for hook in args.after_run:  # e.g. the leaderboard's: record the run in its store
+        hook(summary, args)
     print()
     print(format_table([summary]))
     print(f"results: {Path(summary['results_file']).parent}")
     if args.json:
         print(json.dumps(summary_line(summary)))
     return 0
-
-
-def record(summary: dict, args: argparse.Namespace) -> None:
-    """Adds the run to the leaderboard store; a failure here never loses the files already written."""
-    try:
-        from leaderboard.store import record_summary
-    except ImportError:
-        return
-    try:
-        record_summary(summary, db_url=getattr(args, "db_url", None))
-    except Exception as error:  # noqa: BLE001 - the run's files are safe; say how to retry
-        print(f"warning: could not record the run in the leaderboard store ({error}); "
-              f"retry with `harness import {Path(summary['results_file']).parent}`", file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -167,8 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="evaluate a model on a task through lmms-eval")
     _add_run_arguments(run)
     run.add_argument("--no-record", action="store_true", help="do not add the result to the leaderboard store")
+    run.add_argument("--name", help="the leaderboard name of these weights (default: the registry name for the "
+                     "registry's own weights, the hub id, or FOLDER@FINGERPRINT); refused when other weights hold it")
     run.add_argument("--db-url", help="leaderboard store URL (default: $HARNESS_DB_URL or SQLite under $HARNESS_HOME)")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, before_run=[], after_run=[])
 
     demo = sub.add_parser("demo", help="offline demo: tiny Idefics2 on a synthetic CUB-200 layout, both scorings")
     demo.add_argument("--limit", type=int, default=None)
@@ -182,22 +146,41 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list)
 
-    for register in _plugin_registrars():
-        register(sub)
+    data_cli.register(sub)
+    probe_repr = probe_cli.register(sub)
+    for plugin in _plugins():
+        plugin.register(sub)
+        for hook in ("before_run", "after_run"):
+            if hasattr(plugin, hook):
+                run.set_defaults(**{hook: [*run.get_default(hook), getattr(plugin, hook)]})
+        if hasattr(plugin, "after_probe"):  # e.g. the leaderboard's: record the report in its store
+            probe_repr.set_defaults(after_probe=[*probe_repr.get_default("after_probe"), plugin.after_probe])
     return parser
 
 
-def _plugin_registrars() -> list[Callable]:
-    registrars = []
-    for module_name in ("tasks.cli", "leaderboard.cli", "finedefics_train.cli"):
+# The packages above the harness (layer 4) and beside it plug their commands in by name, so that the
+# harness never imports them: the one sanctioned upward reference, checked by `lint-imports`. A plugin
+# module has `register(subparsers)` and may have `before_run(config, args)`, called before `harness run`
+# plans anything (to refuse bad input early), `after_run(summary, args)`, called after it, and
+# `after_probe(folder, args)`, called after `harness probe repr` with its report folder.
+PLUGINS = ("leaderboard.cli", "finedefics_train.cli")
+
+
+def _plugins() -> list[ModuleType]:
+    plugins = []
+    for module_name in PLUGINS:
         try:
-            module = __import__(module_name, fromlist=["register"])
+            plugins.append(importlib.import_module(module_name))
         except ModuleNotFoundError as error:
             if error.name != module_name:
                 raise
-            continue
-        registrars.append(module.register)
-    return registrars
+    return plugins
+
+
+def plugin_hooks(hook: str) -> list:
+    """The plugins' `hook` functions (`before_run`, `after_run`), for commands other than `harness run` that
+    evaluate a model through the runner (`harness train --eval-after`) and must be recorded the same way."""
+    return [getattr(plugin, hook) for plugin in _plugins() if hasattr(plugin, hook)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

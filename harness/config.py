@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
+from harness.cli_config import flag
 from harness.core.errors import UserError
 
 Scoring = Literal["generate", "loglik", "loglik_name"]
-SCORINGS: tuple[str, ...] = ("generate", "loglik", "loglik_name")
-OPTION_SOURCES: tuple[str, ...] = ("random", "clip")
+SCORINGS: tuple[str, ...] = get_args(Scoring)
+OptionSource = Literal["random", "clip"]  # without a choice file
+OPTION_SOURCES: tuple[str, ...] = get_args(OptionSource)
 
 
 def parse_model_args(text: str | None) -> dict[str, str]:
@@ -34,23 +36,50 @@ def format_model_args(args: dict[str, str]) -> str:
 
 @dataclass
 class RunConfig:
-    model: str
-    task: str
-    model_args: dict[str, str] = field(default_factory=dict)
-    data_root: Path | None = None
-    choices: Path | None = None
-    classnames: Path | None = None
-    scoring: Scoring = "generate"
-    variant: str = "k4"  # kN, "all" or "open" (open-world); ignored with a choice file
-    options: str = "random"  # without a choice file: "random" negatives or "clip" hard negatives
-    clip_model: str | None = None  # open_clip:ARCH:PRETRAINED or hf:ID_OR_PATH
-    circular: bool = False
-    limit: int | None = None
-    batch_size: int = 1
-    seed: int = 0
-    output_dir: Path | None = None
-    skip_missing: bool = False
-    num_processes: int = 1
+    """One evaluation. The field metadata defines the command-line flags of `harness run`, `harness
+    prepare` and `harness worker` (harness/cli_config.py), so they cannot drift apart."""
+
+    model: str = field(metadata=flag("registry name (see `harness list models`)"))
+    task: str = field(metadata=flag("task name (see `harness list tasks`)"))
+    model_args: dict[str, str] = field(default_factory=dict, metadata=flag(
+        "k=v,k=v: pretrained=PATH_OR_HUB_ID, revision=, dtype=auto|bfloat16|float16|float32, "
+        "device=cpu|cuda|auto, load_in_4bit=true, trust_remote_code=true, max_new_tokens=N",
+        parse=parse_model_args))
+    data_root: Path | None = field(default=None, metadata=flag(
+        "the dataset folder in its original layout (e.g. CUB_200_2011/ or its parent)", metavar="PATH",
+        per_task=True))
+    choices: Path | None = field(default=None, metadata=flag(
+        "a FOCI/Finedefics choice file: {class: [{image, options, groundtruth}]}", metavar="FILE", per_task=True))
+    classnames: Path | None = field(default=None, metadata=flag(
+        "class names, one per line in label order (Flowers-102)", metavar="FILE"))
+    scoring: Scoring = field(default="generate", metadata=flag(
+        "generate an answer letter; or score each option letter's (loglik) or name's (loglik_name) log-likelihood"))
+    variant: str = field(default="k4", metadata=flag(
+        "without --choices: kN options per question (label-set size), 'all' classes, "
+        "or 'open' (open-world: no options, the model names the class); knowledge-QA tasks: direct, cot, oracle "
+        "or oracle_cot"))
+    options: OptionSource = field(default="random", metadata=flag(
+        "without --choices: seeded random negatives, or CLIP hard negatives as the paper mined them"))
+    clip_model: str | None = field(default=None, metadata=flag(
+        "CLIP for --options clip: open_clip:ARCH:PRETRAINED (default open_clip:ViT-L-14:laion2b_s32b_b82k) "
+        "or hf:HUB_ID_OR_PATH"))
+    circular: bool = field(default=False, metadata=flag(
+        "ask each question once per rotation of its options; correct only if every rotation is"))
+    limit: int | None = field(default=None, metadata=flag("evaluate only the first N questions", metavar="N",
+                                                           positive=True))
+    batch_size: int = field(default=1, metadata=flag("batch size (left-padded batches)", positive=True))
+    seed: int = field(default=0, metadata=flag("seeds option order, random negatives and lmms-eval"))
+    output_dir: Path | None = field(default=None, metadata=flag(
+        "where run folders go (default: $HARNESS_HOME/runs; the queue worker: DIR/submission-ID/TASK)",
+        metavar="DIR"))
+    skip_missing: bool = field(default=False, metadata=flag(
+        "skip (and count) missing or unreadable images and unplaceable choice entries"))
+    num_processes: int = field(default=1, metadata=flag(
+        "data-parallel evaluation: N processes, one model replica each (one GPU each; gloo on CPU)",
+        metavar="N", positive=True))
+    questions: Path | None = field(default=None, metadata=flag(
+        "knowledge-QA tasks: the question file in ImageWikiQA's JSONL format (imagewikiqa.jsonl, or a "
+        "<task>_wikiqa bank)", metavar="FILE"))
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
@@ -65,7 +94,7 @@ class RunConfig:
             raise UserError(f"--num-processes must be >= 1, got {self.num_processes}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
-        for name in ("data_root", "choices", "classnames", "output_dir"):
+        for name in ("data_root", "choices", "classnames", "output_dir", "questions"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value).expanduser())

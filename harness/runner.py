@@ -20,12 +20,13 @@ from harness import provenance
 from harness.config import RunConfig, format_model_args
 from harness.core.errors import EvaluationFailed, UserError
 from harness.core.io import write_json_atomic, write_lines_atomic
-from harness.core.paths import harness_home, runs_root
+from harness.core.paths import harness_home, looks_like_local_path, runs_root
 from harness.core.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary
 from harness.journal import ResponseJournal
 from harness.metrics import Outcome, summarise
 from models import distributed
-from models.registry import ModelSpec, get_model_spec
+from models.registry import ModelSpec, check_model_args, get_model_spec
+from tasks.options import variant_k
 from tasks.prepare import OptionPlan, PreparedTask, prepare_task
 from tasks.registry import TaskSpec, get_task
 from tasks.scoring import loglik_choice, open_world_class, option_letters, paper_letter, robust_letter
@@ -41,6 +42,7 @@ class RunPlan:
     prepared: PreparedTask
     pretrained: str
     run_dir: Path
+    model_revision: str | None = None  # the checkpoint's content fingerprint (hub: its commit)
 
     @property
     def lmms_task(self) -> str:
@@ -48,14 +50,17 @@ class RunPlan:
 
 
 def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
-    """The checkpoint to load; a hub id must already be cached when the hub is unreachable."""
-    pretrained = model_args.get("pretrained") or model.hub_id
-    if Path(pretrained).expanduser().exists():
-        if not Path(pretrained).expanduser().is_dir():
+    """The checkpoint to load; a hub id must already be cached when the hub is unreachable. An
+    `adapter=` without `pretrained=` goes on the base the adapter records."""
+    pretrained = model_args.get("pretrained") or adapter_recorded_base(model_args.get("adapter")) or model.hub_id
+    if looks_like_local_path(pretrained):
+        folder = Path(pretrained).expanduser()
+        if not folder.exists():
+            raise UserError(f"pretrained={pretrained}: no such folder")
+        if not folder.is_dir():
             raise UserError(f"pretrained={pretrained} is a file; pass the checkpoint folder (with config.json)")
-        return str(Path(pretrained).expanduser().resolve())
-    if pretrained.startswith(("/", ".", "~")):
-        raise UserError(f"pretrained={pretrained}: no such folder")
+        check_architecture(model, folder)
+        return str(folder.resolve())
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         from huggingface_hub import try_to_load_from_cache
 
@@ -64,6 +69,37 @@ def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
         if not isinstance(try_to_load_from_cache(pretrained, "config.json", revision=model_args.get("revision")), str):
             raise UserError(hub_unavailable_message(pretrained))
     return pretrained
+
+
+def check_architecture(model: ModelSpec, folder: Path) -> None:
+    """A local checkpoint must be of an architecture the wrapper loads, said in one line before loading."""
+    from models.registry import MODEL_TYPES, models_of_type
+
+    config_file = folder / "config.json"
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except FileNotFoundError:
+        raise UserError(f"pretrained={folder}: no config.json; pass the checkpoint folder itself") from None
+    except (OSError, ValueError, AttributeError) as error:
+        raise UserError(f"{config_file}: not a readable JSON config ({error})") from None
+    expected = MODEL_TYPES.get(model.name, ())
+    if expected and model_type not in expected:
+        fits = models_of_type(str(model_type))
+        hint = f" Did you mean --model {' or '.join(fits)}?" if fits else ""
+        raise UserError(f"pretrained={folder} is a '{model_type}' checkpoint, but --model {model.name} loads "
+                        f"{' or '.join(expected)} checkpoints.{hint}")
+
+
+def adapter_recorded_base(adapter: str | None) -> str | None:
+    """The base an adapter folder records (peft's base_model_name_or_path), or None without an adapter."""
+    if not adapter:
+        return None
+    folder = Path(adapter).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise UserError(f"adapter={adapter}: not a peft adapter folder (no adapter_config.json)")
+    from models.idefics2 import adapter_base
+
+    return adapter_base(folder)
 
 
 def read_split(task: TaskSpec, config: RunConfig):
@@ -82,29 +118,54 @@ def option_plan(config: RunConfig) -> OptionPlan:
     if config.variant in ("all", "open"):
         source = {"all": "all_classes", "open": "open"}[config.variant]
         return OptionPlan(source, circular=config.circular, skip_missing=config.skip_missing)
-    if config.variant.startswith("k") and config.variant[1:].isdigit():
-        return OptionPlan(config.options, k=int(config.variant[1:]), clip_model=config.clip_model,
+    k = variant_k(config.variant)
+    if k is not None:
+        if k < 2:
+            raise UserError(f"--variant {config.variant}: a question needs at least 2 options (k2 or more)")
+        return OptionPlan(config.options, k=k, clip_model=config.clip_model,
                           circular=config.circular, skip_missing=config.skip_missing)
     raise UserError(f"--variant {config.variant}: expected kN (e.g. k4, k20), all, or open")
+
+
+def check_output_dir(folder: Path | None) -> None:
+    """--output-dir must be (or be creatable as) a folder: found when planning, not after the evaluation."""
+    if folder is None:
+        return
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"--output-dir {folder}: {existing} is a file, not a folder; choose another --output-dir")
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise UserError(f"--output-dir {folder}: {existing} is not writable; choose another --output-dir")
 
 
 def plan_run(config: RunConfig) -> RunPlan:
     model = get_model_spec(config.model)
     task = get_task(config.task)
+    check_model_args(model, config.model_args)  # a typo stops here, before data preparation or CLIP mining
+    check_output_dir(config.output_dir)
     pretrained = check_pretrained(model, config.model_args)
-    plan = option_plan(config)
-    split = read_split(task, config)
-    prepared = prepare_task(task, split, plan, seed=config.seed)
+    if task.kind == "qa":  # knowledge-QA tasks: questions from a file (tasks.knowledge_qa)
+        from tasks.knowledge_qa import prepare_qa_task, qa_variant
+
+        prepared = prepare_qa_task(task, config.data_root, config.questions, variant=qa_variant(config.variant, config.scoring),
+                                   seed=config.seed, skip_missing=config.skip_missing, classnames=config.classnames)
+    else:
+        plan = option_plan(config)
+        split = read_split(task, config)
+        prepared = prepare_task(task, split, plan, seed=config.seed)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_name = f"{model.name}__{task.key}-{prepared.variant}__{config.scoring}__{stamp}-{uuid.uuid4().hex[:6]}"
     run_dir = (config.output_dir or runs_root()) / run_name
-    return RunPlan(config, model, task, prepared, pretrained, run_dir)
+    revision = provenance.model_revision(pretrained, config.model_args.get("revision"), config.model_args.get("adapter"))
+    return RunPlan(config, model, task, prepared, pretrained, run_dir, revision)
 
 
 def journal_for(plan: RunPlan) -> ResponseJournal:
-    """The response journal of this run's inputs: the same command finds it again after an interruption."""
-    args = {k: v for k, v in sorted(plan.config.model_args.items()) if k != "batch_size"}
-    key = [plan.model.name, plan.pretrained, args, plan.prepared.meta["fingerprint"], plan.config.scoring]
+    """The response journal of this run's inputs: the same command finds it again after an interruption.
+    Keyed by the checkpoint's content, not its path: weights rewritten in place start a new journal."""
+    args = {k: v for k, v in sorted(plan.config.model_args.items()) if k not in ("batch_size", "pretrained", "adapter")}
+    key = [plan.model.name, plan.model_revision or plan.pretrained, args, plan.prepared.meta.fingerprint,
+           plan.config.scoring]
     digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
     # each data-parallel rank answers its own shard (the same one when the same command is re-run)
     shard = f"-rank{distributed.rank()}of{distributed.world_size()}" if distributed.world_size() > 1 else ""
@@ -130,8 +191,9 @@ def load_model(plan: RunPlan):
         raise
     except Exception as error:
         if Path(plan.pretrained).is_dir():  # a local checkpoint that does not load is bad input, not a crash
+            reason = str(error) if len(str(error)) <= 400 else str(error)[:400] + " …"
             raise UserError(f"pretrained={plan.pretrained}: the checkpoint could not be loaded "
-                            f"({type(error).__name__}: {error})") from error
+                            f"({type(error).__name__}: {reason})") from error
         raise
 
 
@@ -174,6 +236,8 @@ def evaluate(plan: RunPlan, datetime_str: str, journal: ResponseJournal) -> tupl
     if not results or plan.lmms_task not in results.get("results", {}):
         raise EvaluationFailed(f"lmms-eval returned no result for {plan.lmms_task}")
     results["config"]["model"] = plan.model.lmms_name
+    if getattr(lm, "qformer_truncated", 0):  # InstructBLIP: instructions cut to the Q-Former's positions
+        results["config"]["qformer_truncated"] = lm.qformer_truncated
     samples = results.pop("samples", {}).get(plan.lmms_task, [])
     expected = min(plan.prepared.n_rows, limit or plan.prepared.n_rows)
     if len(samples) != expected:
@@ -188,20 +252,28 @@ def _first_response(sample: dict):
 
 def answer_outcome(question: dict, sample: dict, scoring: str) -> Outcome:
     """What the model answered to one prepared row, re-derived from its raw responses."""
-    truth = question["class_name"]
     options = question["options"]
+    truth = question["class_name"]
+
+    def chosen(index: int) -> str:  # right and wrong by option index (knowledge-QA options are not class names)
+        return truth if index == question["answer_index"] else options[index]
+
     if not options:  # open-world: the model named a class
         named = open_world_class(_first_response(sample) or "", question["class_names"])
         return Outcome(truth, None if named is None else question["class_names"][named])
     if scoring in ("loglik", "loglik_name"):
         nlls = [float(r[0][0] if isinstance(r[0], (list, tuple)) else r[0]) for r in sample["resps"]]
-        return Outcome(truth, options[loglik_choice(nlls)])
+        return Outcome(truth, chosen(loglik_choice(nlls)))
     answer = _first_response(sample)
     letters = option_letters(len(options))
     strict, lenient = paper_letter(answer, len(options)), robust_letter(answer, options)
+    if question.get("protocol") == "cot":  # knowledge QA, chain of thought: one parser for both readings
+        from tasks.knowledge_qa import cot_letter
+
+        strict = lenient = cot_letter(answer or "", options)
     return Outcome(
         truth,
-        options[letters.index(strict)] if strict else None,
+        chosen(letters.index(strict)) if strict else None,
         robust_correct=lenient == letters[question["answer_index"]],
     )
 
@@ -264,26 +336,26 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
         "model": plan.model.name,
         "model_args": {**config.model_args, "pretrained": plan.pretrained},
         "pretrained": plan.pretrained,
-        "model_revision": provenance.model_revision(plan.pretrained, config.model_args.get("revision")),
+        "model_revision": plan.model_revision,
         "task": plan.task.key,
         "lmms_task": plan.lmms_task,
-        "task_version": meta["task_version"],
+        "task_version": meta.task_version,
         "variant": plan.prepared.variant,
         "scoring": config.scoring,
         "seed": config.seed,
-        "option_source": meta["option_source"],
+        "option_source": meta.option_source,
         "option_source_detail": {
-            "choice_file": meta.get("choice_file"),
-            "choice_file_sha256": meta.get("choice_file_sha256"),
-            "k": meta["k"],
+            "choice_file": meta.choice_file,
+            "choice_file_sha256": meta.choice_file_sha256,
+            "k": meta.k,
             "prepared": str(plan.prepared.path),
-            "fingerprint": meta["fingerprint"],
-            "data_root": meta["source_root"],
-            "source_format": meta["source_format"],
-            "skipped_images": len(meta.get("skipped", [])),
-            "skipped_choice_entries": len(meta.get("skipped_choice_entries", [])),
-            "clip_model": meta.get("clip_model"),
-            "circular": meta.get("circular", False),
+            "fingerprint": meta.fingerprint,
+            "data_root": meta.source_root,
+            "source_format": meta.source_format,
+            "skipped_images": len(meta.skipped),
+            "skipped_choice_entries": len(meta.skipped_choice_entries),
+            "clip_model": meta.clip_model,
+            "circular": meta.circular,
         },
         "limit": config.limit,
         **metrics,

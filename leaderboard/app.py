@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
+import ipaddress
 import json
+import logging
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -18,27 +22,52 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
 
 from harness.config import SCORINGS
 from harness.core.errors import UserError
+from harness.core.io import write_lines_atomic
 from leaderboard import detail, spec
 from leaderboard.plots import grouped_bar_svg
 from leaderboard.queue import LISTED_COLUMNS, STATUSES, SubmissionQueue, submit_checkpoint
 from leaderboard.store import ResultStore
-from leaderboard.submissions import PRECISIONS, WEIGHTS, SubmissionPolicy, SubmissionRequest
-from leaderboard.table import AVERAGE, ID_COLUMN, TableQuery, filter_choices, leaderboard_table, sort_columns
+from leaderboard.submissions import (
+    ANONYMOUS_WEB,
+    PRECISIONS,
+    SUBMITTER,
+    WEIGHTS,
+    SubmissionPolicy,
+    SubmissionRefused,
+    SubmissionRequest,
+)
+from leaderboard.table import (
+    AVERAGE,
+    ID_COLUMN,
+    MODEL_COLUMN,
+    PERCENT_COLUMNS,
+    TableQuery,
+    filter_choices,
+    leaderboard_table,
+    sort_columns,
+)
+
+log = logging.getLogger(__name__)
 
 ADMIN_TOKEN_ENV = "HARNESS_ADMIN_TOKEN"
+SUBMIT_TOKENS_ENV = "HARNESS_SUBMIT_TOKENS"  # name:token,name:token; when set, the web form needs a token
+TRUSTED_PROXIES_ENV = "HARNESS_TRUSTED_PROXIES"  # proxies whose X-Forwarded-For is believed; none by default
+MAX_UPLOAD_BYTES = 0  # the app has no upload component: Gradio's upload route refuses every non-empty file
+MODEL_NAME_CHARS = 32  # longer names are cut in the table; the full name shows on hover
 ADMIN_ACTIONS = ("requeue submission", "delete submission", "hide model", "unhide model", "delete model")
 QUEUE_COLUMNS = {"id": "ID", "model_name": "Model", "base": "Base", "precision": "Precision", "tasks": "Tasks",
                  "status": "Status", "submitter": "Submitter", "created": "Submitted", "started": "Started",
                  "finished": "Finished", "worker": "Worker", "attempts": "Attempts", "error": "Failure reason"}
 PLOT_DEFAULT_MODELS = 4
-DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "fgvr-leaderboard"
 THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
                           font_mono=["ui-monospace", "Menlo", "monospace"])  # system fonts: no font download
 CSS = ".grouped-bars { width: 100%; height: auto; } #leaderboard-table { font-variant-numeric: tabular-nums; }"
-INTRO = ("Fine-grained visual recognition (FGVR) accuracy of multimodal LLMs on six datasets, 4 options per "
+INTRO = (f"Fine-grained visual recognition (FGVR) accuracy of multimodal LLMs on {len(spec.TASK_KEYS)} datasets, "
+         "4 options per "
          "question. **reported**: figures published in Finedefics (He et al., ICLR 2025), Table 2/4; "
          "**reproduced**: runs of this harness. The average is shown only for rows with every selected task.")
 
@@ -59,6 +88,81 @@ def _cells(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(object).where(frame.notna(), None)
 
 
+def _two_decimals(frame: pd.DataFrame, columns) -> Any:
+    """The frame for a gr.Dataframe with every accuracy shown with two decimals (57.10, not 57.1); the
+    values stay numbers, so sorting in the browser is numeric."""
+    formats = {column: (_percent_text if column in columns else _plain_text) for column in frame.columns}
+    return _cells(frame).style.format(formats)
+
+
+def _percent_text(value: Any) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _plain_text(value: Any) -> str:
+    """Other cells as they are (Styler would print every float with six decimals)."""
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _model_cell(name: str) -> str:
+    """A model name cut to MODEL_NAME_CHARS, the whole name on hover (escaped: names are user input)."""
+    shown = name if len(name) <= MODEL_NAME_CHARS else name[:MODEL_NAME_CHARS - 1] + "…"
+    return f'<span title="{html.escape(name, quote=True)}">{html.escape(shown)}</span>'
+
+
+_SERVER_PATH = re.compile(r"(?<![\w.])(?:/[^\s/:'\"(),]+)+/([^\s/:'\"(),]+)")
+
+
+def public_text(text: str | None) -> str:
+    """A message for the public pages: absolute paths cut to their last part (…/name)."""
+    return _SERVER_PATH.sub(r"…/\1", text or "")
+
+
+def public_submitter(submitter: str | None) -> str:
+    """Token holders by name; anonymous web submitters without their address."""
+    return "anonymous (web)" if (submitter or "").startswith(ANONYMOUS_WEB) else submitter or ""
+
+
+def submit_tokens() -> dict[str, str]:
+    """HARNESS_SUBMIT_TOKENS as {token: submitter name}; a malformed entry is the operator's error, named."""
+    tokens: dict[str, str] = {}
+    for entry in os.environ.get(SUBMIT_TOKENS_ENV, "").split(","):
+        if not entry.strip():
+            continue
+        name, sep, token = entry.strip().partition(":")
+        if not sep or not SUBMITTER.match(name) or len(token) < 8:
+            raise UserError(f"{SUBMIT_TOKENS_ENV}: '{name}:…' is not name:token (a name of letters, digits . _ - "
+                            "and a token of at least 8 characters)")
+        tokens[token] = name
+    return tokens
+
+
+def trusted_proxies() -> str:
+    """HARNESS_TRUSTED_PROXIES checked (addresses or networks, comma-separated) and normalised; '' trusts none."""
+    text = os.environ.get(TRUSTED_PROXIES_ENV, "").strip()
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    for part in parts:
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise UserError(f"{TRUSTED_PROXIES_ENV}: '{part}' is not an IP address or network") from None
+    return ",".join(parts)
+
+
+def web_submitter(token: str, host: str) -> str:
+    """Who submits from the web: the name of a valid token when the operator issues tokens (then one is
+    required), else the client's address as the proxy-aware server sees it, as `web-<address>`."""
+    tokens = submit_tokens()
+    if tokens:
+        for known, name in tokens.items():
+            if hmac.compare_digest((token or "").encode(), known.encode()):
+                return name
+        raise SubmissionRefused("token", "a valid submission token is required; ask the leaderboard's operator")
+    return ANONYMOUS_WEB + re.sub(r"[^A-Za-z0-9.]", ".", host or "unknown")[:60]
+
+
 def _series_label(row: pd.Series) -> str:
     scoring = "" if row["Scoring"] == "paper" else f" ({row['Scoring']})"
     return f"{row['Model']} · {row['Source']}{scoring}"
@@ -70,10 +174,12 @@ def _datatypes(frame: pd.DataFrame) -> list[str]:
 
 class LeaderboardApp:
     def __init__(self, store: ResultStore, policy: SubmissionPolicy | None = None, download_dir: Path | None = None):
+        """`download_dir`: where CSV/JSON exports go; by default a private folder of this instance (mode 0700
+        under the system temp directory), so no other user or instance can read, plant or replace files there."""
         self.store = store
         self.queue = SubmissionQueue(store)
         self.policy = policy
-        self.download_dir = download_dir
+        self.download_dir = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="fgvr-leaderboard-"))
 
     # --- the table -----------------------------------------------------------------------------
 
@@ -97,36 +203,62 @@ class LeaderboardApp:
     def _table_outputs(self, *controls: Any, results: pd.DataFrame | None = None) -> tuple[Any, str, str]:
         results = self.store.result_frame() if results is None else results
         frame = leaderboard_table(results, self.query(*controls))
-        return gr.Dataframe(value=_cells(frame), datatype=_datatypes(frame)), *self.export(frame)
+        shown = frame.assign(**{MODEL_COLUMN: frame[MODEL_COLUMN].map(_model_cell)})
+        datatypes = ["html" if column == MODEL_COLUMN else kind for column, kind in zip(frame.columns, _datatypes(frame))]
+        return gr.Dataframe(value=_two_decimals(shown, PERCENT_COLUMNS), datatype=datatypes), *self.export(frame)
 
     def export(self, frame: pd.DataFrame) -> tuple[str, str]:
         """The table as CSV and JSON files (named by their content, so an unchanged table reuses them)."""
-        folder = self.download_dir or DOWNLOAD_DIR
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self.download_dir
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         _prune(folder)
         paths = []
         for suffix, text in (("csv", frame.to_csv(index=False)),
                              ("json", frame.to_json(orient="records", indent=1, force_ascii=False))):
             digest = hashlib.sha256(text.encode()).hexdigest()[:12]
             path = folder / f"fgvr-leaderboard-{digest}.{suffix}"
-            if not path.exists():
-                path.write_text(text)
+            if path.is_symlink() or not path.is_file():
+                write_lines_atomic(path, [text.rstrip("\n")])  # a new file renamed over the name: never follows a link
             paths.append(str(path))
         return paths[0], paths[1]
 
     # --- the detail page -----------------------------------------------------------------------
 
-    def detail(self, name: str | None) -> tuple[str, pd.DataFrame, pd.DataFrame, gr.LinePlot, pd.DataFrame]:
+    def detail(self, name: str | None, token: str = "") -> tuple[str, Any, Any, gr.LinePlot, pd.DataFrame]:
+        """A model's page. Hidden models and server paths only with the admin token."""
         if not name:
             empty = pd.DataFrame()
             return "Pick a model, or click a row of the leaderboard.", empty, empty, gr.LinePlot(visible=False), empty
+        admin = self.is_admin(token)
         try:
-            info, rows = self.store.model_info(name)
+            info, rows = self.store.model_info(name, include_hidden=admin)
         except UserError as exc:
             raise gr.Error(str(exc)) from None
         curve = detail.label_set_curve(rows)
-        return (detail.header_markdown(info), detail.results_frame(rows), detail.comparison_frame(rows),
+        return (detail.header_markdown(info, private=admin),
+                _two_decimals(detail.results_frame(rows), detail.PERCENT_COLUMNS),
+                _two_decimals(detail.comparison_frame(rows), detail.PERCENT_COLUMNS),
                 gr.LinePlot(value=curve, visible=not curve.empty), detail.confusion_frame(rows))
+
+    def probes(self, name: str | None, token: str = "") -> tuple[pd.DataFrame, list]:
+        """The Probes section: the figures of every `harness probe repr` report and its t-SNE plots
+        (a hidden model's only with the admin token, as its page)."""
+        if not name:
+            return pd.DataFrame(columns=detail.PROBE_COLUMNS), []
+        try:
+            reports = self.store.probe_reports(name, include_hidden=self.is_admin(token))
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        gallery = []
+        for path, caption in detail.probe_plots(reports):
+            with Image.open(path) as image:
+                gallery.append((image.convert("RGB"), caption))
+        return detail.probes_frame(reports), gallery
+
+    @staticmethod
+    def is_admin(token: str | None) -> bool:
+        expected = os.environ.get(ADMIN_TOKEN_ENV)
+        return bool(expected and token and hmac.compare_digest(token.encode(), expected.encode()))
 
     # --- plots ---------------------------------------------------------------------------------
 
@@ -149,21 +281,30 @@ class LeaderboardApp:
 
     def submit(self, model: str, base: str, revision: str, weights: str, precision: str, tasks: list[str],
                scoring: str, submitter: str) -> str:
+        """Validate and queue; every outcome is one message, and none names a server path."""
         request = SubmissionRequest(model=(model or "").strip(), base=base or "", revision=(revision or "").strip() or None,
                                     weights=weights, precision=precision, tasks=tuple(tasks or ()), scoring=scoring,
                                     submitter=submitter)
         try:
             job_id, submission = submit_checkpoint(self.queue, request, self.policy or SubmissionPolicy.from_env())
         except UserError as exc:
-            return f"**Refused:** {exc}"
+            return f"**Refused:** {public_text(str(exc))}"
+        except Exception:  # noqa: BLE001 - the details go to the operator's log, not to the public page
+            log.exception("submission failed")
+            return "**Refused:** the submission could not be checked (an internal error; the operator's log has it)."
         return (f"**Queued** as submission #{job_id}: `{submission.model_name}` ({submission.base}, "
                 f"{submission.precision}), tasks: {', '.join(submission.tasks)}. Follow it in the Queue tab.")
 
-    def queue_table(self, statuses: list[str]) -> pd.DataFrame:
+    def queue_table(self, statuses: list[str], token: str = "") -> pd.DataFrame:
+        """The queue; submitter addresses, worker host:pid and server paths only with the admin token."""
         rows = self.queue.list(tuple(statuses or ()))
         frame = pd.DataFrame.from_records(rows, columns=LISTED_COLUMNS)[list(QUEUE_COLUMNS)]
+        if not self.is_admin(token):
+            frame["worker"] = frame["worker"].map(lambda worker: "a worker" if worker else None)
+            frame["submitter"] = frame["submitter"].map(public_submitter)
+            frame["error"] = frame["error"].map(lambda error: public_text(error) if error else None)
         frame["tasks"] = frame["tasks"].map(
-            lambda tasks: "all six" if len(tasks or ()) == len(spec.TASK_KEYS) else ", ".join(tasks or []))
+            lambda tasks: f"all {len(spec.TASK_KEYS)}" if len(tasks or ()) == len(spec.TASK_KEYS) else ", ".join(tasks or []))
         for column in ("created", "started", "finished"):
             frame[column] = frame[column].map(lambda when: when.strftime("%Y-%m-%d %H:%M") if when else "")
         return _cells(frame.sort_values("id", ascending=False).rename(columns=QUEUE_COLUMNS))
@@ -182,7 +323,12 @@ class LeaderboardApp:
 
     def _admin_action(self, action: str, target: str) -> str:
         if action.endswith("submission"):
-            job_id = int(target.lstrip("#"))
+            digits = target.lstrip("#")
+            if not digits.isdigit():
+                raise UserError(f"'{target}' is not a submission id (a number such as 12 or #12)")
+            job_id = int(digits)
+            if not 0 < job_id < 2**63:  # beyond the database's integers: it cannot exist
+                raise UserError(f"no submission #{job_id}")
             (self.queue.requeue if action.startswith("requeue") else self.queue.delete)(job_id)
             return f"Done: {action} #{job_id}."
         if action in ("hide model", "unhide model"):
@@ -232,8 +378,8 @@ class LeaderboardApp:
     def _leaderboard_tab(self):
         gr.Markdown(INTRO)
         with gr.Row():
-            tasks = gr.CheckboxGroup([(t.column, t.key) for t in spec.BENCHMARK], value=list(spec.TASK_KEYS),
-                                     label="Tasks (columns and average)", elem_id="filter-tasks", scale=3)
+            tasks = gr.CheckboxGroup([(t.column, t.key) for t in spec.COLUMNS], value=list(spec.TASK_KEYS),
+                                     label="Tasks (columns and average; knowledge-QA columns are shown, never averaged)", elem_id="filter-tasks", scale=3)
             sizes = gr.CheckboxGroup(list(spec.SIZE_BUCKETS), label="Size", elem_id="filter-size", scale=1)
         with gr.Row():
             families = gr.Dropdown([], multiselect=True, label="Family", elem_id="filter-family")
@@ -265,7 +411,16 @@ class LeaderboardApp:
                             visible=False)
         confusions = gr.Dataframe(label="Most frequent confusions", interactive=False, elem_id="detail-confusions")
         outputs = [header, results, comparison, curve, confusions]
-        model.change(self.detail, inputs=model, outputs=outputs, api_name="model_detail")
+        with gr.Accordion("Admin view", open=False):
+            token = gr.Textbox(label=f"Admin token ({ADMIN_TOKEN_ENV}): hidden models and server paths",
+                               type="password", elem_id="detail-token")
+        gr.on([model.change, token.submit], self.detail, inputs=[model, token], outputs=outputs, api_name="model_detail")
+        gr.Markdown("#### Probes (`harness probe repr`: linear probes, alignment, distances, t-SNE)")
+        probe_table = gr.Dataframe(label="Representation probes", interactive=False, elem_id="detail-probes")
+        probe_plots = gr.Gallery(label="t-SNE of objects (dots) and category names (diamonds)", columns=2,
+                                 elem_id="detail-probe-plots")
+        gr.on([model.change, token.submit], self.probes, inputs=[model, token], outputs=[probe_table, probe_plots],
+              api_name="model_probes")
         return model, outputs
 
     def _plots_tab(self):
@@ -292,14 +447,20 @@ class LeaderboardApp:
             tasks = gr.CheckboxGroup([(t.column, t.key) for t in spec.BENCHMARK], value=list(spec.TASK_KEYS),
                                      label="Tasks")
             scoring = gr.Radio(list(SCORINGS), value="generate", label="Scoring")
+        token = gr.Textbox(label=f"Submission token (required when the operator issues them: {SUBMIT_TOKENS_ENV})",
+                           type="password", elem_id="submit-token")
         button = gr.Button("Submit", variant="primary", elem_id="submit-button")
         outcome = gr.Markdown(elem_id="submit-outcome")
 
-        def submit_from_web(model, base, revision, weights, precision, tasks, scoring, request: gr.Request):
-            host = request.client.host if request and request.client else "unknown"
-            return self.submit(model, base, revision, weights, precision, tasks, scoring, f"web:{host}")
+        def submit_from_web(model, base, revision, weights, precision, tasks, scoring, token, request: gr.Request):
+            host = request.client.host if request and request.client else "unknown"  # proxy-aware, see serve()
+            try:
+                submitter = web_submitter(token, host)
+            except UserError as exc:
+                return f"**Refused:** {exc}"
+            return self.submit(model, base, revision, weights, precision, tasks, scoring, submitter)
 
-        button.click(submit_from_web, inputs=[model, base, revision, weights, precision, tasks, scoring],
+        button.click(submit_from_web, inputs=[model, base, revision, weights, precision, tasks, scoring, token],
                      outputs=outcome, api_name="submit")
 
     def _queue_tab(self):
@@ -307,22 +468,32 @@ class LeaderboardApp:
             statuses = gr.CheckboxGroup(list(STATUSES), label="Status", elem_id="queue-status")
             refresh = gr.Button("Refresh", size="sm")
         table = gr.Dataframe(label="Submissions", interactive=False, elem_id="queue-table", wrap=True)
-        gr.on([statuses.change, refresh.click], self.queue_table, inputs=statuses, outputs=table, api_name="queue")
         with gr.Accordion("Admin", open=False):
-            token = gr.Textbox(label=f"Admin token ({ADMIN_TOKEN_ENV})", type="password")
+            token = gr.Textbox(label=f"Admin token ({ADMIN_TOKEN_ENV}); Refresh then shows every detail",
+                               type="password")
             with gr.Row():
                 action = gr.Dropdown(list(ADMIN_ACTIONS), value=ADMIN_ACTIONS[0], label="Action")
                 target = gr.Textbox(label="Submission id or model id")
             run = gr.Button("Apply", variant="stop")
             outcome = gr.Markdown()
             run.click(self.admin, inputs=[token, action, target], outputs=outcome, api_name="admin")
+        gr.on([statuses.change, refresh.click], self.queue_table, inputs=[statuses, token], outputs=table,
+              api_name="queue")
         return statuses, table
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, db_url: str | None = None, block: bool = True) -> gr.Blocks:
-    """Open the store and start the app; with block=False return the running Blocks (tests)."""
-    blocks = LeaderboardApp(ResultStore.open(db_url)).build()
+    """Open the store and start the app; with block=False return the running Blocks (tests).
+
+    The server believes X-Forwarded-For only from the proxies in HARNESS_TRUSTED_PROXIES (uvicorn's own
+    proxy-header handling, which otherwise trusts any loopback peer), so the rate limit keys on the real client.
+    """
+    proxies = trusted_proxies()
+    submit_tokens()  # a malformed token list stops the server now, not a submitter later
+    os.environ["FORWARDED_ALLOW_IPS"] = proxies  # read by uvicorn when Gradio starts it, just below
+    app = LeaderboardApp(ResultStore.open(db_url))
+    blocks = app.build()
     blocks.launch(server_name=host, server_port=port, prevent_thread_lock=not block, ssr_mode=False,
-                  theme=THEME, css=CSS, show_error=True, quiet=True, mcp_server=False,
-                  allowed_paths=[str(DOWNLOAD_DIR)])
+                  theme=THEME, css=CSS, show_error=False, quiet=True, mcp_server=False,
+                  allowed_paths=[str(app.download_dir)], max_file_size=MAX_UPLOAD_BYTES)
     return blocks

@@ -39,18 +39,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from harness.core.errors import UserError
     from leaderboard.queue import SubmissionQueue, submit_checkpoint
-    from leaderboard.submissions import SubmissionPolicy, SubmissionRefused, SubmissionRequest
+    from leaderboard.submissions import SubmissionPolicy, SubmissionRequest
 
     request = SubmissionRequest(model=args.model, base=args.base, revision=args.revision, weights=args.weights,
                                 precision=args.precision, tasks=tuple(args.tasks), scoring=args.scoring,
                                 submitter=args.submitter)
     try:
         job_id, submission = submit_checkpoint(SubmissionQueue(_store(args)), request, SubmissionPolicy.from_env())
-    except SubmissionRefused as exc:
+    except UserError as exc:  # a refusal, or the operator's settings (store URL, limits): --json still prints
         if not args.json:
             raise
-        _print_json({"status": "REFUSED", "check": exc.check, "reason": str(exc)})
+        _print_json({"status": "REFUSED", "check": getattr(exc, "check", "settings"), "reason": str(exc)})
         return exc.exit_code
     if args.json:
         _print_json({"id": job_id, "status": "PENDING", "model_name": submission.model_name,
@@ -88,8 +89,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = WorkerSettings(
         data_root=parse_task_paths(args.data_root, "--data-root"),
         choices=parse_task_paths(args.choices, "--choices"),
-        limit=args.limit, batch_size=args.batch_size, output_dir=args.output_dir, lease_s=args.lease,
-        poll_s=args.poll,
+        limit=args.limit, batch_size=args.batch_size, output_dir=args.output_dir, lease_s=args.lease_s,
+        poll_s=args.poll_s,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # SIGTERM becomes SystemExit, so a stopped worker hands its job back instead of leaving it to the lease
@@ -113,19 +114,62 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0 if not report.refused else 1
 
 
-def _positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
+def before_run(config, args: argparse.Namespace) -> None:
+    """Before `harness run`: a `--name` held by a registry model, a paper row or other weights (another
+    fingerprint) is refused now, not after the evaluation."""
+    if not args.name or args.no_record:
+        return
+    from harness import provenance
+    from harness.runner import check_pretrained
+    from leaderboard.store import ResultStore, check_model_name
+    from models.registry import get_model_spec
+
+    check_model_name(args.name)
+    pretrained = check_pretrained(get_model_spec(config.model), config.model_args)
+    revision = provenance.model_revision(pretrained, config.model_args.get("revision"), config.model_args.get("adapter"))
+    store = ResultStore.open(args.db_url)
+    try:
+        store.check_name_free(args.name, revision)
+    finally:
+        store.close()
+
+
+def after_run(summary: dict, args: argparse.Namespace) -> None:
+    """After `harness run`: add the run to the store (unless --no-record); a failure here never loses the
+    files already written."""
+    if args.no_record:
+        return
+    try:
+        from leaderboard.store import record_summary
+    except ImportError:  # installed without the leaderboard extra: nothing to record into
+        return
+    try:
+        record_summary(summary, db_url=args.db_url, model_name=args.name)
+    except Exception as error:  # noqa: BLE001 - the run's files are safe; say how to retry
+        print(f"warning: could not record the run in the leaderboard store ({error}); "
+              f"retry with `harness import {Path(summary['results_file']).parent}`", file=sys.stderr)
+
+
+def after_probe(folder, args: argparse.Namespace) -> None:
+    """After `harness probe repr`: add the report to the store (unless --no-record); a failure here
+    never loses the report folder."""
+    if getattr(args, "no_record", False):
+        return
+    from leaderboard.store import record_probe_report
+
+    try:
+        record_probe_report(folder, db_url=getattr(args, "db_url", None))
+    except Exception as error:  # noqa: BLE001 - the report files are safe; say how to retry
+        print(f"warning: could not record the probes in the leaderboard store ({error}); "
+              f"retry with `harness import {folder}`", file=sys.stderr)
 
 
 def register(subparsers) -> None:
     """Add the leaderboard subcommands to the `harness` parser."""
-    from harness.config import SCORINGS
+    from harness.cli_config import add_dataclass_arguments
+    from harness.config import RunConfig
     from leaderboard.submissions import PRECISIONS, WEIGHTS
+    from leaderboard.worker import WorkerSettings
 
     def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -145,7 +189,7 @@ def register(subparsers) -> None:
     submit.add_argument("--precision", choices=PRECISIONS, default="auto")
     submit.add_argument("--tasks", nargs="+", default=list(spec.TASK_KEYS), metavar="TASK",
                         help=f"tasks to evaluate (default: all of {', '.join(spec.TASK_KEYS)})")
-    submit.add_argument("--scoring", choices=SCORINGS, default="generate")
+    add_dataclass_arguments(submit, RunConfig, only=("scoring",))
     submit.add_argument("--submitter", default=getpass.getuser(), help="who submits (rate limits count per submitter)")
     submit.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -155,16 +199,10 @@ def register(subparsers) -> None:
 
     worker = command("worker", cmd_worker, "evaluate queued submissions, one at a time")
     worker.add_argument("--once", action="store_true", help="take at most one job, then exit")
-    worker.add_argument("--poll", type=_positive(float), default=30.0, metavar="S", help="seconds between polls")
-    worker.add_argument("--lease", type=_positive(float), default=300.0, metavar="S",
-                        help="a job whose worker has not renewed it for S seconds goes back to the queue")
-    worker.add_argument("--data-root", action="append", metavar="PATH|TASK=PATH",
-                        help="dataset folder for every task, or TASK=PATH per task (repeatable)")
-    worker.add_argument("--choices", action="append", metavar="PATH|TASK=PATH",
-                        help="choice file for every task, or TASK=PATH per task (repeatable)")
-    worker.add_argument("--limit", type=_positive(int), help="evaluate only the first N questions of each task")
-    worker.add_argument("--batch-size", type=_positive(int), default=1)
-    worker.add_argument("--output-dir", type=Path, help="run folders go under DIR/submission-ID/TASK")
+    add_dataclass_arguments(worker, WorkerSettings, only=("poll_s", "lease_s"),
+                            rename={"poll_s": "--poll", "lease_s": "--lease"})
+    # the evaluation flags are `harness run`'s: one definition, in RunConfig
+    add_dataclass_arguments(worker, RunConfig, only=("data_root", "choices", "limit", "batch_size", "output_dir"))
     worker.add_argument("--worker-id", help="name shown in the queue (default host:pid:random)")
 
     importer = command("import", cmd_import, "import results files (summary.json or lmms-eval results JSON)")

@@ -31,13 +31,14 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from harness.core.errors import UserError
 from harness.core.paths import harness_home
 from leaderboard import DB_URL_ENV
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the probes table
 DB_FILE = "leaderboard.db"
 
 
@@ -96,6 +97,7 @@ class ModelRow(Base):
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     results: Mapped[list[ResultRow]] = relationship(back_populates="model", cascade="all, delete-orphan")
+    probes: Mapped[list[ProbeRow]] = relationship(back_populates="model", cascade="all, delete-orphan")
 
 
 class ResultRow(Base):
@@ -122,6 +124,21 @@ class ResultRow(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime)  # when the run happened
     recorded: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     model: Mapped[ModelRow] = relationship(back_populates="results")
+
+
+class ProbeRow(Base):
+    """One `harness probe repr` report (harness.core.probe_results.ProbeReport), kept whole."""
+
+    __tablename__ = "probes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), unique=True)  # the report's run_id
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    task: Mapped[str] = mapped_column(String(64), index=True)
+    report: Mapped[dict] = mapped_column(JSON)
+    folder: Mapped[str | None] = mapped_column(Text)  # where probes.json and the t-SNE PNGs are
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    model: Mapped[ModelRow] = relationship(back_populates="probes")
 
 
 class SubmissionRow(Base):
@@ -152,7 +169,11 @@ class SubmissionRow(Base):
 
 # from-version -> the step that upgrades a database at that version to the next one
 Migration = Callable[[Connection], None]
-MIGRATIONS: dict[int, Migration] = {}
+def _add_probes_table(conn: Connection) -> None:
+    ProbeRow.__table__.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _add_probes_table}
 
 
 def resolve_db_url(db_url: str | None = None) -> str:
@@ -176,6 +197,9 @@ def create_store_engine(url: str) -> Engine:
     except ModuleNotFoundError as exc:
         raise UserError(f"{exc.name} is needed for {parsed.get_backend_name()} databases: "
                         "pip install 'fgvr-harness[postgres]'") from exc
+    except NoSuchModuleError:
+        raise UserError(f"--db-url: '{parsed.drivername}' is not a database this store runs on; use sqlite:///PATH "
+                        "or postgresql+psycopg://user@host/dbname") from None
 
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:

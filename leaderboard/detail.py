@@ -10,6 +10,7 @@ import pandas as pd
 from leaderboard import spec
 from leaderboard.table import best_runs
 
+PERCENT_COLUMNS = ("Accuracy (%)", "Reported (%)", "Reproduced (%)", "Δ (points)")  # shown with two decimals
 RESULT_COLUMNS = ["Task", "Source", "Scoring", "Options", "Accuracy (%)", "95% CI", "n", "Unparseable",
                   "Protocol version", "Run", "Created", "Harness", "Git commit", "Device"]
 
@@ -26,14 +27,18 @@ def _ci(row: dict[str, Any]) -> str:
 
 def _task_order(row: dict[str, Any]) -> tuple:
     """Task in spec order, the paper's row first, then our runs by options per question and time."""
-    return (spec.TASK_KEYS.index(row["task"]), row["source"] != "reported",
+    return (spec.COLUMN_KEYS.index(row["task"]), row["source"] != "reported",
             spec.label_set_size(row["task"], row["variant"]) or 0, row["created"])
 
 
-def header_markdown(info: dict[str, Any]) -> str:
+def header_markdown(info: dict[str, Any], private: bool = False) -> str:
+    """The model's facts; a local checkpoint's server path only on the admin view (`private`)."""
+    checkpoint = info["checkpoint"]
+    if checkpoint and not private and checkpoint.startswith(("/", "~", ".")):
+        checkpoint = "a local folder"
     facts = [("Base", info["base"]), ("Family", info["family"]),
              ("Parameters", f"{info['params_b']:g}B" if info["params_b"] else None),
-             ("Checkpoint", info["checkpoint"]), ("Revision", info["revision"]), ("Precision", info["precision"])]
+             ("Checkpoint", checkpoint), ("Revision", info["revision"]), ("Precision", info["precision"])]
     listed = " · ".join(f"**{label}:** `{value}`" for label, value in facts if value)
     hidden = " *(hidden)*" if info["hidden"] else ""
     return f"### {info['display_name']}{hidden}\n`{info['name']}`" + (f"\n\n{listed}" if listed else "")
@@ -68,7 +73,7 @@ def comparison_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         paper = reported.get(run["task"])
         delta = None if paper is None else round(100 * (run["accuracy"] - paper), 2)
         records.append([run["task"], _percent(paper), _percent(run["accuracy"]), run["scoring"], delta])
-    records.sort(key=lambda record: (spec.TASK_KEYS.index(record[0]), record[3]))
+    records.sort(key=lambda record: (spec.COLUMN_KEYS.index(record[0]), record[3]))
     for record in records:
         record[0] = spec.BY_KEY[record[0]].column
     return pd.DataFrame(records, columns=columns)
@@ -96,9 +101,59 @@ def confusion_frame(rows: list[dict[str, Any]], top: int = 15) -> pd.DataFrame:
     columns = ["Task", "True class", "Predicted", "Count"]
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r["created"]):
-        if row["confusions"] and row["variant"] == spec.MAIN_VARIANT:
+        if row["confusions"] and row["variant"] == spec.BY_KEY[row["task"]].main_variant:
             latest[(row["task"], row["scoring"])] = row
     pairs = [[spec.BY_KEY[task].column, pair["true"], pair["predicted"], pair["count"]]
              for (task, _), row in latest.items() for pair in row["confusions"]]
     pairs.sort(key=lambda pair: -pair[3])
     return pd.DataFrame(pairs[:top], columns=columns)
+
+
+PROBE_COLUMNS = ["Task", "Features", "Linear probe (%)", "95% CI", "Knowledge probe (%)", "Alignment (cos)",
+                 "Object inter", "Object intra", "Category inter", "Train/test", "Run"]
+
+
+def _probe_percent(result: dict[str, Any] | None) -> tuple[float | None, str]:
+    if not result:
+        return None, ""
+    low, high = result["accuracy_ci95"]
+    return _percent(result["accuracy"]), f"{100 * low:.1f}–{100 * high:.1f}"
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def probes_frame(reports: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (probe report, feature view): the figures of `harness probe repr`.
+    Inputs are `ResultStore.probe_reports()` entries."""
+    records = []
+    for entry in reports:
+        report = entry["report"]
+        for view in report["views"]:
+            linear, ci = _probe_percent(report["linear"].get(view))
+            knowledge, _ = _probe_percent(report["knowledge"].get(view))
+            alignment = report["alignment"].get(view)
+            distances = report["distances"].get(view) or {}
+            objects, categories = distances.get("objects") or {}, distances.get("categories") or {}
+            records.append([
+                report["task"], view, linear, ci, knowledge, _rounded(alignment and alignment["mean_cosine"]),
+                _rounded(objects.get("inter_class_distance")), _rounded(objects.get("intra_class_variance")),
+                _rounded(categories.get("inter_class_distance")), f"{report['n_train']}/{report['n_test']}",
+                report["run_id"],
+            ])
+    return pd.DataFrame(records, columns=PROBE_COLUMNS)
+
+
+def probe_plots(reports: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(PNG path, caption) of every t-SNE plot whose file is still where the report was written."""
+    from pathlib import Path
+
+    plots = []
+    for entry in reports:
+        report, folder = entry["report"], entry["folder"]
+        for view, file_name in report.get("tsne", {}).items():
+            path = Path(folder or "") / file_name
+            if folder and path.is_file():
+                plots.append((str(path), f"{report['task']} · {view} features · {report['run_id']}"))
+    return plots

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from harness.config import parse_model_args
 from harness.core.errors import UserError
+from harness.core.probe_results import PROBES_FILE, load_probe_report
 from harness.core.results import SUMMARY_FILE, load_summary
 from leaderboard.spec import BY_KEY, MAIN_VARIANT
 from leaderboard.store import ResultStore
@@ -68,6 +69,8 @@ def _import_file(store: ResultStore, path: Path) -> list[bool] | None:
     """True/False per result (added/already there); None when the file is not a results file."""
     if path.name == SUMMARY_FILE:
         return [store.record_summary(load_summary(path))]
+    if path.name == PROBES_FILE:
+        return [store.record_probes(load_probe_report(path), path.parent)]
     raw = path.read_bytes()
     try:
         data = json.loads(raw)

@@ -47,6 +47,7 @@ class Job:
     tasks: tuple[str, ...]
     scoring: str
     attempts: int
+    submitter: str
 
 
 LISTED_COLUMNS = ("id", "model_name", "base", "checkpoint", "revision", "weights", "precision", "tasks", "scoring",
@@ -72,9 +73,17 @@ class SubmissionQueue:
                     SubmissionRow.dedupe_key == submission.dedupe_key, SubmissionRow.status != FAILED)
             ).first()
             if duplicate is not None:
-                raise SubmissionRefused("duplicate", f"{submission.checkpoint} (revision {submission.revision}, "
-                                                     f"precision {submission.precision}) is already submission "
-                                                     f"#{duplicate.id} ({duplicate.status})")
+                raise SubmissionRefused("duplicate", f"{submission.model_name} (revision {submission.revision}, "
+                                                     f"precision {submission.precision}, base {submission.base}) is "
+                                                     f"already submission #{duplicate.id} ({duplicate.status})")
+            holder = conn.execute(
+                select(SubmissionRow.id, SubmissionRow.revision).where(
+                    SubmissionRow.model_name == submission.model_name, SubmissionRow.revision != submission.revision,
+                    SubmissionRow.status != FAILED)
+            ).first()
+            if holder is not None:
+                raise SubmissionRefused("name", f"the name {submission.model_name} is taken by other weights "
+                                                f"(submission #{holder.id}); rename the folder for new weights")
             recent = conn.execute(
                 select(func.count()).select_from(SubmissionRow).where(
                     SubmissionRow.submitter == submission.submitter, SubmissionRow.created > now - RATE_WINDOW)

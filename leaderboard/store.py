@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,14 +15,16 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from harness.core.errors import UserError
+from harness.core.paths import looks_like_local_path
 from harness.core.results import RunSummary
 from leaderboard import spec
 from leaderboard.db import (
     ModelRow,
+    ProbeRow,
     ResultRow,
     create_store_engine,
     ensure_schema,
@@ -43,6 +46,13 @@ def reported_rows() -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def reserved_model_names() -> set[str]:
+    """Names only the registry's own weights may take: registry models and the paper's rows."""
+    from models.registry import MODELS
+
+    return set(MODELS) | {row["model"] for row in reported_rows()}
+
+
 def registry_metadata(name: str) -> dict[str, Any]:
     """display_name / family / params_b of a model in the harness registry, {} for other names."""
     from models.registry import MODELS
@@ -53,26 +63,57 @@ def registry_metadata(name: str) -> dict[str, Any]:
     return {"display_name": model.display_name, "family": model.family, "params_b": model.params_b, "base": name}
 
 
-def model_name_for(summary: RunSummary) -> str:
-    """The leaderboard name of the model a run evaluated.
+NAME_FORMAT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")  # a --name: no "/" or "@", unlike derived names
+HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?$")
 
-    The registry name when the run loaded the registry's default checkpoint (so it sits beside the
-    paper's row for that model); otherwise the checkpoint itself: a hub id, or a local folder's name.
+
+def model_name_for(summary: RunSummary) -> str:
+    """The leaderboard name of the model a run evaluated; different weights never share a name.
+
+    The registry name only for the registry's own weights (its hub id, no other revision, no adapter),
+    so the run sits beside the paper's row for that model. Other hub weights: the hub id (with
+    `@revision` when one was asked for). A local folder (or adapter): `<folder>@<8 hex digits of its
+    content fingerprint>`, so two folders called `ft` holding different weights are two models.
     """
-    adapter = (summary.get("model_args") or {}).get("adapter")
-    if adapter:  # a LoRA adapter on a base (e.g. from `harness train`): the adapter is the model
-        return Path(adapter).expanduser().name
-    pretrained = (summary.get("model_args") or {}).get("pretrained")
-    if not pretrained:
-        return summary["model"]
+    args = summary.get("model_args") or {}
+    pretrained = args.get("pretrained") or summary.get("pretrained")
+    adapter, revision = args.get("adapter"), args.get("revision")
     from models.registry import MODELS
 
     registered = MODELS.get(summary["model"])
-    if registered is not None and pretrained == registered.hub_id:
+    if (registered is not None and not adapter and pretrained in (None, "", registered.hub_id)
+            and revision in (None, "", "main")):
         return summary["model"]
-    if pretrained.startswith(("/", ".", "~")) or Path(pretrained).exists():
-        return Path(pretrained).expanduser().name
-    return pretrained
+    weights = adapter or pretrained or summary["model"]
+    if looks_like_local_path(weights):
+        fingerprint = summary.get("model_revision") or ""
+        if fingerprint.startswith("local-"):  # local-sha256:<hex> (and local-<hex> of older versions)
+            suffix = re.split(r"[:-]", fingerprint)[-1][:8]
+        else:  # an imported result without a fingerprint: at least its path tells folders apart
+            suffix = "path-" + hashlib.sha256(weights.encode()).hexdigest()[:8]
+        return f"{Path(weights).expanduser().name}@{suffix}"
+    return weights if revision in (None, "", "main") or adapter else f"{weights}@{revision}"
+
+
+def check_summary(summary: RunSummary) -> None:
+    """What the store needs of a summary, each gap refused with its field: a run id, a benchmark task, and
+    accuracies that are numbers in [0, 1] (NaN or 57.1-as-percent is a broken file, not a result)."""
+    for field in ("run_id", "task", "model", "scoring", "created", "accuracy"):
+        if summary.get(field) in (None, ""):
+            raise UserError(f"the summary has no '{field}' field")
+    spec.get_column(summary["task"])  # a task outside the benchmark is refused with its name
+    low, high = summary.get("accuracy_ci95") or (0.0, 0.0)
+    for field, value in (("accuracy", summary["accuracy"]), ("accuracy_ci95", low), ("accuracy_ci95", high)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise UserError(f"'{field}' is {value!r}: accuracies are fractions between 0 and 1")
+
+
+def check_model_name(name: str) -> str:
+    """A name given with `harness run --name`: its format (derived names cannot take this form)."""
+    if not NAME_FORMAT.match(name):
+        raise UserError(f"--name '{name}': use letters, digits and . _ + - (at most 128 characters, starting with "
+                        "a letter or digit)")
+    return name
 
 
 class ResultStore:
@@ -83,8 +124,13 @@ class ResultStore:
     def open(cls, db_url: str | None = None) -> ResultStore:
         """Open (creating or upgrading) the store and make sure the paper's reported rows are in it."""
         store = cls(create_store_engine(resolve_db_url(db_url)))
-        ensure_schema(store.engine)
-        store.load_reported()
+        try:
+            ensure_schema(store.engine)
+            store.load_reported()
+        except OperationalError as exc:  # unreachable server, wrong password, unwritable file
+            store.close()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise UserError(f"cannot open the leaderboard store {store.url}: {reason}") from None
         return store
 
     def close(self) -> None:
@@ -114,13 +160,30 @@ class ResultStore:
 
     def record_summary(self, summary: RunSummary, model_name: str | None = None) -> bool:
         """Record one run; True when it is new. Recording the same run_id again changes nothing, except
-        that an explicit `model_name` (the worker's submission name) moves the run to that model."""
-        spec.get_column(summary["task"])  # a task outside the benchmark is refused with its name
+        that an explicit `model_name` (`--name`, or the worker's submission name) moves the run to that
+        model. An explicit name already held by other weights is refused (UserError)."""
+        check_summary(summary)
         name = model_name or model_name_for(summary)
+        if model_name is not None:
+            self.check_name_free(model_name, summary.get("model_revision"), model_name_for(summary))
         try:
             return self._record_summary(summary, name, relink=model_name is not None)
         except IntegrityError:  # another process recorded the same run (or created the model) first
             return self._record_summary(summary, name, relink=model_name is not None)
+
+    def check_name_free(self, name: str, revision: str | None, derived: str | None = None) -> None:
+        """Refuse an explicit name that belongs to other weights: a registry model or paper row (unless
+        these are its weights, `derived` == name) or a stored model with another fingerprint."""
+        if name != derived and name in reserved_model_names():
+            raise UserError(f"the name '{name}' belongs to a registry model or a paper row and these are other "
+                            "weights; choose another name")
+        if HUB_NAME.match(name):
+            return  # a hub id names its own weights
+        with self.engine.connect() as conn:
+            held = conn.execute(select(ModelRow.revision).where(ModelRow.name == name)).first()
+        if held is not None and held.revision is not None and revision is not None and held.revision != revision:
+            raise UserError(f"the name '{name}' is taken by other weights (fingerprint {held.revision}; these are "
+                            f"{revision}); choose another name")
 
     def _record_summary(self, summary: RunSummary, name: str, relink: bool) -> bool:
         with self.session() as session:
@@ -138,7 +201,8 @@ class ResultStore:
         metadata = registry_metadata(summary["model"])
         metadata.pop("display_name", None)  # a fine-tuned checkpoint is not the registry model
         metadata["base"] = summary["model"]
-        metadata["checkpoint"] = summary.get("pretrained")
+        adapter = (summary.get("model_args") or {}).get("adapter")
+        metadata["checkpoint"] = f"{adapter} on {summary.get('pretrained')}" if adapter else summary.get("pretrained")
         metadata["revision"] = summary.get("model_revision")
         metadata["precision"] = (summary.get("model_args") or {}).get("dtype")
         return metadata
@@ -210,19 +274,21 @@ class ResultStore:
 
     def model_choices(self, include_hidden: bool = False) -> list[tuple[str, str]]:
         """(label, name) pairs of the models that have results, for a dropdown."""
-        query = select(ModelRow.display_name, ModelRow.name).where(ModelRow.results.any()).order_by(ModelRow.display_name)
+        query = (select(ModelRow.display_name, ModelRow.name)
+                 .where(ModelRow.results.any() | ModelRow.probes.any()).order_by(ModelRow.display_name))
         if not include_hidden:
             query = query.where(ModelRow.hidden.is_(False))
         with self.engine.connect() as conn:
             pairs = conn.execute(query).all()
         return [(label if label == name else f"{label} ({name})", name) for label, name in pairs]
 
-    def model_info(self, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """A model's metadata and all its result rows (every variant, run and source)."""
+    def model_info(self, name: str, include_hidden: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A model's metadata and all its result rows (every variant, run and source). Without
+        `include_hidden` (the public pages) a hidden model is unknown and not listed among the known ones."""
         with self.session() as session:
             model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
-            if model is None:
-                raise self._unknown_model(session, name)
+            if model is None or (model.hidden and not include_hidden):
+                raise self._unknown_model(session, name, include_hidden)
             info = {column: getattr(model, column) for column in
                     ("name", "display_name", "base", "family", "params_b", "checkpoint", "revision", "precision",
                      "hidden")}
@@ -230,10 +296,47 @@ class ResultStore:
                     for result in model.results]
         return info, rows
 
-    def _unknown_model(self, session: Session, name: str) -> UserError:
+    # --- probes ---------------------------------------------------------------------------------
+
+    def record_probes(self, report: dict[str, Any], folder: Path | None = None) -> bool:
+        """Record one probe report (harness.core.probe_results.ProbeReport); True when it is new."""
+        try:
+            return self._record_probes(report, folder)
+        except IntegrityError:  # another process recorded it (or created the model) first
+            return self._record_probes(report, folder)
+
+    def _record_probes(self, report: dict[str, Any], folder: Path | None) -> bool:
+        with self.session() as session:
+            if session.scalars(select(ProbeRow.id).where(ProbeRow.key == report["run_id"])).first() is not None:
+                return False
+            metadata = self._summary_model_metadata(report)
+            name = model_name_for(report)
+            if str(report["model"]).startswith("clip:"):  # a CLIP/SigLIP reference: named by its full spec
+                metadata.update(base=None, display_name=report["model"])
+                name = report["model"]
+            model = self._model(session, name, **metadata)
+            session.add(ProbeRow(model=model, key=report["run_id"], task=report["task"], report=report,
+                                 folder=None if folder is None else str(Path(folder).resolve()),
+                                 created=parse_utc(report["created"])))
+            return True
+
+    def probe_reports(self, name: str, include_hidden: bool = True) -> list[dict[str, Any]]:
+        """A model's probe reports, oldest first: {"report", "folder", "created"}. Without
+        `include_hidden` (the public pages) a hidden model is unknown, as in `model_info`."""
+        with self.session() as session:
+            model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
+            if model is None or (model.hidden and not include_hidden):
+                raise self._unknown_model(session, name, include_hidden)
+            rows = sorted(model.probes, key=lambda row: row.created)
+            return [{"report": row.report, "folder": row.folder, "created": row.created} for row in rows]
+
+    def _unknown_model(self, session: Session, name: str, include_hidden: bool = True) -> UserError:
         from harness.core.errors import unknown_name
 
-        return unknown_name("model", name, session.scalars(select(ModelRow.name)).all())
+        query = select(ModelRow.name)
+        if not include_hidden:
+            query = query.where(ModelRow.hidden.is_(False))
+        return unknown_name("model", name, session.scalars(query).all())
 
 
 def summary_result_fields(summary: RunSummary) -> dict[str, Any]:
@@ -266,10 +369,21 @@ def summary_result_fields(summary: RunSummary) -> dict[str, Any]:
     }
 
 
-def record_summary(summary: RunSummary, db_url: str | None = None) -> None:
-    """Record a finished `harness run` in the store (idempotent per run_id). Called by the runner."""
+def record_summary(summary: RunSummary, db_url: str | None = None, model_name: str | None = None) -> None:
+    """Record a finished `harness run` in the store (idempotent per run_id), under `--name` when given."""
     store = ResultStore.open(db_url)
     try:
-        store.record_summary(summary)
+        store.record_summary(summary, model_name=model_name)
+    finally:
+        store.close()
+
+
+def record_probe_report(folder: Path, db_url: str | None = None) -> bool:
+    """Record a `harness probe repr` report folder in the store (idempotent per run_id)."""
+    from harness.core.probe_results import load_probe_report
+
+    store = ResultStore.open(db_url)
+    try:
+        return store.record_probes(load_probe_report(folder), folder)
     finally:
         store.close()

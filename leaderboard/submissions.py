@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from harness.config import SCORINGS
 from harness.core.errors import UserError, did_you_mean
-from harness.core.paths import harness_home
+from harness.core.paths import LOCAL_PATH_PREFIXES, harness_home
 from leaderboard import spec
 
 WEIGHTS = ("full", "adapter")
@@ -30,6 +30,7 @@ PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+SUBMITTER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 MAX_SAFETENSORS_HEADER = 100 * 2**20
 
@@ -37,6 +38,10 @@ ROOT_ENV = "HARNESS_SUBMISSION_ROOT"
 MAX_GB_ENV = "HARNESS_SUBMISSION_MAX_GB"
 PER_DAY_ENV = "HARNESS_SUBMISSIONS_PER_DAY"
 ALLOWLIST_ENV = "HARNESS_REMOTE_CODE_ALLOWLIST"
+ANONYMOUS_WEB = "web-"  # submitter prefix of anonymous web submitters (web-<address>); their models go under local/web/
+LOCAL_PREFIX = "local"  # local submissions are named local/<submitter>/<folder>: never a hub id, never a registry name
+ADAPTER_BASES = ("finedefics", "idefics2")  # the wrappers that load a LoRA adapter (run as finedefics)
+
 
 
 class SubmissionRefused(UserError):
@@ -59,10 +64,23 @@ class SubmissionPolicy:
         allow = os.environ.get(ALLOWLIST_ENV, "")
         return cls(
             root=Path(os.environ.get(ROOT_ENV) or harness_home() / "submissions").expanduser(),
-            max_bytes=int(float(os.environ.get(MAX_GB_ENV, "40")) * 2**30),
-            per_day=int(os.environ.get(PER_DAY_ENV, "5")),
+            max_bytes=int(_env_number(MAX_GB_ENV, "40", float) * 2**30),
+            per_day=_env_number(PER_DAY_ENV, "5", int),
             remote_code_allowlist=frozenset(part.strip().lower() for part in allow.split(",") if part.strip()),
         )
+
+
+def _env_number(name: str, default: str, kind: type[int] | type[float]) -> Any:
+    """A non-negative number from the environment; anything else is the operator's error, named."""
+    text = os.environ.get(name, default)
+    try:
+        value = kind(text)
+    except ValueError:
+        value = -1
+    if not value >= 0 or value == float("inf"):
+        raise UserError(f"{name}={text!r} is not a non-negative {'whole ' if kind is int else ''}number; "
+                        f"fix or unset it (default {default})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -90,11 +108,13 @@ class ValidatedSubmission:
     scoring: str
     submitter: str
     size_bytes: int
+    adapter_base: str | None = None  # an adapter's base: a resolved folder inside the root, or a hub id
 
     @property
     def dedupe_key(self) -> str:
-        """Same checkpoint, revision and precision: the same submission."""
-        return hashlib.sha256(f"{self.checkpoint}\0{self.revision}\0{self.precision}".encode()).hexdigest()
+        """Same checkpoint, revision, precision and base: the same submission."""
+        key = f"{self.checkpoint}\0{self.revision}\0{self.precision}\0{self.base}"
+        return hashlib.sha256(key.encode()).hexdigest()
 
 
 class CheckpointFiles(Protocol):
@@ -106,6 +126,8 @@ class CheckpointFiles(Protocol):
 
     def read_text(self, name: str) -> str: ...
 
+    def read_bytes(self, name: str) -> bytes: ...
+
     def safetensors_header(self, name: str) -> dict[str, Any]: ...
 
 
@@ -116,23 +138,35 @@ class LocalCheckpoint:
     where: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.where = str(self.folder)
+        self.where = self.folder.relative_to(self.root).as_posix()  # messages never show server paths
 
     def files(self) -> dict[str, int]:
+        """Every file with its size; links may only point at files inside the root (never folders)."""
         found: dict[str, int] = {}
         for dirpath, dirnames, filenames in os.walk(self.folder):
             for name in [*dirnames, *filenames]:
                 path = Path(dirpath) / name
-                target = path.resolve()
+                shown = f"{self.where}/{path.relative_to(self.folder).as_posix()}"
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    raise SubmissionRefused("path", f"{shown} is a broken symlink or a symlink loop; remove it or "
+                                                    "copy the file it should point at") from None
                 if not target.is_relative_to(self.root):
-                    raise SubmissionRefused("root", f"{path} links to {target}, outside the submission root "
-                                                    f"{self.root}; copy the file into the checkpoint folder")
+                    raise SubmissionRefused("root", f"{shown} links outside the submission root ({ROOT_ENV}); copy "
+                                                    "the file into the checkpoint folder")
+                if name in dirnames and path.is_symlink():
+                    raise SubmissionRefused("path", f"{shown} is a symlinked folder; copy its files into the "
+                                                    "checkpoint folder")
                 if name in filenames:
                     found[path.relative_to(self.folder).as_posix()] = target.stat().st_size
         return found
 
     def read_text(self, name: str) -> str:
-        return (self.folder / name).read_text()
+        return (self.folder / name).read_text(encoding="utf-8")
+
+    def read_bytes(self, name: str) -> bytes:
+        return (self.folder / name).read_bytes()
 
     def safetensors_header(self, name: str) -> dict[str, Any]:
         with open(self.folder / name, "rb") as handle:
@@ -148,17 +182,10 @@ class LocalCheckpoint:
         return header
 
     def fingerprint(self, files: dict[str, int]) -> str:
-        """A content fingerprint without reading gigabytes: names, sizes and 1 MiB from the start, middle
-        and end of every file. Different fine-tunes of one architecture differ in all of those chunks."""
-        digest = hashlib.sha256()
-        chunk = 2**20
-        for name, size in sorted(files.items()):
-            digest.update(f"{name}\0{size}\0".encode())
-            with open(self.folder / name, "rb") as handle:
-                for offset in sorted({0, max(0, size // 2 - chunk // 2), max(0, size - chunk)}):
-                    handle.seek(offset)
-                    digest.update(handle.read(chunk))
-        return "local-" + digest.hexdigest()[:16]
+        """The folder's content fingerprint, computed as `harness run` computes it for its summary."""
+        from harness.provenance import checkpoint_fingerprint
+
+        return checkpoint_fingerprint(self.folder)
 
 
 @dataclass
@@ -183,9 +210,13 @@ class HubCheckpoint:
         return {sibling.rfilename: sibling.size or 0 for sibling in info.siblings}
 
     def read_text(self, name: str) -> str:
+
+        return self.read_bytes(name).decode("utf-8")
+
+    def read_bytes(self, name: str) -> bytes:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(self.repo, name, revision=self.revision)).read_text()
+        return Path(hf_hub_download(self.repo, name, revision=self.revision)).read_bytes()
 
     def safetensors_header(self, name: str) -> dict[str, Any]:
         from huggingface_hub import get_safetensors_metadata
@@ -199,32 +230,87 @@ CheckpointOpener = Callable[[str, str | None], CheckpointFiles]
 
 def reserved_names() -> set[str]:
     """Names a submission may not take: registry models and the paper's rows."""
-    from leaderboard.store import reported_rows
-    from models.registry import MODELS
+    from leaderboard.store import reserved_model_names
 
-    return set(MODELS) | {row["model"] for row in reported_rows()}
+    return reserved_model_names()
 
 
 def validate_submission(request: SubmissionRequest, policy: SubmissionPolicy,
                         open_hub: CheckpointOpener = HubCheckpoint) -> ValidatedSubmission:
-    """Every check that needs no database; raise SubmissionRefused with the reason for the first failure."""
+    """Every check that needs no database; raise SubmissionRefused with the reason for the first failure.
+    Messages name local checkpoints by their path inside the root, never by a server path."""
     _check_options(request)
     checkpoint, name, is_local = _locate(request, policy, open_hub)
-    files = checkpoint.files()
-    _check_weights(checkpoint, files, request.weights)
-    _check_config(checkpoint, files, request.weights, policy)
-    size = sum(files.values())
-    if size > policy.max_bytes:
-        raise SubmissionRefused("size", f"{checkpoint.where} holds {_human(size)}; the limit is "
-                                        f"{_human(policy.max_bytes)} ({MAX_GB_ENV})")
-    revision = request.revision or "main"
-    if is_local:
-        revision = checkpoint.fingerprint(files)
+    try:
+        files, config = _check_checkpoint(checkpoint, request.weights, request.base, policy)
+        adapter_base, base_size, base_revision = None, 0, ""
+        if request.weights == "adapter":
+            adapter_base, base_size, base_revision = _check_adapter_base(config, request.base, policy, open_hub)
+        size = sum(files.values()) + base_size
+        if size > policy.max_bytes:
+            raise SubmissionRefused("size", f"{checkpoint.where} holds {_human(size)}; the limit is "
+                                            f"{_human(policy.max_bytes)} ({MAX_GB_ENV})")
+        revision = request.revision or "main"
+        if is_local:
+            revision = checkpoint.fingerprint(files)
+            if base_revision:  # the adapter and the local base it goes on, as one fingerprint
+                revision = "local-" + hashlib.sha256(f"{revision}\0{base_revision}".encode()).hexdigest()[:32]
+    except OSError as exc:  # unreadable files, permissions: a refusal, never a traceback
+        raise SubmissionRefused("path", f"{checkpoint.where}: a file cannot be read ({exc.strerror or exc})") from None
+    where = str(checkpoint.folder) if isinstance(checkpoint, LocalCheckpoint) else request.model
     return ValidatedSubmission(
-        model_name=name, checkpoint=checkpoint.where if is_local else request.model, is_local=is_local,
-        base=request.base, revision=revision, weights=request.weights, precision=request.precision,
-        tasks=tuple(request.tasks), scoring=request.scoring, submitter=request.submitter, size_bytes=size,
+        model_name=name, checkpoint=where, is_local=is_local, base=request.base, revision=revision,
+        weights=request.weights, precision=request.precision, tasks=tuple(request.tasks), scoring=request.scoring,
+        submitter=request.submitter, size_bytes=size, adapter_base=adapter_base,
     )
+
+
+def _check_checkpoint(checkpoint: CheckpointFiles, weights: str, base: str,
+                      policy: SubmissionPolicy) -> tuple[dict[str, int], dict[str, Any]]:
+    files = checkpoint.files()
+    _check_weights(checkpoint, files, weights)
+    config = _check_config(checkpoint, files, weights, policy)
+    if weights == "full":
+        _check_architecture(checkpoint, config, base)
+    return files, config
+
+
+def _check_architecture(checkpoint: CheckpointFiles, config: dict[str, Any], base: str) -> None:
+    """The checkpoint's config must be the architecture --base names (a llava config is not idefics2)."""
+    from models.registry import MODEL_TYPES
+
+    expected = MODEL_TYPES.get(base, ())
+    if config.get("model_type") not in expected:
+        raise SubmissionRefused("base", f"{checkpoint.where}: config.json is a '{config.get('model_type')}' "
+                                        f"checkpoint, but --base {base} loads {' or '.join(expected) or 'nothing'}; "
+                                        "pick the matching --base")
+
+
+def _check_adapter_base(adapter_config: dict[str, Any], base: str, policy: SubmissionPolicy,
+                        open_hub: CheckpointOpener) -> tuple[str, int, str]:
+    """The base an adapter records passes the rules of a full submission: a folder inside the root or a
+    hub id, safetensors, a config of the --base architecture. Returns (base, its size, its fingerprint
+    when local)."""
+    if base not in ADAPTER_BASES:
+        raise SubmissionRefused("base", f"adapters are evaluated on {' or '.join(ADAPTER_BASES)} bases only, "
+                                        f"not {base}; submit merged weights instead")
+    recorded = adapter_config.get("base_model_name_or_path")
+    if not isinstance(recorded, str) or not recorded.strip():
+        raise SubmissionRefused("config", "adapter_config.json records no base_model_name_or_path: set it to a "
+                                          "folder inside the submission root or a hub id")
+    recorded = recorded.strip()
+    if recorded.startswith(("/", "~")):
+        folder = _inside_root(Path(recorded).expanduser(), policy.root, shown=recorded)
+        checkpoint: CheckpointFiles = LocalCheckpoint(folder, policy.root.expanduser().resolve())
+    elif HUB_ID.match(recorded) and not recorded.startswith("."):
+        checkpoint = open_hub(recorded, None)
+    else:
+        raise SubmissionRefused("config", f"the adapter's base '{recorded}' is neither an absolute folder inside "
+                                          "the submission root nor a hub id owner/name")
+    files, _ = _check_checkpoint(checkpoint, "full", base, policy)
+    if isinstance(checkpoint, LocalCheckpoint):
+        return str(checkpoint.folder), sum(files.values()), checkpoint.fingerprint(files)
+    return recorded, sum(files.values()), ""
 
 
 def _human(size: int) -> str:
@@ -249,49 +335,65 @@ def _check_options(request: SubmissionRequest) -> None:
         raise SubmissionRefused("options", str(exc)) from None
     if request.revision is not None and not REVISION.match(request.revision):
         raise SubmissionRefused("name", f"--revision '{request.revision}' is not a branch, tag or commit name")
-    if not request.submitter.strip():
-        raise SubmissionRefused("options", "the submitter is empty")
+    if not SUBMITTER.match(request.submitter):
+        raise SubmissionRefused("options", f"submitter '{request.submitter}' is not a name: use letters, digits and "
+                                           ". _ - (at most 64 characters)")
 
 
 def _locate(request: SubmissionRequest, policy: SubmissionPolicy,
             open_hub: CheckpointOpener) -> tuple[CheckpointFiles, str, bool]:
+    """The checkpoint and the leaderboard name it will carry: local/<submitter>/<folder> for a folder
+    (a name no hub id, registry model or other submitter can take), the hub id for hub weights."""
     model = request.model.strip()
-    if _looks_local(model):
-        folder = _inside_root(Path(model).expanduser(), policy.root)
-        name = folder.name
-        if not LOCAL_NAME.match(name):
-            raise SubmissionRefused("name", f"folder name '{name}' is not a model name: use letters, digits and . _ + -"
-                                            " (at most 128 characters, starting with a letter or digit)")
-        checkpoint: CheckpointFiles = LocalCheckpoint(folder, policy.root.resolve())
-    else:
-        if not HUB_ID.match(model):
-            raise SubmissionRefused("name", f"'{model}' is neither a local folder nor a hub id of the form "
-                                            "owner/name (letters, digits, . _ -)")
-        name = model
-        checkpoint = open_hub(model, request.revision)
-    if name in reserved_names():
-        raise SubmissionRefused("name", f"the name '{name}' belongs to a registry model or a paper row; "
-                                        "rename the folder (or repository) so the results are not mixed up")
-    return checkpoint, name, _looks_local(model)
+    if _looks_local(model, policy.root):
+        path = Path(model).expanduser()
+        folder = _inside_root(path if path.is_absolute() else policy.root.expanduser() / path, policy.root, shown=model)
+        if not LOCAL_NAME.match(folder.name):
+            raise SubmissionRefused("name", f"folder name '{folder.name}' is not a model name: use letters, digits "
+                                            "and . _ + - (at most 128 characters, starting with a letter or digit)")
+        checkpoint: CheckpointFiles = LocalCheckpoint(folder, policy.root.expanduser().resolve())
+        namespace = "web" if request.submitter.startswith(ANONYMOUS_WEB) else request.submitter  # no address in names
+        return checkpoint, f"{LOCAL_PREFIX}/{namespace}/{folder.name}", True
+    if not HUB_ID.match(model):
+        raise SubmissionRefused("name", f"'{model}' is neither a folder in the submission root nor a hub id of the "
+                                        "form owner/name (letters, digits, . _ -)")
+    if model in reserved_names():
+        raise SubmissionRefused("name", f"the name '{model}' belongs to a registry model or a paper row; "
+                                        "rename the repository so the results are not mixed up")
+    name = model if request.revision in (None, "main") else f"{model}@{request.revision}"
+    return open_hub(model, request.revision), name, False
 
 
-def _looks_local(model: str) -> bool:
-    return model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
+def _looks_local(model: str, root: Path) -> bool:
+    """A path (absolute, ~, ./ or ../) or a folder inside the root; anything else is a hub id. Unlike
+    `looks_like_local_path`, existence is only ever asked inside the root, so the answer (a web form's)
+    says nothing about the rest of the server."""
+    if model in (".", "..") or model.startswith(LOCAL_PATH_PREFIXES):
+        return True
+    try:
+        return (root.expanduser() / model).exists()
+    except OSError:
+        return False
 
 
-def _inside_root(path: Path, root: Path) -> Path:
+def _inside_root(path: Path, root: Path, shown: str) -> Path:
+    """The resolved folder; refused (naming it as the user wrote it) when it is outside the root, whether or
+    not it exists there."""
     root = root.expanduser()
     if not root.is_dir():
-        raise SubmissionRefused("root", f"the submission root {root} does not exist; create it or set {ROOT_ENV}")
+        raise SubmissionRefused("root", f"the submission root does not exist; the operator must create it or set "
+                                        f"{ROOT_ENV}")
     try:
-        folder = path.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError):
-        raise SubmissionRefused("path", f"{path} does not exist") from None
+        folder = path.resolve()
+    except (OSError, RuntimeError):
+        raise SubmissionRefused("path", f"{shown} cannot be resolved (a symlink loop?)") from None
     if not folder.is_relative_to(root.resolve()):
-        raise SubmissionRefused("root", f"{path} resolves to {folder}, outside the submission root {root.resolve()}"
-                                        f" ({ROOT_ENV}); copy the checkpoint there")
+        raise SubmissionRefused("root", f"{shown} is outside the submission root ({ROOT_ENV}); copy the checkpoint "
+                                        "there")
+    if not folder.exists():
+        raise SubmissionRefused("path", f"{shown} does not exist in the submission root")
     if not folder.is_dir():
-        raise SubmissionRefused("path", f"{path} is not a folder: submit the checkpoint folder")
+        raise SubmissionRefused("path", f"{shown} is not a folder: submit the checkpoint folder")
     return folder
 
 
@@ -314,7 +416,8 @@ def _check_weights(checkpoint: CheckpointFiles, files: dict[str, int], weights: 
                                                    f"({exc})") from None
 
 
-def _check_config(checkpoint: CheckpointFiles, files: dict[str, int], weights: str, policy: SubmissionPolicy) -> None:
+def _check_config(checkpoint: CheckpointFiles, files: dict[str, int], weights: str,
+                  policy: SubmissionPolicy) -> dict[str, Any]:
     config_name = "adapter_config.json" if weights == "adapter" else "config.json"
     if config_name not in files:
         raise SubmissionRefused("config", f"{checkpoint.where} has no {config_name}")
@@ -326,6 +429,7 @@ def _check_config(checkpoint: CheckpointFiles, files: dict[str, int], weights: s
         raise SubmissionRefused("config", f"{checkpoint.where}: {config_name} is not a JSON object")
     if weights == "full":
         _check_remote_code(checkpoint, files, config, policy)
+    return config
 
 
 def _check_remote_code(checkpoint: CheckpointFiles, files: dict[str, int], config: dict[str, Any],
@@ -348,7 +452,7 @@ def _check_remote_code(checkpoint: CheckpointFiles, files: dict[str, int], confi
         raise SubmissionRefused("remote_code", f"{checkpoint.where}: auto_map loads code from another repository "
                                                f"({', '.join(map(str, references))}), which is never allowed")
     code_files = sorted(name for name in files if name.endswith(".py"))
-    digests = {name: hashlib.sha256(checkpoint.read_text(name).encode()).hexdigest() for name in code_files}
+    digests = {name: hashlib.sha256(checkpoint.read_bytes(name)).hexdigest() for name in code_files}
     unreviewed = {name: digest for name, digest in digests.items() if digest not in policy.remote_code_allowlist}
     if not code_files or unreviewed:
         listed = ", ".join(f"{name} sha256={digest}" for name, digest in unreviewed.items()) or "no code files"

@@ -6,8 +6,10 @@ without a database or a server. Accuracies come in as fractions and go out as pe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 
 import pandas as pd
 
@@ -19,6 +21,7 @@ ID_COLUMN = "Model ID"
 AVERAGE = "Average"
 AVERAGE_RANK = "Avg rank"
 DELTA = "Δ vs paper"
+PERCENT_COLUMNS = (AVERAGE, DELTA, *[task.column for task in spec.BENCHMARK])  # shown with two decimals
 INFO_COLUMNS = {"display_name": MODEL_COLUMN, "params_b": "Params (B)", "family": "Family", "source": "Source",
                 "scoring": "Scoring"}
 
@@ -37,13 +40,14 @@ class TableQuery:
     descending: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", tuple(spec.validate_tasks(self.tasks)))
+        object.__setattr__(self, "tasks", tuple(spec.validate_tasks(self.tasks, spec.COLUMN_KEYS)))
 
 
 def best_runs(results: pd.DataFrame) -> pd.DataFrame:
     """One accuracy per (model, source, scoring, task) on the main protocol: full runs beat runs with a
     --limit, and among equals the latest wins."""
-    main = results[results["variant"] == spec.MAIN_VARIANT]
+    main_variant = results["task"].map(lambda task: spec.BY_KEY[task].main_variant if task in spec.BY_KEY else None)
+    main = results[results["variant"] == main_variant]
     ordered = main.assign(_full=main["sample_limit"].isna()).sort_values(["_full", "created"], kind="stable")
     return ordered.drop_duplicates([*ROW_KEY, "task"], keep="last").drop(columns="_full")
 
@@ -52,7 +56,7 @@ def wide_table(results: pd.DataFrame) -> pd.DataFrame:
     """Model metadata plus one percent column per benchmark task (NaN where there is no run)."""
     best = best_runs(results)
     scores = best.set_index([*ROW_KEY, "task"])["accuracy"].mul(100).unstack("task")
-    scores = scores.reindex(columns=list(spec.TASK_KEYS)).reset_index()
+    scores = scores.reindex(columns=list(spec.COLUMN_KEYS)).reset_index()
     metadata = best.drop_duplicates("model").set_index("model")[["display_name", "family", "params_b"]]
     wide = scores.join(metadata, on="model")
     wide["size"] = [spec.size_bucket(value) for value in wide["params_b"]]
@@ -75,14 +79,25 @@ def add_aggregates(frame: pd.DataFrame, wide: pd.DataFrame, tasks: Sequence[str]
     and a reproduced row's mean difference from the paper's row of the same model."""
     frame = frame.copy()
     averaged = spec.average_tasks(tasks)
-    frame[AVERAGE] = frame[averaged].mean(axis=1, skipna=False) if averaged else float("nan")
-    ranks = frame[list(tasks)].rank(ascending=False, method="min")
-    frame[AVERAGE_RANK] = ranks.mean(axis=1, skipna=False) if tasks else float("nan")
+    frame[AVERAGE] = [exact_average(values) for values in frame[averaged].itertuples(index=False)] if averaged \
+        else float("nan")
+    ranks = frame[averaged].rank(ascending=False, method="min")  # knowledge-QA columns stay out of the rank too
+    frame[AVERAGE_RANK] = ranks.mean(axis=1, skipna=False) if averaged else float("nan")
     reported = wide[wide["source"] == "reported"].drop_duplicates("model").set_index("model")[list(tasks)]
     paper = reported.reindex(frame["model"]).set_axis(frame.index)
     delta = (frame[list(tasks)] - paper).mean(axis=1)
     frame[DELTA] = delta.where(frame["source"] != "reported")
     return frame
+
+
+def exact_average(percents: Sequence[float]) -> float:
+    """The mean of percent figures in decimal arithmetic, half-up to two decimals, as a paper computes the
+    average of its printed figures (290.79 / 6 = 48.465 -> 48.47; binary floating point gives 48.46). NaN
+    when any figure is missing."""
+    if not percents or any(value is None or math.isnan(value) for value in percents):
+        return float("nan")
+    total = sum(Decimal(repr(round(float(value), 8))) for value in percents)  # 8 places: drop binary noise
+    return float((total / len(percents)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
 def search(frame: pd.DataFrame, text: str) -> pd.DataFrame:
@@ -94,7 +109,7 @@ def search(frame: pd.DataFrame, text: str) -> pd.DataFrame:
 
 
 def sort_columns() -> list[str]:
-    return [AVERAGE, AVERAGE_RANK, DELTA, *[task.column for task in spec.BENCHMARK], MODEL_COLUMN, "Params (B)"]
+    return [AVERAGE, AVERAGE_RANK, DELTA, *[task.column for task in spec.COLUMNS], MODEL_COLUMN, "Params (B)"]
 
 
 def leaderboard_table(results: pd.DataFrame, query: TableQuery = TableQuery()) -> pd.DataFrame:
@@ -104,7 +119,7 @@ def leaderboard_table(results: pd.DataFrame, query: TableQuery = TableQuery()) -
     wide = wide_table(results)
     frame = add_aggregates(apply_filters(wide, query), wide, query.tasks)
     frame = search(frame, query.search)
-    frame = frame.rename(columns={**INFO_COLUMNS, **{t.key: t.column for t in spec.BENCHMARK}, "model": ID_COLUMN})
+    frame = frame.rename(columns={**INFO_COLUMNS, **{t.key: t.column for t in spec.COLUMNS}, "model": ID_COLUMN})
     frame = frame[display_columns(query.tasks)]
     sort_by = query.sort_by if query.sort_by in frame.columns else AVERAGE
     frame = frame.sort_values([sort_by, MODEL_COLUMN], ascending=[not query.descending, True], na_position="last",

@@ -132,6 +132,7 @@ class FGVRModel(lmms):
         max_new_tokens: int | str | None = None,
         shared_prefix: bool | str = True,
         attn_implementation: str | None = None,
+        use_safetensors: bool | str = False,
         **extra: Any,
     ) -> None:
         super().__init__()
@@ -148,6 +149,7 @@ class FGVRModel(lmms):
         self.trust_remote_code = as_bool(trust_remote_code)
         self.shared_prefix = as_bool(shared_prefix)
         self.attn_implementation = attn_implementation
+        self.use_safetensors = as_bool(use_safetensors)  # True: never fall back to pickled weights (the worker)
         quantisation = self.quantisation_config(as_bool(load_in_4bit), as_bool(load_in_8bit))
         self.check_environment()
         self.processor = self.load_processor()
@@ -212,6 +214,8 @@ class FGVRModel(lmms):
             kwargs["device_map"] = "auto"
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation
+        if self.use_safetensors:
+            kwargs["use_safetensors"] = True
         model = self._from_pretrained(self.model_loader(), path, **kwargs)
         if quantisation is None and self.device_name != "auto":
             model = model.to(self.device_name)
@@ -355,3 +359,19 @@ class FGVRModel(lmms):
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         raise NotImplementedError(f"{self.spec.display_name}: multi-round generation is not used by FGVR tasks")
+
+    # ---- representation features (`harness probe repr`) -------------------------------------------
+
+    def features(self, questions: list[str], images: list[list]) -> dict[str, torch.Tensor]:
+        """Last-layer hidden states of the language model for image prompts (the model's own prompt
+        around each question): {"last": last token, "avg": token mean}, one row per prompt."""
+        from models.features import pooled_hidden_states
+
+        prompts = [self.build_prompt(q, len(i)) for q, i in zip(questions, images)]
+        return pooled_hidden_states(self, self.encode(prompts, images))
+
+    def text_features(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The same for plain texts (category names, descriptions), tokenised without a prompt."""
+        from models.features import text_hidden_states
+
+        return text_hidden_states(self, texts)

@@ -8,10 +8,14 @@ model's cache. Prompts as in the model cards: InstructBLIP takes the bare instru
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from models.base import FGVRModel
 from models.scoring import Seq2SeqScorer, with_cache
+
+log = logging.getLogger(__name__)
 
 
 class QueryTokenModel(FGVRModel):
@@ -29,10 +33,22 @@ class QueryTokenModel(FGVRModel):
             batch.update(self.qformer_inputs(prompts))
         return batch
 
+    qformer_truncated = 0  # instructions cut to the Q-Former's position limit so far
+
     def qformer_inputs(self, instructions: list[str]) -> dict[str, torch.Tensor]:
         """The Q-Former's text input, padded on the right: it has absolute positions (the processor
-        pads it on the main tokenizer's side, the left)."""
-        encoded = self.processor.qformer_tokenizer(instructions, padding=True, padding_side="right", return_tensors="pt")
+        pads it on the main tokenizer's side, the left). An instruction longer than its position limit
+        (the label-set-size variants reach it) is cut to the limit, as the original implementation
+        does; how many were cut is counted in `qformer_truncated` and logged."""
+        tokenizer = self.processor.qformer_tokenizer
+        limit = self.model.config.qformer_config.max_position_embeddings
+        cut = sum(len(ids) > limit for ids in tokenizer(instructions)["input_ids"])
+        if cut:
+            self.qformer_truncated += cut
+            log.warning("%d instruction(s) longer than the Q-Former's %d positions were truncated (%d so far); the "
+                        "language model still reads the whole prompt", cut, limit, self.qformer_truncated)
+        encoded = tokenizer(instructions, padding=True, padding_side="right", truncation=True, max_length=limit,
+                            return_tensors="pt")
         return {"qformer_input_ids": encoded["input_ids"].to(self.device),
                 "qformer_attention_mask": encoded["attention_mask"].to(self.device)}
 

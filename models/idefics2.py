@@ -61,6 +61,8 @@ class FinedeficsFGVR(Idefics2FGVR):
             return model
         if not (Path(self.adapter) / "adapter_config.json").is_file():
             raise UserError(f"adapter={self.adapter}: not a peft adapter folder (no adapter_config.json)")
+        if self.use_safetensors and not (Path(self.adapter) / "adapter_model.safetensors").is_file():
+            raise UserError(f"adapter={self.adapter}: no adapter_model.safetensors (pickled adapters are not loaded)")
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, self.adapter)

@@ -9,9 +9,10 @@ outside it (see models/README-remote-code.md).
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import asdict, dataclass
 
-from harness.core.errors import unknown_name
+from harness.core.errors import UserError, unknown_name
 
 NATIVE_TRANSFORMERS = ">=5.0,<6"  # tested on 5.23 with tiny checkpoints of every native architecture
 
@@ -91,6 +92,20 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+# config.json model_type(s) each wrapper loads (a checkpoint of another type is another architecture)
+MODEL_TYPES: dict[str, tuple[str, ...]] = {
+    "llava15": ("llava",), "llava_next_mistral": ("llava_next",), "mobilevlm_v2": ("mobilevlm",),
+    "instructblip_vicuna": ("instructblip",), "instructblip_flant5": ("instructblip",), "phi3_vision": ("phi3_v",),
+    "blip2_flant5": ("blip-2",), "internlm_xcomposer2": ("internlmxcomposer2",), "paligemma": ("paligemma",),
+    "idefics1": ("idefics",), "idefics2": ("idefics2",), "qwen_vl_chat": ("qwen",), "finedefics": ("idefics2",),
+}
+
+
+def models_of_type(model_type: str) -> list[str]:
+    """Registry names whose wrapper loads checkpoints of `model_type`."""
+    return [name for name, types in MODEL_TYPES.items() if model_type in types]
+
+
 def get_model_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
@@ -100,3 +115,45 @@ def get_model_spec(name: str) -> ModelSpec:
         if spec.lmms_name == name:
             return spec
     raise unknown_name("model", name, MODELS)
+
+
+BOOLEAN_SPELLINGS = ("true", "false", "1", "0", "yes", "no", "on", "off")
+
+
+def known_model_args(wrapper: type) -> dict[str, inspect.Parameter]:
+    """The --model-args a wrapper class takes: its constructors' named parameters (down to the base
+    class's) and the model-specific `extra_args` it takes out of **extra."""
+    known: dict[str, inspect.Parameter] = {}
+    for cls in wrapper.__mro__:
+        if "__init__" not in vars(cls) or cls.__module__.split(".")[0] != "models":
+            continue
+        for name, parameter in inspect.signature(cls.__init__).parameters.items():
+            if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+                known.setdefault(name, parameter)
+    for name in getattr(wrapper, "extra_args", ()):
+        known.setdefault(name, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None))
+    return known
+
+
+def check_model_args(spec: ModelSpec, model_args: dict[str, str]) -> None:
+    """Refuse unknown --model-args and malformed values when the run is planned, before any data is
+    prepared, CLIP model mined with or checkpoint loaded (imports the wrapper's module, not weights)."""
+    known = known_model_args(spec.load_wrapper())
+    unknown = sorted(set(model_args) - set(known))
+    if unknown:
+        raise UserError(f"unknown --model-args for {spec.name}: {', '.join(unknown)}. Known: {', '.join(known)}")
+    for name, value in model_args.items():
+        _check_value(name, str(value).strip(), known[name])
+
+
+def _check_value(name: str, value: str, parameter: inspect.Parameter) -> None:
+    annotation = str(parameter.annotation)
+    if name == "dtype":
+        from models.base import DTYPES  # the wrapper's module is imported already
+
+        if value not in ("auto", *DTYPES):
+            raise UserError(f"--model-args dtype={value} is not supported; use one of auto, {', '.join(DTYPES)}")
+    elif isinstance(parameter.default, bool) and value.lower() not in BOOLEAN_SPELLINGS:
+        raise UserError(f"--model-args {name}={value} is not true or false")
+    elif annotation.startswith("int") and not (value.isdigit() and int(value) > 0):
+        raise UserError(f"--model-args {name}={value} must be a positive whole number")

@@ -7,7 +7,7 @@ set -euo pipefail
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
-EXTRAS=${EXTRAS:-train,clip,leaderboard,postgres,dev}
+EXTRAS=${EXTRAS:-train,clip,probes,leaderboard,postgres,dev}
 HERE="$(cd "$(dirname "$0")" && pwd)"
 CONSTRAINTS=${CONSTRAINTS:-$HERE/constraints.txt}  # the tested versions; CONSTRAINTS=none resolves freely
 # shellcheck source=scripts/lib.sh

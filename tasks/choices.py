@@ -8,7 +8,6 @@ items share a file name. Names are matched after `normalize_class_name`."""
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from harness.core.errors import UserError, did_you_mean
 from tasks.datasets.base import DatasetSplit, TestItem
+from tasks.names import normalize_class_name
 
 _SHOWN = 5  # problems quoted in one error message
 
@@ -75,11 +75,6 @@ class ChoiceMatch:
             if getattr(self, name):
                 parts.append(f"{len(getattr(self, name))} {name}")
         return ", ".join(parts)
-
-
-def normalize_class_name(name: str) -> str:
-    """Case, '_' / '-' / ' ' and runs of whitespace do not distinguish class names."""
-    return " ".join(re.sub(r"[_\-\s]+", " ", name).casefold().split())
 
 
 def read_choice_file(path: Path) -> list[ChoiceEntry]:

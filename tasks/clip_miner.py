@@ -21,6 +21,7 @@ from tqdm import tqdm
 from harness.core.errors import UserError
 from harness.core.paths import harness_home
 from tasks.datasets.base import DatasetSplit, TestItem
+from tasks.options import check_k
 
 DEFAULT_CLIP = "open_clip:ViT-L-14:laion2b_s32b_b82k"
 PROMPT = "an image of a {}"
@@ -43,12 +44,14 @@ def _normalise(features: torch.Tensor) -> np.ndarray:
 
 
 class HFClipEncoder(ClipEncoder):
+    """A transformers CLIP or SigLIP checkpoint (whatever AutoModel loads with image and text features)."""
+
     def __init__(self, model_id: str, device: str = "cpu"):
-        from transformers import CLIPModel, CLIPProcessor
+        from transformers import AutoModel, AutoProcessor
 
         try:
-            self.processor = CLIPProcessor.from_pretrained(model_id)
-            self.model = CLIPModel.from_pretrained(model_id).to(device).eval()
+            self.processor = AutoProcessor.from_pretrained(model_id)
+            self.model = AutoModel.from_pretrained(model_id).to(device).eval()
         except (OSError, ValueError) as error:  # missing folder, or an id the hub cannot resolve offline
             raise UserError(
                 f"CLIP model '{model_id}' could not be loaded ({error}); pass --clip-model hf:/local/clip/folder "
@@ -56,6 +59,8 @@ class HFClipEncoder(ClipEncoder):
             ) from error
         self.device = device
         self.name = f"hf:{model_id}"
+        # SigLIP's text tower was trained on text padded to its full length, CLIP's on the text alone
+        self.text_padding = "max_length" if self.model.config.model_type.startswith("siglip") else True
 
     @torch.inference_mode()
     def encode_images(self, images):
@@ -64,7 +69,7 @@ class HFClipEncoder(ClipEncoder):
 
     @torch.inference_mode()
     def encode_texts(self, texts):
-        tokens = self.processor(text=texts, return_tensors="pt", padding=True, truncation=True).to(self.device)
+        tokens = self.processor(text=texts, return_tensors="pt", padding=self.text_padding, truncation=True).to(self.device)
         return _normalise(_as_tensor(self.model.get_text_features(**tokens)))
 
 
@@ -162,8 +167,7 @@ class ChoiceMiner:
         return np.stack([found[i] for i in range(len(items))])
 
     def mine(self, split: DatasetSplit, k: int) -> list[tuple[TestItem, list[str], list[int]]]:
-        if not 2 <= k <= split.n_classes:
-            raise UserError(f"k={k} options needs 2 <= k <= {split.n_classes} (the number of {split.task} classes)")
+        check_k(k, split)
         similarity = self.image_embeddings(split.items) @ self.class_embeddings(split.class_names).T
         mined = []
         for item, scores in zip(split.items, similarity):

@@ -9,10 +9,29 @@ subset or order the items are processed in (FOCI shuffles without a seed).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from harness.core.errors import UserError
 from tasks.datasets.base import DatasetSplit, TestItem
+
+_VARIANT_K = re.compile(r"^k(\d+)$")
+
+
+def variant_k(variant: str) -> int | None:
+    """Options per question of a `--variant kN` ("k4" -> 4); None for "all", "open" or anything else."""
+    match = _VARIANT_K.match(variant)
+    return int(match.group(1)) if match else None
+
+
+def check_k(k: int, split: DatasetSplit) -> None:
+    """k options per question need 2 <= k <= the number of classes of the split."""
+    if not 2 <= k <= split.n_classes:
+        raise UserError(
+            f"--variant k{k} needs between 2 and {split.n_classes} options: "
+            f"{split.root} has {split.n_classes} {split.task} classes"
+        )
 
 
 @dataclass(frozen=True)
@@ -42,8 +61,7 @@ def order_options(item: TestItem, names: Sequence[str], labels: Sequence[int], s
 
 def random_negative_questions(split: DatasetSplit, k: int, seed: int) -> list[Question]:
     """k options per image: the true class plus k-1 classes drawn uniformly from the others."""
-    if not 2 <= k <= split.n_classes:
-        raise ValueError(f"k={k} options needs 2 <= k <= {split.n_classes} (the number of classes)")
+    check_k(k, split)
     questions = []
     for item in split.items:
         others = [label for label in range(split.n_classes) if label != item.label]

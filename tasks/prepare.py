@@ -15,9 +15,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import datasets
 import yaml
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from harness.core.errors import UserError
 from harness.core.io import write_json_atomic
 from harness.core.paths import prepared_root
+from harness.core.records import read_record, record_to_dict
 from tasks import options as option_builders
 from tasks.datasets.base import DatasetSplit
 from tasks.prompts import open_question_for, question_for
@@ -62,11 +64,46 @@ FEATURES = datasets.Features(
 
 
 @dataclass(frozen=True)
+class PreparedMeta:
+    """`prepared.json`: what went into a prepared task. Read back with every field checked, so a stale
+    or damaged file is an error naming it, never a silent default."""
+
+    task: str
+    dataset: str
+    task_version: str
+    variant: str  # k4, k20, all, open, ..._circular
+    fingerprint: str  # of every input; the cache key
+    source_root: str
+    source_format: str
+    n_classes: int
+    n_questions: int
+    n_rows: int  # rows lmms-eval answers: one per question, or one per rotation in circular evaluation
+    circular: bool
+    skipped: tuple[str, ...]  # images left out (--skip-missing), with the reason
+    skipped_choice_entries: tuple[str, ...]  # choice-file entries that could not be placed
+    option_source: str  # choice_file, random, clip, all_classes, open; question_file (knowledge QA)
+    clip_model: str | None
+    k: int  # options per question
+    choice_file: str | None  # knowledge QA: the question file
+    choice_file_sha256: str | None
+    seed: int
+    n_question_records: int | None = None  # knowledge QA: records of the question file asked (None: fgvr)
+
+    @classmethod
+    def read(cls, folder: Path) -> PreparedMeta:
+        fix = f"delete {folder} (or run `harness prepare ... --force`) to rebuild the prepared task"
+        return read_record(cls, folder / META_FILE, fix)
+
+
+@dataclass(frozen=True)
 class PreparedTask:
     spec: TaskSpec
-    variant: str
     path: Path
-    meta: dict[str, Any]
+    meta: PreparedMeta
+
+    @property
+    def variant(self) -> str:
+        return self.meta.variant
 
     @property
     def data_dir(self) -> Path:
@@ -78,12 +115,12 @@ class PreparedTask:
 
     @property
     def n_questions(self) -> int:
-        return int(self.meta["n_questions"])
+        return self.meta.n_questions
 
     @property
     def n_rows(self) -> int:
         """Rows lmms-eval answers: one per question, or one per rotation in circular evaluation."""
-        return int(self.meta.get("n_rows", self.meta["n_questions"]))
+        return self.meta.n_rows
 
     def lmms_task_name(self, scoring: str) -> str:
         return self.spec.lmms_task_name(scoring, self.variant)
@@ -146,9 +183,8 @@ def fingerprint(spec: TaskSpec, split: DatasetSplit, plan: OptionPlan, seed: int
 def build_questions(split: DatasetSplit, plan: OptionPlan, seed: int) -> tuple[list[option_builders.Question], list[str]]:
     """The questions (rotations included), and a description of every choice-file entry skipped."""
     skipped: list[str] = []
-    if plan.source in ("random", "clip") and not 2 <= (plan.k or 4) <= split.n_classes:
-        raise UserError(f"--variant k{plan.k or 4} needs between 2 and {split.n_classes} options: "
-                        f"{split.root} has {split.n_classes} {split.task} classes")
+    if plan.source in ("random", "clip"):
+        option_builders.check_k(plan.k or 4, split)  # before any CLIP model loads
     if plan.source == "choice_file":
         from tasks.choices import match_choices, read_choice_file
 
@@ -214,7 +250,7 @@ def check_images(split: DatasetSplit, skip_missing: bool) -> DatasetSplit:
         try:
             with Image.open(item.image) as image:
                 image.load()
-        except (OSError, SyntaxError, ValueError) as error:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # a bomb: too many pixels
             if not skip_missing:
                 raise UserError(
                     f"{item.image}: unreadable image ({error}); replace the file, or pass --skip-missing to "
@@ -243,14 +279,44 @@ def prepare_task(
     cache_root: Path | None = None,
     force: bool = False,
 ) -> PreparedTask:
-    """Build (or reuse) the prepared question set for `split` under `plan`."""
+    """Build (or reuse) the prepared question set for `split` under `plan`. One process at a time builds a
+    cache entry (a file lock beside it); the others wait and then reuse it (or, with `force`, rebuild it)."""
+    if not split.items:
+        raise UserError(f"{split.root}: the {spec.dataset} test split is empty; nothing to evaluate")
+    root = Path(cache_root or prepared_root())
+    with locked_cache_entry(root, f"{spec.key}-{fingerprint(spec, split, plan, seed)[:12]}"):
+        return _prepare_locked(spec, split, plan, seed=seed, cache_root=root, force=force)
+
+
+@contextmanager
+def locked_cache_entry(root: Path, name: str) -> Iterator[None]:
+    """Hold the file lock of the cache entry `root/name` (beside it), so that one process at a time builds
+    it, after removing the staging folders of a preparation that was killed."""
+    from filelock import FileLock
+
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f".{name}.lock")):
+        for stale in root.glob(f".{name}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        yield
+
+
+def _prepare_locked(
+    spec: TaskSpec,
+    split: DatasetSplit,
+    plan: OptionPlan,
+    *,
+    seed: int = 0,
+    cache_root: Path | None = None,
+    force: bool = False,
+) -> PreparedTask:
     if not split.items:
         raise UserError(f"{split.root}: the {spec.dataset} test split is empty; nothing to evaluate")
     key = fingerprint(spec, split, plan, seed)
     final = Path(cache_root or prepared_root()) / f"{spec.key}-{key[:12]}"
     if (final / META_FILE).is_file() and not force:
-        meta = json.loads((final / META_FILE).read_text())
-        return PreparedTask(spec, meta["variant"], final, meta)
+        return PreparedTask(spec, final, PreparedMeta.read(final))
 
     split = check_images(split, plan.skip_missing)
     if not split.items:
@@ -265,32 +331,32 @@ def prepare_task(
         table = datasets.Dataset.from_list(list(_records(spec, split, questions, plan)), features=FEATURES)
         datasets.DatasetDict({"test": table}).save_to_disk(str(staging / "data"))
         _write_task_yamls(staging / "lmms", spec, variant, final / "data", open_world=plan.source == "open")
-        meta = {
-            "task": spec.key,
-            "dataset": spec.dataset,
-            "task_version": TASK_VERSION,
-            "variant": variant,
-            "fingerprint": key,
-            "source_root": str(split.root),
-            "source_format": split.format,
-            "n_classes": split.n_classes,
-            "n_questions": len(questions),
-            "n_rows": len(table),
-            "circular": plan.circular,
-            "skipped": split.skipped,
-            "skipped_choice_entries": skipped_entries,
-            "option_source": plan.source,
-            "clip_model": plan.clip_model if plan.source == "clip" else None,
-            "k": len(questions[0].options),
-            "choice_file": str(plan.choice_file) if plan.choice_file else None,
-            "choice_file_sha256": _sha256_file(plan.choice_file) if plan.choice_file else None,
-            "seed": seed,
-        }
-        write_json_atomic(staging / META_FILE, meta)
+        meta = PreparedMeta(
+            task=spec.key,
+            dataset=spec.dataset,
+            task_version=TASK_VERSION,
+            variant=variant,
+            fingerprint=key,
+            source_root=str(split.root),
+            source_format=split.format,
+            n_classes=split.n_classes,
+            n_questions=len(questions),
+            n_rows=len(table),
+            circular=plan.circular,
+            skipped=tuple(split.skipped),
+            skipped_choice_entries=tuple(skipped_entries),
+            option_source=plan.source,
+            clip_model=plan.clip_model if plan.source == "clip" else None,
+            k=len(questions[0].options),
+            choice_file=str(plan.choice_file) if plan.choice_file else None,
+            choice_file_sha256=_sha256_file(plan.choice_file) if plan.choice_file else None,
+            seed=seed,
+        )
+        write_json_atomic(staging / META_FILE, record_to_dict(meta))
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return PreparedTask(spec, variant, final, meta)
+    return PreparedTask(spec, final, meta)

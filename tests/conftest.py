@@ -14,6 +14,8 @@ import pytest  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
+pytest_plugins = ["tests.leaderboard.lb_factories"]  # the leaderboard's db_url and store fixtures
+
 
 @pytest.fixture(scope="session", autouse=True)
 def harness_home(tmp_path_factory) -> Path:

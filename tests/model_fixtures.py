@@ -8,20 +8,14 @@ from pathlib import Path
 from lmms_eval.api.instance import Instance
 from PIL import Image, ImageDraw
 
+from models.registry import MODELS
 from tasks.prompts import render_question
 
-# registry name -> tiny architecture in models.fixtures.tiny_models (Finedefics is an Idefics2)
-NATIVE = {
-    "idefics2": "idefics2",
-    "llava15": "llava15",
-    "llava_next_mistral": "llava_next_mistral",
-    "instructblip_vicuna": "instructblip_vicuna",
-    "instructblip_flant5": "instructblip_flant5",
-    "blip2_flant5": "blip2_flant5",
-    "paligemma": "paligemma",
-    "idefics1": "idefics1",
-    "finedefics": "idefics2",
-}
+# A registry model runs on the tiny architecture of its own name in models.fixtures.tiny_models, except
+# those that share another's (Finedefics is an Idefics2).
+SAME_ARCH = {"finedefics": "idefics2"}
+# registry name -> tiny architecture, for every native (not remote-code) model of the registry
+NATIVE = {name: SAME_ARCH.get(name, name) for name, spec in MODELS.items() if not spec.remote_code}
 NATIVE_ARCHS = tuple(name for name in NATIVE if name != "finedefics")
 
 OPTIONS = ["Laysan_Albatross", "Sooty_Albatross", "Heermann_Gull", "Black_footed_Albatross"]

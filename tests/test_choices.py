@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import UserError
-from tasks.choices import match_choices, normalize_class_name, read_choice_file
+from tasks.choices import match_choices, read_choice_file
 from tasks.datasets.base import DatasetSplit, TestItem
 from tasks.datasets.cub import read_cub
 from tasks.fixtures.datasets import make_choice_file, make_cub
+from tasks.names import normalize_class_name
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,7 @@ def test_names_match_after_normalisation(cub_split, tmp_path):
 def test_normalize_class_name():
     assert normalize_class_name("  Black_footed -Albatross ") == "black footed albatross"
     assert normalize_class_name("F/A-18") == "f/a 18"
+    assert normalize_class_name("Laysan Albatross.") == normalize_class_name("LAYSAN_ALBATROSS") == "laysan albatross"
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,8 @@ def test_run_end_to_end(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices, 
     assert 0.0 <= line["accuracy"] <= 1.0
     summary = json.loads(open(line["summary_file"]).read())
     assert summary["option_source"] == "choice_file"
+    flat = {k: v for k, v in summary.items() if not isinstance(v, dict) and k != "confusions"}
+    assert {k: v for k, v in line.items() if k != "summary_file"} == flat  # every flat field, nothing nested
     assert summary["provenance"]["packages"]["lmms_eval"]
     assert summary["task_version"] and summary["model_revision"].startswith("local-sha256:")
     assert sum(1 for _ in open(line["samples_file"])) == line["n"]
@@ -136,3 +138,52 @@ def test_task_path_pairs_pick_the_running_task(capsys, tmp_path, tiny_idefics2, 
     assert json.loads(out.strip().splitlines()[-1])["option_source"] == "choice_file"
     code, _, err = _run(capsys, *[a if a != "car196=/no/cars" else "carr196=/no/cars" for a in args])
     assert code == 2 and "Did you mean 'car196'?" in err
+
+
+def test_a_run_is_recorded_by_the_leaderboard_plugin_unless_no_record(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices):
+    """`harness run` never imports the leaderboard: its plugin's `after_run` hook records the run."""
+    from leaderboard.store import ResultStore
+
+    db_url = f"sqlite:///{tmp_path / 'store.db'}"
+    args = [a for a in _base(tiny_idefics2, cub_root, cub_choices, "loglik") if a != "--no-record"]
+    code, _, err = _run(capsys, *args, "--limit", "2", "--output-dir", str(tmp_path / "a"), "--db-url", db_url)
+    assert code == 0, err
+    code, _, err = _run(capsys, *args, "--limit", "2", "--output-dir", str(tmp_path / "b"), "--db-url", db_url, "--no-record")
+    assert code == 0, err
+    frame = ResultStore.open(db_url).result_frame()
+    recorded = frame[frame["source"] == "reproduced"]
+    assert len(recorded) == 1 and list(recorded["task"]) == ["bird200"]  # the --no-record run is not there
+
+
+@pytest.mark.parametrize(
+    ("model_args", "message"),
+    [
+        ("dtyp=bfloat16", "unknown --model-args for idefics2: dtyp. Known: pretrained, revision, dtype"),
+        ("dtype=bfloat61", "dtype=bfloat61 is not supported; use one of auto, float32, bfloat16, float16"),
+        ("load_in_4bit=ture", "load_in_4bit=ture is not true or false"),
+    ],
+)
+def test_bad_model_args_fail_when_the_run_is_planned_before_any_data_work(
+    capsys, monkeypatch, tiny_idefics2, cub_root, model_args, message
+):
+    import harness.runner
+
+    def never(*args, **kwargs):
+        raise AssertionError("data preparation started before the model args were checked")
+
+    monkeypatch.setattr(harness.runner, "read_split", never)
+    monkeypatch.setattr(harness.runner, "prepare_task", never)
+    args = ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny_idefics2},{model_args}",
+            "--data-root", str(cub_root), "--options", "clip", "--no-record"]
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and message in err, err
+
+
+def test_finedefics_adapter_args_are_known(capsys, monkeypatch, tiny_idefics2, cub_root):
+    from harness.config import RunConfig
+    from harness.runner import plan_run
+
+    config = RunConfig(model="finedefics", task="bird200", data_root=cub_root, options="random",
+                       model_args={"pretrained": str(tiny_idefics2), "merge_adapter": "false", "adapter_typo": "x"})
+    with pytest.raises(Exception, match="unknown --model-args for finedefics: adapter_typo. Known: .*adapter, merge_adapter"):
+        plan_run(config)

@@ -8,11 +8,9 @@ import pytest
 
 from harness.cli import main
 from tasks.fixtures import datasets as synthetic
+from tasks.registry import FGVR_TASKS
 
-MAKERS = {
-    "bird200": synthetic.make_cub, "car196": synthetic.make_cars, "dog120": synthetic.make_dogs,
-    "flower102": synthetic.make_flowers, "pet37": synthetic.make_pets, "aircraft102": synthetic.make_aircraft,
-}
+MAKERS = {key: task.make_synthetic() for key, task in FGVR_TASKS.items()}
 
 
 @pytest.mark.parametrize("task", MAKERS)

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from lmms_eval.api.instance import GenerationResult
 from PIL import Image
 
 from models.idefics2 import Idefics2FGVR
-
-sys.path.insert(0, str(Path(__file__).parent))
-from model_fixtures import QUESTION  # noqa: E402
-from model_fixtures import requests as _requests  # noqa: E402
+from tests.model_fixtures import QUESTION
+from tests.model_fixtures import requests as _requests
 
 
 def _doc(colour: str) -> dict:

@@ -12,17 +12,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-FIXTURES = Path(__file__).parent / "leaderboard"
-sys.path.insert(0, str(FIXTURES))
-pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
-from lb_factories import make_checkpoint, make_summary  # noqa: E402
-
-from leaderboard.app import LeaderboardApp  # noqa: E402
-from leaderboard.store import ResultStore  # noqa: E402
-from leaderboard.submissions import SubmissionPolicy  # noqa: E402
+from harness.core.errors import UserError
+from leaderboard import spec
+from leaderboard.app import LeaderboardApp
+from leaderboard.store import ResultStore
+from leaderboard.submissions import SubmissionPolicy
+from tests.leaderboard.lb_factories import make_checkpoint, make_summary
 
 TOKEN = "s3cret-admin-token"
-ALL_TASKS = ["dog120", "bird200", "aircraft102", "flower102", "pet37", "car196"]
+ALL_TASKS = list(spec.TASK_KEYS)
 
 
 def free_port() -> int:
@@ -67,6 +65,7 @@ def table(client, tasks=ALL_TASKS, sizes=(), families=(), sources=(), scorings=(
     return pd.DataFrame(records)
 
 
+@pytest.mark.server
 def test_live_table_serves_the_papers_rows(live):
     client, _, _ = live
     frame = table(client)
@@ -76,6 +75,7 @@ def test_live_table_serves_the_papers_rows(live):
     assert (reproduced["Model ID"], reproduced["Bird-200"]) == ("idefics2", 47.12)
 
 
+@pytest.mark.server
 def test_live_filters_search_and_sort(live):
     client, _, _ = live
     from models.registry import MODELS
@@ -91,9 +91,10 @@ def test_live_filters_search_and_sort(live):
     assert by_pet.iloc[0]["Average"] == 48.51
 
 
+@pytest.mark.server
 def test_live_model_detail(live):
     client, _, _ = live
-    header, results, comparison, curve, confusions = client.predict("idefics2", api_name="/model_detail")
+    header, results, comparison, curve, confusions = client.predict("idefics2", "", api_name="/model_detail")
     assert "Idefics2" in header
     results = pd.DataFrame(results["data"], columns=results["headers"])
     assert "47.12" in results["Accuracy (%)"].astype(str).tolist()
@@ -103,6 +104,7 @@ def test_live_model_detail(live):
     assert confusions.iloc[0]["True class"] == "California Gull"
 
 
+@pytest.mark.server
 def test_live_plots(live):
     client, _, _ = live
     by_dataset, versus = client.predict(["finedefics", "idefics2"], api_name="/plots")
@@ -110,27 +112,89 @@ def test_live_plots(live):
     assert "Idefics2 · reproduced" in versus and "Idefics2 · reported" in versus
 
 
+@pytest.mark.server
 def test_live_submit_refusals_and_queue(live):
     client, _, root = live
     outside = make_checkpoint(root.parent / "outside")
-    refusal = client.predict(str(outside), "idefics2", "", "full", "auto", ["bird200"], "generate", api_name="/submit")
+    refusal = client.predict(str(outside), "idefics2", "", "full", "auto", ["bird200"], "generate", "", api_name="/submit")
     assert refusal.startswith("**Refused:**") and "outside the submission root" in refusal
     folder = make_checkpoint(root / "web-ft")
     (folder / "pytorch_model.bin").write_bytes(b"pickle")
     assert "pickle weight files" in client.predict(str(folder), "idefics2", "", "full", "auto", ["bird200"],
-                                                   "generate", api_name="/submit")
+                                                   "generate", "", api_name="/submit")
     (folder / "pytorch_model.bin").unlink()
-    queued = client.predict(str(folder), "idefics2", "", "full", "float32", ["bird200"], "generate", api_name="/submit")
+    queued = client.predict("web-ft", "idefics2", "", "full", "float32", ["bird200"], "generate", "",
+                            api_name="/submit")
     assert queued.startswith("**Queued** as submission #")
-    duplicate = client.predict(str(folder), "idefics2", "", "full", "float32", ["bird200"], "generate",
+    duplicate = client.predict(str(folder), "idefics2", "", "full", "float32", ["bird200"], "generate", "",
                                api_name="/submit")
     assert "already submission" in duplicate
-    rows = client.predict(["PENDING"], api_name="/queue")
+    rows = client.predict(["PENDING"], "", api_name="/queue")
     frame = pd.DataFrame(rows["data"], columns=rows["headers"])
-    assert frame.iloc[0]["Model"] == "web-ft" and frame.iloc[0]["Submitter"] == "web:127.0.0.1"
+    assert frame.iloc[0]["Model"] == "local/web/web-ft"  # anonymous: no address in the model's name either
+    assert frame.iloc[0]["Submitter"] == "anonymous (web)"  # no address on the public page
     assert (frame.iloc[0]["Status"], frame.iloc[0]["Tasks"]) == ("PENDING", "bird200")
+    admin = client.predict(["PENDING"], TOKEN, api_name="/queue")
+    assert pd.DataFrame(admin["data"], columns=admin["headers"]).iloc[0]["Submitter"] == "web-127.0.0.1"
 
 
+@pytest.mark.server
+def test_live_forwarded_for_from_an_untrusted_peer_is_ignored(live):
+    """Loopback is not a trusted proxy unless the operator says so: X-Forwarded-For cannot dodge the limit."""
+    from gradio_client import Client
+
+    _, store, root = live
+    make_checkpoint(root / "xff-ft", seed=11)
+    spoofing = Client(live[0].src, headers={"X-Forwarded-For": "203.0.113.9"}, verbose=False)
+    queued = spoofing.predict("xff-ft", "idefics2", "", "full", "float32", ["bird200"], "generate", "",
+                              api_name="/submit")
+    assert queued.startswith("**Queued**"), queued
+    from leaderboard.queue import SubmissionQueue
+
+    submitters = {row["submitter"] for row in SubmissionQueue(store).list()}
+    assert "web-203.0.113.9" not in submitters and "web-127.0.0.1" in submitters
+
+
+@pytest.mark.server
+def test_live_uploads_are_refused(live):
+    import urllib.error
+    import urllib.request
+
+    client = live[0]
+    boundary = "fgvrboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + b"x" * 2**20 + f"\r\n--{boundary}--\r\n".encode()
+    upload = urllib.request.Request(client.src.rstrip("/") + "/gradio_api/upload", data=body, method="POST",
+                                    headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(upload, timeout=30)
+    assert refused.value.code == 413
+
+
+@pytest.mark.server
+def test_live_hidden_models_are_hidden(live):
+    client, store, _ = live
+    store.record_summary(make_summary(model_args={"pretrained": "/srv/private/secret-ft"},
+                                      pretrained="/srv/private/secret-ft", model_revision="local-sha256:" + "5e" * 16), model_name="secret-ft")
+    store.set_hidden("secret-ft", True)
+    try:
+        from gradio_client.exceptions import AppError
+
+        with pytest.raises(AppError) as caught:
+            client.predict("secret-ft", "", api_name="/model_detail")
+        assert "unknown model" in str(caught.value)
+        with pytest.raises(AppError) as other:
+            client.predict("secret-f", "", api_name="/model_detail")
+        assert "secret-ft" not in str(other.value)  # not even listed among the known models
+        header = client.predict("secret-ft", TOKEN, api_name="/model_detail")[0]
+        assert "/srv/private/secret-ft" in header  # the admin sees it, path included
+    finally:
+        store.set_hidden("secret-ft", False)
+    public = client.predict("secret-ft", "", api_name="/model_detail")[0]
+    assert "/srv/private" not in public and "a local folder" in public
+
+
+@pytest.mark.server
 def test_live_admin_actions_need_the_token(live):
     client, store, _ = live
     assert client.predict("wrong", "hide model", "idefics1", api_name="/admin") == "**Refused:** wrong admin token."
@@ -141,6 +205,7 @@ def test_live_admin_actions_need_the_token(live):
     assert "unknown model 'nope'" in client.predict(TOKEN, "delete model", "nope", api_name="/admin")
 
 
+@pytest.mark.server
 def test_live_app_reads_the_store_at_request_time(live):
     client, store, _ = live
     store.record_summary(make_summary(task="car196", accuracy=0.8))
@@ -153,6 +218,84 @@ def test_admin_is_disabled_without_a_token(store, monkeypatch):
     assert "disabled" in LeaderboardApp(store).admin("", "hide model", "idefics1")
 
 
+def test_exports_go_to_a_private_folder_of_each_instance(store, tmp_path):
+    first, second = LeaderboardApp(store), LeaderboardApp(store)
+    assert first.download_dir != second.download_dir
+    assert first.download_dir.stat().st_mode & 0o777 == 0o700
+    frame = first.table(ALL_TASKS, [], [], ["reported"], [], "", "Average", True)
+    planted = tmp_path / "victim.txt"
+    planted.write_text("keep me")
+    csv_name = Path(first.export(frame)[0]).name
+    Path(first.download_dir, csv_name).unlink()
+    Path(first.download_dir, csv_name).symlink_to(planted)  # a link planted where an export goes
+    csv_path, _ = first.export(frame)
+    assert planted.read_text() == "keep me" and not Path(csv_path).is_symlink()
+    assert pd.read_csv(csv_path)["Model ID"].tolist() == frame["Model ID"].tolist()
+
+
+def test_public_queue_hides_addresses_workers_and_paths(store, monkeypatch):
+    from leaderboard.queue import SubmissionQueue
+    from leaderboard.submissions import ValidatedSubmission
+
+    monkeypatch.setenv("HARNESS_ADMIN_TOKEN", TOKEN)
+    queue = SubmissionQueue(store)
+    job_id = queue.submit(ValidatedSubmission(
+        model_name="local/web/ft", checkpoint="/srv/subs/ft", is_local=True, base="idefics2",
+        revision="local-x", weights="full", precision="auto", tasks=("bird200",), scoring="generate",
+        submitter="web-198.51.100.7", size_bytes=1), per_day=5)
+    queue.claim("gpu-host-7:4242:abc123", 60)
+    queue.fail(job_id, "gpu-host-7:4242:abc123", "bird200: UserError: pretrained=/srv/subs/ft/x: cannot load")
+    app = LeaderboardApp(store)
+    public = app.queue_table([]).iloc[0]
+    text = " ".join(str(value) for value in public.tolist())
+    assert "198.51.100.7" not in public["Submitter"] and "gpu-host-7" not in text and "4242" not in text
+    assert "/srv/subs" not in text and "…/x" in public["Failure reason"]
+    admin = app.queue_table([], TOKEN).iloc[0]
+    assert (admin["Submitter"], admin["Worker"]) == ("web-198.51.100.7", "gpu-host-7:4242:abc123")
+
+
+def test_web_submitters_and_tokens(monkeypatch):
+    from leaderboard.app import trusted_proxies, web_submitter
+
+    monkeypatch.delenv("HARNESS_SUBMIT_TOKENS", raising=False)
+    assert web_submitter("", "2001:db8::1") == "web-2001.db8..1"
+    monkeypatch.setenv("HARNESS_SUBMIT_TOKENS", "alice:tok-alice-123,bob:tok-bob-4567")
+    assert web_submitter("tok-bob-4567", "10.0.0.1") == "bob"
+    for wrong in ("", "tok-bob", "tok-alice-1234"):
+        with pytest.raises(UserError, match="a valid submission token is required"):
+            web_submitter(wrong, "10.0.0.1")
+    monkeypatch.setenv("HARNESS_SUBMIT_TOKENS", "alice-without-token")
+    with pytest.raises(UserError, match="HARNESS_SUBMIT_TOKENS"):
+        web_submitter("x", "10.0.0.1")
+    monkeypatch.setenv("HARNESS_TRUSTED_PROXIES", "10.0.0.2, 192.168.0.0/16")
+    assert trusted_proxies() == "10.0.0.2,192.168.0.0/16"
+    monkeypatch.setenv("HARNESS_TRUSTED_PROXIES", "localhost")
+    with pytest.raises(UserError, match="'localhost' is not an IP address"):
+        trusted_proxies()
+
+
+def test_averages_of_published_figures_are_exact_and_shown_with_two_decimals(store):
+    app = LeaderboardApp(store)
+    frame = app.table(ALL_TASKS, [], [], ["reported"], [], "", "Average", True)
+    xcomposer = frame[frame["Model ID"] == "internlm_xcomposer2"].iloc[0]
+    assert xcomposer["Average"] == 48.47  # (41.47 + 37.42 + 40.53 + 54.25 + 63.23 + 53.89) / 6 = 48.465
+    shown = app._table_outputs(ALL_TASKS, [], [], ["reported"], [], "", "Average", True)[0]
+    styled = shown.value if hasattr(shown, "value") else shown
+    headers, display = styled["headers"], styled["metadata"]["display_value"]
+    row = next(r for r, data in zip(display, styled["data"]) if data[headers.index("Model ID")] == "idefics1")
+    assert all(len(row[headers.index(c)].split(".")[1]) == 2 for c in ("Average", "Pet-37", "Dog-120"))
+
+
+def test_long_model_names_are_cut_with_the_full_name_on_hover():
+    from leaderboard.app import MODEL_NAME_CHARS, _model_cell
+
+    long_name = "a" * 128
+    cell = _model_cell(long_name)
+    assert f'title="{long_name}"' in cell and ">" + "a" * (MODEL_NAME_CHARS - 1) + "…<" in cell
+    assert _model_cell('<img src=x onerror=alert(1)>') == \
+        '<span title="&lt;img src=x onerror=alert(1)&gt;">&lt;img src=x onerror=alert(1)&gt;</span>'
+
+
 def test_downloads_hold_the_table(store, tmp_path):
     app = LeaderboardApp(store, SubmissionPolicy(root=tmp_path), download_dir=tmp_path / "dl")
     frame = app.table(ALL_TASKS, [], [], ["reported"], [], "", "Average", True)
@@ -162,6 +305,8 @@ def test_downloads_hold_the_table(store, tmp_path):
     assert app.export(frame) == (csv_path, json_path)  # unchanged table, same files
 
 
+@pytest.mark.server
+@pytest.mark.subprocess
 def test_harness_leaderboard_command_serves_on_loopback(tmp_path):
     import time
     import urllib.request
@@ -187,6 +332,7 @@ def test_harness_leaderboard_command_serves_on_loopback(tmp_path):
         server.wait(timeout=30)
 
 
+@pytest.mark.subprocess
 def test_importing_the_app_has_no_side_effects(tmp_path):
     home = tmp_path / "home"
     code = "import leaderboard.app, leaderboard.cli, leaderboard.worker, leaderboard.store; print('ok')"

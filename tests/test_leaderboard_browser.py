@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,15 +18,15 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package (dev extra) is not installed")
 
-sys.path.insert(0, str(Path(__file__).parent / "leaderboard"))
-from lb_factories import make_checkpoint, make_summary  # noqa: E402
-
 from leaderboard.app import serve  # noqa: E402
 from leaderboard.queue import SubmissionQueue  # noqa: E402
 from leaderboard.store import ResultStore  # noqa: E402
+from tests.leaderboard.lb_factories import make_checkpoint, make_summary  # noqa: E402
 
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TIMEOUT_MS = 30_000
+LONG_NAME = "a-very-long-model-name-" + "x" * 105  # 128 characters
+pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 
 @pytest.fixture
@@ -39,6 +38,7 @@ def app_url(tmp_path, monkeypatch):
     db_url = f"sqlite:///{tmp_path / 'lb.db'}"
     store = ResultStore.open(db_url)
     store.record_summary(make_summary())
+    store.record_summary(make_summary(model="paligemma", accuracy=0.571), model_name=LONG_NAME)  # 57.1 -> "57.10"
     make_checkpoint(root / "browser-ft")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -65,6 +65,15 @@ def test_browser_sorts_filters_opens_detail_and_submits(app_url, tmp_path):
         table = page.locator("#leaderboard-table")
         table.locator("[role=gridcell]").filter(has_text="76.84").first.wait_for()
         assert first_row(page)[0] == "Finedefics"
+        # a 128-character name is cut (its whole self on hover) and leaves room for the scores
+        long_cell = table.locator(f'span[title="{LONG_NAME}"]').first
+        long_cell.wait_for(state="attached")  # below the fold of the scrolling table
+        shown = long_cell.text_content()
+        assert shown.endswith("…") and len(shown) < len(LONG_NAME)
+        model_header = table.locator("[role=columnheader]").first.bounding_box()
+        assert model_header["width"] < 360, model_header
+        assert "8.000000" not in table.inner_text()  # numbers that are not accuracies keep their plain form
+        table.locator("[role=gridcell]").filter(has_text="57.10").first.wait_for(state="attached")  # two decimals
         page.screenshot(path=shots / "leaderboard.png", full_page=True)
         with page.expect_download() as download:
             page.locator("#download-csv").click()
@@ -112,6 +121,6 @@ def test_browser_sorts_filters_opens_detail_and_submits(app_url, tmp_path):
         page.screenshot(path=shots / "plots.png", full_page=True)
         browser.close()
     rows = SubmissionQueue(store).list()
-    assert [(row["model_name"], row["status"]) for row in rows] == [("browser-ft", "PENDING")]
-    assert rows[0]["submitter"] == "web:127.0.0.1"
+    assert [(row["model_name"], row["status"]) for row in rows] == [("local/web/browser-ft", "PENDING")]
+    assert rows[0]["submitter"] == "web-127.0.0.1"
     assert (shots / "leaderboard.png").stat().st_size > 10_000

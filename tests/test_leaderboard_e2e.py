@@ -26,7 +26,7 @@ def test_submitted_checkpoint_is_evaluated_by_one_worker_pass(tmp_path, monkeypa
 
     assert main(submit) == 0
     queued = json.loads(capsys.readouterr().out)
-    assert (queued["status"], queued["model_name"]) == ("PENDING", "tiny-finetune")
+    assert (queued["status"], queued["model_name"]) == ("PENDING", "local/e2e/tiny-finetune")
 
     # unsafe and duplicate submissions are refused, each with its reason
     assert main(submit) == 2
@@ -43,7 +43,7 @@ def test_submitted_checkpoint_is_evaluated_by_one_worker_pass(tmp_path, monkeypa
     store = ResultStore.open(db_url)
     (job,) = SubmissionQueue(store).list()
     assert (job["status"], job["error"], len(job["run_ids"])) == (FINISHED, None, 1)
-    info, rows = store.model_info("tiny-finetune")
+    info, rows = store.model_info("local/e2e/tiny-finetune")
     assert info["base"] == "idefics2" and info["checkpoint"] == str(checkpoint.resolve())
     (row,) = rows
     assert (row["source"], row["task"], row["scoring"], row["key"]) == ("reproduced", "bird200", "generate",
@@ -54,4 +54,4 @@ def test_submitted_checkpoint_is_evaluated_by_one_worker_pass(tmp_path, monkeypa
 
     assert main(["worker", "--db-url", db_url, "--once"]) == 0  # an empty queue: nothing to do
     assert main(["queue", "--db-url", db_url]) == 0
-    assert "FINISHED tiny-finetune" in capsys.readouterr().out
+    assert "FINISHED local/e2e/tiny-finetune" in capsys.readouterr().out

@@ -20,13 +20,9 @@ from pathlib import Path
 import pytest
 
 PG_ENV = "HARNESS_TEST_PG_URL"
+pytestmark = pytest.mark.server  # PostgreSQL: $HARNESS_TEST_PG_URL or a throwaway local server
 pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'fgvr-harness[postgres]'")
 
-FIXTURES = Path(__file__).parent / "leaderboard"
-sys.path.insert(0, str(FIXTURES))
-sys.path.insert(0, str(Path(__file__).parent))
-import pg_server  # noqa: E402
-from lb_factories import fake_evaluate, make_summary  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
@@ -37,6 +33,8 @@ from leaderboard.store import ResultStore  # noqa: E402
 from leaderboard.submissions import SubmissionRefused, ValidatedSubmission  # noqa: E402
 from leaderboard.table import leaderboard_table  # noqa: E402
 from leaderboard.worker import QueueWorker  # noqa: E402
+from tests import pg_server  # noqa: E402
+from tests.leaderboard.lb_factories import fake_evaluate, make_summary  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,19 +108,20 @@ def test_claim_lease_and_duplicates_on_postgres(pg_url):
     store.close()
 
 
+@pytest.mark.subprocess
 def test_several_worker_processes_on_postgres(pg_url, tmp_path):
     store = ResultStore.open(pg_url)
     queue = SubmissionQueue(store)
     for index in range(20):
         queue.submit(job(f"m{index}"), per_day=100)
     log = tmp_path / "evaluations.log"
-    workers = [subprocess.Popen([sys.executable, str(FIXTURES / "queue_worker_process.py"), pg_url, str(log), "drain",
+    workers = [subprocess.Popen([sys.executable, "-m", "tests.leaderboard.queue_worker_process", pg_url, str(log), "drain",
                                  "30"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}) for _ in range(4)]
     for process in workers:
         assert process.wait(timeout=120) == 0
     counts = Counter(tuple(line.split()[:2]) for line in log.read_text().splitlines())
     assert len(counts) == 40 and set(counts.values()) == {1}
     assert {row["status"] for row in queue.list()} == {FINISHED}
-    assert QueueWorker(store, evaluate=fake_evaluate).run_one() is False
+    assert QueueWorker(store, evaluate=fake_evaluate, revalidate=False).run_one() is False
     assert queue.list((PENDING,)) == []
     store.close()

@@ -14,17 +14,18 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "leaderboard"
-sys.path.insert(0, str(FIXTURES))
-pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
-from lb_factories import fake_evaluate  # noqa: E402
-
-from harness.config import TaskPaths, parse_task_paths  # noqa: E402
-from harness.core.errors import EvaluationFailed, UserError  # noqa: E402
-from leaderboard.db import utcnow  # noqa: E402
-from leaderboard.queue import FAILED, FINISHED, PENDING, RUNNING, SubmissionQueue  # noqa: E402
-from leaderboard.submissions import ValidatedSubmission  # noqa: E402
-from leaderboard.worker import QueueWorker, WorkerSettings, job_model_args  # noqa: E402
+from harness.config import TaskPaths, parse_task_paths
+from harness.core.errors import EvaluationFailed, UserError
+from leaderboard.db import utcnow
+from leaderboard.queue import FAILED, FINISHED, PENDING, RUNNING, SubmissionQueue
+from leaderboard.submissions import (
+    SubmissionPolicy,
+    SubmissionRequest,
+    ValidatedSubmission,
+    validate_submission,
+)
+from leaderboard.worker import QueueWorker, WorkerSettings, job_model_args
+from tests.leaderboard.lb_factories import fake_evaluate, make_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,11 +121,12 @@ def test_worker_runs_every_task_and_records_under_the_submission_name(store, que
 
     settings = WorkerSettings(data_root=parse_task_paths(["/data/all", "bird200=/data/cub"], "--data-root"),
                               choices=parse_task_paths(["bird200=/c/bird.json"], "--choices"), limit=5)
-    worker = QueueWorker(store, settings, evaluate=evaluate, worker_id="w")
+    worker = QueueWorker(store, settings, evaluate=evaluate, worker_id="w", revalidate=False)
     assert worker.run(once=True) == 0
     assert [(c.task, str(c.data_root), c.choices and str(c.choices), c.limit) for c in configs] == [
         ("dog120", "/data/all", None, 5), ("bird200", "/data/cub", "/c/bird.json", 5)]
-    assert configs[0].model == "idefics2" and configs[0].model_args == {"pretrained": "/subs/my-ft", "dtype": "float32"}
+    assert configs[0].model == "idefics2"
+    assert configs[0].model_args == {"pretrained": "/subs/my-ft", "dtype": "float32", "use_safetensors": "true"}
     row = queue.list()[0]
     assert row["status"] == FINISHED and len(row["run_ids"]) == 2
     info, results = store.model_info("my-ft")
@@ -140,7 +142,7 @@ def test_a_failing_evaluation_fails_the_job_with_its_reason_and_keeps_finished_t
             raise EvaluationFailed("lmms-eval crashed: CUDA out of memory")
         return fake_evaluate(config)
 
-    QueueWorker(store, evaluate=evaluate, worker_id="w").run_one()
+    QueueWorker(store, evaluate=evaluate, worker_id="w", revalidate=False).run_one()
     row = queue.list()[0]
     assert row["status"] == FAILED
     assert row["error"] == "bird200: EvaluationFailed: lmms-eval crashed: CUDA out of memory"
@@ -155,7 +157,7 @@ def test_an_interrupted_worker_hands_its_job_back(store, queue):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        QueueWorker(store, evaluate=evaluate, worker_id="w").run_one()
+        QueueWorker(store, evaluate=evaluate, worker_id="w", revalidate=False).run_one()
     assert queue.get(job_id)["status"] == PENDING
 
 
@@ -176,31 +178,107 @@ def test_model_args_for_adapters_hub_revisions_and_precision(queue):
     queue.submit(submission("hub", checkpoint="org/ft", is_local=False, revision="v2", precision="auto"), per_day=10)
     queue.submit(submission("lora", weights="adapter", precision="bfloat16"), per_day=10)
     hub, lora = queue.claim("w", 60), queue.claim("w", 60)
-    assert job_model_args(hub) == {"pretrained": "org/ft", "revision": "v2"}
-    assert job_model_args(lora) == {"adapter": "/subs/lora", "dtype": "bfloat16"}
+    assert job_model_args(hub) == {"pretrained": "org/ft", "revision": "v2", "use_safetensors": "true"}
+    assert job_model_args(lora, "/subs/base") == {"adapter": "/subs/lora", "pretrained": "/subs/base",
+                                                  "dtype": "bfloat16", "use_safetensors": "true"}
 
 
-def test_queue_and_worker_cli(db_url, store, queue, monkeypatch, capsys):
-    from lb_cli import run_cli
+def test_queue_and_worker_cli(db_url, store, queue, monkeypatch, capsys, tmp_path):
+    from tests.leaderboard.lb_cli import run_cli
 
-    queue.submit(submission("cli-ft"), per_day=10)
+    root = tmp_path / "submissions"
+    monkeypatch.setenv("HARNESS_SUBMISSION_ROOT", str(root))
+    policy = SubmissionPolicy(root=root)
+    queue.submit(validate_submission(request_for(make_checkpoint(root / "cli-ft")), policy), per_day=10)
     monkeypatch.setattr("leaderboard.worker.run_evaluation", fake_evaluate)
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # leave pytest's handlers alone
     assert run_cli(["worker", "--db-url", db_url, "--once", "--poll", "0.1"]) == 0
     assert run_cli(["queue", "--db-url", db_url, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [(r["model_name"], r["status"]) for r in rows] == [("cli-ft", FINISHED)]
+    assert [(r["model_name"], r["status"]) for r in rows] == [("local/alice/cli-ft", FINISHED)]
     assert run_cli(["queue", "--db-url", db_url]) == 0
-    assert "FINISHED cli-ft (idefics2, float32)" in capsys.readouterr().out
+    assert "FINISHED local/alice/cli-ft (idefics2, float32)" in capsys.readouterr().out
+
+
+def request_for(folder: Path, **kw) -> SubmissionRequest:
+    fields = dict(model=str(folder), base="idefics2", precision="float32", tasks=("bird200",), submitter="alice")
+    return SubmissionRequest(**{**fields, **kw})
+
+
+# --- the worker trusts nothing it was told at submit time (issue 9, items 4 and 5) ------------------
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    monkeypatch.setenv("HARNESS_SUBMISSION_ROOT", str(folder))
+    return folder
+
+
+def _work_one(store, configs: list) -> None:
+    def evaluate(config):
+        configs.append(config)
+        return fake_evaluate(config)
+
+    QueueWorker(store, evaluate=evaluate, worker_id="w").run_one()
+
+
+def test_a_pickle_swapped_in_after_submit_is_refused_when_claimed(store, queue, root):
+    folder = make_checkpoint(root / "ft")
+    queue.submit(validate_submission(request_for(folder), SubmissionPolicy(root=root)), per_day=10)
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04 never unpickled")
+    configs: list = []
+    _work_one(store, configs)
+    row = queue.list()[0]
+    assert configs == [] and row["status"] == FAILED
+    assert row["error"].startswith("refused when claimed: ") and "pickle weight files" in row["error"]
+
+
+def test_weights_changed_after_submit_fail_the_job(store, queue, root):
+    folder = make_checkpoint(root / "ft")
+    queue.submit(validate_submission(request_for(folder), SubmissionPolicy(root=root)), per_day=10)
+    make_checkpoint(folder, seed=5)  # other weights, same names and sizes
+    configs: list = []
+    _work_one(store, configs)
+    row = queue.list()[0]
+    assert configs == [] and row["status"] == FAILED and "changed after it was submitted" in row["error"]
+
+
+def test_weights_changed_during_the_evaluation_are_not_recorded(store, queue, root):
+    folder = make_checkpoint(root / "ft")
+    queue.submit(validate_submission(request_for(folder), SubmissionPolicy(root=root)), per_day=10)
+
+    def evaluate(config):
+        make_checkpoint(folder, seed=9)
+        return fake_evaluate(config)
+
+    QueueWorker(store, evaluate=evaluate, worker_id="w").run_one()
+    assert queue.list()[0]["status"] == FAILED
+    assert not (store.result_frame()["source"] == "reproduced").any()
+
+
+def test_an_adapter_job_loads_exactly_its_validated_base(store, queue, root):
+    base = make_checkpoint(root / "base")
+    adapter = make_checkpoint(root / "lora", weights="adapter", base=str(base))
+    queue.submit(validate_submission(request_for(adapter, weights="adapter"), SubmissionPolicy(root=root)),
+                 per_day=10)
+    configs: list = []
+    _work_one(store, configs)
+    assert queue.list()[0]["status"] == FINISHED
+    (config,) = configs
+    assert config.model == "finedefics"
+    assert config.model_args == {"adapter": str(adapter.resolve()), "pretrained": str(base.resolve()),
+                                 "dtype": "float32", "use_safetensors": "true"}
 
 
 # --- several processes ---------------------------------------------------------------------------
 
 def start_worker(db_url: str, log: Path, mode: str, lease_s: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(FIXTURES / "queue_worker_process.py"), db_url, str(log), mode,
+    return subprocess.Popen([sys.executable, "-m", "tests.leaderboard.queue_worker_process", db_url, str(log), mode,
                              str(lease_s)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
+@pytest.mark.subprocess
 def test_several_worker_processes_run_each_job_exactly_once(db_url, store, queue, tmp_path):
     tasks = ("dog120", "bird200")
     job_ids = add_jobs(queue, 30, tasks)
@@ -216,6 +294,7 @@ def test_several_worker_processes_run_each_job_exactly_once(db_url, store, queue
     assert (store.result_frame()["source"] == "reproduced").sum() == len(job_ids) * len(tasks)
 
 
+@pytest.mark.subprocess
 def test_a_killed_workers_job_is_recovered_when_its_lease_expires(db_url, store, queue, tmp_path):
     (job_id,) = add_jobs(queue, 1)
     log = tmp_path / "evaluations.log"
@@ -230,7 +309,7 @@ def test_a_killed_workers_job_is_recovered_when_its_lease_expires(db_url, store,
     hanging.send_signal(signal.SIGKILL)
     hanging.wait(timeout=10)
     time.sleep(1.6)  # the lease runs out
-    rescuer = QueueWorker(store, evaluate=fake_evaluate, worker_id="rescuer")
+    rescuer = QueueWorker(store, evaluate=fake_evaluate, worker_id="rescuer", revalidate=False)
     assert rescuer.run_one() is True
     row = queue.get(job_id)
     assert (row["status"], row["attempts"]) == (FINISHED, 2)

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-sys.path.insert(0, str(Path(__file__).parent / "leaderboard"))
-pytest_plugins = ["lb_factories"]  # the db_url and store fixtures
-from lb_factories import LMMS_RESULTS, RUNS, make_summary  # noqa: E402
-
-from harness.core.errors import UserError  # noqa: E402
-from leaderboard import db  # noqa: E402
-from leaderboard.importer import import_path  # noqa: E402
-from leaderboard.store import ResultStore, model_name_for, record_summary  # noqa: E402
-from leaderboard.table import leaderboard_table  # noqa: E402
+from harness.core.errors import UserError
+from leaderboard import db
+from leaderboard.importer import import_path
+from leaderboard.store import ResultStore, model_name_for, record_summary
+from leaderboard.table import leaderboard_table
+from tests.leaderboard.lb_factories import LMMS_RESULTS, RUNS, make_summary
 
 
 def _row(frame, model_id, source="reported"):
@@ -119,8 +114,47 @@ def test_an_explicit_model_name_moves_an_already_recorded_run(store):
 def test_model_names_for_runs():
     assert model_name_for(make_summary(model_args={})) == "idefics2"
     assert model_name_for(make_summary(model_args={"pretrained": "HuggingFaceM4/idefics2-8b"})) == "idefics2"
+    assert model_name_for(make_summary(model_args={"pretrained": "HuggingFaceM4/idefics2-8b", "revision": "v2"})) \
+        == "HuggingFaceM4/idefics2-8b@v2"  # the registry row is only for the registry's own weights
     assert model_name_for(make_summary(model_args={"pretrained": "org/ft-model"})) == "org/ft-model"
-    assert model_name_for(make_summary(model_args={"pretrained": "/data/ckpt/ft-1"})) == "ft-1"
+    fingerprinted = make_summary(model_args={"pretrained": "/data/ckpt/ft-1"}, model_revision="local-sha256:" + "ab" * 16)
+    assert model_name_for(fingerprinted) == "ft-1@abababab"
+    assert model_name_for(make_summary(model_args={"pretrained": "HuggingFaceM4/idefics2-8b", "adapter": "/a/lora"},
+                                       model_revision="local-sha256:" + "cd" * 16)) == "lora@cdcdcdcd"
+
+
+def _local_run(folder, fingerprint: str, **kw) -> dict:
+    return make_summary(model_args={"pretrained": str(folder)}, pretrained=str(folder),
+                        model_revision="local-sha256:" + fingerprint * 16, **kw)
+
+
+def test_two_folders_with_the_same_name_are_two_models(store):
+    """alice/ft and bob/ft hold different weights: two models, never one with merged results."""
+    store.record_summary(_local_run("/home/alice/ft", "a1"))
+    store.record_summary(_local_run("/home/bob/ft", "b2"))
+    frame = store.result_frame()
+    names = set(frame.loc[frame["source"] == "reproduced", "model"])
+    assert names == {"ft@a1a1a1a1", "ft@b2b2b2b2"}
+    info, _ = store.model_info("ft@a1a1a1a1")
+    assert info["revision"] == "local-sha256:" + "a1" * 16  # the fingerprint is stored
+
+
+def test_a_local_folder_called_like_a_registry_model_is_not_its_row(store):
+    store.record_summary(_local_run("/tmp/idefics2", "0f"))
+    frame = store.result_frame()
+    idefics2 = frame[(frame["model"] == "idefics2")]
+    assert set(idefics2["source"]) == {"reported"}  # the tiny folder did not become "Idefics2, reproduced"
+    assert "idefics2@0f0f0f0f" in set(frame["model"])
+
+
+def test_an_explicit_name_is_refused_when_other_weights_hold_it(store):
+    store.record_summary(_local_run("/x/ft", "11"), model_name="my-ft")
+    store.record_summary(_local_run("/y/ft-copy", "11"), model_name="my-ft")  # the same weights: fine
+    with pytest.raises(UserError, match="'my-ft' is taken by other weights"):
+        store.record_summary(_local_run("/x/ft", "22"), model_name="my-ft")
+    with pytest.raises(UserError, match="belongs to a registry model"):
+        store.record_summary(_local_run("/x/ft", "22"), model_name="idefics2")
+    assert len(store.model_info("my-ft")[1]) == 2
 
 
 def test_a_task_outside_the_benchmark_is_refused(store):
@@ -137,7 +171,7 @@ def test_import_reads_summaries_and_plain_lmms_eval_files_once(store):
     assert (again.added, again.unchanged) == (0, 4)
     assert len(store.result_frame()) == 14 * 6 + 4
 
-    _, tiny_rows = store.model_info("tiny-idefics2-ft")
+    _, tiny_rows = store.model_info("tiny-idefics2-ft@5e0c2d1a")
     assert [(r["task"], r["scoring"], r["sample_limit"]) for r in tiny_rows] == [("dog120", "loglik", 40)]
     _, onevision = store.model_info("lmms-lab/llava-onevision-qwen2-7b-ov")
     by_task = {row["task"]: row for row in onevision}
@@ -179,7 +213,7 @@ def test_timestamps_round_trip_as_utc(store):
 
 
 def test_import_command(db_url, capsys):
-    from lb_cli import run_cli
+    from tests.leaderboard.lb_cli import run_cli
 
     assert run_cli(["import", str(RUNS.parent), "--db-url", db_url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"added": 4, "unchanged": 0, "files": 3, "refused": []}

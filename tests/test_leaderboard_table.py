@@ -46,7 +46,7 @@ def by_id(frame, model, source="reproduced", scoring="generate"):
 
 
 def test_spec_drives_columns_and_validation():
-    assert spec.TASK_KEYS == ("dog120", "bird200", "aircraft102", "flower102", "pet37", "car196")
+    assert spec.TASK_KEYS[:6] == ("dog120", "bird200", "aircraft102", "flower102", "pet37", "car196")  # the paper's
     assert display_columns(["dog120", "bird200"])[-3:] == ["Dog-120", "Bird-200", "Model ID"]
     assert spec.validate_tasks(["car196", "dog120"]) == ["dog120", "car196"]  # spec order
     with pytest.raises(UserError, match="unknown task 'brid200'.*Did you mean 'bird200'"):
@@ -58,7 +58,22 @@ def test_spec_agrees_with_the_task_registry():
 
     for key, task in TASKS.items():
         assert key in spec.BY_KEY, f"task {key} is missing from the leaderboard spec"
-        assert spec.BY_KEY[key].n_classes in (task.n_classes, 100)
+        column = spec.BY_KEY[key]
+        assert (column.column, column.n_classes, column.in_average) == (task.column, task.n_classes, task.in_average)
+    assert spec.get_column("aircraft102").n_classes == 100 and spec.get_column("aircraft102").column == "Aircraft-102"
+
+
+def test_a_new_task_record_with_a_column_becomes_a_leaderboard_column(monkeypatch):
+    """Adding a leaderboard column is one task record: the spec derives it (after the paper's columns)."""
+    import dataclasses
+
+    from tasks import registry
+
+    extra = dataclasses.replace(registry.TASKS["pet37"], key="cat12", column="Cat-12", n_classes=12, in_average=False)
+    monkeypatch.setitem(registry.TASKS, "cat12", extra)
+    columns = spec._benchmark()
+    assert [c.key for c in columns] == [*spec.PAPER_ORDER, "cat12"]
+    assert columns[-1] == spec.TaskColumn("cat12", "Cat-12", 12, in_average=False)
 
 
 def test_size_buckets_and_label_set_sizes():

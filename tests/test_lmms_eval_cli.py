@@ -14,6 +14,7 @@ import pytest
 from harness.cli import main
 
 
+@pytest.mark.subprocess
 def test_lmms_eval_cli_runs_the_prepared_task(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices):
     assert main(["prepare", "bird200", "--source", str(cub_root), "--choices", str(cub_choices), "--json"]) == 0
     prepared = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -4,15 +4,12 @@ and the log-likelihood answers of the shared-prefix and naive paths agreeing on 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from model_fixtures import NATIVE, tiny_checkpoint  # noqa: E402
-
-from harness.cli import main  # noqa: E402
+from harness.cli import main
+from tests.model_fixtures import NATIVE, tiny_checkpoint
 
 
 def _run(capsys, tmp_path, name, pretrained, cub_root, cub_choices, scoring, *model_args):

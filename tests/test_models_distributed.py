@@ -26,6 +26,7 @@ def test_a_single_process_has_rank_0_of_1():
     assert (context.rank, context.world_size, context.accelerator) == (0, 1, None)
 
 
+@pytest.mark.subprocess
 def test_two_processes_equal_one(tmp_path, tiny_idefics2, cub_root, cub_choices):
     plan = plan_run(RunConfig(model="idefics2", task="bird200", data_root=cub_root, choices=cub_choices,
                                model_args={"pretrained": str(tiny_idefics2)}))
@@ -54,6 +55,7 @@ def _samples(line) -> list:
     return sorted(([s["doc_id"], s["resps"]] for s in map(json.loads, open(line["samples_file"]))), key=lambda s: s[0])
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("scoring", ["generate", "loglik"])
 def test_harness_run_with_two_processes(capfd, tmp_path, tiny_idefics2, cub_root, cub_choices, scoring):
     from harness.cli import main

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from model_fixtures import LETTERS, NAMES, load, nlls, option_requests  # noqa: E402
+from tests.model_fixtures import LETTERS, NAMES, load, nlls, option_requests
 
 peft = pytest.importorskip("peft")
 
@@ -101,3 +99,24 @@ def test_unknown_model_args_list_the_adapter_options(tiny_idefics2):
 
     with pytest.raises(UserError, match=r"unknown --model-args for finedefics: adaptor\. Known: .*shared_prefix.*adapter, merge_adapter"):
         load("finedefics", tiny_idefics2, adaptor="/x")
+
+
+def test_harness_run_with_only_an_adapter_uses_its_recorded_base_offline(capsys, tmp_path, tiny_idefics2, adapter,
+                                                                         cub_root, cub_choices):
+    """No pretrained=: the base the adapter records, loaded offline, and recorded in the summary."""
+    from harness.cli import main
+
+    recorded = tmp_path / "lora"
+    shutil.copytree(adapter, recorded)
+    config = json.loads((recorded / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tiny_idefics2)
+    (recorded / "adapter_config.json").write_text(json.dumps(config))
+    args = ["run", "--model", "finedefics", "--task", "bird200", "--data-root", str(cub_root), "--choices",
+            str(cub_choices), "--model-args", f"adapter={recorded},dtype=float32", "--scoring", "loglik", "--limit", "2",
+            "--json", "--no-record", "--output-dir", str(tmp_path / "runs")]
+    assert main(args) == 0, capsys.readouterr().err
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads(open(line["summary_file"]).read())
+    assert summary["pretrained"] == str(tiny_idefics2.resolve())  # the base actually loaded, not Finedefics' hub id
+    assert summary["model_args"]["adapter"] == str(recorded)
+    assert summary["model_revision"].startswith("local-sha256:")

@@ -8,13 +8,10 @@ batched == one at a time, the image changing the scores, bf16 and 4-bit loads.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from model_fixtures import (  # noqa: E402
+from tests.model_fixtures import (
     LETTERS,
     NAMES,
     NATIVE_ARCHS,

@@ -19,11 +19,11 @@ REMOTE_CODE = {"mobilevlm_v2", "phi3_vision", "internlm_xcomposer2", "qwen_vl_ch
 
 
 def test_the_thirteen_models_of_the_paper_are_registered():
-    assert set(MODELS) == PAPER_MODELS
-    assert {name for name, spec in MODELS.items() if spec.remote_code} == REMOTE_CODE
+    assert PAPER_MODELS <= set(MODELS)
+    assert {name for name in PAPER_MODELS if MODELS[name].remote_code} == REMOTE_CODE
 
 
-@pytest.mark.parametrize("name", sorted(PAPER_MODELS))
+@pytest.mark.parametrize("name", sorted(MODELS))  # a model added to the registry is checked here too
 def test_every_entry_resolves_imports_and_is_complete(name):
     from packaging.specifiers import SpecifierSet
 
@@ -59,3 +59,11 @@ def test_list_models_json(capsys):
     assert {row["name"] for row in rows} == PAPER_MODELS
     for row in rows:
         assert {"name", "hub_id", "params_b", "remote_code", "transformers", "licence"} <= set(row)
+
+
+def test_every_model_names_the_config_types_it_loads():
+    """Submissions and `harness run` refuse a checkpoint of another architecture by these types."""
+    from models.registry import MODEL_TYPES, MODELS, models_of_type
+
+    assert set(MODEL_TYPES) == set(MODELS)
+    assert models_of_type("idefics2") == ["idefics2", "finedefics"]

@@ -13,20 +13,16 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "remote_code"))
-from build import STANDINS, build_standin, in_declared_range  # noqa: E402
-from model_fixtures import LETTERS, NAMES, QUESTION, load, nlls, option_requests, requests  # noqa: E402
-
-from harness.cli import main  # noqa: E402
-from harness.core.errors import UserError  # noqa: E402
-from models.registry import MODELS  # noqa: E402
-from models.remote import check_transformers  # noqa: E402
+from harness.cli import main
+from harness.core.errors import UserError
+from models.registry import MODELS
+from models.remote import check_transformers
+from tests.model_fixtures import LETTERS, NAMES, QUESTION, load, nlls, option_requests, requests
+from tests.remote_code.build import STANDINS, build_standin, in_declared_range
 
 DOCUMENTED_PROMPTS = {
     "qwen_vl_chat": ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nPicture 1: <img></img>\n",

@@ -2,8 +2,15 @@ from pathlib import Path
 
 import pytest
 
+from harness.core.errors import UserError
 from tasks.datasets.base import DatasetSplit, TestItem
-from tasks.options import all_class_questions, fixed_option_questions, random_negative_questions
+from tasks.options import (
+    all_class_questions,
+    check_k,
+    fixed_option_questions,
+    random_negative_questions,
+    variant_k,
+)
 
 
 def _split(n_classes=10, per_class=3) -> DatasetSplit:
@@ -54,5 +61,12 @@ def test_fixed_options_keep_their_names_and_get_a_seeded_order():
 def test_all_classes_and_bad_k():
     split = _split(n_classes=6, per_class=1)
     assert all(len(q.options) == 6 for q in all_class_questions(split, seed=0))
-    with pytest.raises(ValueError, match="k=7"):
+    with pytest.raises(UserError, match="--variant k7 needs between 2 and 6 options"):
         random_negative_questions(split, k=7, seed=0)
+    with pytest.raises(UserError, match="--variant k1 needs between 2 and 6"):
+        check_k(1, split)
+    check_k(6, split)
+
+
+def test_variant_k_parses_only_kN():
+    assert [variant_k(v) for v in ("k4", "k20", "all", "open", "k", "4", "k4_circular")] == [4, 20, None, None, None, None, None]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,22 +14,20 @@ import pytest
 from models.registry import MODELS
 from tasks.lmms.hooks import doc_to_text
 from tasks.prompts import question_for
-from tasks.registry import TASKS
+from tasks.registry import FGVR_TASKS
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "remote_code"))
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "prompts.json"
 SAMPLE_OPTIONS = ["Laysan_Albatross", "Sooty_Albatross", "Heermann_Gull", "Black_footed_Albatross"]
 
 
 def _sample_doc(task: str) -> dict:
-    return {"question": question_for(TASKS[task].noun), "options": SAMPLE_OPTIONS, "answer_index": 2}
+    return {"question": question_for(FGVR_TASKS[task].noun), "options": SAMPLE_OPTIONS, "answer_index": 2}
 
 
 def _wrapper(name: str, tmp_path_factory):
     """Every registered model on its tiny checkpoint (remote-code models: their stand-ins in tests/remote_code)."""
-    from build import build_standin
-    from model_fixtures import load, tiny_checkpoint
+    from tests.model_fixtures import load, tiny_checkpoint
+    from tests.remote_code.build import build_standin
 
     if MODELS[name].remote_code:
         return load(name, build_standin(name, tmp_path_factory.mktemp("standin") / name), trust_remote_code="true")
@@ -39,11 +36,11 @@ def _wrapper(name: str, tmp_path_factory):
 
 def _rendered(tmp_path_factory) -> dict[str, str]:
     rendered = {}
-    for task in sorted(TASKS):
+    for task in sorted(FGVR_TASKS):
         rendered[f"question/{task}"] = doc_to_text(_sample_doc(task))
     for name in sorted(MODELS):
         wrapper = _wrapper(name, tmp_path_factory)
-        for task in sorted(TASKS):
+        for task in sorted(FGVR_TASKS):
             rendered[f"{name}/{task}"] = wrapper.build_prompt(rendered[f"question/{task}"], 1)
     return rendered
 

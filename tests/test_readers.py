@@ -16,8 +16,8 @@ import scipy.io
 from harness.core.errors import UserError
 from tasks.choices import match_choices, read_choice_file
 from tasks.datasets.base import DatasetSplit
-from tasks.datasets.registry import LAYOUTS, detect_and_read, get_layout
 from tasks.fixtures import datasets as synthetic
+from tasks.registry import FGVR_TASKS, detect_and_read, get_task
 
 N_CLASSES, PER_CLASS_TEST = 6, 2
 
@@ -126,12 +126,14 @@ def root(case, tmp_path) -> Path:
 
 
 def test_table_covers_every_task():
-    assert sorted(IDS) == sorted(LAYOUTS)
+    assert sorted(IDS) == sorted(FGVR_TASKS)
+    for case in CASES:  # each record's synthetic writer is the one the table tests
+        assert get_task(case.task).make_synthetic() is case.make
 
 
 def test_reads_test_items_and_names_in_label_order(case, root):
     split = case.read(root)
-    layout = get_layout(case.task)
+    layout = get_task(case.task)
     assert split.task == case.task and split.format.endswith("-native")
     assert split.root == root.resolve()
     assert split.class_names[:3] == case.first_names and split.n_classes == N_CLASSES

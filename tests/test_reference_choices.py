@@ -10,7 +10,7 @@ import pytest
 
 from tasks.choices import match_choices, read_choice_file
 from tasks.datasets.base import DatasetSplit, TestItem
-from tasks.datasets.registry import get_layout
+from tasks.registry import get_task
 
 CHOICES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "choices"
 
@@ -35,8 +35,8 @@ def reference(request):
 
 def test_counts_and_four_options(reference):
     task, entries, n_entries, n_classes, _ = reference
-    assert len(entries) == n_entries == get_layout(task).n_test
-    assert len({e.class_key for e in entries}) == n_classes == get_layout(task).n_classes
+    assert len(entries) == n_entries == get_task(task).n_test
+    assert len({e.class_key for e in entries}) == n_classes == get_task(task).n_classes
     assert all(len(e.options) == 4 and e.options[0] == e.groundtruth for e in entries)
 
 
@@ -52,7 +52,7 @@ def test_maps_onto_a_split_laid_out_like_the_archive(reference, tmp_path):
     split = DatasetSplit(task, "reference", tmp_path, class_names, list(items.values()))
     match = match_choices(entries, split)
     assert len(match.matched) == n_entries and match.n_skipped == 0 and not match.uncovered
-    layout = get_layout(task)
+    layout = get_task(task)
     assert all(layout.choice_path(m.item) == m.entry.image for m in match.matched)
     assert all(PurePosixPath(m.item.key).name == PurePosixPath(m.entry.image).name for m in match.matched)
     # the published dog-120 file asks about one Chihuahua image twice (8,580 entries, 8,579 images)

@@ -10,16 +10,9 @@ import pytest
 
 from harness.cli import main
 from tasks.fixtures import datasets as synthetic
-from tasks.registry import TASKS
+from tasks.registry import FGVR_TASKS
 
-MAKERS = {
-    "bird200": synthetic.make_cub,
-    "car196": synthetic.make_cars,
-    "dog120": synthetic.make_dogs,
-    "flower102": synthetic.make_flowers,
-    "pet37": synthetic.make_pets,
-    "aircraft102": synthetic.make_aircraft,
-}
+MAKERS = {key: task.make_synthetic() for key, task in FGVR_TASKS.items()}
 SCORINGS = ("generate", "loglik", "loglik_name")
 # (extra flags, needs a choice file)
 VARIANTS = {
@@ -64,14 +57,14 @@ def _run(capsys, tmp_path, tiny, data, task, scoring, variant) -> dict:
 
 def _cases(full: bool):
     cases = []
-    for task, scoring, variant in itertools.product(TASKS, SCORINGS, VARIANTS):
+    for task, scoring, variant in itertools.product(FGVR_TASKS, SCORINGS, VARIANTS):
         if variant == "open" and scoring != "generate":
             continue
         cases.append((task, scoring, variant))
     if full:
         return cases
     # the default run: every task with every scoring on its choice file, and every variant on two tasks
-    tasks = list(TASKS)
+    tasks = list(FGVR_TASKS)
     quick = [(t, s, "choices") for t in tasks for s in SCORINGS]
     quick += [(tasks[(i + shift) % len(tasks)], "loglik" if v != "open" else "generate", v)
               for i, v in enumerate(v for v in VARIANTS if v != "choices") for shift in (0, 3)]

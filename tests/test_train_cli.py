@@ -115,11 +115,13 @@ def test_train_run_learns_and_is_evaluated_through_harness_run(tmp_path, capsys)
         assert row["accuracy"] >= 0.75
         assert set(data.class_names) <= set(predicted)
         assert summary["provenance"]["training_run"]["recipe"] == "finedefics"
-    from leaderboard.store import ResultStore
+    from leaderboard.store import ResultStore, model_name_for
 
-    store = ResultStore.open()  # the rows --eval-after recorded, under the adapter folder's name
+    name = model_name_for(load_summary(Path(result["eval"][0]["summary"])))
+    assert name.startswith(f"{out.name}@")  # the adapter folder and its fingerprint (leaderboard.store)
+    store = ResultStore.open()  # the rows --eval-after recorded through the leaderboard's after_run hook
     try:
-        info, rows = store.model_info(out.name)
+        info, rows = store.model_info(name)
     finally:
         store.close()
     assert info["base"] == "finedefics" and len(rows) == 2

@@ -1,5 +1,5 @@
 """CUB-200-2011 in its original layout: CUB_200_2011/{images.txt, image_class_labels.txt,
-train_test_split.txt, classes.txt, images/}. The test split is is_training_image == 0."""
+train_test_split.txt, classes.txt, images/}. The test split is is_training_image == 0, the train split 1."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from harness.core.errors import UserError
 from tasks.datasets.base import DatasetSplit, TestItem
 from tasks.datasets.layout import (
     SplitCollector,
+    check_split,
     find_dataset_dir,
     parse_int,
     read_rows,
@@ -18,24 +19,29 @@ from tasks.datasets.layout import (
 
 FORMAT = "cub-native"
 DATASET = "CUB-200-2011"
+MARKER = "images.txt"  # its presence means the native layout
+FOLDERS = ("CUB_200_2011",)  # archive folder names accepted below the given root
 
 
-def read_cub(root: Path, *, classnames: Path | None = None, skip_missing: bool = False) -> DatasetSplit:
-    """The test split; `root` is the CUB_200_2011 folder or its parent.
+def read_cub(
+    root: Path, *, classnames: Path | None = None, skip_missing: bool = False, split: str = "test"
+) -> DatasetSplit:
+    """The test (or train) split; `root` is the CUB_200_2011 folder or its parent.
 
     Class names come from classes.txt ("001.Black_footed_Albatross" -> "Black_footed_Albatross"),
     or from `classnames` (one per line, label order) to show other names."""
-    root = find_dataset_dir(root, "images.txt", ["CUB_200_2011"], DATASET)
+    wanted_flag = {"test": 0, "train": 1}[check_split(split, DATASET)]
+    root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     class_names = _read_classes(require_file(root / "classes.txt", DATASET))
     if classnames is not None:
         class_names = replace_names(class_names, classnames)
     images = _read_id_table(root / "images.txt", "<image_id> <image_path>")
     labels = _read_id_table(root / "image_class_labels.txt", "<image_id> <class_id>")
     is_train = _read_id_table(root / "train_test_split.txt", "<image_id> <is_training_image>")
-    collector = SplitCollector("bird200", FORMAT, root, class_names, skip_missing)
+    collector = SplitCollector("bird200", FORMAT, root, class_names, skip_missing, split)
     for image_id, (lineno, path) in images.items():
         flag = _lookup(is_train, image_id, root / "train_test_split.txt", lineno)
-        if parse_int(flag[1], f"{root / 'train_test_split.txt'} line {flag[0]}", "is_training_image") != 0:
+        if parse_int(flag[1], f"{root / 'train_test_split.txt'} line {flag[0]}", "is_training_image") != wanted_flag:
             continue
         label_line, class_id = _lookup(labels, image_id, root / "image_class_labels.txt", lineno)
         label_where = f"{root / 'image_class_labels.txt'} line {label_line}"

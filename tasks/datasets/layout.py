@@ -12,12 +12,22 @@ from tasks.datasets.base import DatasetSplit, TestItem
 SKIP_HINT = "pass --skip-missing to leave missing images out"
 
 
-def find_dataset_dir(root: Path, marker: str, folder_names: Sequence[str], dataset: str) -> Path:
-    """The folder that holds `marker`: `root` itself or one of its known archive sub-folders."""
+def locate_dataset_dir(root: Path, marker: str, folder_names: Sequence[str]) -> Path | None:
+    """The folder that holds `marker`: `root` itself or one of its known archive sub-folders; None
+    when neither does (the caller may then try another format, e.g. a Hugging Face mirror)."""
     root = Path(root).expanduser().resolve()
     for candidate in (root, *(root / name for name in folder_names)):
         if (candidate / marker).exists():
             return candidate
+    return None
+
+
+def find_dataset_dir(root: Path, marker: str, folder_names: Sequence[str], dataset: str) -> Path:
+    """`locate_dataset_dir`, or an error naming where it looked."""
+    found = locate_dataset_dir(root, marker, folder_names)
+    if found is not None:
+        return found
+    root = Path(root).expanduser().resolve()
     looked = ", ".join(str(root / name / marker) for name in folder_names)
     raise UserError(
         f"{root}: not a {dataset} folder: no {marker} there (also looked for {looked}). "
@@ -68,6 +78,13 @@ def load_mat(path: Path, dataset: str, keys: Sequence[str]) -> dict:
     return data
 
 
+def check_split(split: str, dataset: str, known: Sequence[str] = ("test", "train")) -> str:
+    """`split` when the reader knows it; the train split is the archive's official training set."""
+    if split not in known:
+        raise UserError(f"{dataset}: no split '{split}'; the readable splits are {', '.join(known)}")
+    return split
+
+
 def parse_int(text: str, where: str, what: str) -> int:
     try:
         return int(text)
@@ -113,8 +130,10 @@ class SplitCollector:
 
     `where` in `add` names the source line ("images.txt line 12") so that errors point at it."""
 
-    def __init__(self, task: str, format: str, root: Path, class_names: list[str], skip_missing: bool):
-        self.task, self.format, self.root = task, format, root
+    def __init__(
+        self, task: str, format: str, root: Path, class_names: list[str], skip_missing: bool, split: str = "test"
+    ):
+        self.task, self.format, self.root, self.split = task, format, root, split
         self.class_names = class_names
         self.skip_missing = skip_missing
         self.items: list[TestItem] = []
@@ -142,7 +161,7 @@ class SplitCollector:
         """The split; an empty one is an error naming `source`, the file that lists the test images."""
         if not self.items:
             detail = f" (all {len(self.skipped)} listed images are missing)" if self.skipped else ""
-            raise UserError(f"{source}: no test images{detail}; check that the archive is complete")
+            raise UserError(f"{source}: no {self.split} images{detail}; check that the archive is complete")
         return DatasetSplit(
             task=self.task,
             format=self.format,

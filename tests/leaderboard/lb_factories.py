@@ -25,13 +25,14 @@ def make_summary(**overrides) -> dict:
     return summary
 
 
-def make_checkpoint(folder: Path, *, weights: str = "full", config: dict | None = None, seed: int = 0) -> Path:
-    """A small checkpoint folder: safetensors weights plus config.json (or the adapter pair)."""
+def make_checkpoint(folder: Path, *, weights: str = "full", config: dict | None = None, seed: int = 0,
+                    base: str = "HuggingFaceM4/idefics2-8b") -> Path:
+    """A small checkpoint folder: safetensors weights plus config.json (or the adapter pair, on `base`)."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {"layer.weight": np.random.default_rng(seed).standard_normal((8, 8)).astype(np.float32)}
     if weights == "adapter":
         save_file(tensors, str(folder / "adapter_model.safetensors"))
-        (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+        (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "base_model_name_or_path": base}))
     else:
         save_file(tensors, str(folder / "model.safetensors"))
         (folder / "config.json").write_text(json.dumps(config or {"model_type": "idefics2"}))

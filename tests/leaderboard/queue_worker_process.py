@@ -12,12 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from lb_factories import fake_evaluate  # noqa: E402
-
-from leaderboard.store import ResultStore  # noqa: E402
-from leaderboard.worker import QueueWorker, WorkerSettings  # noqa: E402
+from leaderboard.store import ResultStore
+from leaderboard.worker import QueueWorker, WorkerSettings
+from tests.leaderboard.lb_factories import fake_evaluate
 
 
 def main() -> None:
@@ -31,7 +28,8 @@ def main() -> None:
         time.sleep(0.01)
         return fake_evaluate(config)
 
-    worker = QueueWorker(ResultStore.open(db_url), WorkerSettings(lease_s=lease_s, poll_s=0.1), evaluate=evaluate)
+    worker = QueueWorker(ResultStore.open(db_url), WorkerSettings(lease_s=lease_s, poll_s=0.1), evaluate=evaluate,
+                         revalidate=False)  # the jobs name no real checkpoint
     while worker.run_one():
         pass
 

@@ -1,0 +1,1 @@
+"""Stand-in checkpoints of the remote-code models and their builder (build.py)."""
