@@ -109,7 +109,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             for r in rows:
                 remote = " (remote code)" if r["remote_code"] else ""
-                print(f"{r['name']:<22} {r['params_b']:>5.1f}B  {r['family']:<18} {r['hub_id']}{remote}")
+                print(f"{r['name']:<22} {r['params_b']:>5.1f}B  {r['family']:<18} {r['hub_id']}{remote}  ({r['licence']})")
     else:
         from tasks.registry import TASKS
 

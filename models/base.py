@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,8 @@ from models.registry import ModelSpec, get_model_spec
 from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, cache_of, join_answer, with_cache
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# A reasoning block, or one left open when generation stopped before the answer.
+THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
 
 
 def hub_unavailable_message(hub_id: str) -> str:
@@ -149,6 +153,7 @@ class FGVRModel(lmms):
         self.trust_remote_code = as_bool(trust_remote_code)
         self.shared_prefix = as_bool(shared_prefix)
         self.attn_implementation = attn_implementation
+        self.thinking_blocks = 0  # <think>...</think> blocks stripped from generated answers
         self.use_safetensors = as_bool(use_safetensors)  # True: never fall back to pickled weights (the worker)
         quantisation = self.quantisation_config(as_bool(load_in_4bit), as_bool(load_in_8bit))
         self.check_environment()
@@ -332,6 +337,9 @@ class FGVRModel(lmms):
         for batch in self._batches(self._unpack(requests), "Generating"):
             for request, text in zip(batch, self.generate_batch(batch)):
                 results[request.index] = text
+        if self.thinking_blocks:
+            print(f"{self.spec.name}: stripped {self.thinking_blocks} <think> blocks from generated answers "
+                  "before parsing", file=sys.stderr)
         return [results[i] for i in range(len(requests))]
 
     def generate_batch(self, batch: list[Request]) -> list[str]:
@@ -341,7 +349,7 @@ class FGVRModel(lmms):
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
-                max_new_tokens=int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)),
+                max_new_tokens=self.new_token_budget(gen_kwargs),
                 do_sample=False,
                 eos_token_id=self.stop_token_ids(),
                 pad_token_id=self.tokenizer.pad_token_id,
@@ -349,7 +357,18 @@ class FGVRModel(lmms):
         if self.generate_returns_prompt:
             output = output[:, inputs["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
-        return [self.cut_at_stop(text, until) for text in texts]
+        return [self.cut_at_stop(self.strip_thinking(text), until) for text in texts]
+
+    def new_token_budget(self, gen_kwargs: dict) -> int:
+        """How many tokens to generate: the task's max_new_tokens, else the model's."""
+        return int(gen_kwargs.get("max_new_tokens", self.max_new_tokens))
+
+    def strip_thinking(self, text: str) -> str:
+        """The answer without its <think>...</think> blocks (an unclosed one runs to the end), which
+        are counted in `thinking_blocks` and never reach the task's answer parser."""
+        answer, n = THINKING.subn("", text)
+        self.thinking_blocks += n
+        return answer
 
     @staticmethod
     def cut_at_stop(text: str, until: Sequence[str]) -> str:

@@ -88,6 +88,23 @@ MODELS: dict[str, ModelSpec] = {
               "OpenCLIP ViT-bigG/14", "Tongyi Qianwen licence", remote_code=True, transformers=">=4.32,<4.46"),
         _spec("finedefics", "idefics2:FinedeficsFGVR", "StevenHH2000/Finedefics", "Finedefics", 8.0, "Idefics",
               "Mistral-7B-v0.1", "SigLIP-SO400M", "Apache-2.0"),
+        # current open MLLMs beside the paper's thirteen
+        _spec("qwen2_5_vl", "qwen2_vl:QwenVLFGVR", "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen2.5-VL-7B-Instruct", 8.3,
+              "Qwen-VL", "Qwen2.5-7B", "Qwen2.5-VL ViT (675M, window attention)", "Apache-2.0"),
+        _spec("qwen3_vl", "qwen2_vl:Qwen3VLFGVR", "Qwen/Qwen3-VL-8B-Instruct", "Qwen3-VL-8B-Instruct", 8.8, "Qwen-VL",
+              "Qwen3-8B", "Qwen3-VL ViT (SigLIP-2 based, DeepStack)", "Apache-2.0"),
+        _spec("fine_r1", "qwen2_vl:FineR1FGVR", "StevenHH2000/Fine-R1-7B", "Fine-R1-7B", 8.3, "Qwen-VL", "Qwen2.5-7B",
+              "Qwen2.5-VL ViT (675M, window attention)", "MIT"),
+        _spec("gemma3_4b", "gemma3:Gemma3FGVR", "google/gemma-3-4b-it", "Gemma 3 4B IT", 4.3, "Gemma", "Gemma 3 4B",
+              "SigLIP-So400m/14-896", "Gemma Terms of Use"),
+        _spec("gemma3_12b", "gemma3:Gemma3Large", "google/gemma-3-12b-it", "Gemma 3 12B IT", 12.2, "Gemma",
+              "Gemma 3 12B", "SigLIP-So400m/14-896", "Gemma Terms of Use"),
+        _spec("internvl3", "internvl:InternVL3FGVR", "OpenGVLab/InternVL3-8B-hf", "InternVL3-8B", 7.9, "InternVL",
+              "Qwen2.5-7B", "InternViT-300M-448px-V2.5", "MIT (Qwen2.5 language model: Apache-2.0)"),
+        _spec("llava_onevision", "llava_onevision:LlavaOnevisionFGVR", "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+              "LLaVA-OneVision-Qwen2-7B (OV)", 8.0, "LLaVA", "Qwen2-7B", "SigLIP-So400m/14-384", "Apache-2.0"),
+        _spec("smolvlm2", "smolvlm:SmolVLM2FGVR", "HuggingFaceTB/SmolVLM2-2.2B-Instruct", "SmolVLM2-2.2B-Instruct", 2.2,
+              "SmolVLM", "SmolLM2-1.7B", "SigLIP-So400m/14-384 (shape-optimised)", "Apache-2.0"),
     )
 }
 
@@ -98,6 +115,9 @@ MODEL_TYPES: dict[str, tuple[str, ...]] = {
     "instructblip_vicuna": ("instructblip",), "instructblip_flant5": ("instructblip",), "phi3_vision": ("phi3_v",),
     "blip2_flant5": ("blip-2",), "internlm_xcomposer2": ("internlmxcomposer2",), "paligemma": ("paligemma",),
     "idefics1": ("idefics",), "idefics2": ("idefics2",), "qwen_vl_chat": ("qwen",), "finedefics": ("idefics2",),
+    "qwen2_5_vl": ("qwen2_5_vl",), "qwen3_vl": ("qwen3_vl",), "fine_r1": ("qwen2_5_vl",), "gemma3_4b": ("gemma3",),
+    "gemma3_12b": ("gemma3",), "internvl3": ("internvl",), "llava_onevision": ("llava_onevision",),
+    "smolvlm2": ("smolvlm",),
 }
 
 

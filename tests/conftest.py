@@ -17,6 +17,14 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 pytest_plugins = ["tests.leaderboard.lb_factories"]  # the leaderboard's db_url and store fixtures
 
 
+def pytest_collection_modifyitems(items):
+    """A module's SLOW_CASES (test names with their parameter ids) run in the slow suite only: one case of
+    a test over a module-scoped parametrised fixture, which a mark on the fixture's parameter cannot pick."""
+    for item in items:
+        if item.name in getattr(item.module, "SLOW_CASES", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def harness_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("harness-home")

@@ -12,11 +12,19 @@ from models.registry import MODELS
 from tasks.prompts import render_question
 
 # A registry model runs on the tiny architecture of its own name in models.fixtures.tiny_models, except
-# those that share another's (Finedefics is an Idefics2).
-SAME_ARCH = {"finedefics": "idefics2"}
+# those that share another's (Finedefics is an Idefics2, Fine-R1 a Qwen2.5-VL, both Gemma 3 sizes alike).
+SAME_ARCH = {"finedefics": "idefics2", "fine_r1": "qwen2_5_vl", "gemma3_12b": "gemma3_4b"}
 # registry name -> tiny architecture, for every native (not remote-code) model of the registry
 NATIVE = {name: SAME_ARCH.get(name, name) for name, spec in MODELS.items() if not spec.remote_code}
-NATIVE_ARCHS = tuple(name for name in NATIVE if name != "finedefics")
+# one registry name per architecture
+NATIVE_ARCHS = tuple(name for name in NATIVE if name not in SAME_ARCH)
+# The current open MLLMs beside the paper's models; all but Qwen2.5-VL run `harness run` end to end in
+# the slow suite only (the table-driven scoring and batching tests cover every architecture by default).
+CURRENT_MODELS = ("qwen2_5_vl", "qwen3_vl", "fine_r1", "gemma3_4b", "gemma3_12b", "internvl3", "llava_onevision",
+                  "smolvlm2")
+SLOW_RUNS = frozenset(CURRENT_MODELS) - {"qwen2_5_vl"}
+# --model-args a tiny checkpoint needs in a run: Fine-R1 would think for 2048 tokens and the tiny one never stops
+RUN_ARGS = {"fine_r1": ("thinking_tokens=2",)}
 
 OPTIONS = ["Laysan_Albatross", "Sooty_Albatross", "Heermann_Gull", "Black_footed_Albatross"]
 QUESTION = render_question("Which of these birds is shown in the image?", OPTIONS)

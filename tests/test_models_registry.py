@@ -1,4 +1,5 @@
-"""The registry: thirteen models with full metadata, every wrapper importable, lmms-eval sees them all."""
+"""The registry: the paper's thirteen models and the current open MLLMs beside them, with full metadata,
+every wrapper importable, lmms-eval sees them all."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ PAPER_MODELS = {
     "llava15", "llava_next_mistral", "mobilevlm_v2", "instructblip_vicuna", "instructblip_flant5", "phi3_vision",
     "blip2_flant5", "internlm_xcomposer2", "paligemma", "idefics1", "idefics2", "qwen_vl_chat", "finedefics",
 }
+CURRENT_MODELS = {
+    "qwen2_5_vl", "qwen3_vl", "fine_r1", "gemma3_4b", "gemma3_12b", "internvl3", "llava_onevision", "smolvlm2",
+}
 REMOTE_CODE = {"mobilevlm_v2", "phi3_vision", "internlm_xcomposer2", "qwen_vl_chat"}
 
 
-def test_the_thirteen_models_of_the_paper_are_registered():
-    assert PAPER_MODELS <= set(MODELS)
-    assert {name for name in PAPER_MODELS if MODELS[name].remote_code} == REMOTE_CODE
+def test_the_thirteen_models_of_the_paper_and_the_current_ones_are_registered():
+    assert set(MODELS) == PAPER_MODELS | CURRENT_MODELS
+    assert {name for name, spec in MODELS.items() if spec.remote_code} == REMOTE_CODE
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))  # a model added to the registry is checked here too
@@ -56,9 +60,33 @@ def test_lmms_eval_entry_point_registers_every_model():
 def test_list_models_json(capsys):
     assert main(["list", "models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {row["name"] for row in rows} == PAPER_MODELS
+    assert {row["name"] for row in rows} == PAPER_MODELS | CURRENT_MODELS
     for row in rows:
         assert {"name", "hub_id", "params_b", "remote_code", "transformers", "licence"} <= set(row)
+
+
+@pytest.mark.parametrize("name", sorted(CURRENT_MODELS))
+def test_current_models_are_native_with_their_checkpoints_stop_tokens(name):
+    spec = MODELS[name]
+    wrapper = spec.load_wrapper()
+    assert not spec.remote_code and spec.transformers == MODELS["idefics2"].transformers
+    assert wrapper.stop_tokens, f"{name}: generation must stop at the chat turn's end token"
+
+
+def test_image_options_are_checked_before_loading():
+    wrapper = MODELS["qwen2_5_vl"].load_wrapper()
+    with pytest.raises(UserError, match="Known: .*min_pixels, max_pixels"):
+        wrapper(pretrained="/nonexistent", max_pixel=1000)
+    with pytest.raises(UserError, match="max_pixels=lots: expected a whole number"):
+        wrapper(pretrained="/nonexistent", max_pixels="lots")
+
+
+def test_list_models_shows_family_size_and_licence(capsys):
+    assert main(["list", "models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    for name in CURRENT_MODELS:
+        spec = MODELS[name]
+        assert f"{spec.params_b:.1f}B" in lines[name] and spec.family in lines[name] and f"({spec.licence})" in lines[name]
 
 
 def test_every_model_names_the_config_types_it_loads():
@@ -67,3 +95,15 @@ def test_every_model_names_the_config_types_it_loads():
 
     assert set(MODEL_TYPES) == set(MODELS)
     assert models_of_type("idefics2") == ["idefics2", "finedefics"]
+    assert models_of_type("qwen2_5_vl") == ["qwen2_5_vl", "fine_r1"]
+    assert models_of_type("gemma3") == ["gemma3_4b", "gemma3_12b"]
+
+
+@pytest.mark.parametrize("name", sorted(name for name, spec in MODELS.items() if not spec.remote_code))
+def test_native_model_types_are_those_of_the_class_each_wrapper_loads(name):
+    import transformers
+
+    from models.registry import MODEL_TYPES
+
+    model_class = getattr(transformers, MODELS[name].load_wrapper().model_class)
+    assert MODEL_TYPES[name] == (model_class.config_class.model_type,)

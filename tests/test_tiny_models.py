@@ -8,6 +8,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoProcessor  # noqa: E402
@@ -24,7 +25,17 @@ PROCESSOR_CLASSES = {
     "blip2_flant5": "Blip2Processor",
     "paligemma": "PaliGemmaProcessor",
     "idefics1": "IdeficsProcessor",
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+    "qwen3_vl": "Qwen3VLProcessor",
+    "gemma3_4b": "Gemma3Processor",
+    "internvl3": "InternVLProcessor",
+    "llava_onevision": "LlavaOnevisionProcessor",
+    "smolvlm2": "SmolVLMProcessor",
 }
+# The processors that also take a video processor load for images only (models.processors.image_only).
+IMAGE_TOKENS = {"qwen2_5_vl": "<|image_pad|>", "qwen3_vl": "<|image_pad|>", "gemma3_4b": "<image_soft_token>",
+                "internvl3": "<IMG_CONTEXT>"}
+IMAGE_ONLY = {"qwen2_5_vl", "qwen3_vl", "internvl3", "llava_onevision", "smolvlm2"}
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +53,7 @@ def loaded(checkpoints):
         if arch not in cache:
             path = checkpoints[arch]
             cache[arch] = (
-                AutoProcessor.from_pretrained(path),
+                (ARCHS[arch].processor_class or AutoProcessor).from_pretrained(path),
                 ARCHS[arch].model_class.from_pretrained(path).eval(),
             )
         return cache[arch]
@@ -78,13 +89,15 @@ def test_every_architecture_has_a_processor_expectation():
 def test_loads_through_auto_processor_and_model_class(arch, loaded):
     processor, model = loaded(arch)
     assert type(processor).__name__ == PROCESSOR_CLASSES[arch]
+    assert isinstance(processor, getattr(transformers, PROCESSOR_CLASSES[arch]))
+    assert ("video_processor" in type(processor).__mro__[1].get_attributes()) == (arch in IMAGE_ONLY)
     assert type(model) is ARCHS[arch].model_class
     # Idefics1 finds images through image_attention_mask, so only the processor knows the token id.
     config_ids = [getattr(model.config, name, None) for name in ("image_token_id", "image_token_index")]
     image_token = next((token for token in config_ids if token is not None), None)
     if image_token is None:
         image_token = processor.image_token_id
-    assert processor.tokenizer.convert_ids_to_tokens(image_token) == "<image>"
+    assert processor.tokenizer.convert_ids_to_tokens(image_token) == IMAGE_TOKENS.get(arch, "<image>")
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
@@ -112,6 +125,7 @@ def test_rebuild_with_the_same_seed_gives_identical_weights(arch, checkpoints, t
         tokenizer.train_metaspace_bpe,
         tokenizer.train_metaspace_unigram,
         tokenizer.wordpiece_vocab,
+        tokenizer.train_byte_level_bpe,
     ):
         train.cache_clear()
     again = build_tiny_model(arch, tmp_path / arch, seed=0)
@@ -147,6 +161,14 @@ CHAT_CASES = {
     "idefics2": "User:<image>What bird is this?<end_of_utterance>\nAssistant:",
     "llava15": "USER: <image>\nWhat bird is this? ASSISTANT:",
     "llava_next_mistral": "[INST] <image>\nWhat bird is this? [/INST]",
+    "qwen2_5_vl": "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    "<|vision_start|><|image_pad|><|vision_end|>What bird is this?<|im_end|>\n<|im_start|>assistant\n",
+    "qwen3_vl": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What bird is this?<|im_end|>\n"
+    "<|im_start|>assistant\n",
+    "gemma3_4b": "<bos><start_of_turn>user\n<start_of_image>What bird is this?<end_of_turn>\n<start_of_turn>model\n",
+    "internvl3": "<|im_start|>user\n<IMG_CONTEXT>\nWhat bird is this?<|im_end|>\n<|im_start|>assistant\n",
+    "llava_onevision": "<|im_start|>user <image>\nWhat bird is this?<|im_end|><|im_start|>assistant\n",
+    "smolvlm2": "<|im_start|>User:<image>What bird is this?<end_of_utterance>\nAssistant:",
 }
 
 
@@ -184,3 +206,41 @@ def test_paligemma_scores_a_suffix(loaded):
     assert (inputs["labels"] != -100).sum() > 0
     with torch.no_grad():
         assert torch.isfinite(model(**inputs).loss)
+
+
+def test_image_only_processor_saves_and_loads_as_the_real_class(loaded, tmp_path):
+    processor, _ = loaded("qwen2_5_vl")
+    processor.save_pretrained(tmp_path)
+    config = (tmp_path / "processor_config.json").read_text()
+    assert '"processor_class": "Qwen2_5_VLProcessor"' in config and "video_processor" not in config
+    again = ARCHS["qwen2_5_vl"].processor_class.from_pretrained(tmp_path)
+    image = noise_image(3)
+    first = processor(text=ARCHS["qwen2_5_vl"].sample_prompt, images=image, return_tensors="pt")
+    second = again(text=ARCHS["qwen2_5_vl"].sample_prompt, images=image, return_tensors="pt")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("arch", ["internvl3", "qwen2_5_vl"])
+def test_image_only_processor_loads_the_hub_layout_with_a_video_config(arch, checkpoints, loaded, tmp_path):
+    """Hub checkpoints keep the image processor in preprocessor_config.json, the chat template in
+    chat_template.json and a video processor config beside them (in processor_config.json or its own
+    file): the image-only processor loads them and ignores the video part."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(checkpoints[arch], tmp_path / arch)
+    combined = json.loads((folder / "processor_config.json").read_text())
+    image = {**combined.pop("image_processor"), "processor_class": combined["processor_class"]}
+    video = {**image, "video_processor_type": "NoSuchVideoProcessor"}
+    (folder / "preprocessor_config.json").write_text(json.dumps(image))
+    (folder / "video_preprocessor_config.json").write_text(json.dumps(video))
+    (folder / "processor_config.json").write_text(json.dumps({**combined, "video_processor": video}))
+    template = (folder / "chat_template.jinja").read_text()
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    (folder / "chat_template.jinja").unlink()
+    processor = ARCHS[arch].processor_class.from_pretrained(folder)
+    reference, _ = loaded(arch)
+    assert processor.chat_template == reference.chat_template
+    inputs = processor(text=ARCHS[arch].sample_prompt, images=noise_image(4), return_tensors="pt")
+    expected = reference(text=ARCHS[arch].sample_prompt, images=noise_image(4), return_tensors="pt")
+    assert inputs.keys() == expected.keys() and all(torch.equal(inputs[k], expected[k]) for k in inputs)
