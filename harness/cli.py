@@ -92,6 +92,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from harness.demo import run_demo
 
+    if args.train:
+        from harness.demo import run_train_demo
+
+        return run_train_demo(json_output=args.json)
     return run_demo(limit=args.limit, json_output=args.json)
 
 
@@ -133,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline demo: tiny Idefics2 on a synthetic CUB-200 layout, both scorings")
     demo.add_argument("--limit", type=int, default=None)
     demo.add_argument("--json", action="store_true")
+    demo.add_argument("--train", action="store_true",
+                      help="train a tiny Finedefics on synthetic data and show held-out accuracy before and after")
     demo.set_defaults(func=cmd_demo)
 
     listing = sub.add_parser("list", help="list the registered models or tasks")
@@ -169,6 +175,12 @@ def _plugins() -> list[ModuleType]:
             if error.name != module_name:
                 raise
     return plugins
+
+
+def plugin_hooks(hook: str) -> list:
+    """The plugins' `hook` functions (`before_run`, `after_run`), for commands other than `harness run` that
+    evaluate a model through the runner (`harness train --eval-after`) and must be recorded the same way."""
+    return [getattr(plugin, hook) for plugin in _plugins() if hasattr(plugin, hook)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from harness.cli import main
 from tasks.fixtures import datasets as synthetic
 from tasks.lmms import hooks
 from tasks.options import order_options
-from tasks.prompts import question_for, render_question
+from tasks.prompts import NAME_INSTRUCTION, question_for, render_question
 from tasks.registry import detect_and_read, get_task
 
 STAGE1_COLUMNS = {"image", "image_id", "task", "label", "category", "superclass", "attribute", "neg_categories",
@@ -141,6 +141,7 @@ def test_stage2_mcq_prompts_are_the_evaluation_prompts(human_run, cub):
     by_key = {f"bird200/{item.key}": item for item in train.items}
     types = [row["type"] for row in stage2]
     assert types.count("mcq") == round(0.5 * len(stage2)) and "open" in types
+    answered_by = set()
     for row in stage2:
         if row["type"] == "open":
             assert row["question"] == OPEN_QUESTION.format(superclass="bird") == "What is the name of the bird in this image?"
@@ -153,8 +154,17 @@ def test_stage2_mcq_prompts_are_the_evaluation_prompts(human_run, cub):
         # what the evaluation's lmms-eval hooks show and expect for the same prepared document
         doc = {"question": question_for(get_task("bird200").noun), "options": row["options"],
                "answer_index": row["options"].index(row["category"])}  # fmt: skip
-        assert row["question"] == hooks.doc_to_text(doc) == render_question(doc["question"], asked.options)
-        assert row["answer"] == hooks.doc_to_target(doc) == "ABCD"[doc["answer_index"]]
+        if row["answer"] == row["category"]:  # the option-name prompt, what loglik_name scores
+            assert row["question"] == hooks.doc_to_text_name(doc) == render_question(
+                doc["question"], asked.options, NAME_INSTRUCTION
+            )
+            assert row["category"] in hooks.doc_to_choice_names(doc)
+            answered_by.add("name")
+        else:  # the letter prompt, what generate and loglik score
+            assert row["question"] == hooks.doc_to_text(doc) == render_question(doc["question"], asked.options)
+            assert row["answer"] == hooks.doc_to_target(doc) == "ABCD"[doc["answer_index"]]
+            answered_by.add("letter")
+    assert answered_by == {"name", "letter"}  # both evaluation prompts are trained
 
 
 def test_csv_export_in_the_reference_format(human_run):

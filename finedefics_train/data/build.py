@@ -33,13 +33,13 @@ from finedefics_train.data.negatives import (
 )
 from finedefics_train.data.prompts import DataPrompts, load_prompts
 from finedefics_train.data.sources import TrainSource, check_overlap, find_overlap, read_source
+from finedefics_train.training_data import mcq_row
 from harness.core.errors import UserError
 from harness.core.io import write_json_atomic, write_lines_atomic
 from tasks.clip_miner import DEFAULT_CLIP
 from tasks.datasets.base import TestItem
 from tasks.options import order_options
-from tasks.prompts import question_for, render_question
-from tasks.scoring import option_letters
+from tasks.prompts import question_for
 
 ATTRIBUTE_SOURCES = ("human", "llm-vqa", "class-tags")
 NEGATIVE_SOURCES = ("clip", "random")
@@ -440,8 +440,9 @@ def stage1_rows(sources, prompts, descriptions, config) -> tuple[list[dict], lis
 def stage2_rows(sources, prompts, stage1, config) -> list[dict]:
     """One instruction per Stage I row: multiple choice for a seeded `mcq_ratio` share, open-set for the rest.
 
-    The multiple-choice prompt is the evaluation's (tasks/prompts.py) with the evaluation's seeded
-    option order (tasks/options.py): the true category and the three hard negatives."""
+    The multiple-choice prompt is one of the evaluation's two (tasks/prompts.py, `mcq_row`), seeded per
+    image: half answered by letter, half by the option's name (so that `loglik_name` is learnt too), with
+    the evaluation's seeded option order (tasks/options.py): the true category and the three hard negatives."""
     order = sorted(
         range(len(stage1)), key=lambda i: random.Random(f"{config.seed}:mix:{stage1[i]['image_id']}").random()
     )
@@ -460,11 +461,8 @@ def stage2_rows(sources, prompts, stage1, config) -> list[dict]:
         asked = order_options(
             item, [row["category"], *row["neg_categories"]], [row["label"], *row["neg_labels"]], config.seed
         )
-        letter = option_letters(len(asked.options))[asked.answer_index]
-        question = render_question(question_for(spec.noun), asked.options)
-        rows.append(
-            {**base, "type": "mcq", "question": question, "answer": letter, "options": list(asked.options)}
-        )
+        by_name = random.Random(f"{config.seed}:answer-by:{row['image_id']}").random() < 0.5
+        rows.append({**base, **mcq_row(question_for(spec.noun), asked.options, asked.answer_index, by_name)})
     return rows
 
 

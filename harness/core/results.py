@@ -9,13 +9,14 @@ upgrades older versions.
 Versions: 1, the first; 2 added `n_rows`, `n_correct`, `accuracy_ci_method` (every interval is
 Wilson's, `harness.core.stats`), `position_bias` and `provenance.num_processes`, made `errors`
 count failed requests (it was always 0) and `scoring` take every scoring (`loglik_name`).
+The optional `provenance.training_run` (runs of `harness train --eval-after`) needs no new version.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NotRequired, get_args
 
 from typing_extensions import TypedDict  # pydantic validates typing_extensions' TypedDict on Python < 3.12
 
@@ -51,6 +52,7 @@ class Provenance(TypedDict):
     command: list[str]
     device: str
     num_processes: int  # data-parallel processes the run was sharded over (1: a single process)
+    training_run: NotRequired[dict[str, Any]]  # `harness train --eval-after`: the training run behind the adapter
 
 
 class RunSummary(TypedDict):

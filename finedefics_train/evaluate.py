@@ -1,0 +1,99 @@
+"""Evaluating a trained adapter through the harness (`harness run --model finedefics --model-args
+adapter=DIR`): the same runner, files and leaderboard rows as any other run, with provenance that
+names the training run."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from finedefics_train.trainer import RECORD_FILE
+from harness.config import RunConfig
+from harness.core.errors import UserError
+from harness.core.io import write_json_atomic
+from harness.core.results import SUMMARY_FILE
+
+
+def training_provenance(adapter: Path) -> dict:
+    """What the leaderboard row says about where the weights came from."""
+    record_file = Path(adapter) / RECORD_FILE
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    return {
+        "adapter": str(Path(adapter).resolve()),
+        "base": record.get("base"),
+        "recipe": record.get("recipe"),
+        "stage": record.get("stage"),
+        "data_manifest_sha256": record.get("data_manifest_sha256"),
+        "final_metrics": record.get("metrics"),
+    }
+
+
+def adapter_run_config(
+    adapter: Path,
+    task: str,
+    data_root: Path,
+    *,
+    scoring: str = "generate",
+    variant: str = "k4",
+    choices: Path | None = None,
+    base: str | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    batch_size: int = 8,
+    output_dir: Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> RunConfig:
+    if data_root is None:
+        raise UserError(f"--eval-after {task}: no test data; pass --eval-data-root {task}=PATH")
+    from models.idefics2 import adapter_base
+
+    model_args = {
+        "pretrained": base or adapter_base(Path(adapter)),  # the runner checks it before loading
+        "adapter": str(Path(adapter).resolve()),
+        "dtype": dtype,
+        "device": device,
+    }
+    return RunConfig(
+        model="finedefics", task=task, model_args=model_args, data_root=data_root, choices=choices,
+        scoring=scoring, variant=variant, batch_size=batch_size, output_dir=output_dir, limit=limit, seed=seed,
+    )  # fmt: skip
+
+
+def evaluate_adapter(configs: Sequence[RunConfig], adapter: Path, command: list[str], record=None) -> list[dict]:
+    """Runs each config through the harness runner; each summary's provenance names the training run,
+    and `record(summary)` (the CLI's plugins' `after_run` hooks, e.g. the leaderboard's) is called on it,
+    after the provenance is written, when given."""
+    from harness.runner import run_evaluation
+
+    summaries = []
+    for config in configs:
+        summary = run_evaluation(config, command=command)
+        if summary is None:  # a data-parallel rank other than 0
+            continue
+        summary["provenance"]["training_run"] = training_provenance(adapter)
+        write_json_atomic(Path(summary["results_file"]).parent / SUMMARY_FILE, summary)
+        if record is not None:
+            record(summary)
+        summaries.append(summary)
+    return summaries
+
+
+def predicted_classes(summary: dict, class_names: Sequence[str]) -> Counter:
+    """How often each class was predicted in a run (from lmms-eval's per-sample file): a model that
+    collapses onto a few classes shows here even when its accuracy looks passable."""
+    from tasks.scoring import loglik_choice, open_world_class
+
+    counts: Counter = Counter()
+    for line in Path(summary["samples_file"]).read_text().splitlines():
+        sample = json.loads(line)
+        responses = sample["filtered_resps"]
+        if summary["variant"] == "open":
+            index = open_world_class(str(responses[0]), class_names)
+            counts[class_names[index] if index is not None else None] += 1
+        else:
+            choice = loglik_choice([float(r[0]) for r in responses])
+            counts[sample["doc"]["options"][choice]] += 1
+    return counts

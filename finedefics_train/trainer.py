@@ -1,0 +1,464 @@
+"""Finedefics training on the Hugging Face `Trainer`, so `accelerate launch` (several GPUs or hosts),
+DeepSpeed ZeRO and FSDP run it unchanged.
+
+`train_stage(...)` checks its input (data columns, base architecture, quantisation, config) before
+any weights load, loads the base (4-bit NF4 / 8-bit / full precision), wraps it in peft LoRA (or
+continues a previous stage's adapter), trains with checkpoints every `save_steps` (adapter,
+temperatures, optimizer, scheduler, RNG: `resume=True` continues from the last one), and writes the
+adapter folder: peft's files, `temperatures.safetensors`, `finedefics_training.json` (base, recipe,
+config, data manifest hash, final metrics) and a model card `README.md`.
+
+On CPUs with AVX512-BF16, bitsandbytes repacks a `Linear4bit` weight for inference on the first
+eval-mode no-grad forward, for good, after which LoRA gradients through it are zero. Every 4-bit
+layer gets `support_avx512bf16_for_cpu = False`, and `LoraGradientCheck` stops the run if any LoRA
+tensor has an all-zero gradient at the second optimiser step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from finedefics_train.arch import ArchAdapter, adapter_for
+from finedefics_train.config import StageConfig, TrainingConfig
+from finedefics_train.model import FinedeficsTrainingModel, stage_losses
+from finedefics_train.recipes import Recipe, apply_recipe
+from finedefics_train.training_data import (
+    SequenceBuilder,
+    StageOneCollator,
+    StageTwoCollator,
+    load_stage,
+    manifest_hash,
+)
+from harness.core.errors import UserError
+from harness.core.io import write_json_atomic
+
+TEMPERATURES_FILE = "temperatures.safetensors"
+RECORD_FILE = "finedefics_training.json"
+CHECKPOINTS = "checkpoints"
+
+
+# ---------------------------------------------------------------- checks before any weights load
+
+
+def read_base_config(base: str) -> dict:
+    """config.json of a local folder or a cached hub id; a clear error otherwise."""
+    folder = Path(base).expanduser()
+    if folder.is_dir():
+        path = folder / "config.json"
+        if not path.is_file():
+            raise UserError(f"--base {base}: no config.json in the folder (not a transformers checkpoint)")
+    elif base.startswith(("/", ".", "~")):
+        raise UserError(f"--base {base}: no such folder")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(base, "config.json"))
+        except Exception as error:  # offline, unknown id, no access: all mean the same to the user
+            raise UserError(f"--base {base}: cannot read its config.json ({type(error).__name__}); "
+                            "pass a local checkpoint folder") from error  # fmt: skip
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise UserError(f"{path}: not valid JSON ({error})") from error
+
+
+def check_quantisation(config: TrainingConfig) -> None:
+    if config.model.quantisation is None:
+        return
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as error:  # ImportError, or a broken native library
+        raise UserError(
+            f"model.load_in_{config.model.quantisation} needs bitsandbytes, which cannot be loaded here ({error}); "
+            "install it (pip install bitsandbytes) or set load_in_4bit: false for full-precision LoRA"
+        ) from error
+    if config.model.dtype == "float16" and not torch.cuda.is_available():
+        raise UserError("model.dtype float16 needs a GPU; use bfloat16 or float32 on a CPU")
+
+
+def check_init_adapter(init_adapter: Path, base_config: dict, base: str) -> None:
+    """A previous stage's adapter must exist and have been trained on the same architecture."""
+    record = Path(init_adapter) / RECORD_FILE
+    if not (Path(init_adapter) / "adapter_config.json").is_file():
+        raise UserError(f"{init_adapter}: not an adapter folder (no adapter_config.json)")
+    if record.is_file():
+        trained_on = json.loads(record.read_text()).get("base_architecture")
+        ours = adapter_for(base_config, base).name
+        if trained_on and trained_on != ours:
+            raise UserError(f"{init_adapter} was trained on a {trained_on} base, but --base {base} is {ours}")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def quantisation_config(config: TrainingConfig):
+    from transformers import BitsAndBytesConfig
+
+    model = config.model
+    if model.load_in_4bit:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=model.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=model.bnb_4bit_use_double_quant,
+            bnb_4bit_compute_dtype=torch_dtype(model.dtype),
+            llm_int8_skip_modules=["lm_head", "vision_model", "vision_tower"],
+        )
+    if model.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["lm_head", "vision_model", "vision_tower"])
+    return None
+
+
+def guard_avx512bf16(model: nn.Module) -> int:
+    """Turns off bitsandbytes' CPU inference repacking on every 4-bit layer; returns how many."""
+    import bitsandbytes as bnb
+
+    layers = [module for module in model.modules() if isinstance(module, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
+def load_base(base: str, adapter: ArchAdapter, config: TrainingConfig):
+    import transformers
+    from transformers import AutoProcessor
+
+    quantisation = quantisation_config(config)
+    kwargs = {"dtype": torch_dtype(config.model.dtype)}
+    if quantisation is not None:
+        kwargs["quantization_config"] = quantisation
+        if torch.cuda.is_available():
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    if config.model.attn_implementation:
+        kwargs["attn_implementation"] = config.model.attn_implementation
+    model = getattr(transformers, adapter.model_class).from_pretrained(base, **kwargs)
+    if config.model.load_in_4bit:
+        guard_avx512bf16(model)
+    processor = AutoProcessor.from_pretrained(base, **({"do_image_splitting": False} if adapter.name == "idefics2" else {}))
+    return model, processor
+
+
+def wrap_lora(model: nn.Module, adapter: ArchAdapter, config: TrainingConfig, init_adapter: Path | None):
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if config.model.quantisation is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.model.gradient_checkpointing)
+    elif config.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    if init_adapter is not None:
+        return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    lora = LoraConfig(
+        r=config.model.lora_r,
+        lora_alpha=config.model.lora_alpha,
+        lora_dropout=config.model.lora_dropout,
+        target_modules=adapter.lora_target_modules,
+        modules_to_save=list(config.model.lora_modules_to_save) or None,
+        task_type=None,
+    )
+    return get_peft_model(model, lora)
+
+
+# ---------------------------------------------------------------- saving
+
+
+def save_adapter(model: FinedeficsTrainingModel, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.peft_model.save_pretrained(str(folder))
+    temperatures = {key: value.detach().cpu().contiguous() for key, value in model.losses.state_dict().items()}
+    if temperatures:
+        save_file(temperatures, str(folder / TEMPERATURES_FILE))
+
+
+def load_adapter_state(model: FinedeficsTrainingModel, folder: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{folder}: no adapter_model.safetensors to resume from")
+    set_peft_model_state_dict(model.peft_model, load_file(str(weights)))
+    if (folder / TEMPERATURES_FILE).is_file():
+        model.losses.load_state_dict(load_file(str(folder / TEMPERATURES_FILE)))
+
+
+# ---------------------------------------------------------------- the Trainer
+
+
+class LoraGradientCheck(TrainerCallback):
+    """After the second optimiser step, every LoRA tensor must have a non-zero gradient (see the module
+    docstring: a silently frozen 4-bit path gives zeros, not None, and the loss still falls). Checked
+    on the step after two updates: LoRA's B starts at zero, so A's gradient is zero until B has moved,
+    and a linear warm-up makes the first update a zero step."""
+
+    def __init__(self, model: FinedeficsTrainingModel, after_updates: int = 2):
+        self.model, self.after_updates, self.checked = model, after_updates, False
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if self.checked or state.global_step != self.after_updates:
+            return
+        dead = [name for name, p in self.model.named_parameters() if "lora_" in name and p.requires_grad
+                and (p.grad is None or not bool(p.grad.abs().sum() > 0))]  # fmt: skip
+        if dead:
+            raise RuntimeError(
+                f"{len(dead)} LoRA tensors have no gradient after {self.after_updates} steps (first: {dead[0]}); on a CPU with "
+                "AVX512-BF16 a bitsandbytes 4-bit layer repacked for inference does this: it must have "
+                "support_avx512bf16_for_cpu = False"
+            )
+        self.checked = True
+
+
+class FinedeficsTrainer(Trainer):
+    """`Trainer` with the loss terms logged, throughput, and adapter-only checkpoints."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # our losses are means over the micro-batch: the Trainer divides by the accumulation steps
+        self.model_accepts_loss_kwargs = False
+        self._term_sums: dict[str, float] = {}
+        self._term_count = 0
+        self._samples = 0
+        self._since = time.perf_counter()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        for key, value in outputs.items():
+            if key != "loss":
+                self._term_sums[key] = self._term_sums.get(key, 0.0) + float(value.detach())
+        self._term_count += 1
+        self._samples += int(inputs["category_labels" if "category_labels" in inputs else "input_ids"].shape[0])
+        loss = outputs["loss"]
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._term_count and "loss" in logs:
+            logs |= {key: round(total / self._term_count, 5) for key, total in self._term_sums.items()}
+            elapsed = time.perf_counter() - self._since
+            logs["train_samples_per_second_step"] = round(self._samples / max(elapsed, 1e-9), 3)
+            self._term_sums, self._term_count, self._samples, self._since = {}, 0, 0, time.perf_counter()
+        super().log(logs, start_time)
+
+    def get_decay_parameter_names(self, model) -> list[str]:
+        return [name for name in super().get_decay_parameter_names(model) if "temperature" not in name]
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not self.args.should_save:
+            return
+        folder = Path(output_dir or self.args.output_dir)
+        save_adapter(self.accelerator.unwrap_model(self.model), folder)
+        torch.save(self.args, folder / "training_args.bin")
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        load_adapter_state(model or self.model, Path(resume_from_checkpoint))
+
+
+# ---------------------------------------------------------------- one stage
+
+
+@dataclass
+class StageRun:
+    """Everything `train_stage` needs, checked up front."""
+
+    stage: str  # stage1 | stage2 | joint
+    data: Path
+    base: str
+    out: Path
+    config: TrainingConfig
+    recipe: Recipe
+    resume: bool = False
+    init_adapter: Path | None = None
+    num_processes: int = 1
+    done: bool = False  # --resume found this stage finished
+
+    @property
+    def stage_config(self) -> StageConfig:
+        return self.config.stage("stage1" if self.stage == "joint" else self.stage)
+
+
+def prepare_stage(run: StageRun):
+    """Input checks (no weights): the datasets, the base's architecture, quantisation, the batch split."""
+    run.config = apply_recipe(run.recipe, run.config)
+    base_config = read_base_config(run.base)
+    adapter = adapter_for(base_config, f"--base {run.base}")
+    check_quantisation(run.config)
+    run.stage_config.gradient_accumulation(run.num_processes)
+    if run.init_adapter is not None:
+        check_init_adapter(run.init_adapter, base_config, run.base)
+    if run.resume and last_checkpoint(run.out) is None:
+        raise UserError(f"--resume: no checkpoint under {run.out / CHECKPOINTS} to resume from")
+    datasets = {"stage1": load_stage(run.data, "stage1")} if run.stage in ("stage1", "joint") else {}
+    if run.stage in ("stage2", "joint"):
+        datasets["stage2"] = load_stage(run.data, "stage2")
+    return adapter, datasets
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(out) / CHECKPOINTS
+    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    return Path(found) if found else None
+
+
+def build_collator(run: StageRun, adapter: ArchAdapter, processor, datasets):
+    if run.stage == "stage2":
+        return StageTwoCollator(SequenceBuilder(processor, adapter, mask_prompt=True))
+    builder = SequenceBuilder(processor, adapter, mask_prompt=not run.config.loss.reference_compat)
+    stage1 = datasets["stage1"]
+    descriptions = dict(zip(stage1["category"], stage1["attribute"], strict=True)) if run.recipe.random_negatives else {}
+    collator = StageOneCollator(
+        builder,
+        use_attributes=run.recipe.use_attributes,
+        use_generation=run.config.loss.gen_weight > 0,
+        random_negatives=run.recipe.random_negatives,
+        descriptions_by_category=descriptions,
+        seed=run.stage_config.seed,
+    )
+    if run.stage == "joint":
+        collator = JointCollator(collator, StageTwoCollator(SequenceBuilder(processor, adapter)), datasets["stage2"])
+    return collator
+
+
+@dataclass
+class JointCollator:
+    """one_stage: each Stage I batch also carries instructions about the same images (joined by image_id)."""
+
+    stage_one: StageOneCollator
+    stage_two: StageTwoCollator
+    instructions: object  # the stage2 dataset
+
+    def __post_init__(self):
+        self.by_image = {image_id: i for i, image_id in enumerate(self.instructions["image_id"])}
+
+    def __call__(self, rows):
+        batch = self.stage_one(rows)
+        missing = [row["image_id"] for row in rows if row["image_id"] not in self.by_image]
+        if missing:
+            raise UserError(f"one_stage: no stage2 instruction for image {missing[0]}")
+        instructions = self.stage_two([self.instructions[self.by_image[row["image_id"]]] for row in rows])
+        return batch | {f"instr_{key}": value for key, value in instructions.items() if "pixel" not in key}
+
+
+def training_arguments(run: StageRun) -> TrainingArguments:
+    stage = run.stage_config
+    dtype = run.config.model.dtype
+    return TrainingArguments(
+        output_dir=str(run.out / CHECKPOINTS),
+        per_device_train_batch_size=stage.per_device_batch_size,
+        gradient_accumulation_steps=stage.gradient_accumulation(run.num_processes),
+        learning_rate=stage.learning_rate,
+        lr_scheduler_type=stage.lr_scheduler_type,
+        warmup_steps=stage.warmup_steps,
+        weight_decay=stage.weight_decay,
+        num_train_epochs=stage.num_train_epochs,
+        max_steps=stage.max_steps,
+        seed=stage.seed,
+        data_seed=stage.seed,
+        save_strategy="steps",
+        save_steps=stage.save_steps,
+        save_total_limit=stage.save_total_limit,
+        logging_steps=stage.logging_steps,
+        report_to=list(stage.report_to) or "none",
+        dataloader_num_workers=stage.dataloader_num_workers,
+        remove_unused_columns=False,
+        bf16=dtype == "bfloat16",  # autocast; with 4-bit also the compute dtype
+        fp16=dtype == "float16",
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+        ddp_find_unused_parameters=False,
+    )
+
+
+def build_trainer(run: StageRun, progress: bool = True, callbacks: tuple = ()) -> FinedeficsTrainer:
+    """Checks the input, loads the base, wraps it in LoRA and returns the ready Trainer."""
+    adapter, datasets = prepare_stage(run)
+    base_model, processor = load_base(run.base, adapter, run.config)
+    from transformers import set_seed
+
+    set_seed(run.stage_config.seed)  # the LoRA initialisation too
+    peft_model = wrap_lora(base_model, adapter, run.config, run.init_adapter)
+    losses = stage_losses("stage2" if run.stage == "stage2" else "stage1", run.config.loss.weights(),
+                          run.config.loss.reference_compat)  # fmt: skip
+    model = FinedeficsTrainingModel(peft_model, adapter, losses, processor.tokenizer.eos_token_id)
+    if run.config.model.quantisation is not None:
+        from transformers.utils.quantization_config import QuantizationMethod
+
+        model.quantization_method = QuantizationMethod.BITS_AND_BYTES  # the Trainer must not .to() it
+    args = training_arguments(run)
+    args.disable_tqdm = not progress
+    return FinedeficsTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets["stage2" if run.stage == "stage2" else "stage1"],
+        data_collator=build_collator(run, adapter, processor, datasets),
+        processing_class=processor,
+        callbacks=[LoraGradientCheck(model), *callbacks],
+    )
+
+
+def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer | None = None) -> dict:
+    """Trains one stage and writes the adapter folder `run.out`; returns the record it wrote."""
+    trainer = trainer or build_trainer(run, progress)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(last_checkpoint(run.out)) if run.resume else None)
+    metrics = dict(result.metrics) | {"global_step": trainer.state.global_step,
+                                      "wall_s": round(time.perf_counter() - started, 2)}  # fmt: skip
+    metrics |= last_terms(trainer)
+    if not trainer.args.should_save:
+        return {}
+    save_adapter(trainer.model, run.out)
+    trainer.processing_class.save_pretrained(str(run.out))
+    return write_record(run, trainer.model.adapter, metrics, trainer)
+
+
+def last_terms(trainer: Trainer) -> dict:
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    return {f"final_{k}": v for k, v in (logged[-1] if logged else {}).items() if k.endswith(("_loss", "_temperature")) or k == "loss"}
+
+
+def write_record(run: StageRun, adapter: ArchAdapter, metrics: dict, trainer: Trainer) -> dict:
+    record = {
+        "base": run.base,
+        "base_architecture": adapter.name,
+        "stage": run.stage,
+        "recipe": run.recipe.name,
+        "recipe_description": run.recipe.description,
+        "init_adapter": str(run.init_adapter) if run.init_adapter else None,
+        "config": run.config.to_dict(),
+        "data": str(run.data),
+        "data_manifest_sha256": manifest_hash(run.data),
+        "n_train": len(trainer.train_dataset),
+        "num_processes": trainer.args.world_size,
+        "metrics": metrics,
+    }
+    write_json_atomic(run.out / RECORD_FILE, record)
+    (run.out / "README.md").write_text(model_card(record), encoding="utf-8")
+    return record
+
+
+def model_card(record: dict) -> str:
+    metrics = "\n".join(f"| {k} | {v} |" for k, v in record["metrics"].items())
+    return (
+        f"---\nbase_model: {record['base']}\nlibrary_name: peft\ntags: [finedefics, lora, fgvr]\n---\n\n"
+        f"# Finedefics LoRA adapter ({record['recipe']}, {record['stage']})\n\n"
+        f"Trained with fgvr-harness `harness train` (He et al., ICLR 2025): {record['recipe_description']}.\n\n"
+        f"- base: `{record['base']}` ({record['base_architecture']})\n- data: `{record['data']}` "
+        f"(manifest sha256 `{record['data_manifest_sha256']}`), {record['n_train']} rows\n"
+        f"- continued from: `{record['init_adapter']}`\n\n"
+        f"Evaluate: `harness run --model finedefics --model-args adapter=<this folder> --task TASK ...`\n\n"
+        f"| metric | value |\n|---|---|\n{metrics}\n\nThe full config is in `{RECORD_FILE}`.\n"
+    )
