@@ -27,20 +27,47 @@ def populate(store, n_models: int, seed: int = 0) -> int:
     from leaderboard.db import ModelRow, ResultRow
 
     rng = random.Random(seed)
-    families = ["LLaVA", "Idefics", "BLIP", "Qwen-VL", "PaliGemma", "Phi-3", "InternLM-XComposer", "MobileVLM"]
+    families = [
+        "LLaVA",
+        "Idefics",
+        "BLIP",
+        "Qwen-VL",
+        "PaliGemma",
+        "Phi-3",
+        "InternLM-XComposer",
+        "MobileVLM",
+    ]
     now = datetime.now(UTC)
     with store.session() as session:
         for index in range(n_models):
             scoring = rng.choice(["generate", "loglik"])
-            model = ModelRow(name=f"org/model-{index:04d}", display_name=f"Model {index:04d}", base="idefics2",
-                             family=rng.choice(families), params_b=round(rng.uniform(1, 20), 1), hidden=False)
+            model = ModelRow(
+                name=f"org/model-{index:04d}",
+                display_name=f"Model {index:04d}",
+                base="idefics2",
+                family=rng.choice(families),
+                params_b=round(rng.uniform(1, 20), 1),
+                hidden=False,
+            )
             session.add(model)
             for task in spec.TASK_KEYS:
                 accuracy = rng.uniform(0.25, 0.95)
-                session.add(ResultRow(model=model, key=f"bench-{index}-{task}", task=task, source="reproduced",
-                                      scoring=scoring, variant="k4", task_version="1.0",
-                                      accuracy=accuracy, ci_low=accuracy - 0.01, ci_high=accuracy + 0.01, n=5000,
-                                      created=now))
+                session.add(
+                    ResultRow(
+                        model=model,
+                        key=f"bench-{index}-{task}",
+                        task=task,
+                        source="reproduced",
+                        scoring=scoring,
+                        variant="k4",
+                        task_version="1.0",
+                        accuracy=accuracy,
+                        ci_low=accuracy - 0.01,
+                        ci_high=accuracy + 0.01,
+                        n=5000,
+                        created=now,
+                    )
+                )
     return n_models * len(spec.TASK_KEYS)
 
 
@@ -60,17 +87,33 @@ def time_served(store, queries: dict, repeat: int) -> list[dict]:
     rows = []
     try:
         for label, query in queries.items():
-            inputs = [list(query.tasks), list(query.sizes), list(query.families), list(query.sources),
-                      list(query.scorings), query.search, query.sort_by, query.descending]
+            inputs = [
+                list(query.tasks),
+                list(query.sizes),
+                list(query.families),
+                list(query.sources),
+                list(query.scorings),
+                query.search,
+                query.sort_by,
+                query.descending,
+            ]
             seconds = []
             for _ in range(repeat):
                 start = time.perf_counter()
                 records = client.predict(*inputs, api_name="/leaderboard_table")
                 seconds.append(time.perf_counter() - start)
             median, worst = statistics.median(seconds), max(seconds)
-            rows.append({"query": f"served: {label}", "rows": len(records), "median_s": round(median, 4),
-                         "max_s": round(worst, 4)})
-            print(f"{'served: ' + label:<44} {len(records):>5} rows  median {median:.3f} s  max {worst:.3f} s")
+            rows.append(
+                {
+                    "query": f"served: {label}",
+                    "rows": len(records),
+                    "median_s": round(median, 4),
+                    "max_s": round(worst, 4),
+                }
+            )
+            print(
+                f"{'served: ' + label:<44} {len(records):>5} rows  median {median:.3f} s  max {worst:.3f} s"
+            )
     finally:
         blocks.close()
     return rows
@@ -92,12 +135,15 @@ def main() -> None:
         "all rows, sorted by average": TableQuery(),
         "size 4-10B": TableQuery(sizes=("4-10B",)),
         "family + search": TableQuery(families=("Idefics", "LLaVA"), search="model 01"),
-        "reproduced, loglik, sort Bird-200": TableQuery(sources=("reproduced",), scorings=("loglik",),
-                                                        sort_by="Bird-200"),
+        "reproduced, loglik, sort Bird-200": TableQuery(
+            sources=("reproduced",), scorings=("loglik",), sort_by="Bird-200"
+        ),
         "3 tasks selected, ascending": TableQuery(tasks=("dog120", "bird200", "car196"), descending=False),
     }
     rows = []
-    print(f"{args.models} models x 6 tasks ({results} results + the paper's rows), {args.repeat} requests per query")
+    print(
+        f"{args.models} models x 6 tasks ({results} results + the paper's rows), {args.repeat} requests per query"
+    )
     for label, query in queries.items():
         seconds = []
         for _ in range(args.repeat):
@@ -105,7 +151,9 @@ def main() -> None:
             table = leaderboard_table(store.result_frame(), query)  # read the store + build, as per request
             seconds.append(time.perf_counter() - start)
         median, worst = statistics.median(seconds), max(seconds)
-        rows.append({"query": label, "rows": len(table), "median_s": round(median, 4), "max_s": round(worst, 4)})
+        rows.append(
+            {"query": label, "rows": len(table), "median_s": round(median, 4), "max_s": round(worst, 4)}
+        )
         print(f"{label:<44} {len(table):>5} rows  median {median:.3f} s  max {worst:.3f} s")
     rows.extend(time_served(store, queries, args.repeat))
     worst = max(row["max_s"] for row in rows)
@@ -113,9 +161,19 @@ def main() -> None:
     print(f"slowest request {worst:.3f} s: {verdict} the {TARGET_S:.0f} s target")
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
-    (out / "leaderboard.json").write_text(json.dumps(
-        {"models": args.models, "results": results, "target_s": TARGET_S, "slowest_s": worst, "queries": rows},
-        indent=2) + "\n")
+    (out / "leaderboard.json").write_text(
+        json.dumps(
+            {
+                "models": args.models,
+                "results": results,
+                "target_s": TARGET_S,
+                "slowest_s": worst,
+                "queries": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     store.close()
 
 

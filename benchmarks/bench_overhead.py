@@ -74,8 +74,12 @@ class InstantIdefics2(Idefics2FGVR):
 def register() -> None:
     from models import registry
 
-    registry.MODELS[NAME] = replace(registry.MODELS["idefics2"], name=NAME, display_name="Instant (benchmark)",
-                                    wrapper=f"{__name__}:InstantIdefics2")
+    registry.MODELS[NAME] = replace(
+        registry.MODELS["idefics2"],
+        name=NAME,
+        display_name="Instant (benchmark)",
+        wrapper=f"{__name__}:InstantIdefics2",
+    )
 
 
 def build_inputs(root: Path, questions: int) -> tuple[Path, Path, Path]:
@@ -85,7 +89,9 @@ def build_inputs(root: Path, questions: int) -> tuple[Path, Path, Path]:
     from tasks.fixtures.datasets import make_choice_file, make_cub
 
     n_classes = 50
-    cub = make_cub(root / "data", n_classes=n_classes, per_class_test=-(-questions // n_classes), per_class_train=0)
+    cub = make_cub(
+        root / "data", n_classes=n_classes, per_class_test=-(-questions // n_classes), per_class_train=0
+    )
     for path in (cub / "images").rglob("*.jpg"):  # CUB-sized JPEGs, so decoding costs what it would
         Image.open(path).convert("RGB").resize(IMAGE_SIZE).save(path, "JPEG", quality=90)
     choices = make_choice_file("bird200", cub, root / "bird-200.json", k=4, seed=0)
@@ -114,8 +120,11 @@ def run_once(config) -> tuple[dict, dict[str, float]]:
     import models.base
 
     parts: dict[str, list[float]] = {"planning": [], "model_load": [], "teardown": [], "preprocessing": []}
-    patched = [(harness.runner, "plan_run", "planning"), (InstantIdefics2, "__init__", "model_load"),
-               (InstantIdefics2, "clean", "teardown")]
+    patched = [
+        (harness.runner, "plan_run", "planning"),
+        (InstantIdefics2, "__init__", "model_load"),
+        (InstantIdefics2, "clean", "teardown"),
+    ]
     if hasattr(models.base, "EncodingPrefetcher"):  # absent before the prefetcher (for before/after figures)
         patched.append((models.base.EncodingPrefetcher, "_prepare", "preprocessing"))
     originals = [(owner, name, timed(owner, name, parts[part])) for owner, name, part in patched]
@@ -148,9 +157,17 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         os.environ["HARNESS_HOME"] = str(root / "home")
         cub, choices, tiny = build_inputs(root, args.questions)
-        config = RunConfig(model=NAME, task="bird200", model_args={"pretrained": str(tiny), "device": "cpu"},
-                           data_root=cub, choices=choices, scoring=args.scoring, batch_size=args.batch_size,
-                           limit=args.questions, output_dir=root / "runs")
+        config = RunConfig(
+            model=NAME,
+            task="bird200",
+            model_args={"pretrained": str(tiny), "device": "cpu"},
+            data_root=cub,
+            choices=choices,
+            scoring=args.scoring,
+            batch_size=args.batch_size,
+            limit=args.questions,
+            output_dir=root / "runs",
+        )
         run_once(config)  # warm: the prepared task is cached and every module imported, as on a second run
         profiler = cProfile.Profile() if args.profile else None
         if profiler:
@@ -162,10 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     # startup (planning with a warm prepared task, the model load) and lmms-eval's teardown aside
     per_run = seconds["total"] - seconds["planning"] - seconds["model_load"] - seconds["teardown"]
     result = {
-        "questions": n, "scoring": args.scoring, "batch_size": args.batch_size, "model_ms_per_question": args.model_ms,
-        "total_s": round(seconds["total"], 3), "planning_s": round(seconds["planning"], 3),
+        "questions": n,
+        "scoring": args.scoring,
+        "batch_size": args.batch_size,
+        "model_ms_per_question": args.model_ms,
+        "total_s": round(seconds["total"], 3),
+        "planning_s": round(seconds["planning"], 3),
         "model_load_s": round(seconds["model_load"], 3),
-        "teardown_s": round(seconds["teardown"], 3), "questions_per_s": round(n / per_run, 1),
+        "teardown_s": round(seconds["teardown"], 3),
+        "questions_per_s": round(n / per_run, 1),
         "wall_ms_per_question": round(1000 * per_run / n, 2),
         "harness_ms_per_question": round(1000 * per_run / n - args.model_ms, 2),
         "preprocessing_ms_per_question": round(1000 * seconds["preprocessing"] / n, 2),

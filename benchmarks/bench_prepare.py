@@ -24,7 +24,9 @@ def timed(label: str, n: int | None, fn, rows: list):
     value = fn()
     seconds = time.perf_counter() - start
     n = len(value.items) if n is None else n
-    rows.append({"stage": label, "images": n, "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1)})
+    rows.append(
+        {"stage": label, "images": n, "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1)}
+    )
     print(f"{label:<38} {n:>6} images {seconds:>8.2f} s {n / seconds:>9.1f} img/s")
     return value
 
@@ -54,15 +56,37 @@ def main() -> None:
     timed("decode-check every image", n, lambda: check_images(split, skip_missing=False), rows)
     timed("random options (k=4)", n, lambda: random_negative_questions(split, 4, 0), rows)
     encoder = load_encoder(f"hf:{clip}")
-    timed("CLIP options, cold cache (k=4)", n, lambda: ChoiceMiner(encoder, cache_dir=work / "clip").mine(split, 4), rows)
-    timed("CLIP options, warm cache (k=4)", n, lambda: ChoiceMiner(encoder, cache_dir=work / "clip").mine(split, 4), rows)
+    timed(
+        "CLIP options, cold cache (k=4)",
+        n,
+        lambda: ChoiceMiner(encoder, cache_dir=work / "clip").mine(split, 4),
+        rows,
+    )
+    timed(
+        "CLIP options, warm cache (k=4)",
+        n,
+        lambda: ChoiceMiner(encoder, cache_dir=work / "clip").mine(split, 4),
+        rows,
+    )
     task = get_task("bird200")
-    timed("prepare_task end to end (random)", n, lambda: prepare_task(task, split, OptionPlan("random", k=4)), rows)
-    timed("prepare_task cached (fingerprint hit)", n, lambda: prepare_task(task, split, OptionPlan("random", k=4)), rows)
+    timed(
+        "prepare_task end to end (random)",
+        n,
+        lambda: prepare_task(task, split, OptionPlan("random", k=4)),
+        rows,
+    )
+    timed(
+        "prepare_task cached (fingerprint hit)",
+        n,
+        lambda: prepare_task(task, split, OptionPlan("random", k=4)),
+        rows,
+    )
 
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
-    (out / "prepare.json").write_text(json.dumps({"args": vars(args), "cpu_count": os.cpu_count(), "stages": rows}, indent=2))
+    (out / "prepare.json").write_text(
+        json.dumps({"args": vars(args), "cpu_count": os.cpu_count(), "stages": rows}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ def build(work: Path, batch: int):
     from finedefics_train.trainer import wrap_lora
     from finedefics_train.training_data import SequenceBuilder, StageOneCollator, load_stage
 
-    data = make_training_data(work / "data", n_classes=8, per_class_train=max(2, batch // 8 + 1), per_class_test=1)
+    data = make_training_data(
+        work / "data", n_classes=8, per_class_train=max(2, batch // 8 + 1), per_class_test=1
+    )
     base = build_training_base(work / "base")
     config = load_config("tiny_cpu")
     adapter = ADAPTERS["idefics2"]

@@ -152,5 +152,7 @@ def generation_logits(
             f"{int(placeholders.sum())} image placeholders for {visual.shape[0]}x{visual.shape[1]} visual tokens"
         )
     embeds = embeds.masked_scatter(placeholders, visual.to(embeds.dtype))
-    hidden = adapter.language_model(model)(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+    hidden = adapter.language_model(model)(
+        inputs_embeds=embeds, attention_mask=attention_mask
+    ).last_hidden_state
     return model.get_output_embeddings()(hidden)

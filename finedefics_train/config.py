@@ -34,25 +34,35 @@ class ModelConfig:
     load_in_8bit: bool = help_field(False, "quantise the frozen base to 8 bits instead")
     bnb_4bit_quant_type: str = help_field("nf4", "4-bit data type: nf4 (the paper) or fp4")
     bnb_4bit_use_double_quant: bool = help_field(True, "quantise the quantisation constants too")
-    dtype: str = help_field("bfloat16", "dtype of the non-quantised weights and compute: float32|bfloat16|float16")
+    dtype: str = help_field(
+        "bfloat16", "dtype of the non-quantised weights and compute: float32|bfloat16|float16"
+    )
     lora_r: int = help_field(8, "LoRA rank")
     lora_alpha: int = help_field(8, "LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = help_field(0.2, "dropout on the LoRA input")
     lora_modules_to_save: list = help_field(
         [], "modules trained in full and saved with the adapter (e.g. lm_head for a tiny random base)"
     )
-    gradient_checkpointing: bool = help_field(False, "recompute activations in the backward pass to save memory")
-    attn_implementation: str | None = help_field(None, "eager|sdpa|flash_attention_2 (None: transformers' default)")
+    gradient_checkpointing: bool = help_field(
+        False, "recompute activations in the backward pass to save memory"
+    )
+    attn_implementation: str | None = help_field(
+        None, "eager|sdpa|flash_attention_2 (None: transformers' default)"
+    )
 
     def __post_init__(self):
         if self.load_in_4bit and self.load_in_8bit:
-            raise UserError("model: load_in_4bit and load_in_8bit are both true; choose one (or neither for full-precision LoRA)")
+            raise UserError(
+                "model: load_in_4bit and load_in_8bit are both true; choose one (or neither for full-precision LoRA)"
+            )
         if self.dtype not in DTYPES:
             raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.bnb_4bit_quant_type not in ("nf4", "fp4"):
             raise UserError(f"model.bnb_4bit_quant_type must be nf4 or fp4, got {self.bnb_4bit_quant_type!r}")
         if self.lora_r < 1 or not 0 <= self.lora_dropout < 1:
-            raise UserError(f"model: lora_r must be >= 1 and 0 <= lora_dropout < 1 (got {self.lora_r}, {self.lora_dropout})")
+            raise UserError(
+                f"model: lora_r must be >= 1 and 0 <= lora_dropout < 1 (got {self.lora_r}, {self.lora_dropout})"
+            )
 
     @property
     def quantisation(self) -> str | None:
@@ -65,9 +75,12 @@ class LossConfig:
     oac_weight: float = help_field(0.5, "weight of the object-attribute contrastive loss")
     acc_weight: float = help_field(0.5, "weight of the attribute-category contrastive loss")
     ccc_weight: float = help_field(0.5, "weight of the category-category contrastive loss")
-    occ_weight: float = help_field(0.0, "weight of an object-category contrastive loss (the cl_obj_cat ablation)")
+    occ_weight: float = help_field(
+        0.0, "weight of an object-category contrastive loss (the cl_obj_cat ablation)"
+    )
     reference_compat: bool = help_field(
-        False, "reproduce the reference code: every CCC row has target 0 and L_gen trains on the prompt tokens too"
+        False,
+        "reproduce the reference code: every CCC row has target 0 and L_gen trains on the prompt tokens too",
     )
 
     def __post_init__(self):
@@ -161,7 +174,9 @@ def load_config(path: Path | str | None) -> TrainingConfig:
     if not path.exists() and (CONFIG_DIR / f"{path}.yaml").is_file():
         path = CONFIG_DIR / f"{path}.yaml"
     if not path.is_file():
-        raise UserError(f"--config {path}: no such file (or a name among {', '.join(p.stem for p in sorted(CONFIG_DIR.glob('*.yaml')))})")
+        raise UserError(
+            f"--config {path}: no such file (or a name among {', '.join(p.stem for p in sorted(CONFIG_DIR.glob('*.yaml')))})"
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:

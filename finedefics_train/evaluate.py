@@ -62,7 +62,9 @@ def adapter_run_config(
     )  # fmt: skip
 
 
-def evaluate_adapter(configs: Sequence[RunConfig], adapter: Path, command: list[str], record=None) -> list[dict]:
+def evaluate_adapter(
+    configs: Sequence[RunConfig], adapter: Path, command: list[str], record=None
+) -> list[dict]:
     """Runs each config through the harness runner; each summary's provenance names the training run,
     and `record(summary)` (the CLI's plugins' `after_run` hooks, e.g. the leaderboard's) is called on it,
     after the provenance is written, when given."""

@@ -51,6 +51,7 @@ def describe_class(label: int) -> str:
 
 def nearest_classes(label: int, n_classes: int, k: int) -> list[int]:
     """The k other classes closest in hue (ties by label): the synthetic stand-in for CLIP negatives."""
+
     def distance(other: int) -> tuple[float, int]:
         gap = abs(class_hue(label) - class_hue(other))
         return (min(gap, 1 - gap), other)
@@ -60,11 +61,16 @@ def nearest_classes(label: int, n_classes: int, k: int) -> list[int]:
 
 def read_cub_train(folder: Path) -> list[tuple[str, int]]:
     """(relative image path, 0-based label) of every training image of a CUB_200_2011 folder."""
+
     def table(name: str) -> dict[str, str]:
         rows = (line.split(maxsplit=1) for line in (folder / name).read_text().splitlines() if line.strip())
         return dict(rows)
 
-    images, labels, split = table("images.txt"), table("image_class_labels.txt"), table("train_test_split.txt")
+    images, labels, split = (
+        table("images.txt"),
+        table("image_class_labels.txt"),
+        table("train_test_split.txt"),
+    )
     return [(f"images/{images[i]}", int(labels[i]) - 1) for i in images if split[i] == "1"]
 
 
@@ -113,7 +119,12 @@ def stage2_row(image, path, label, class_names, negatives, rng, open_fraction) -
     truth = class_names[label]
     common = {"image": image, "image_id": path, "task": "bird200", "label": label, "category": truth}
     if rng.random() < open_fraction:
-        return common | {"type": "open", "question": open_question_for(SINGULAR), "answer": truth, "options": []}
+        return common | {
+            "type": "open",
+            "question": open_question_for(SINGULAR),
+            "answer": truth,
+            "options": [],
+        }
     options = [truth, *(class_names[c] for c in negatives)]
     rng.shuffle(options)
     by_letter = rng.random() < 0.5
@@ -141,9 +152,9 @@ def _stage2_features():
     })  # fmt: skip
 
 
-
-
-def build_training_base(out_dir: Path, arch: str = "idefics2", head_scale: float = 40.0, seed: int = 0) -> Path:
+def build_training_base(
+    out_dir: Path, arch: str = "idefics2", head_scale: float = 40.0, seed: int = 0
+) -> Path:
     """The tiny random `arch` checkpoint with its output layer scaled by `head_scale`.
 
     A tiny random model's lm_head (std 0.02 over 64 dims) caps its logits at a spread of about 0.2,
@@ -156,7 +167,9 @@ def build_training_base(out_dir: Path, arch: str = "idefics2", head_scale: float
 
     out_dir = Path(out_dir)
     marker = {"arch": arch, "head_scale": head_scale, "seed": seed}
-    if (out_dir / "training_base.json").is_file() and json.loads((out_dir / "training_base.json").read_text()) == marker:
+    if (out_dir / "training_base.json").is_file() and json.loads(
+        (out_dir / "training_base.json").read_text()
+    ) == marker:
         return out_dir
     plain = build_tiny_model(arch, out_dir.with_name(out_dir.name + "-plain"), seed=seed)
     model = ARCHS[arch].model_class.from_pretrained(plain)
@@ -175,4 +188,6 @@ def held_out_images(data: SyntheticTrainingData) -> tuple[list, list[int]]:
     from tasks.datasets.cub import read_cub
 
     split = read_cub(data.dataset)
-    return [Image.open(item.image).convert("RGB") for item in split.items], [item.label for item in split.items]
+    return [Image.open(item.image).convert("RGB") for item in split.items], [
+        item.label for item in split.items
+    ]

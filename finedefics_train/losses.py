@@ -78,8 +78,12 @@ class SymmetricInfoNCE(nn.Module):
         temperature = self.temperature()
         targets = torch.arange(a.shape[0], device=a.device)
         # scale, then mask: -inf / t would give the temperature a NaN gradient (0 * inf)
-        a_to_b = F.cross_entropy(mask_same_label(candidate_logits(a, b, b_neg) / temperature, same_labels), targets)
-        b_to_a = F.cross_entropy(mask_same_label(candidate_logits(b, a, a_neg) / temperature, same_labels), targets)
+        a_to_b = F.cross_entropy(
+            mask_same_label(candidate_logits(a, b, b_neg) / temperature, same_labels), targets
+        )
+        b_to_a = F.cross_entropy(
+            mask_same_label(candidate_logits(b, a, a_neg) / temperature, same_labels), targets
+        )
         return {
             f"{self.name}_loss": self.weight * (a_to_b + b_to_a) / 2,
             f"{self.name}_temperature": temperature.detach(),
@@ -121,7 +125,10 @@ class GenerationLoss(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         shifted_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
         shifted_labels = labels[:, 1:].reshape(-1)
-        return {f"{self.name}_loss": self.weight * F.cross_entropy(shifted_logits, shifted_labels, ignore_index=-100)}
+        return {
+            f"{self.name}_loss": self.weight
+            * F.cross_entropy(shifted_logits, shifted_labels, ignore_index=-100)
+        }
 
 
 class StageOneLoss(nn.Module):

@@ -29,7 +29,9 @@ def merge_adapter(adapter: Path, out: Path, base: str | None = None) -> Path:
     arch = adapter_for(read_base_config(base), f"--base {base}")
     record = json.loads((adapter / RECORD_FILE).read_text()) if (adapter / RECORD_FILE).is_file() else {}
     if record.get("base_architecture") not in (None, arch.name):
-        raise UserError(f"{adapter} was trained on a {record['base_architecture']} base, but {base} is {arch.name}")
+        raise UserError(
+            f"{adapter} was trained on a {record['base_architecture']} base, but {base} is {arch.name}"
+        )
     model = getattr(transformers, arch.model_class).from_pretrained(base)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex}")

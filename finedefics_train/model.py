@@ -78,9 +78,13 @@ class FinedeficsTrainingModel(nn.Module):
             pixels, _ = builder.pixels_and_prompts([self.adapter.prompt("")] * len(images), images)
             pixels = {key: value.to(self.base.device) for key, value in pixels.items()}
             visual = self.adapter.visual_tokens(self.base, pixels)
-            image = nn.functional.normalize(image_representation(self.adapter, self.base, visual, self.eos_token_id), dim=-1)
+            image = nn.functional.normalize(
+                image_representation(self.adapter, self.base, visual, self.eos_token_id), dim=-1
+            )
             ids, lengths = builder.text_batch(list(class_names))
-            texts = text_representations(self.adapter, self.base, ids.to(visual.device), lengths.to(visual.device))
+            texts = text_representations(
+                self.adapter, self.base, ids.to(visual.device), lengths.to(visual.device)
+            )
             predicted = (image @ nn.functional.normalize(texts, dim=-1).T).argmax(dim=1).cpu()
         finally:
             self.train(was_training)

@@ -25,13 +25,19 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
-        Recipe("finedefics", "the full method: Stage I (OAC + ACC + CCC + L_gen), then Stage II", ("stage1", "stage2")),
+        Recipe(
+            "finedefics",
+            "the full method: Stage I (OAC + ACC + CCC + L_gen), then Stage II",
+            ("stage1", "stage2"),
+        ),
         Recipe(
             "one_stage",
             "Table 3c: Stage I's objectives and Stage II's instruction loss together in a single stage",
             ("joint",),
         ),
-        Recipe("finetune_only", "Table 3a: Stage II instruction tuning only, no contrastive stage", ("stage2",)),
+        Recipe(
+            "finetune_only", "Table 3a: Stage II instruction tuning only, no contrastive stage", ("stage2",)
+        ),
         Recipe(
             "cl_obj_cat",
             "Table 3b: contrast objects with categories directly (no attributes, no description loss), then Stage II",
@@ -45,8 +51,12 @@ RECIPES: dict[str, Recipe] = {
             ("stage1", "stage2"),
             random_negatives=True,
         ),
-        Recipe("no_ccc", "the full method without the category-category term", ("stage1", "stage2"),
-               loss_overrides={"ccc_weight": 0.0}),  # fmt: skip
+        Recipe(
+            "no_ccc",
+            "the full method without the category-category term",
+            ("stage1", "stage2"),
+            loss_overrides={"ccc_weight": 0.0},
+        ),  # fmt: skip
     )
 }
 

@@ -31,10 +31,16 @@ def register(stages: argparse._SubParsersAction) -> None:
         parser = stages.add_parser(name, help=help_text)
         _add_training_arguments(parser)
         parser.set_defaults(func=cmd_train, train_stage=name)
-    merge = stages.add_parser("merge", help="merge a LoRA adapter into its base: a full safetensors checkpoint")
-    merge.add_argument("--adapter", type=Path, required=True, help="an adapter folder written by harness train")
+    merge = stages.add_parser(
+        "merge", help="merge a LoRA adapter into its base: a full safetensors checkpoint"
+    )
+    merge.add_argument(
+        "--adapter", type=Path, required=True, help="an adapter folder written by harness train"
+    )
     merge.add_argument("--out", type=Path, required=True, help="where the merged checkpoint goes")
-    merge.add_argument("--base", default=None, help="the base checkpoint (default: the one the adapter records)")
+    merge.add_argument(
+        "--base", default=None, help="the base checkpoint (default: the one the adapter records)"
+    )
     merge.add_argument("--json", action="store_true")
     merge.set_defaults(func=cmd_merge)
 
@@ -42,26 +48,51 @@ def register(stages: argparse._SubParsersAction) -> None:
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     from finedefics_train.recipes import RECIPES
 
-    parser.add_argument("--data", type=Path, required=True, help="the folder `harness train data` wrote (stage1/, stage2/)")
-    parser.add_argument("--base", required=True, help="Idefics2 or LLaVA-1.5 checkpoint: local folder or hub id")
-    parser.add_argument("--out", type=Path, required=True, help="the adapter folder (checkpoints go in OUT/checkpoints)")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="the folder `harness train data` wrote (stage1/, stage2/)"
+    )
+    parser.add_argument(
+        "--base", required=True, help="Idefics2 or LLaVA-1.5 checkpoint: local folder or hub id"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the adapter folder (checkpoints go in OUT/checkpoints)"
+    )
     parser.add_argument("--config", default=None, help="a YAML config, or a name: paper (default), tiny_cpu")
     parser.add_argument("--recipe", default="finedefics", help=f"one of {', '.join(RECIPES)}")
-    parser.add_argument("--init-adapter", type=Path, default=None, help="continue this adapter (Stage II after Stage I)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop every stage after N optimiser steps")
+    parser.add_argument(
+        "--init-adapter", type=Path, default=None, help="continue this adapter (Stage II after Stage I)"
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="stop every stage after N optimiser steps"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint under OUT")
-    parser.add_argument("--eval-after", nargs="+", default=[], metavar="TASK", help="evaluate on these test sets afterwards")
+    parser.add_argument(
+        "--eval-after", nargs="+", default=[], metavar="TASK", help="evaluate on these test sets afterwards"
+    )
     parser.add_argument("--eval-data-root", action="append", default=None, metavar="[TASK=]PATH")
     parser.add_argument("--eval-choices", action="append", default=None, metavar="[TASK=]FILE")
-    parser.add_argument("--eval-scoring", nargs="+", default=["generate"], metavar="SCORING[:VARIANT]",
-                        help="generate|loglik|loglik_name, each optionally with its variant: generate:open loglik_name")
-    parser.add_argument("--eval-variant", default="k4", help="k4 (default), open, ...; ignored with a choice file")
+    parser.add_argument(
+        "--eval-scoring",
+        nargs="+",
+        default=["generate"],
+        metavar="SCORING[:VARIANT]",
+        help="generate|loglik|loglik_name, each optionally with its variant: generate:open loglik_name",
+    )
+    parser.add_argument(
+        "--eval-variant", default="k4", help="k4 (default), open, ...; ignored with a choice file"
+    )
     parser.add_argument("--eval-limit", type=int, default=None)
     parser.add_argument("--eval-device", default="cpu")
     parser.add_argument("--eval-dtype", default="float32")
-    parser.add_argument("--no-record", action="store_true", help="do not add the evaluations to the leaderboard store")
-    parser.add_argument("--name", default=None, help="the leaderboard name of the trained adapter's evaluations, as "
-                        "with harness run --name (default: ADAPTER_FOLDER@FINGERPRINT)")
+    parser.add_argument(
+        "--no-record", action="store_true", help="do not add the evaluations to the leaderboard store"
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="the leaderboard name of the trained adapter's evaluations, as "
+        "with harness run --name (default: ADAPTER_FOLDER@FINGERPRINT)",
+    )
     parser.add_argument("--db-url", default=None, help="leaderboard store URL, as with harness run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
@@ -141,7 +172,9 @@ def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
         task = get_task(name).key
         root = roots.for_task(task)
         if root is None or not root.exists():
-            raise UserError(f"--eval-after {name}: pass its test data with --eval-data-root {name}=PATH (got {root})")
+            raise UserError(
+                f"--eval-after {name}: pass its test data with --eval-data-root {name}=PATH (got {root})"
+            )
         for item in args.eval_scoring:
             scoring, _, variant = item.partition(":")
             if scoring not in SCORINGS:
@@ -171,10 +204,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if plan.eval_configs:
         from harness.cli import plugin_hooks
 
-        for check in plugin_hooks("before_run"):  # e.g. a --name held by other weights: refused before evaluating
+        for check in plugin_hooks(
+            "before_run"
+        ):  # e.g. a --name held by other weights: refused before evaluating
             for config in plan.eval_configs:
                 check(config, args)
-        after_run = plugin_hooks("after_run")  # e.g. the leaderboard's: record each run, as `harness run` does
+        after_run = plugin_hooks(
+            "after_run"
+        )  # e.g. the leaderboard's: record each run, as `harness run` does
 
         def record(summary: dict) -> None:
             for hook in after_run:
@@ -183,7 +220,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         summaries = evaluate_adapter(plan.eval_configs, adapter, command=["harness", *getattr(args, "argv", [])],
                                      record=record)  # fmt: skip
         for summary in summaries:
-            print(f"eval {summary['task']} {summary['scoring']} ({summary['variant']}): accuracy {summary['accuracy']:.3f}")
+            print(
+                f"eval {summary['task']} {summary['scoring']} ({summary['variant']}): accuracy {summary['accuracy']:.3f}"
+            )
     if args.json:
         print(json.dumps({
             "out": str(adapter), "recipe": args.recipe, "stages": [r.stage for r in plan.runs],

@@ -117,7 +117,9 @@ def quantisation_config(config: TrainingConfig):
             llm_int8_skip_modules=["lm_head", "vision_model", "vision_tower"],
         )
     if model.load_in_8bit:
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["lm_head", "vision_model", "vision_tower"])
+        return BitsAndBytesConfig(
+            load_in_8bit=True, llm_int8_skip_modules=["lm_head", "vision_model", "vision_tower"]
+        )
     return None
 
 
@@ -146,7 +148,9 @@ def load_base(base: str, adapter: ArchAdapter, config: TrainingConfig):
     model = getattr(transformers, adapter.model_class).from_pretrained(base, **kwargs)
     if config.model.load_in_4bit:
         guard_avx512bf16(model)
-    processor = AutoProcessor.from_pretrained(base, **({"do_image_splitting": False} if adapter.name == "idefics2" else {}))
+    processor = AutoProcessor.from_pretrained(
+        base, **({"do_image_splitting": False} if adapter.name == "idefics2" else {})
+    )
     return model, processor
 
 
@@ -154,7 +158,9 @@ def wrap_lora(model: nn.Module, adapter: ArchAdapter, config: TrainingConfig, in
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if config.model.quantisation is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.model.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.model.gradient_checkpointing
+        )
     elif config.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
@@ -179,7 +185,9 @@ def save_adapter(model: FinedeficsTrainingModel, folder: Path) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     model.peft_model.save_pretrained(str(folder))
-    temperatures = {key: value.detach().cpu().contiguous() for key, value in model.losses.state_dict().items()}
+    temperatures = {
+        key: value.detach().cpu().contiguous() for key, value in model.losses.state_dict().items()
+    }
     if temperatures:
         save_file(temperatures, str(folder / TEMPERATURES_FILE))
 
@@ -240,7 +248,9 @@ class FinedeficsTrainer(Trainer):
             if key != "loss":
                 self._term_sums[key] = self._term_sums.get(key, 0.0) + float(value.detach())
         self._term_count += 1
-        self._samples += int(inputs["category_labels" if "category_labels" in inputs else "input_ids"].shape[0])
+        self._samples += int(
+            inputs["category_labels" if "category_labels" in inputs else "input_ids"].shape[0]
+        )
         loss = outputs["loss"]
         return (loss, outputs) if return_outputs else loss
 
@@ -319,7 +329,9 @@ def build_collator(run: StageRun, adapter: ArchAdapter, processor, datasets):
         return StageTwoCollator(SequenceBuilder(processor, adapter, mask_prompt=True))
     builder = SequenceBuilder(processor, adapter, mask_prompt=not run.config.loss.reference_compat)
     stage1 = datasets["stage1"]
-    descriptions = dict(zip(stage1["category"], stage1["attribute"], strict=True)) if run.recipe.random_negatives else {}
+    descriptions = (
+        dict(zip(stage1["category"], stage1["attribute"], strict=True)) if run.recipe.random_negatives else {}
+    )
     collator = StageOneCollator(
         builder,
         use_attributes=run.recipe.use_attributes,
@@ -329,7 +341,9 @@ def build_collator(run: StageRun, adapter: ArchAdapter, processor, datasets):
         seed=run.stage_config.seed,
     )
     if run.stage == "joint":
-        collator = JointCollator(collator, StageTwoCollator(SequenceBuilder(processor, adapter)), datasets["stage2"])
+        collator = JointCollator(
+            collator, StageTwoCollator(SequenceBuilder(processor, adapter)), datasets["stage2"]
+        )
     return collator
 
 
@@ -427,7 +441,11 @@ def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer
 
 def last_terms(trainer: Trainer) -> dict:
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
-    return {f"final_{k}": v for k, v in (logged[-1] if logged else {}).items() if k.endswith(("_loss", "_temperature")) or k == "loss"}
+    return {
+        f"final_{k}": v
+        for k, v in (logged[-1] if logged else {}).items()
+        if k.endswith(("_loss", "_temperature")) or k == "loss"
+    }
 
 
 def write_record(run: StageRun, adapter: ArchAdapter, metrics: dict, trainer: Trainer) -> dict:

@@ -54,7 +54,9 @@ def stage_folder(data: Path, stage: str) -> Path:
         raise UserError(f"--data {data}: no such folder (expected the output of `harness train data`)")
     folder = data / stage if (data / stage).is_dir() else data
     if not (folder / "dataset_info.json").is_file() and not (folder / "state.json").is_file():
-        raise UserError(f"--data {data}: no {stage}/ dataset in it (expected {data / stage}, written by `harness train data`)")
+        raise UserError(
+            f"--data {data}: no {stage}/ dataset in it (expected {data / stage}, written by `harness train data`)"
+        )
     return folder
 
 
@@ -63,7 +65,9 @@ def check_columns(columns: list[str], stage: str, where: Path) -> None:
     missing = [name for name in expected if name not in columns]
     if not missing:
         return
-    other = next((s for s, cols in STAGE_COLUMNS.items() if s != stage and all(c in columns for c in cols)), None)
+    other = next(
+        (s for s, cols in STAGE_COLUMNS.items() if s != stage and all(c in columns for c in cols)), None
+    )
     hint = f" It is a {other} dataset: pass it to `harness train {other}`." if other else ""
     raise UserError(f"{where}: not a {stage} dataset, missing columns {', '.join(missing)}.{hint}")
 
@@ -102,7 +106,10 @@ class SequenceBuilder:
 
     def pixels_and_prompts(self, prompts: list[str], images: list) -> tuple[dict, list[list[int]]]:
         batch = self.processor(
-            text=prompts, images=[[image.convert("RGB")] for image in images], padding=True, return_tensors="pt"
+            text=prompts,
+            images=[[image.convert("RGB")] for image in images],
+            padding=True,
+            return_tensors="pt",
         )
         rows = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
         pixels = {key: batch[key] for key in ("pixel_values", "pixel_attention_mask") if key in batch}
@@ -178,10 +185,17 @@ class StageOneCollator:
             "n_negatives": torch.tensor(k),
         }
         if self.use_attributes and self.use_generation:
-            prompts = [self.builder.adapter.prompt(DESCRIBE_PROMPT.format(superclass=row["superclass"])) for row in rows]
-            gen = self.builder.generation_batch(prompts, [row["attribute"] for row in rows], [row["image"] for row in rows])
+            prompts = [
+                self.builder.adapter.prompt(DESCRIBE_PROMPT.format(superclass=row["superclass"]))
+                for row in rows
+            ]
+            gen = self.builder.generation_batch(
+                prompts, [row["attribute"] for row in rows], [row["image"] for row in rows]
+            )
         else:
-            gen, _ = self.builder.pixels_and_prompts([self.builder.adapter.prompt("")] * n, [row["image"] for row in rows])
+            gen, _ = self.builder.pixels_and_prompts(
+                [self.builder.adapter.prompt("")] * n, [row["image"] for row in rows]
+            )
         return batch | gen
 
 
@@ -193,4 +207,6 @@ class StageTwoCollator:
 
     def __call__(self, rows: list[dict]) -> dict:
         prompts = [self.builder.adapter.prompt(row["question"]) for row in rows]
-        return self.builder.generation_batch(prompts, [row["answer"] for row in rows], [row["image"] for row in rows])
+        return self.builder.generation_batch(
+            prompts, [row["answer"] for row in rows], [row["image"] for row in rows]
+        )

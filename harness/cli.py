@@ -22,7 +22,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, RunConfig)  # every RunConfig field is a `harness run` flag
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line of stdout"
+    )
 
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -109,36 +111,57 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             for r in rows:
                 remote = " (remote code)" if r["remote_code"] else ""
-                print(f"{r['name']:<22} {r['params_b']:>5.1f}B  {r['family']:<18} {r['hub_id']}{remote}  ({r['licence']})")
+                print(
+                    f"{r['name']:<22} {r['params_b']:>5.1f}B  {r['family']:<18} {r['hub_id']}{remote}  ({r['licence']})"
+                )
     else:
         from tasks.registry import TASKS
 
-        rows = [{"name": t.key, "dataset": t.dataset, "n_classes": t.n_classes, "n_test": t.n_test} for t in TASKS.values()]
+        rows = [
+            {"name": t.key, "dataset": t.dataset, "n_classes": t.n_classes, "n_test": t.n_test}
+            for t in TASKS.values()
+        ]
         if args.json:
             print(json.dumps(rows))
         else:
             for r in rows:
-                print(f"{r['name']:<12} {r['dataset']:<22} {r['n_classes']:>4} classes {r['n_test']:>6} test images")
+                print(
+                    f"{r['name']:<12} {r['dataset']:<22} {r['n_classes']:>4} classes {r['n_test']:>6} test images"
+                )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="Fine-grained visual recognition benchmarks for MLLMs")
+    parser = argparse.ArgumentParser(
+        prog="harness", description="Fine-grained visual recognition benchmarks for MLLMs"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="evaluate a model on a task through lmms-eval")
     _add_run_arguments(run)
-    run.add_argument("--no-record", action="store_true", help="do not add the result to the leaderboard store")
-    run.add_argument("--name", help="the leaderboard name of these weights (default: the registry name for the "
-                     "registry's own weights, the hub id, or FOLDER@FINGERPRINT); refused when other weights hold it")
-    run.add_argument("--db-url", help="leaderboard store URL (default: $HARNESS_DB_URL or SQLite under $HARNESS_HOME)")
+    run.add_argument(
+        "--no-record", action="store_true", help="do not add the result to the leaderboard store"
+    )
+    run.add_argument(
+        "--name",
+        help="the leaderboard name of these weights (default: the registry name for the "
+        "registry's own weights, the hub id, or FOLDER@FINGERPRINT); refused when other weights hold it",
+    )
+    run.add_argument(
+        "--db-url", help="leaderboard store URL (default: $HARNESS_DB_URL or SQLite under $HARNESS_HOME)"
+    )
     run.set_defaults(func=cmd_run, before_run=[], after_run=[])
 
-    demo = sub.add_parser("demo", help="offline demo: tiny Idefics2 on a synthetic CUB-200 layout, both scorings")
+    demo = sub.add_parser(
+        "demo", help="offline demo: tiny Idefics2 on a synthetic CUB-200 layout, both scorings"
+    )
     demo.add_argument("--limit", type=int, default=None)
     demo.add_argument("--json", action="store_true")
-    demo.add_argument("--train", action="store_true",
-                      help="train a tiny Finedefics on synthetic data and show held-out accuracy before and after")
+    demo.add_argument(
+        "--train",
+        action="store_true",
+        help="train a tiny Finedefics on synthetic data and show held-out accuracy before and after",
+    )
     demo.set_defaults(func=cmd_demo)
 
     listing = sub.add_parser("list", help="list the registered models or tasks")

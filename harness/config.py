@@ -24,7 +24,9 @@ def parse_model_args(text: str | None) -> dict[str, str]:
             continue
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--model-args: '{part}' is not key=value (example: pretrained=/path,dtype=bfloat16)")
+            raise UserError(
+                f"--model-args: '{part}' is not key=value (example: pretrained=/path,dtype=bfloat16)"
+            )
         args[key.strip()] = value.strip()
     return args
 
@@ -40,45 +42,98 @@ class RunConfig:
 
     model: str = field(metadata=flag("registry name (see `harness list models`)"))
     task: str = field(metadata=flag("task name (see `harness list tasks`)"))
-    model_args: dict[str, str] = field(default_factory=dict, metadata=flag(
-        "k=v,k=v: pretrained=PATH_OR_HUB_ID, revision=, dtype=auto|bfloat16|float16|float32, "
-        "device=cpu|cuda|auto, load_in_4bit=true, trust_remote_code=true, max_new_tokens=N",
-        parse=parse_model_args))
-    data_root: Path | None = field(default=None, metadata=flag(
-        "the dataset folder in its original layout (e.g. CUB_200_2011/ or its parent)", metavar="PATH",
-        per_task=True))
-    choices: Path | None = field(default=None, metadata=flag(
-        "a FOCI/Finedefics choice file: {class: [{image, options, groundtruth}]}", metavar="FILE", per_task=True))
-    classnames: Path | None = field(default=None, metadata=flag(
-        "class names, one per line in label order (Flowers-102)", metavar="FILE"))
-    scoring: Scoring = field(default="generate", metadata=flag(
-        "generate an answer letter; or score each option letter's (loglik) or name's (loglik_name) log-likelihood"))
-    variant: str = field(default="k4", metadata=flag(
-        "without --choices: kN options per question (label-set size), 'all' classes, "
-        "or 'open' (open-world: no options, the model names the class); knowledge-QA tasks: direct, cot, oracle "
-        "or oracle_cot"))
-    options: OptionSource = field(default="random", metadata=flag(
-        "without --choices: seeded random negatives, or CLIP hard negatives as the paper mined them"))
-    clip_model: str | None = field(default=None, metadata=flag(
-        "CLIP for --options clip: open_clip:ARCH:PRETRAINED (default open_clip:ViT-L-14:laion2b_s32b_b82k) "
-        "or hf:HUB_ID_OR_PATH"))
-    circular: bool = field(default=False, metadata=flag(
-        "ask each question once per rotation of its options; correct only if every rotation is"))
-    limit: int | None = field(default=None, metadata=flag("evaluate only the first N questions", metavar="N",
-                                                           positive=True))
+    model_args: dict[str, str] = field(
+        default_factory=dict,
+        metadata=flag(
+            "k=v,k=v: pretrained=PATH_OR_HUB_ID, revision=, dtype=auto|bfloat16|float16|float32, "
+            "device=cpu|cuda|auto, load_in_4bit=true, trust_remote_code=true, max_new_tokens=N",
+            parse=parse_model_args,
+        ),
+    )
+    data_root: Path | None = field(
+        default=None,
+        metadata=flag(
+            "the dataset folder in its original layout (e.g. CUB_200_2011/ or its parent)",
+            metavar="PATH",
+            per_task=True,
+        ),
+    )
+    choices: Path | None = field(
+        default=None,
+        metadata=flag(
+            "a FOCI/Finedefics choice file: {class: [{image, options, groundtruth}]}",
+            metavar="FILE",
+            per_task=True,
+        ),
+    )
+    classnames: Path | None = field(
+        default=None, metadata=flag("class names, one per line in label order (Flowers-102)", metavar="FILE")
+    )
+    scoring: Scoring = field(
+        default="generate",
+        metadata=flag(
+            "generate an answer letter; or score each option letter's (loglik) or name's (loglik_name) log-likelihood"
+        ),
+    )
+    variant: str = field(
+        default="k4",
+        metadata=flag(
+            "without --choices: kN options per question (label-set size), 'all' classes, "
+            "or 'open' (open-world: no options, the model names the class); knowledge-QA tasks: direct, cot, oracle "
+            "or oracle_cot"
+        ),
+    )
+    options: OptionSource = field(
+        default="random",
+        metadata=flag(
+            "without --choices: seeded random negatives, or CLIP hard negatives as the paper mined them"
+        ),
+    )
+    clip_model: str | None = field(
+        default=None,
+        metadata=flag(
+            "CLIP for --options clip: open_clip:ARCH:PRETRAINED (default open_clip:ViT-L-14:laion2b_s32b_b82k) "
+            "or hf:HUB_ID_OR_PATH"
+        ),
+    )
+    circular: bool = field(
+        default=False,
+        metadata=flag(
+            "ask each question once per rotation of its options; correct only if every rotation is"
+        ),
+    )
+    limit: int | None = field(
+        default=None, metadata=flag("evaluate only the first N questions", metavar="N", positive=True)
+    )
     batch_size: int = field(default=1, metadata=flag("batch size (left-padded batches)", positive=True))
     seed: int = field(default=0, metadata=flag("seeds option order, random negatives and lmms-eval"))
-    output_dir: Path | None = field(default=None, metadata=flag(
-        "where run folders go (default: $HARNESS_HOME/runs; the queue worker: DIR/submission-ID/TASK)",
-        metavar="DIR"))
-    skip_missing: bool = field(default=False, metadata=flag(
-        "skip (and count) missing or unreadable images and unplaceable choice entries"))
-    num_processes: int = field(default=1, metadata=flag(
-        "data-parallel evaluation: N processes, one model replica each (one GPU each; gloo on CPU)",
-        metavar="N", positive=True))
-    questions: Path | None = field(default=None, metadata=flag(
-        "knowledge-QA tasks: the question file in ImageWikiQA's JSONL format (imagewikiqa.jsonl, or a "
-        "<task>_wikiqa bank)", metavar="FILE"))
+    output_dir: Path | None = field(
+        default=None,
+        metadata=flag(
+            "where run folders go (default: $HARNESS_HOME/runs; the queue worker: DIR/submission-ID/TASK)",
+            metavar="DIR",
+        ),
+    )
+    skip_missing: bool = field(
+        default=False,
+        metadata=flag("skip (and count) missing or unreadable images and unplaceable choice entries"),
+    )
+    num_processes: int = field(
+        default=1,
+        metadata=flag(
+            "data-parallel evaluation: N processes, one model replica each (one GPU each; gloo on CPU)",
+            metavar="N",
+            positive=True,
+        ),
+    )
+    questions: Path | None = field(
+        default=None,
+        metadata=flag(
+            "knowledge-QA tasks: the question file in ImageWikiQA's JSONL format (imagewikiqa.jsonl, or a "
+            "<task>_wikiqa bank)",
+            metavar="FILE",
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:

@@ -15,8 +15,15 @@ OPTION_FIELDS = ("variant", "options", "clip_model", "circular", "seed")
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     """TASK --source DIR [--choices FILE] [--classnames FILE] [--questions FILE] [--skip-missing] [--json];
     the flags are RunConfig's (one definition with `harness run`), the dataset folder named --source here."""
-    add_dataclass_arguments(parser, RunConfig, only=SOURCE_FIELDS, positional=("task",), required=("data_root",),
-                            rename={"data_root": "--source"}, per_task=False)
+    add_dataclass_arguments(
+        parser,
+        RunConfig,
+        only=SOURCE_FIELDS,
+        positional=("task",),
+        required=("data_root",),
+        rename={"data_root": "--source"},
+        per_task=False,
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -43,11 +50,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         from tasks.knowledge_qa import prepare_qa_task, qa_variant
 
         prepared = prepare_qa_task(
-            task, config.data_root, config.questions, variant=qa_variant(config.variant, "generate"), seed=config.seed,
-            skip_missing=config.skip_missing, classnames=config.classnames, force=args.force,
+            task,
+            config.data_root,
+            config.questions,
+            variant=qa_variant(config.variant, "generate"),
+            seed=config.seed,
+            skip_missing=config.skip_missing,
+            classnames=config.classnames,
+            force=args.force,
         )
     else:
-        prepared = prepare_task(task, read_split(task, config), option_plan(config), seed=config.seed, force=args.force)
+        prepared = prepare_task(
+            task, read_split(task, config), option_plan(config), seed=config.seed, force=args.force
+        )
     info = {
         "task": task.key,
         "variant": prepared.variant,
@@ -63,10 +78,18 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info))
     else:
-        repeated = f", {info['repeated_images']} image(s) asked twice by the choice file" if info["repeated_images"] else ""
-        print(f"prepared {info['n_questions']} {task.key} questions on {info['n_images']} images{repeated} "
-              f"({info['option_source']}) in {info['path']}")
-        print(f"lmms-eval: --include_path {info['include_path']} --tasks {'|'.join(info['lmms_tasks'].values())}")
+        repeated = (
+            f", {info['repeated_images']} image(s) asked twice by the choice file"
+            if info["repeated_images"]
+            else ""
+        )
+        print(
+            f"prepared {info['n_questions']} {task.key} questions on {info['n_images']} images{repeated} "
+            f"({info['option_source']}) in {info['path']}"
+        )
+        print(
+            f"lmms-eval: --include_path {info['include_path']} --tasks {'|'.join(info['lmms_tasks'].values())}"
+        )
     return 0
 
 
@@ -75,8 +98,14 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     if task.kind == "qa":
         from tasks.knowledge_qa import qa_info
 
-        return qa_info(task, config.data_root, config.questions, skip_missing=config.skip_missing,
-                       classnames=config.classnames, json_output=args.json)
+        return qa_info(
+            task,
+            config.data_root,
+            config.questions,
+            skip_missing=config.skip_missing,
+            classnames=config.classnames,
+            json_output=args.json,
+        )
     task, _, split = _read(args)
     questions = []  # (item, options): one per choice-file entry, so an image asked twice is listed twice
     if args.choices is not None:
@@ -94,8 +123,14 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         "class_counts": split.class_counts(),
         "skipped": split.skipped,
         "items": [
-            {"image": str(item.image), "class": split.class_names[item.label], **({"options": options} if options else {})}
-            for item, options in (questions if args.choices is not None else [(item, None) for item in split.items])
+            {
+                "image": str(item.image),
+                "class": split.class_names[item.label],
+                **({"options": options} if options else {}),
+            }
+            for item, options in (
+                questions if args.choices is not None else [(item, None) for item in split.items]
+            )
         ],
     }
     if args.choices is not None:
@@ -105,7 +140,10 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         print(json.dumps(info))
         return 0
     print(f"{task.key}: {split.format} at {split.root}")
-    print(f"  {info['n_classes']} classes, {info['n_test']} test images" + (f", {len(split.skipped)} skipped" if split.skipped else ""))
+    print(
+        f"  {info['n_classes']} classes, {info['n_test']} test images"
+        + (f", {len(split.skipped)} skipped" if split.skipped else "")
+    )
     counts = sorted(info["class_counts"].values())
     print(f"  images per class: min {counts[0]}, max {counts[-1]}")
     print(f"  first classes: {', '.join(split.class_names[:5])}{' ...' if split.n_classes > 5 else ''}")

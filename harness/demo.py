@@ -51,8 +51,10 @@ def run_demo(limit: int | None = None, json_output: bool = False) -> int:
     print(format_table(summaries))
     for summary in summaries:
         print(f"{summary['scoring']:<9} results: {summary['results_file']}")
-    print("(the tiny model is random and untrained: it answers with noise, so generation is mostly unparseable "
-          "and log-likelihood accuracy is near chance; the demo shows the pipeline, not a model)")
+    print(
+        "(the tiny model is random and untrained: it answers with noise, so generation is mostly unparseable "
+        "and log-likelihood accuracy is near chance; the demo shows the pipeline, not a model)"
+    )
     if json_output:
         print(json.dumps([summary_line(s) for s in summaries]))
     return 0
@@ -75,7 +77,9 @@ def run_train_demo(json_output: bool = False) -> int:
     from finedefics_train.trainer import StageRun, train_stage
 
     root = harness_home() / "demo" / "train"
-    data = make_training_data(root / "synthetic", n_classes=TRAIN_DEMO_CLASSES, per_class_train=12, per_class_test=4)
+    data = make_training_data(
+        root / "synthetic", n_classes=TRAIN_DEMO_CLASSES, per_class_train=12, per_class_test=4
+    )
     base = build_training_base(harness_home() / "demo" / "tiny-idefics2-train")
     print(f"train demo: base {base} (the demo's tiny Idefics2, output layer scaled)\n"
           f"            data {data.data_dir} ({TRAIN_DEMO_CLASSES} classes; held-out test images in {data.dataset})")  # fmt: skip
@@ -87,7 +91,9 @@ def run_train_demo(json_output: bool = False) -> int:
     config, recipe, previous = load_config("tiny_cpu"), get_recipe("finedefics"), None
     for stage in recipe.stages:
         out = root / "adapter" / stage
-        record = train_stage(StageRun(stage, data.data_dir, str(base), out, config, recipe, init_adapter=previous))
+        record = train_stage(
+            StageRun(stage, data.data_dir, str(base), out, config, recipe, init_adapter=previous)
+        )
         print(f"{stage}: {record['metrics']['global_step']} steps in {record['metrics']['wall_s']:.0f} s")
         previous = out
     after = evaluate_adapter(demo_eval_configs(
@@ -96,7 +102,9 @@ def run_train_demo(json_output: bool = False) -> int:
     print()
     print(format_table([*before, *after]))
     for b, a in zip(before, after, strict=True):
-        print(f"{a['scoring']:<11} {a['variant']:<5} held-out accuracy {b['accuracy']:.3f} -> {a['accuracy']:.3f}")
+        print(
+            f"{a['scoring']:<11} {a['variant']:<5} held-out accuracy {b['accuracy']:.3f} -> {a['accuracy']:.3f}"
+        )
     if json_output:
         print(json.dumps({"before": [summary_line(s) for s in before], "after": [summary_line(s) for s in after],
                           "adapter": str(previous)}))  # fmt: skip

@@ -26,14 +26,22 @@ JOURNALED = ("loglikelihood", "generate_until")
 def request_key(reqtype: str, request: Instance) -> str:
     """Identifies a request by its task, document, option index and text arguments."""
     context, second = request.args[0], request.args[1]
-    payload = [reqtype, request.task_name, request.doc_id, request.idx, context,
-               second if isinstance(second, str) else sorted((second or {}).items(), key=str)]
+    payload = [
+        reqtype,
+        request.task_name,
+        request.doc_id,
+        request.idx,
+        context,
+        second if isinstance(second, str) else sorted((second or {}).items(), key=str),
+    ]
     return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()
 
 
 def _encode(response: Any) -> Any:
     if isinstance(response, GenerationResult):
-        return {"generation_result": list(response.text) if isinstance(response.text, tuple) else response.text}
+        return {
+            "generation_result": list(response.text) if isinstance(response.text, tuple) else response.text
+        }
     return response
 
 
@@ -69,7 +77,9 @@ class ResponseJournal:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def _journaled(self, reqtype: str, compute: Callable[[list[Instance]], list]) -> Callable[[list[Instance]], list]:
+    def _journaled(
+        self, reqtype: str, compute: Callable[[list[Instance]], list]
+    ) -> Callable[[list[Instance]], list]:
         def answer(requests: list[Instance]) -> list:
             keys = [request_key(reqtype, r) for r in requests]
             todo = [i for i, key in enumerate(keys) if key not in self.responses]

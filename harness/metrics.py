@@ -19,15 +19,18 @@ def _class(names: Mapping[int, str], label: int | None) -> str | None:
     return None if label is None else names.get(label, f"label {label}")
 
 
-def per_class_accuracy(questions: Sequence[Sequence[RowScore]], right: Mapping[int, bool],
-                       names: Mapping[int, str]) -> dict[str, float]:
+def per_class_accuracy(
+    questions: Sequence[Sequence[RowScore]], right: Mapping[int, bool], names: Mapping[int, str]
+) -> dict[str, float]:
     hits: dict[str, list[bool]] = defaultdict(list)
     for rows in questions:
         hits[_class(names, rows[0].label)].append(right[rows[0].question])
     return {name: sum(values) / len(values) for name, values in sorted(hits.items())}
 
 
-def top_confusions(questions: Sequence[Sequence[RowScore]], names: Mapping[int, str], limit: int = 20) -> list[Confusion]:
+def top_confusions(
+    questions: Sequence[Sequence[RowScore]], names: Mapping[int, str], limit: int = 20
+) -> list[Confusion]:
     """(true class, predicted class) of each wrong question's first wrong parseable answer."""
     pairs: Counter[tuple[str, str]] = Counter()
     for rows in questions:
@@ -49,7 +52,10 @@ def position_bias(rows: Sequence[RowScore]) -> dict[str, LetterBias]:
     width = max(row.n_options for row in with_options)
     return {
         (LETTERS[i] if i < len(LETTERS) else str(i + 1)): {
-            "answered": answered[i], "answered_share": answered[i] / n, "gold": gold[i], "gold_share": gold[i] / n,
+            "answered": answered[i],
+            "answered_share": answered[i] / n,
+            "gold": gold[i],
+            "gold_share": gold[i] / n,
         }
         for i in range(width)
     }

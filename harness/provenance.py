@@ -13,7 +13,17 @@ from pathlib import Path
 from harness import __version__
 from harness.core.results import Provenance
 
-PACKAGES = ("fgvr-harness", "lmms_eval", "torch", "transformers", "datasets", "accelerate", "peft", "bitsandbytes", "pillow")
+PACKAGES = (
+    "fgvr-harness",
+    "lmms_eval",
+    "torch",
+    "transformers",
+    "datasets",
+    "accelerate",
+    "peft",
+    "bitsandbytes",
+    "pillow",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -31,11 +41,18 @@ def git_commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=10,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -59,7 +76,9 @@ def checkpoint_fingerprint(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         info = path.stat()
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{info.st_size}\0{_file_digest(path, info)}".encode())
+        digest.update(
+            f"{path.relative_to(folder).as_posix()}\0{info.st_size}\0{_file_digest(path, info)}".encode()
+        )
     return FINGERPRINT_PREFIX + digest.hexdigest()[:32]
 
 

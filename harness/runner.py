@@ -52,13 +52,17 @@ class RunPlan:
 def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
     """The checkpoint to load; a hub id must already be cached when the hub is unreachable. An
     `adapter=` without `pretrained=` goes on the base the adapter records."""
-    pretrained = model_args.get("pretrained") or adapter_recorded_base(model_args.get("adapter")) or model.hub_id
+    pretrained = (
+        model_args.get("pretrained") or adapter_recorded_base(model_args.get("adapter")) or model.hub_id
+    )
     if looks_like_local_path(pretrained):
         folder = Path(pretrained).expanduser()
         if not folder.exists():
             raise UserError(f"pretrained={pretrained}: no such folder")
         if not folder.is_dir():
-            raise UserError(f"pretrained={pretrained} is a file; pass the checkpoint folder (with config.json)")
+            raise UserError(
+                f"pretrained={pretrained} is a file; pass the checkpoint folder (with config.json)"
+            )
         check_architecture(model, folder)
         return str(folder.resolve())
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
@@ -66,7 +70,9 @@ def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
 
         from models.base import hub_unavailable_message
 
-        if not isinstance(try_to_load_from_cache(pretrained, "config.json", revision=model_args.get("revision")), str):
+        if not isinstance(
+            try_to_load_from_cache(pretrained, "config.json", revision=model_args.get("revision")), str
+        ):
             raise UserError(hub_unavailable_message(pretrained))
     return pretrained
 
@@ -86,8 +92,10 @@ def check_architecture(model: ModelSpec, folder: Path) -> None:
     if expected and model_type not in expected:
         fits = models_of_type(str(model_type))
         hint = f" Did you mean --model {' or '.join(fits)}?" if fits else ""
-        raise UserError(f"pretrained={folder} is a '{model_type}' checkpoint, but --model {model.name} loads "
-                        f"{' or '.join(expected)} checkpoints.{hint}")
+        raise UserError(
+            f"pretrained={folder} is a '{model_type}' checkpoint, but --model {model.name} loads "
+            f"{' or '.join(expected)} checkpoints.{hint}"
+        )
 
 
 def adapter_recorded_base(adapter: str | None) -> str | None:
@@ -107,14 +115,24 @@ def read_split(task: TaskSpec, config: RunConfig):
         raise UserError(f"--data-root is required: the folder holding the {task.dataset} test set")
     if not config.data_root.exists():
         raise UserError(f"--data-root {config.data_root} does not exist")
-    return task.read(config.data_root, classnames=config.classnames, choices=config.choices, skip_missing=config.skip_missing)
+    return task.read(
+        config.data_root,
+        classnames=config.classnames,
+        choices=config.choices,
+        skip_missing=config.skip_missing,
+    )
 
 
 def option_plan(config: RunConfig) -> OptionPlan:
     if config.choices is not None:
         if not config.choices.is_file():
             raise UserError(f"--choices {config.choices} does not exist")
-        return OptionPlan("choice_file", choice_file=config.choices, circular=config.circular, skip_missing=config.skip_missing)
+        return OptionPlan(
+            "choice_file",
+            choice_file=config.choices,
+            circular=config.circular,
+            skip_missing=config.skip_missing,
+        )
     if config.variant in ("all", "open"):
         source = {"all": "all_classes", "open": "open"}[config.variant]
         return OptionPlan(source, circular=config.circular, skip_missing=config.skip_missing)
@@ -122,8 +140,13 @@ def option_plan(config: RunConfig) -> OptionPlan:
     if k is not None:
         if k < 2:
             raise UserError(f"--variant {config.variant}: a question needs at least 2 options (k2 or more)")
-        return OptionPlan(config.options, k=k, clip_model=config.clip_model,
-                          circular=config.circular, skip_missing=config.skip_missing)
+        return OptionPlan(
+            config.options,
+            k=k,
+            clip_model=config.clip_model,
+            circular=config.circular,
+            skip_missing=config.skip_missing,
+        )
     raise UserError(f"--variant {config.variant}: expected kN (e.g. k4, k20), all, or open")
 
 
@@ -133,7 +156,9 @@ def check_output_dir(folder: Path | None) -> None:
         return
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
-        raise UserError(f"--output-dir {folder}: {existing} is a file, not a folder; choose another --output-dir")
+        raise UserError(
+            f"--output-dir {folder}: {existing} is a file, not a folder; choose another --output-dir"
+        )
     if existing is not None and not os.access(existing, os.W_OK):
         raise UserError(f"--output-dir {folder}: {existing} is not writable; choose another --output-dir")
 
@@ -147,29 +172,51 @@ def plan_run(config: RunConfig) -> RunPlan:
     if task.kind == "qa":  # knowledge-QA tasks: questions from a file (tasks.knowledge_qa)
         from tasks.knowledge_qa import prepare_qa_task, qa_variant
 
-        prepared = prepare_qa_task(task, config.data_root, config.questions, variant=qa_variant(config.variant, config.scoring),
-                                   seed=config.seed, skip_missing=config.skip_missing, classnames=config.classnames)
+        prepared = prepare_qa_task(
+            task,
+            config.data_root,
+            config.questions,
+            variant=qa_variant(config.variant, config.scoring),
+            seed=config.seed,
+            skip_missing=config.skip_missing,
+            classnames=config.classnames,
+        )
     else:
         plan = option_plan(config)
         split = read_split(task, config)
         prepared = prepare_task(task, split, plan, seed=config.seed)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    run_name = f"{model.name}__{task.key}-{prepared.variant}__{config.scoring}__{stamp}-{uuid.uuid4().hex[:6]}"
+    run_name = (
+        f"{model.name}__{task.key}-{prepared.variant}__{config.scoring}__{stamp}-{uuid.uuid4().hex[:6]}"
+    )
     run_dir = (config.output_dir or runs_root()) / run_name
-    revision = provenance.model_revision(pretrained, config.model_args.get("revision"), config.model_args.get("adapter"))
+    revision = provenance.model_revision(
+        pretrained, config.model_args.get("revision"), config.model_args.get("adapter")
+    )
     return RunPlan(config, model, task, prepared, pretrained, run_dir, revision)
 
 
 def journal_for(plan: RunPlan) -> ResponseJournal:
     """The response journal of this run's inputs: the same command finds it again after an interruption.
     Keyed by the checkpoint's content, not its path: weights rewritten in place start a new journal."""
-    args = {k: v for k, v in sorted(plan.config.model_args.items()) if k not in ("batch_size", "pretrained", "adapter")}
-    key = [plan.model.name, plan.model_revision or plan.pretrained, args, plan.prepared.meta.fingerprint,
-           plan.config.scoring]
+    args = {
+        k: v
+        for k, v in sorted(plan.config.model_args.items())
+        if k not in ("batch_size", "pretrained", "adapter")
+    }
+    key = [
+        plan.model.name,
+        plan.model_revision or plan.pretrained,
+        args,
+        plan.prepared.meta.fingerprint,
+        plan.config.scoring,
+    ]
     digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
     # each data-parallel rank answers its own shard (the same one when the same command is re-run)
     shard = f"-rank{distributed.rank()}of{distributed.world_size()}" if distributed.world_size() > 1 else ""
-    return ResponseJournal(harness_home() / "journals" / f"{plan.model.name}-{plan.task.key}-{digest}{shard}.jsonl")
+    return ResponseJournal(
+        harness_home() / "journals" / f"{plan.model.name}-{plan.task.key}-{digest}{shard}.jsonl"
+    )
 
 
 def launch_ranks(config: RunConfig, argv: list[str]) -> int:
@@ -186,18 +233,24 @@ def load_model(plan: RunPlan):
     """The lmms-eval wrapper instance, loaded the way lmms-eval itself would create it."""
     model_args = format_model_args({**plan.config.model_args, "pretrained": plan.pretrained})
     try:
-        return plan.model.load_wrapper().create_from_arg_string(model_args, {"batch_size": plan.config.batch_size})
+        return plan.model.load_wrapper().create_from_arg_string(
+            model_args, {"batch_size": plan.config.batch_size}
+        )
     except UserError:
         raise
     except Exception as error:
         if Path(plan.pretrained).is_dir():  # a local checkpoint that does not load is bad input, not a crash
             reason = str(error) if len(str(error)) <= 400 else str(error)[:400] + " …"
-            raise UserError(f"pretrained={plan.pretrained}: the checkpoint could not be loaded "
-                            f"({type(error).__name__}: {reason})") from error
+            raise UserError(
+                f"pretrained={plan.pretrained}: the checkpoint could not be loaded "
+                f"({type(error).__name__}: {reason})"
+            ) from error
         raise
 
 
-def evaluate(plan: RunPlan, datetime_str: str, journal: ResponseJournal) -> tuple[dict, list[dict], list[str]] | None:
+def evaluate(
+    plan: RunPlan, datetime_str: str, journal: ResponseJournal
+) -> tuple[dict, list[dict], list[str]] | None:
     """Run lmms-eval on the prepared task; returns (results, samples of our task, the model's request
     failures), or None on a data-parallel rank other than 0 (lmms-eval gathers everything on rank 0)."""
     from lmms_eval.evaluator import simple_evaluate
@@ -229,8 +282,14 @@ def evaluate(plan: RunPlan, datetime_str: str, journal: ResponseJournal) -> tupl
     except UserError:
         raise
     except Exception as error:
-        saved = f"; {len(journal.responses)} responses are saved, re-run the same command to resume" if journal.responses else ""
-        raise EvaluationFailed(f"lmms-eval failed on {plan.lmms_task}: {type(error).__name__}: {error}{saved}") from error
+        saved = (
+            f"; {len(journal.responses)} responses are saved, re-run the same command to resume"
+            if journal.responses
+            else ""
+        )
+        raise EvaluationFailed(
+            f"lmms-eval failed on {plan.lmms_task}: {type(error).__name__}: {error}{saved}"
+        ) from error
     if not distributed.is_main_process():
         return None
     if not results or plan.lmms_task not in results.get("results", {}):
@@ -253,7 +312,10 @@ def response_kind(plan: RunPlan) -> ResponseKind:
 
 def score_samples(samples: list[dict], kind: ResponseKind) -> list[RowScore]:
     """Every answered row, scored by the code lmms-eval's hooks ran on the same responses."""
-    return [score_row(sample["doc"], sample["filtered_resps"], kind) for sample in sorted(samples, key=lambda s: s["doc_id"])]
+    return [
+        score_row(sample["doc"], sample["filtered_resps"], kind)
+        for sample in sorted(samples, key=lambda s: s["doc_id"])
+    ]
 
 
 def class_names_of(samples: list[dict]) -> dict[int, str]:
@@ -275,14 +337,18 @@ def check_failures(rows: list[RowScore], lm_failures: list[str], task: str) -> N
         raise EvaluationFailed(f"every request of {task} failed in the model; the first: {first}")
 
 
-def write_lmms_files(run_dir: Path, results: dict, samples: list[dict], task_name: str, date_id: str) -> tuple[Path, Path]:
+def write_lmms_files(
+    run_dir: Path, results: dict, samples: list[dict], task_name: str, date_id: str
+) -> tuple[Path, Path]:
     """lmms-eval's own files, in its naming: <date>_results.json and <date>_samples_<task>.jsonl."""
     from lmms_eval.utils import handle_non_serializable
 
     results_file = run_dir / f"{date_id}_results.json"
     samples_file = run_dir / f"{date_id}_samples_{task_name}.jsonl"
     write_json_atomic(results_file, json.loads(json.dumps(results, default=handle_non_serializable)))
-    write_lines_atomic(samples_file, (json.dumps(sample, default=handle_non_serializable) for sample in samples))
+    write_lines_atomic(
+        samples_file, (json.dumps(sample, default=handle_non_serializable) for sample in samples)
+    )
     return results_file, samples_file
 
 
@@ -293,7 +359,9 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
     date_id = now.strftime("%Y-%m-%dT%H-%M-%S")
     journal = journal_for(plan)
     if journal.resumed:
-        print(f"resuming: {journal.resumed} responses from an interrupted run ({journal.path})", file=sys.stderr)
+        print(
+            f"resuming: {journal.resumed} responses from an interrupted run ({journal.path})", file=sys.stderr
+        )
     evaluated = evaluate(plan, datetime_str=now.strftime("%Y%m%d_%H%M%S"), journal=journal)
     if evaluated is None:
         journal.discard()
@@ -337,8 +405,11 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
         **metrics,
         "results_file": str(results_file),
         "samples_file": str(samples_file),
-        "provenance": provenance.collect(command or sys.argv, device=config.model_args.get("device", "auto"),
-                                         num_processes=distributed.world_size()),
+        "provenance": provenance.collect(
+            command or sys.argv,
+            device=config.model_args.get("device", "auto"),
+            num_processes=distributed.world_size(),
+        ),
     }
     validate_summary(summary, str(plan.run_dir / SUMMARY_FILE))  # the contract holds before the file exists
     write_json_atomic(plan.run_dir / SUMMARY_FILE, summary)

@@ -59,17 +59,35 @@ TRUSTED_PROXIES_ENV = "HARNESS_TRUSTED_PROXIES"  # proxies whose X-Forwarded-For
 MAX_UPLOAD_BYTES = 0  # the app has no upload component: Gradio's upload route refuses every non-empty file
 MODEL_NAME_CHARS = 32  # longer names are cut in the table; the full name shows on hover
 ADMIN_ACTIONS = ("requeue submission", "delete submission", "hide model", "unhide model", "delete model")
-QUEUE_COLUMNS = {"id": "ID", "model_name": "Model", "base": "Base", "precision": "Precision", "tasks": "Tasks",
-                 "status": "Status", "submitter": "Submitter", "created": "Submitted", "started": "Started",
-                 "finished": "Finished", "worker": "Worker", "attempts": "Attempts", "error": "Failure reason"}
+QUEUE_COLUMNS = {
+    "id": "ID",
+    "model_name": "Model",
+    "base": "Base",
+    "precision": "Precision",
+    "tasks": "Tasks",
+    "status": "Status",
+    "submitter": "Submitter",
+    "created": "Submitted",
+    "started": "Started",
+    "finished": "Finished",
+    "worker": "Worker",
+    "attempts": "Attempts",
+    "error": "Failure reason",
+}
 PLOT_DEFAULT_MODELS = 4
-THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
-                          font_mono=["ui-monospace", "Menlo", "monospace"])  # system fonts: no font download
-CSS = ".grouped-bars { width: 100%; height: auto; } #leaderboard-table { font-variant-numeric: tabular-nums; }"
-INTRO = (f"Fine-grained visual recognition (FGVR) accuracy of multimodal LLMs on {len(spec.TASK_KEYS)} datasets, "
-         "4 options per "
-         "question. **reported**: figures published in Finedefics (He et al., ICLR 2025), Table 2/4; "
-         "**reproduced**: runs of this harness. The average is shown only for rows with every selected task.")
+THEME = gr.themes.Default(
+    font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
+    font_mono=["ui-monospace", "Menlo", "monospace"],
+)  # system fonts: no font download
+CSS = (
+    ".grouped-bars { width: 100%; height: auto; } #leaderboard-table { font-variant-numeric: tabular-nums; }"
+)
+INTRO = (
+    f"Fine-grained visual recognition (FGVR) accuracy of multimodal LLMs on {len(spec.TASK_KEYS)} datasets, "
+    "4 options per "
+    "question. **reported**: figures published in Finedefics (He et al., ICLR 2025), Table 2/4; "
+    "**reproduced**: runs of this harness. The average is shown only for rows with every selected task."
+)
 
 
 def _prune(folder: Path, max_age_s: float = 3600) -> None:
@@ -108,7 +126,7 @@ def _plain_text(value: Any) -> str:
 
 def _model_cell(name: str) -> str:
     """A model name cut to MODEL_NAME_CHARS, the whole name on hover (escaped: names are user input)."""
-    shown = name if len(name) <= MODEL_NAME_CHARS else name[:MODEL_NAME_CHARS - 1] + "…"
+    shown = name if len(name) <= MODEL_NAME_CHARS else name[: MODEL_NAME_CHARS - 1] + "…"
     return f'<span title="{html.escape(name, quote=True)}">{html.escape(shown)}</span>'
 
 
@@ -133,8 +151,10 @@ def submit_tokens() -> dict[str, str]:
             continue
         name, sep, token = entry.strip().partition(":")
         if not sep or not SUBMITTER.match(name) or len(token) < 8:
-            raise UserError(f"{SUBMIT_TOKENS_ENV}: '{name}:…' is not name:token (a name of letters, digits . _ - "
-                            "and a token of at least 8 characters)")
+            raise UserError(
+                f"{SUBMIT_TOKENS_ENV}: '{name}:…' is not name:token (a name of letters, digits . _ - "
+                "and a token of at least 8 characters)"
+            )
         tokens[token] = name
     return tokens
 
@@ -159,7 +179,9 @@ def web_submitter(token: str, host: str) -> str:
         for known, name in tokens.items():
             if hmac.compare_digest((token or "").encode(), known.encode()):
                 return name
-        raise SubmissionRefused("token", "a valid submission token is required; ask the leaderboard's operator")
+        raise SubmissionRefused(
+            "token", "a valid submission token is required; ask the leaderboard's operator"
+        )
     return ANONYMOUS_WEB + re.sub(r"[^A-Za-z0-9.]", ".", host or "unknown")[:60]
 
 
@@ -173,29 +195,57 @@ def _datatypes(frame: pd.DataFrame) -> list[str]:
 
 
 class LeaderboardApp:
-    def __init__(self, store: ResultStore, policy: SubmissionPolicy | None = None, download_dir: Path | None = None):
+    def __init__(
+        self, store: ResultStore, policy: SubmissionPolicy | None = None, download_dir: Path | None = None
+    ):
         """`download_dir`: where CSV/JSON exports go; by default a private folder of this instance (mode 0700
         under the system temp directory), so no other user or instance can read, plant or replace files there."""
         self.store = store
         self.queue = SubmissionQueue(store)
         self.policy = policy
-        self.download_dir = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="fgvr-leaderboard-"))
+        self.download_dir = (
+            Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="fgvr-leaderboard-"))
+        )
 
     # --- the table -----------------------------------------------------------------------------
 
     @staticmethod
-    def query(tasks: list[str], sizes: list[str], families: list[str], sources: list[str], scorings: list[str],
-              search: str, sort_by: str, descending: bool) -> TableQuery:
+    def query(
+        tasks: list[str],
+        sizes: list[str],
+        families: list[str],
+        sources: list[str],
+        scorings: list[str],
+        search: str,
+        sort_by: str,
+        descending: bool,
+    ) -> TableQuery:
         """The table controls' values as a TableQuery; an empty task selection means every task."""
-        return TableQuery(tasks=tuple(tasks or spec.TASK_KEYS), sizes=tuple(sizes or ()), families=tuple(families or ()),
-                          sources=tuple(sources or ()), scorings=tuple(scorings or ()), search=search or "",
-                          sort_by=sort_by or AVERAGE, descending=bool(descending))
+        return TableQuery(
+            tasks=tuple(tasks or spec.TASK_KEYS),
+            sizes=tuple(sizes or ()),
+            families=tuple(families or ()),
+            sources=tuple(sources or ()),
+            scorings=tuple(scorings or ()),
+            search=search or "",
+            sort_by=sort_by or AVERAGE,
+            descending=bool(descending),
+        )
 
     def table(self, *controls: Any) -> pd.DataFrame:
         return leaderboard_table(self.store.result_frame(), self.query(*controls))
 
-    def table_records(self, tasks: list[str], sizes: list[str], families: list[str], sources: list[str],
-                      scorings: list[str], search: str, sort_by: str, descending: bool) -> list[dict]:
+    def table_records(
+        self,
+        tasks: list[str],
+        sizes: list[str],
+        families: list[str],
+        sources: list[str],
+        scorings: list[str],
+        search: str,
+        sort_by: str,
+        descending: bool,
+    ) -> list[dict]:
         """The table as JSON records (the API endpoint `/leaderboard_table`)."""
         frame = self.table(tasks, sizes, families, sources, scorings, search, sort_by, descending)
         return json.loads(frame.to_json(orient="records", force_ascii=False))
@@ -204,8 +254,13 @@ class LeaderboardApp:
         results = self.store.result_frame() if results is None else results
         frame = leaderboard_table(results, self.query(*controls))
         shown = frame.assign(**{MODEL_COLUMN: frame[MODEL_COLUMN].map(_model_cell)})
-        datatypes = ["html" if column == MODEL_COLUMN else kind for column, kind in zip(frame.columns, _datatypes(frame))]
-        return gr.Dataframe(value=_two_decimals(shown, PERCENT_COLUMNS), datatype=datatypes), *self.export(frame)
+        datatypes = [
+            "html" if column == MODEL_COLUMN else kind
+            for column, kind in zip(frame.columns, _datatypes(frame))
+        ]
+        return gr.Dataframe(value=_two_decimals(shown, PERCENT_COLUMNS), datatype=datatypes), *self.export(
+            frame
+        )
 
     def export(self, frame: pd.DataFrame) -> tuple[str, str]:
         """The table as CSV and JSON files (named by their content, so an unchanged table reuses them)."""
@@ -213,12 +268,16 @@ class LeaderboardApp:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         _prune(folder)
         paths = []
-        for suffix, text in (("csv", frame.to_csv(index=False)),
-                             ("json", frame.to_json(orient="records", indent=1, force_ascii=False))):
+        for suffix, text in (
+            ("csv", frame.to_csv(index=False)),
+            ("json", frame.to_json(orient="records", indent=1, force_ascii=False)),
+        ):
             digest = hashlib.sha256(text.encode()).hexdigest()[:12]
             path = folder / f"fgvr-leaderboard-{digest}.{suffix}"
             if path.is_symlink() or not path.is_file():
-                write_lines_atomic(path, [text.rstrip("\n")])  # a new file renamed over the name: never follows a link
+                write_lines_atomic(
+                    path, [text.rstrip("\n")]
+                )  # a new file renamed over the name: never follows a link
             paths.append(str(path))
         return paths[0], paths[1]
 
@@ -228,17 +287,26 @@ class LeaderboardApp:
         """A model's page. Hidden models and server paths only with the admin token."""
         if not name:
             empty = pd.DataFrame()
-            return "Pick a model, or click a row of the leaderboard.", empty, empty, gr.LinePlot(visible=False), empty
+            return (
+                "Pick a model, or click a row of the leaderboard.",
+                empty,
+                empty,
+                gr.LinePlot(visible=False),
+                empty,
+            )
         admin = self.is_admin(token)
         try:
             info, rows = self.store.model_info(name, include_hidden=admin)
         except UserError as exc:
             raise gr.Error(str(exc)) from None
         curve = detail.label_set_curve(rows)
-        return (detail.header_markdown(info, private=admin),
-                _two_decimals(detail.results_frame(rows), detail.PERCENT_COLUMNS),
-                _two_decimals(detail.comparison_frame(rows), detail.PERCENT_COLUMNS),
-                gr.LinePlot(value=curve, visible=not curve.empty), detail.confusion_frame(rows))
+        return (
+            detail.header_markdown(info, private=admin),
+            _two_decimals(detail.results_frame(rows), detail.PERCENT_COLUMNS),
+            _two_decimals(detail.comparison_frame(rows), detail.PERCENT_COLUMNS),
+            gr.LinePlot(value=curve, visible=not curve.empty),
+            detail.confusion_frame(rows),
+        )
 
     def probes(self, name: str | None, token: str = "") -> tuple[pd.DataFrame, list]:
         """The Probes section: the figures of every `harness probe repr` report and its t-SNE plots
@@ -272,28 +340,52 @@ class LeaderboardApp:
         paired = frame[both & frame[ID_COLUMN].isin(models)]
         if paired.empty:
             paired = frame[both]
-        versus = [(_series_label(row), [row[c] for c in columns]) for _, row in
-                  paired.sort_values([ID_COLUMN, "Source"]).iterrows()]
-        return (grouped_bar_svg(columns, by_model, "Accuracy per dataset, selected models"),
-                grouped_bar_svg(columns, versus, "Reported (paper) vs reproduced (this harness)"))
+        versus = [
+            (_series_label(row), [row[c] for c in columns])
+            for _, row in paired.sort_values([ID_COLUMN, "Source"]).iterrows()
+        ]
+        return (
+            grouped_bar_svg(columns, by_model, "Accuracy per dataset, selected models"),
+            grouped_bar_svg(columns, versus, "Reported (paper) vs reproduced (this harness)"),
+        )
 
     # --- submissions, queue, admin -------------------------------------------------------------
 
-    def submit(self, model: str, base: str, revision: str, weights: str, precision: str, tasks: list[str],
-               scoring: str, submitter: str) -> str:
+    def submit(
+        self,
+        model: str,
+        base: str,
+        revision: str,
+        weights: str,
+        precision: str,
+        tasks: list[str],
+        scoring: str,
+        submitter: str,
+    ) -> str:
         """Validate and queue; every outcome is one message, and none names a server path."""
-        request = SubmissionRequest(model=(model or "").strip(), base=base or "", revision=(revision or "").strip() or None,
-                                    weights=weights, precision=precision, tasks=tuple(tasks or ()), scoring=scoring,
-                                    submitter=submitter)
+        request = SubmissionRequest(
+            model=(model or "").strip(),
+            base=base or "",
+            revision=(revision or "").strip() or None,
+            weights=weights,
+            precision=precision,
+            tasks=tuple(tasks or ()),
+            scoring=scoring,
+            submitter=submitter,
+        )
         try:
-            job_id, submission = submit_checkpoint(self.queue, request, self.policy or SubmissionPolicy.from_env())
+            job_id, submission = submit_checkpoint(
+                self.queue, request, self.policy or SubmissionPolicy.from_env()
+            )
         except UserError as exc:
             return f"**Refused:** {public_text(str(exc))}"
         except Exception:  # noqa: BLE001 - the details go to the operator's log, not to the public page
             log.exception("submission failed")
             return "**Refused:** the submission could not be checked (an internal error; the operator's log has it)."
-        return (f"**Queued** as submission #{job_id}: `{submission.model_name}` ({submission.base}, "
-                f"{submission.precision}), tasks: {', '.join(submission.tasks)}. Follow it in the Queue tab.")
+        return (
+            f"**Queued** as submission #{job_id}: `{submission.model_name}` ({submission.base}, "
+            f"{submission.precision}), tasks: {', '.join(submission.tasks)}. Follow it in the Queue tab."
+        )
 
     def queue_table(self, statuses: list[str], token: str = "") -> pd.DataFrame:
         """The queue; submitter addresses, worker host:pid and server paths only with the admin token."""
@@ -304,7 +396,12 @@ class LeaderboardApp:
             frame["submitter"] = frame["submitter"].map(public_submitter)
             frame["error"] = frame["error"].map(lambda error: public_text(error) if error else None)
         frame["tasks"] = frame["tasks"].map(
-            lambda tasks: f"all {len(spec.TASK_KEYS)}" if len(tasks or ()) == len(spec.TASK_KEYS) else ", ".join(tasks or []))
+            lambda tasks: (
+                f"all {len(spec.TASK_KEYS)}"
+                if len(tasks or ()) == len(spec.TASK_KEYS)
+                else ", ".join(tasks or [])
+            )
+        )
         for column in ("created", "started", "finished"):
             frame[column] = frame[column].map(lambda when: when.strftime("%Y-%m-%d %H:%M") if when else "")
         return _cells(frame.sort_values("id", ascending=False).rename(columns=QUEUE_COLUMNS))
@@ -342,7 +439,9 @@ class LeaderboardApp:
 
     def build(self) -> gr.Blocks:
         # delete_cache: Gradio's copies of the export files, hourly
-        with gr.Blocks(title="FGVR leaderboard", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
+        with gr.Blocks(
+            title="FGVR leaderboard", analytics_enabled=False, delete_cache=(3600, 3600)
+        ) as blocks:
             gr.Markdown("# Fine-grained visual recognition leaderboard")
             with gr.Tabs() as tabs:
                 with gr.Tab("Leaderboard", id="leaderboard"):
@@ -366,20 +465,43 @@ class LeaderboardApp:
             def on_load(*controls):
                 results = self.store.result_frame()  # read once for everything the page shows first
                 choices, models = filter_choices(results), self.store.model_choices()
-                return (gr.Dropdown(choices=choices["families"]), gr.CheckboxGroup(choices=choices["scorings"]),
-                        *self._table_outputs(*controls, results=results), gr.Dropdown(choices=models),
-                        gr.Dropdown(choices=models), *self.plots([], results), self.queue_table([]))
+                return (
+                    gr.Dropdown(choices=choices["families"]),
+                    gr.CheckboxGroup(choices=choices["scorings"]),
+                    *self._table_outputs(*controls, results=results),
+                    gr.Dropdown(choices=models),
+                    gr.Dropdown(choices=models),
+                    *self.plots([], results),
+                    self.queue_table([]),
+                )
 
-            blocks.load(on_load, inputs=table_inputs,
-                        outputs=[table_inputs[2], table_inputs[4], table, *downloads, detail_model, plot_models,
-                                 *plot_outputs, queue_table], api_visibility="private")
+            blocks.load(
+                on_load,
+                inputs=table_inputs,
+                outputs=[
+                    table_inputs[2],
+                    table_inputs[4],
+                    table,
+                    *downloads,
+                    detail_model,
+                    plot_models,
+                    *plot_outputs,
+                    queue_table,
+                ],
+                api_visibility="private",
+            )
         return blocks
 
     def _leaderboard_tab(self):
         gr.Markdown(INTRO)
         with gr.Row():
-            tasks = gr.CheckboxGroup([(t.column, t.key) for t in spec.COLUMNS], value=list(spec.TASK_KEYS),
-                                     label="Tasks (columns and average; knowledge-QA columns are shown, never averaged)", elem_id="filter-tasks", scale=3)
+            tasks = gr.CheckboxGroup(
+                [(t.column, t.key) for t in spec.COLUMNS],
+                value=list(spec.TASK_KEYS),
+                label="Tasks (columns and average; knowledge-QA columns are shown, never averaged)",
+                elem_id="filter-tasks",
+                scale=3,
+            )
             sizes = gr.CheckboxGroup(list(spec.SIZE_BUCKETS), label="Size", elem_id="filter-size", scale=1)
         with gr.Row():
             families = gr.Dropdown([], multiselect=True, label="Family", elem_id="filter-family")
@@ -389,43 +511,89 @@ class LeaderboardApp:
             search = gr.Textbox(label="Search", placeholder="model or family", elem_id="search", scale=3)
             sort_by = gr.Dropdown(sort_columns(), value=AVERAGE, label="Sort by", elem_id="sort-by", scale=1)
             descending = gr.Checkbox(value=True, label="Descending", scale=1)
-        table = gr.Dataframe(label="Leaderboard (click a row for the model's detail)", interactive=False,
-                             elem_id="leaderboard-table", max_height=640, wrap=False, pinned_columns=1)
+        table = gr.Dataframe(
+            label="Leaderboard (click a row for the model's detail)",
+            interactive=False,
+            elem_id="leaderboard-table",
+            max_height=640,
+            wrap=False,
+            pinned_columns=1,
+        )
         with gr.Row():
             csv_file = gr.DownloadButton("Download CSV", elem_id="download-csv", size="sm")
             json_file = gr.DownloadButton("Download JSON", elem_id="download-json", size="sm")
         inputs = [tasks, sizes, families, sources, scorings, search, sort_by, descending]
-        gr.on([c.change for c in inputs], self._table_outputs, inputs=inputs, outputs=[table, csv_file, json_file],
-              api_visibility="private", trigger_mode="always_last")  # typing in the search box: the last wins
+        gr.on(
+            [c.change for c in inputs],
+            self._table_outputs,
+            inputs=inputs,
+            outputs=[table, csv_file, json_file],
+            api_visibility="private",
+            trigger_mode="always_last",
+        )  # typing in the search box: the last wins
         gr.api(self.table_records, api_name="leaderboard_table")
         return inputs, table, [csv_file, json_file]
 
     def _detail_tab(self):
         model = gr.Dropdown([], label="Model", elem_id="detail-model", allow_custom_value=True)
         header = gr.Markdown(elem_id="detail-header")
-        results = gr.Dataframe(label="Results (every run, with its 95% CI, protocol version and provenance)",
-                               interactive=False, elem_id="detail-results")
-        comparison = gr.Dataframe(label="Reported vs reproduced", interactive=False, elem_id="detail-comparison")
-        curve = gr.LinePlot(x="Options per question", y="Accuracy (%)", color="Series",
-                            label="Accuracy vs label-set size (tasks run at several sizes)", elem_id="detail-curve",
-                            visible=False)
-        confusions = gr.Dataframe(label="Most frequent confusions", interactive=False, elem_id="detail-confusions")
+        results = gr.Dataframe(
+            label="Results (every run, with its 95% CI, protocol version and provenance)",
+            interactive=False,
+            elem_id="detail-results",
+        )
+        comparison = gr.Dataframe(
+            label="Reported vs reproduced", interactive=False, elem_id="detail-comparison"
+        )
+        curve = gr.LinePlot(
+            x="Options per question",
+            y="Accuracy (%)",
+            color="Series",
+            label="Accuracy vs label-set size (tasks run at several sizes)",
+            elem_id="detail-curve",
+            visible=False,
+        )
+        confusions = gr.Dataframe(
+            label="Most frequent confusions", interactive=False, elem_id="detail-confusions"
+        )
         outputs = [header, results, comparison, curve, confusions]
         with gr.Accordion("Admin view", open=False):
-            token = gr.Textbox(label=f"Admin token ({ADMIN_TOKEN_ENV}): hidden models and server paths",
-                               type="password", elem_id="detail-token")
-        gr.on([model.change, token.submit], self.detail, inputs=[model, token], outputs=outputs, api_name="model_detail")
+            token = gr.Textbox(
+                label=f"Admin token ({ADMIN_TOKEN_ENV}): hidden models and server paths",
+                type="password",
+                elem_id="detail-token",
+            )
+        gr.on(
+            [model.change, token.submit],
+            self.detail,
+            inputs=[model, token],
+            outputs=outputs,
+            api_name="model_detail",
+        )
         gr.Markdown("#### Probes (`harness probe repr`: linear probes, alignment, distances, t-SNE)")
         probe_table = gr.Dataframe(label="Representation probes", interactive=False, elem_id="detail-probes")
-        probe_plots = gr.Gallery(label="t-SNE of objects (dots) and category names (diamonds)", columns=2,
-                                 elem_id="detail-probe-plots")
-        gr.on([model.change, token.submit], self.probes, inputs=[model, token], outputs=[probe_table, probe_plots],
-              api_name="model_probes")
+        probe_plots = gr.Gallery(
+            label="t-SNE of objects (dots) and category names (diamonds)",
+            columns=2,
+            elem_id="detail-probe-plots",
+        )
+        gr.on(
+            [model.change, token.submit],
+            self.probes,
+            inputs=[model, token],
+            outputs=[probe_table, probe_plots],
+            api_name="model_probes",
+        )
         return model, outputs
 
     def _plots_tab(self):
-        models = gr.Dropdown([], multiselect=True, label=f"Models (default: the top {PLOT_DEFAULT_MODELS})",
-                             elem_id="plot-models", allow_custom_value=True)
+        models = gr.Dropdown(
+            [],
+            multiselect=True,
+            label=f"Models (default: the top {PLOT_DEFAULT_MODELS})",
+            elem_id="plot-models",
+            allow_custom_value=True,
+        )
         by_dataset = gr.HTML(elem_id="plot-by-dataset")
         versus = gr.HTML(elem_id="plot-versus")
         models.change(self.plots, inputs=models, outputs=[by_dataset, versus], api_name="plots")
@@ -434,34 +602,52 @@ class LeaderboardApp:
     def _submit_tab(self):
         from models.registry import MODELS
 
-        gr.Markdown("Submit a checkpoint for evaluation: a folder under the server's submission root, or a hub id. "
-                    "Weights must be safetensors; checks run before anything is queued.")
+        gr.Markdown(
+            "Submit a checkpoint for evaluation: a folder under the server's submission root, or a hub id. "
+            "Weights must be safetensors; checks run before anything is queued."
+        )
         model = gr.Textbox(label="Checkpoint (local folder or hub id owner/name)", elem_id="submit-model")
         with gr.Row():
-            base = gr.Dropdown(sorted(MODELS), value="idefics2" if "idefics2" in MODELS else None,
-                               label="Base architecture", elem_id="submit-base")
+            base = gr.Dropdown(
+                sorted(MODELS),
+                value="idefics2" if "idefics2" in MODELS else None,
+                label="Base architecture",
+                elem_id="submit-base",
+            )
             revision = gr.Textbox(label="Revision (hub only)", elem_id="submit-revision")
             weights = gr.Radio(list(WEIGHTS), value="full", label="Weights")
             precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision")
         with gr.Row():
-            tasks = gr.CheckboxGroup([(t.column, t.key) for t in spec.BENCHMARK], value=list(spec.TASK_KEYS),
-                                     label="Tasks")
+            tasks = gr.CheckboxGroup(
+                [(t.column, t.key) for t in spec.BENCHMARK], value=list(spec.TASK_KEYS), label="Tasks"
+            )
             scoring = gr.Radio(list(SCORINGS), value="generate", label="Scoring")
-        token = gr.Textbox(label=f"Submission token (required when the operator issues them: {SUBMIT_TOKENS_ENV})",
-                           type="password", elem_id="submit-token")
+        token = gr.Textbox(
+            label=f"Submission token (required when the operator issues them: {SUBMIT_TOKENS_ENV})",
+            type="password",
+            elem_id="submit-token",
+        )
         button = gr.Button("Submit", variant="primary", elem_id="submit-button")
         outcome = gr.Markdown(elem_id="submit-outcome")
 
-        def submit_from_web(model, base, revision, weights, precision, tasks, scoring, token, request: gr.Request):
-            host = request.client.host if request and request.client else "unknown"  # proxy-aware, see serve()
+        def submit_from_web(
+            model, base, revision, weights, precision, tasks, scoring, token, request: gr.Request
+        ):
+            host = (
+                request.client.host if request and request.client else "unknown"
+            )  # proxy-aware, see serve()
             try:
                 submitter = web_submitter(token, host)
             except UserError as exc:
                 return f"**Refused:** {exc}"
             return self.submit(model, base, revision, weights, precision, tasks, scoring, submitter)
 
-        button.click(submit_from_web, inputs=[model, base, revision, weights, precision, tasks, scoring, token],
-                     outputs=outcome, api_name="submit")
+        button.click(
+            submit_from_web,
+            inputs=[model, base, revision, weights, precision, tasks, scoring, token],
+            outputs=outcome,
+            api_name="submit",
+        )
 
     def _queue_tab(self):
         with gr.Row():
@@ -469,20 +655,28 @@ class LeaderboardApp:
             refresh = gr.Button("Refresh", size="sm")
         table = gr.Dataframe(label="Submissions", interactive=False, elem_id="queue-table", wrap=True)
         with gr.Accordion("Admin", open=False):
-            token = gr.Textbox(label=f"Admin token ({ADMIN_TOKEN_ENV}); Refresh then shows every detail",
-                               type="password")
+            token = gr.Textbox(
+                label=f"Admin token ({ADMIN_TOKEN_ENV}); Refresh then shows every detail", type="password"
+            )
             with gr.Row():
                 action = gr.Dropdown(list(ADMIN_ACTIONS), value=ADMIN_ACTIONS[0], label="Action")
                 target = gr.Textbox(label="Submission id or model id")
             run = gr.Button("Apply", variant="stop")
             outcome = gr.Markdown()
             run.click(self.admin, inputs=[token, action, target], outputs=outcome, api_name="admin")
-        gr.on([statuses.change, refresh.click], self.queue_table, inputs=[statuses, token], outputs=table,
-              api_name="queue")
+        gr.on(
+            [statuses.change, refresh.click],
+            self.queue_table,
+            inputs=[statuses, token],
+            outputs=table,
+            api_name="queue",
+        )
         return statuses, table
 
 
-def serve(host: str = "127.0.0.1", port: int = 7860, db_url: str | None = None, block: bool = True) -> gr.Blocks:
+def serve(
+    host: str = "127.0.0.1", port: int = 7860, db_url: str | None = None, block: bool = True
+) -> gr.Blocks:
     """Open the store and start the app; with block=False return the running Blocks (tests).
 
     The server believes X-Forwarded-For only from the proxies in HARNESS_TRUSTED_PROXIES (uvicorn's own
@@ -493,7 +687,17 @@ def serve(host: str = "127.0.0.1", port: int = 7860, db_url: str | None = None, 
     os.environ["FORWARDED_ALLOW_IPS"] = proxies  # read by uvicorn when Gradio starts it, just below
     app = LeaderboardApp(ResultStore.open(db_url))
     blocks = app.build()
-    blocks.launch(server_name=host, server_port=port, prevent_thread_lock=not block, ssr_mode=False,
-                  theme=THEME, css=CSS, show_error=False, quiet=True, mcp_server=False,
-                  allowed_paths=[str(app.download_dir)], max_file_size=MAX_UPLOAD_BYTES)
+    blocks.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        ssr_mode=False,
+        theme=THEME,
+        css=CSS,
+        show_error=False,
+        quiet=True,
+        mcp_server=False,
+        allowed_paths=[str(app.download_dir)],
+        max_file_size=MAX_UPLOAD_BYTES,
+    )
     return blocks

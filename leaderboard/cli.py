@@ -43,23 +43,43 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from leaderboard.queue import SubmissionQueue, submit_checkpoint
     from leaderboard.submissions import SubmissionPolicy, SubmissionRequest
 
-    request = SubmissionRequest(model=args.model, base=args.base, revision=args.revision, weights=args.weights,
-                                precision=args.precision, tasks=tuple(args.tasks), scoring=args.scoring,
-                                submitter=args.submitter)
+    request = SubmissionRequest(
+        model=args.model,
+        base=args.base,
+        revision=args.revision,
+        weights=args.weights,
+        precision=args.precision,
+        tasks=tuple(args.tasks),
+        scoring=args.scoring,
+        submitter=args.submitter,
+    )
     try:
-        job_id, submission = submit_checkpoint(SubmissionQueue(_store(args)), request, SubmissionPolicy.from_env())
+        job_id, submission = submit_checkpoint(
+            SubmissionQueue(_store(args)), request, SubmissionPolicy.from_env()
+        )
     except UserError as exc:  # a refusal, or the operator's settings (store URL, limits): --json still prints
         if not args.json:
             raise
         _print_json({"status": "REFUSED", "check": getattr(exc, "check", "settings"), "reason": str(exc)})
         return exc.exit_code
     if args.json:
-        _print_json({"id": job_id, "status": "PENDING", "model_name": submission.model_name,
-                     "checkpoint": submission.checkpoint, "revision": submission.revision, "base": submission.base,
-                     "precision": submission.precision, "tasks": list(submission.tasks)})
+        _print_json(
+            {
+                "id": job_id,
+                "status": "PENDING",
+                "model_name": submission.model_name,
+                "checkpoint": submission.checkpoint,
+                "revision": submission.revision,
+                "base": submission.base,
+                "precision": submission.precision,
+                "tasks": list(submission.tasks),
+            }
+        )
     else:
-        print(f"queued submission #{job_id}: {submission.model_name} ({submission.base}, {submission.precision}); "
-              f"`harness queue` shows its progress")
+        print(
+            f"queued submission #{job_id}: {submission.model_name} ({submission.base}, {submission.precision}); "
+            f"`harness queue` shows its progress"
+        )
     return 0
 
 
@@ -74,8 +94,10 @@ def cmd_queue(args: argparse.Namespace) -> int:
         print("the queue is empty")
     for row in rows:
         when = row["finished"] or row["started"] or row["created"]
-        line = f"#{row['id']:<4} {row['status']:<8} {row['model_name']} ({row['base']}, {row['precision']}) " \
-               f"{when:%Y-%m-%d %H:%M}"
+        line = (
+            f"#{row['id']:<4} {row['status']:<8} {row['model_name']} ({row['base']}, {row['precision']}) "
+            f"{when:%Y-%m-%d %H:%M}"
+        )
         if row["status"] == "RUNNING":
             line += f" on {row['worker']}"
         print(line + (f"\n       error: {row['error']}" if row["error"] else ""))
@@ -89,7 +111,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = WorkerSettings(
         data_root=parse_task_paths(args.data_root, "--data-root"),
         choices=parse_task_paths(args.choices, "--choices"),
-        limit=args.limit, batch_size=args.batch_size, output_dir=args.output_dir, lease_s=args.lease_s,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        output_dir=args.output_dir,
+        lease_s=args.lease_s,
         poll_s=args.poll_s,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -110,7 +135,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     elif report.files == 0 and not report.refused:
         print(f"no results file (summary.json or lmms-eval results JSON) under {args.path}")
     else:
-        print(f"{report.files} results files: {report.added} results added, {report.unchanged} already in the store")
+        print(
+            f"{report.files} results files: {report.added} results added, {report.unchanged} already in the store"
+        )
         for path, reason in report.refused:
             print(f"  refused {path}: {reason}")
     return 0 if report.files and not report.refused else 1
@@ -128,7 +155,9 @@ def before_run(config, args: argparse.Namespace) -> None:
 
     check_model_name(args.name)
     pretrained = check_pretrained(get_model_spec(config.model), config.model_args)
-    revision = provenance.model_revision(pretrained, config.model_args.get("revision"), config.model_args.get("adapter"))
+    revision = provenance.model_revision(
+        pretrained, config.model_args.get("revision"), config.model_args.get("adapter")
+    )
     store = ResultStore.open(args.db_url)
     try:
         store.check_name_free(args.name, revision)
@@ -148,8 +177,11 @@ def after_run(summary: dict, args: argparse.Namespace) -> None:
     try:
         record_summary(summary, db_url=args.db_url, model_name=args.name)
     except Exception as error:  # noqa: BLE001 - the run's files are safe; say how to retry
-        print(f"warning: could not record the run in the leaderboard store ({error}); "
-              f"retry with `harness import {Path(summary['results_file']).parent}`", file=sys.stderr)
+        print(
+            f"warning: could not record the run in the leaderboard store ({error}); "
+            f"retry with `harness import {Path(summary['results_file']).parent}`",
+            file=sys.stderr,
+        )
 
 
 def after_probe(folder, args: argparse.Namespace) -> None:
@@ -162,8 +194,11 @@ def after_probe(folder, args: argparse.Namespace) -> None:
     try:
         record_probe_report(folder, db_url=getattr(args, "db_url", None))
     except Exception as error:  # noqa: BLE001 - the report files are safe; say how to retry
-        print(f"warning: could not record the probes in the leaderboard store ({error}); "
-              f"retry with `harness import {folder}`", file=sys.stderr)
+        print(
+            f"warning: could not record the probes in the leaderboard store ({error}); "
+            f"retry with `harness import {folder}`",
+            file=sys.stderr,
+        )
 
 
 def register(subparsers) -> None:
@@ -184,15 +219,26 @@ def register(subparsers) -> None:
     app.add_argument("--port", type=int, default=7860)
 
     submit = command("submit", cmd_submit, "submit a checkpoint for evaluation by the queue")
-    submit.add_argument("--model", required=True, help="a folder under $HARNESS_SUBMISSION_ROOT, or a hub id owner/name")
-    submit.add_argument("--base", required=True, help="the registry architecture it is based on, e.g. idefics2")
+    submit.add_argument(
+        "--model", required=True, help="a folder under $HARNESS_SUBMISSION_ROOT, or a hub id owner/name"
+    )
+    submit.add_argument(
+        "--base", required=True, help="the registry architecture it is based on, e.g. idefics2"
+    )
     submit.add_argument("--revision", help="hub branch, tag or commit (hub ids only)")
     submit.add_argument("--weights", choices=WEIGHTS, default="full")
     submit.add_argument("--precision", choices=PRECISIONS, default="auto")
-    submit.add_argument("--tasks", nargs="+", default=list(spec.TASK_KEYS), metavar="TASK",
-                        help=f"tasks to evaluate (default: all of {', '.join(spec.TASK_KEYS)})")
+    submit.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(spec.TASK_KEYS),
+        metavar="TASK",
+        help=f"tasks to evaluate (default: all of {', '.join(spec.TASK_KEYS)})",
+    )
     add_dataclass_arguments(submit, RunConfig, only=("scoring",))
-    submit.add_argument("--submitter", default=getpass.getuser(), help="who submits (rate limits count per submitter)")
+    submit.add_argument(
+        "--submitter", default=getpass.getuser(), help="who submits (rate limits count per submitter)"
+    )
     submit.add_argument("--json", action="store_true", help="print one JSON object")
 
     queue = command("queue", cmd_queue, "list the submissions and their states")
@@ -201,12 +247,17 @@ def register(subparsers) -> None:
 
     worker = command("worker", cmd_worker, "evaluate queued submissions, one at a time")
     worker.add_argument("--once", action="store_true", help="take at most one job, then exit")
-    add_dataclass_arguments(worker, WorkerSettings, only=("poll_s", "lease_s"),
-                            rename={"poll_s": "--poll", "lease_s": "--lease"})
+    add_dataclass_arguments(
+        worker, WorkerSettings, only=("poll_s", "lease_s"), rename={"poll_s": "--poll", "lease_s": "--lease"}
+    )
     # the evaluation flags are `harness run`'s: one definition, in RunConfig
-    add_dataclass_arguments(worker, RunConfig, only=("data_root", "choices", "limit", "batch_size", "output_dir"))
+    add_dataclass_arguments(
+        worker, RunConfig, only=("data_root", "choices", "limit", "batch_size", "output_dir")
+    )
     worker.add_argument("--worker-id", help="name shown in the queue (default host:pid:random)")
 
     importer = command("import", cmd_import, "import results files (summary.json or lmms-eval results JSON)")
-    importer.add_argument("path", type=Path, metavar="DIR", help="a run folder, a folder of runs, or one results file")
+    importer.add_argument(
+        "path", type=Path, metavar="DIR", help="a run folder, a folder of runs, or one results file"
+    )
     importer.add_argument("--json", action="store_true", help="print one JSON object")

@@ -169,6 +169,8 @@ class SubmissionRow(Base):
 
 # from-version -> the step that upgrades a database at that version to the next one
 Migration = Callable[[Connection], None]
+
+
 def _add_probes_table(conn: Connection) -> None:
     ProbeRow.__table__.create(conn, checkfirst=True)
 
@@ -188,18 +190,24 @@ def create_store_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
-        raise UserError(f"--db-url '{url}' is not a database URL (examples: sqlite:///path/to/leaderboard.db, "
-                        "postgresql+psycopg://user@host/dbname)") from exc
+        raise UserError(
+            f"--db-url '{url}' is not a database URL (examples: sqlite:///path/to/leaderboard.db, "
+            "postgresql+psycopg://user@host/dbname)"
+        ) from exc
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database)
     try:
         return create_engine(url, pool_pre_ping=True)
     except ModuleNotFoundError as exc:
-        raise UserError(f"{exc.name} is needed for {parsed.get_backend_name()} databases: "
-                        "pip install 'fgvr-harness[postgres]'") from exc
+        raise UserError(
+            f"{exc.name} is needed for {parsed.get_backend_name()} databases: "
+            "pip install 'fgvr-harness[postgres]'"
+        ) from exc
     except NoSuchModuleError:
-        raise UserError(f"--db-url: '{parsed.drivername}' is not a database this store runs on; use sqlite:///PATH "
-                        "or postgresql+psycopg://user@host/dbname") from None
+        raise UserError(
+            f"--db-url: '{parsed.drivername}' is not a database this store runs on; use sqlite:///PATH "
+            "or postgresql+psycopg://user@host/dbname"
+        ) from None
 
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:
@@ -277,8 +285,10 @@ def _read_version(conn: Connection, where: str) -> int:
     try:
         return int(raw)
     except (TypeError, ValueError):
-        raise SchemaError(f"{where}: fgvr_meta has no readable schema_version ({raw!r}); "
-                          "move the database away and rebuild it with `harness import DIR`.") from None
+        raise SchemaError(
+            f"{where}: fgvr_meta has no readable schema_version ({raw!r}); "
+            "move the database away and rebuild it with `harness import DIR`."
+        ) from None
 
 
 def _write_version(conn: Connection, version: int) -> None:

@@ -11,8 +11,22 @@ from leaderboard import spec
 from leaderboard.table import best_runs
 
 PERCENT_COLUMNS = ("Accuracy (%)", "Reported (%)", "Reproduced (%)", "Δ (points)")  # shown with two decimals
-RESULT_COLUMNS = ["Task", "Source", "Scoring", "Options", "Accuracy (%)", "95% CI", "n", "Unparseable",
-                  "Protocol version", "Run", "Created", "Harness", "Git commit", "Device"]
+RESULT_COLUMNS = [
+    "Task",
+    "Source",
+    "Scoring",
+    "Options",
+    "Accuracy (%)",
+    "95% CI",
+    "n",
+    "Unparseable",
+    "Protocol version",
+    "Run",
+    "Created",
+    "Harness",
+    "Git commit",
+    "Device",
+]
 
 
 def _percent(value: float | None) -> float | None:
@@ -27,8 +41,12 @@ def _ci(row: dict[str, Any]) -> str:
 
 def _task_order(row: dict[str, Any]) -> tuple:
     """Task in spec order, the paper's row first, then our runs by options per question and time."""
-    return (spec.COLUMN_KEYS.index(row["task"]), row["source"] != "reported",
-            spec.label_set_size(row["task"], row["variant"]) or 0, row["created"])
+    return (
+        spec.COLUMN_KEYS.index(row["task"]),
+        row["source"] != "reported",
+        spec.label_set_size(row["task"], row["variant"]) or 0,
+        row["created"],
+    )
 
 
 def header_markdown(info: dict[str, Any], private: bool = False) -> str:
@@ -36,9 +54,14 @@ def header_markdown(info: dict[str, Any], private: bool = False) -> str:
     checkpoint = info["checkpoint"]
     if checkpoint and not private and checkpoint.startswith(("/", "~", ".")):
         checkpoint = "a local folder"
-    facts = [("Base", info["base"]), ("Family", info["family"]),
-             ("Parameters", f"{info['params_b']:g}B" if info["params_b"] else None),
-             ("Checkpoint", checkpoint), ("Revision", info["revision"]), ("Precision", info["precision"])]
+    facts = [
+        ("Base", info["base"]),
+        ("Family", info["family"]),
+        ("Parameters", f"{info['params_b']:g}B" if info["params_b"] else None),
+        ("Checkpoint", checkpoint),
+        ("Revision", info["revision"]),
+        ("Precision", info["precision"]),
+    ]
     listed = " · ".join(f"**{label}:** `{value}`" for label, value in facts if value)
     hidden = " *(hidden)*" if info["hidden"] else ""
     return f"### {info['display_name']}{hidden}\n`{info['name']}`" + (f"\n\n{listed}" if listed else "")
@@ -48,15 +71,24 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     records = []
     for row in sorted(rows, key=_task_order):
         provenance = row["provenance"] or {}
-        records.append([
-            spec.BY_KEY[row["task"]].column, row["source"],
-            row["scoring"], spec.label_set_size(row["task"], row["variant"]), _percent(row["accuracy"]), _ci(row),
-            row["n"], row["unparseable"], row["task_version"] or "",
-            provenance.get("citation") or provenance.get("run_id") or row["key"],
-            row["created"].strftime("%Y-%m-%d %H:%M") if row["created"] else "",
-            provenance.get("harness_version") or "", (provenance.get("git_commit") or "")[:10],
-            provenance.get("device") or "",
-        ])
+        records.append(
+            [
+                spec.BY_KEY[row["task"]].column,
+                row["source"],
+                row["scoring"],
+                spec.label_set_size(row["task"], row["variant"]),
+                _percent(row["accuracy"]),
+                _ci(row),
+                row["n"],
+                row["unparseable"],
+                row["task_version"] or "",
+                provenance.get("citation") or provenance.get("run_id") or row["key"],
+                row["created"].strftime("%Y-%m-%d %H:%M") if row["created"] else "",
+                provenance.get("harness_version") or "",
+                (provenance.get("git_commit") or "")[:10],
+                provenance.get("device") or "",
+            ]
+        )
     return pd.DataFrame(records, columns=RESULT_COLUMNS)
 
 
@@ -87,11 +119,22 @@ def label_set_curve(rows: list[dict[str, Any]]) -> pd.DataFrame:
         size = spec.label_set_size(row["task"], row["variant"])
         if row["source"] == "reproduced" and size is not None:
             series = f"{spec.BY_KEY[row['task']].column} ({row['scoring']})"
-            records.append({"size": size, "accuracy": 100 * row["accuracy"], "series": series,
-                            "full": row["sample_limit"] is None, "created": row["created"]})
+            records.append(
+                {
+                    "size": size,
+                    "accuracy": 100 * row["accuracy"],
+                    "series": series,
+                    "full": row["sample_limit"] is None,
+                    "created": row["created"],
+                }
+            )
     if not records:
         return pd.DataFrame(columns=columns)
-    frame = pd.DataFrame(records).sort_values(["full", "created"]).drop_duplicates(["series", "size"], keep="last")
+    frame = (
+        pd.DataFrame(records)
+        .sort_values(["full", "created"])
+        .drop_duplicates(["series", "size"], keep="last")
+    )
     frame = frame[frame.groupby("series")["size"].transform("nunique") >= 2].sort_values(["series", "size"])
     return frame.rename(columns={"size": columns[0], "accuracy": columns[1], "series": columns[2]})[columns]
 
@@ -103,14 +146,28 @@ def confusion_frame(rows: list[dict[str, Any]], top: int = 15) -> pd.DataFrame:
     for row in sorted(rows, key=lambda r: r["created"]):
         if row["confusions"] and row["variant"] == spec.BY_KEY[row["task"]].main_variant:
             latest[(row["task"], row["scoring"])] = row
-    pairs = [[spec.BY_KEY[task].column, pair["true"], pair["predicted"], pair["count"]]
-             for (task, _), row in latest.items() for pair in row["confusions"]]
+    pairs = [
+        [spec.BY_KEY[task].column, pair["true"], pair["predicted"], pair["count"]]
+        for (task, _), row in latest.items()
+        for pair in row["confusions"]
+    ]
     pairs.sort(key=lambda pair: -pair[3])
     return pd.DataFrame(pairs[:top], columns=columns)
 
 
-PROBE_COLUMNS = ["Task", "Features", "Linear probe (%)", "95% CI", "Knowledge probe (%)", "Alignment (cos)",
-                 "Object inter", "Object intra", "Category inter", "Train/test", "Run"]
+PROBE_COLUMNS = [
+    "Task",
+    "Features",
+    "Linear probe (%)",
+    "95% CI",
+    "Knowledge probe (%)",
+    "Alignment (cos)",
+    "Object inter",
+    "Object intra",
+    "Category inter",
+    "Train/test",
+    "Run",
+]
 
 
 def _probe_percent(result: dict[str, Any] | None) -> tuple[float | None, str]:
@@ -136,12 +193,21 @@ def probes_frame(reports: list[dict[str, Any]]) -> pd.DataFrame:
             alignment = report["alignment"].get(view)
             distances = report["distances"].get(view) or {}
             objects, categories = distances.get("objects") or {}, distances.get("categories") or {}
-            records.append([
-                report["task"], view, linear, ci, knowledge, _rounded(alignment and alignment["mean_cosine"]),
-                _rounded(objects.get("inter_class_distance")), _rounded(objects.get("intra_class_variance")),
-                _rounded(categories.get("inter_class_distance")), f"{report['n_train']}/{report['n_test']}",
-                report["run_id"],
-            ])
+            records.append(
+                [
+                    report["task"],
+                    view,
+                    linear,
+                    ci,
+                    knowledge,
+                    _rounded(alignment and alignment["mean_cosine"]),
+                    _rounded(objects.get("inter_class_distance")),
+                    _rounded(objects.get("intra_class_variance")),
+                    _rounded(categories.get("inter_class_distance")),
+                    f"{report['n_train']}/{report['n_test']}",
+                    report["run_id"],
+                ]
+            )
     return pd.DataFrame(records, columns=PROBE_COLUMNS)
 
 

@@ -27,7 +27,9 @@ from leaderboard.store import ResultStore
 from tasks.scoring import ACCURACY_METRIC
 
 # fgvr_<task>[_<variant>]_<scoring>, as tasks.registry.TaskSpec.lmms_task_name writes them
-LMMS_TASK = re.compile(r"^fgvr_(?P<task>[a-z]+\d+)(?:_(?P<variant>[a-z0-9_]+?))?_(?P<scoring>gen|loglik|logliknm)$")
+LMMS_TASK = re.compile(
+    r"^fgvr_(?P<task>[a-z]+\d+)(?:_(?P<variant>[a-z0-9_]+?))?_(?P<scoring>gen|loglik|logliknm)$"
+)
 SCORING = {"gen": "generate", "loglik": "loglik", "logliknm": "loglik_name"}
 ACCURACY_KEY = f"{ACCURACY_METRIC},none"  # lmms-eval's "<metric>,<filter>" key of our tasks' accuracy
 LMMS_DEFAULT_ZONE = ZoneInfo("Asia/Singapore")  # lmms-eval's default --timezone for its "date" field
@@ -41,8 +43,12 @@ class ImportReport:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"added": self.added, "unchanged": self.unchanged, "files": self.files,
-                "refused": [{"file": f, "reason": r} for f, r in self.refused]}
+        return {
+            "added": self.added,
+            "unchanged": self.unchanged,
+            "files": self.files,
+            "refused": [{"file": f, "reason": r} for f, r in self.refused],
+        }
 
 
 def import_path(store: ResultStore, root: Path) -> ImportReport:
@@ -79,7 +85,11 @@ def _import_file(store: ResultStore, path: Path, report: ImportReport) -> list[b
         data = json.loads(raw)
     except ValueError:
         return None
-    if not (isinstance(data, dict) and isinstance(data.get("results"), dict) and isinstance(data.get("config"), dict)):
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("results"), dict)
+        and isinstance(data.get("config"), dict)
+    ):
         return None
     digest = hashlib.sha256(raw).hexdigest()[:16]
     report.refused.extend((str(path), reason) for reason in unreadable_fgvr_tasks(data))
@@ -116,25 +126,27 @@ def lmms_summaries(data: dict[str, Any], digest: str, path: Path) -> list[dict[s
         accuracy = float(metrics[ACCURACY_KEY])
         variant = _variant(match["variant"])
         n = _question_count(_sample_count(data, name), variant)
-        summaries.append({
-            "run_id": f"lmms:{digest}:{name}",
-            "created": created,
-            "model": model,
-            "model_args": model_args,
-            "pretrained": model_args.get("pretrained"),
-            "task": match["task"],
-            "lmms_task": name,
-            "task_version": _task_version(data, name),
-            "variant": variant,
-            "scoring": SCORING[match["scoring"]],
-            "limit": config.get("limit"),
-            "n": n,
-            "accuracy": accuracy,
-            "accuracy_ci95": None if n is None else accuracy_ci95(correct_count(accuracy, n), n),
-            "accuracy_ci_method": ACCURACY_CI_METHOD,
-            "results_file": str(path),
-            "provenance": {"source_file": str(path), "lmms_eval_model": config.get("model")},
-        })
+        summaries.append(
+            {
+                "run_id": f"lmms:{digest}:{name}",
+                "created": created,
+                "model": model,
+                "model_args": model_args,
+                "pretrained": model_args.get("pretrained"),
+                "task": match["task"],
+                "lmms_task": name,
+                "task_version": _task_version(data, name),
+                "variant": variant,
+                "scoring": SCORING[match["scoring"]],
+                "limit": config.get("limit"),
+                "n": n,
+                "accuracy": accuracy,
+                "accuracy_ci95": None if n is None else accuracy_ci95(correct_count(accuracy, n), n),
+                "accuracy_ci_method": ACCURACY_CI_METHOD,
+                "results_file": str(path),
+                "provenance": {"source_file": str(path), "lmms_eval_model": config.get("model")},
+            }
+        )
     return summaries
 
 

@@ -36,7 +36,9 @@ PAPER_ORDER: tuple[str, ...] = ("dog120", "bird200", "aircraft102", "flower102",
 
 def _benchmark() -> tuple[TaskColumn, ...]:
     """The recognition (fgvr) columns: those submissions and the average are about."""
-    later = [key for key, task in TASKS.items() if task.column and task.kind == "fgvr" and key not in PAPER_ORDER]
+    later = [
+        key for key, task in TASKS.items() if task.column and task.kind == "fgvr" and key not in PAPER_ORDER
+    ]
     return tuple(TaskColumn.of(get_task(key)) for key in (*PAPER_ORDER, *later))
 
 

@@ -60,10 +60,17 @@ def registry_metadata(name: str) -> dict[str, Any]:
     model = MODELS.get(name)
     if model is None:
         return {}
-    return {"display_name": model.display_name, "family": model.family, "params_b": model.params_b, "base": name}
+    return {
+        "display_name": model.display_name,
+        "family": model.family,
+        "params_b": model.params_b,
+        "base": name,
+    }
 
 
-NAME_FORMAT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")  # a --name: no "/" or "@", unlike derived names
+NAME_FORMAT = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
+)  # a --name: no "/" or "@", unlike derived names
 HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?$")
 
 
@@ -81,8 +88,12 @@ def model_name_for(summary: RunSummary) -> str:
     from models.registry import MODELS
 
     registered = MODELS.get(summary["model"])
-    if (registered is not None and not adapter and pretrained in (None, "", registered.hub_id)
-            and revision in (None, "", "main")):
+    if (
+        registered is not None
+        and not adapter
+        and pretrained in (None, "", registered.hub_id)
+        and revision in (None, "", "main")
+    ):
         return summary["model"]
     weights = adapter or pretrained or summary["model"]
     if looks_like_local_path(weights):
@@ -111,8 +122,10 @@ def check_summary(summary: RunSummary) -> None:
 def check_model_name(name: str) -> str:
     """A name given with `harness run --name`: its format (derived names cannot take this form)."""
     if not NAME_FORMAT.match(name):
-        raise UserError(f"--name '{name}': use letters, digits and . _ + - (at most 128 characters, starting with "
-                        "a letter or digit)")
+        raise UserError(
+            f"--name '{name}': use letters, digits and . _ + - (at most 128 characters, starting with "
+            "a letter or digit)"
+        )
     return name
 
 
@@ -175,19 +188,30 @@ class ResultStore:
         """Refuse an explicit name that belongs to other weights: a registry model or paper row (unless
         these are its weights, `derived` == name) or a stored model with another fingerprint."""
         if name != derived and name in reserved_model_names():
-            raise UserError(f"the name '{name}' belongs to a registry model or a paper row and these are other "
-                            "weights; choose another name")
+            raise UserError(
+                f"the name '{name}' belongs to a registry model or a paper row and these are other "
+                "weights; choose another name"
+            )
         if HUB_NAME.match(name):
             return  # a hub id names its own weights
         with self.engine.connect() as conn:
             held = conn.execute(select(ModelRow.revision).where(ModelRow.name == name)).first()
-        if held is not None and held.revision is not None and revision is not None and held.revision != revision:
-            raise UserError(f"the name '{name}' is taken by other weights (fingerprint {held.revision}; these are "
-                            f"{revision}); choose another name")
+        if (
+            held is not None
+            and held.revision is not None
+            and revision is not None
+            and held.revision != revision
+        ):
+            raise UserError(
+                f"the name '{name}' is taken by other weights (fingerprint {held.revision}; these are "
+                f"{revision}); choose another name"
+            )
 
     def _record_summary(self, summary: RunSummary, name: str, relink: bool) -> bool:
         with self.session() as session:
-            existing = session.scalars(select(ResultRow).where(ResultRow.key == summary["run_id"])).one_or_none()
+            existing = session.scalars(
+                select(ResultRow).where(ResultRow.key == summary["run_id"])
+            ).one_or_none()
             if existing is not None:
                 if relink and existing.model.name != name:
                     existing.model = self._model(session, name, **self._summary_model_metadata(summary))
@@ -202,7 +226,9 @@ class ResultStore:
         metadata.pop("display_name", None)  # a fine-tuned checkpoint is not the registry model
         metadata["base"] = summary["model"]
         adapter = (summary.get("model_args") or {}).get("adapter")
-        metadata["checkpoint"] = f"{adapter} on {summary.get('pretrained')}" if adapter else summary.get("pretrained")
+        metadata["checkpoint"] = (
+            f"{adapter} on {summary.get('pretrained')}" if adapter else summary.get("pretrained")
+        )
         metadata["revision"] = summary.get("model_revision")
         metadata["precision"] = (summary.get("model_args") or {}).get("dtype")
         return metadata
@@ -226,7 +252,11 @@ class ResultStore:
 
     def _upsert_reported(self, session: Session, row: dict[str, str]) -> None:
         name = row["model"]
-        metadata = {"display_name": row["paper_name"], "family": row["family"], "params_b": float(row["params_b"])}
+        metadata = {
+            "display_name": row["paper_name"],
+            "family": row["family"],
+            "params_b": float(row["params_b"]),
+        }
         metadata.update(registry_metadata(name))
         model = self._model(session, name, **metadata)
         key = f"reported:{name}:{row['task']}"
@@ -236,13 +266,26 @@ class ResultStore:
         if existing is not None:
             existing.accuracy, existing.provenance = accuracy, provenance
             return
-        session.add(ResultRow(model=model, key=key, task=row["task"], source="reported", scoring="paper",
-                              variant=spec.MAIN_VARIANT, accuracy=accuracy, provenance=provenance,
-                              created=utcnow()))
+        session.add(
+            ResultRow(
+                model=model,
+                key=key,
+                task=row["task"],
+                source="reported",
+                scoring="paper",
+                variant=spec.MAIN_VARIANT,
+                accuracy=accuracy,
+                provenance=provenance,
+                created=utcnow(),
+            )
+        )
 
     def set_hidden(self, name: str, hidden: bool) -> None:
         with self.session() as session:
-            if session.execute(update(ModelRow).where(ModelRow.name == name).values(hidden=hidden)).rowcount == 0:
+            if (
+                session.execute(update(ModelRow).where(ModelRow.name == name).values(hidden=hidden)).rowcount
+                == 0
+            ):
                 raise self._unknown_model(session, name)
 
     def delete_model(self, name: str) -> int:
@@ -258,9 +301,18 @@ class ResultStore:
     # --- reading -------------------------------------------------------------------------------
 
     RESULT_COLUMNS = (
-        ModelRow.name.label("model"), ModelRow.display_name, ModelRow.family, ModelRow.params_b, ModelRow.hidden,
-        ResultRow.task, ResultRow.source, ResultRow.scoring, ResultRow.variant, ResultRow.accuracy,
-        ResultRow.sample_limit, ResultRow.created,
+        ModelRow.name.label("model"),
+        ModelRow.display_name,
+        ModelRow.family,
+        ModelRow.params_b,
+        ModelRow.hidden,
+        ResultRow.task,
+        ResultRow.source,
+        ResultRow.scoring,
+        ResultRow.variant,
+        ResultRow.accuracy,
+        ResultRow.sample_limit,
+        ResultRow.created,
     )
 
     def result_frame(self, include_hidden: bool = False) -> pd.DataFrame:
@@ -274,26 +326,44 @@ class ResultStore:
 
     def model_choices(self, include_hidden: bool = False) -> list[tuple[str, str]]:
         """(label, name) pairs of the models that have results, for a dropdown."""
-        query = (select(ModelRow.display_name, ModelRow.name)
-                 .where(ModelRow.results.any() | ModelRow.probes.any()).order_by(ModelRow.display_name))
+        query = (
+            select(ModelRow.display_name, ModelRow.name)
+            .where(ModelRow.results.any() | ModelRow.probes.any())
+            .order_by(ModelRow.display_name)
+        )
         if not include_hidden:
             query = query.where(ModelRow.hidden.is_(False))
         with self.engine.connect() as conn:
             pairs = conn.execute(query).all()
         return [(label if label == name else f"{label} ({name})", name) for label, name in pairs]
 
-    def model_info(self, name: str, include_hidden: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def model_info(
+        self, name: str, include_hidden: bool = True
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """A model's metadata and all its result rows (every variant, run and source). Without
         `include_hidden` (the public pages) a hidden model is unknown and not listed among the known ones."""
         with self.session() as session:
             model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
             if model is None or (model.hidden and not include_hidden):
                 raise self._unknown_model(session, name, include_hidden)
-            info = {column: getattr(model, column) for column in
-                    ("name", "display_name", "base", "family", "params_b", "checkpoint", "revision", "precision",
-                     "hidden")}
-            rows = [{column.key: getattr(result, column.key) for column in ResultRow.__table__.columns}
-                    for result in model.results]
+            info = {
+                column: getattr(model, column)
+                for column in (
+                    "name",
+                    "display_name",
+                    "base",
+                    "family",
+                    "params_b",
+                    "checkpoint",
+                    "revision",
+                    "precision",
+                    "hidden",
+                )
+            }
+            rows = [
+                {column.key: getattr(result, column.key) for column in ResultRow.__table__.columns}
+                for result in model.results
+            ]
         return info, rows
 
     # --- probes ---------------------------------------------------------------------------------
@@ -307,7 +377,10 @@ class ResultStore:
 
     def _record_probes(self, report: dict[str, Any], folder: Path | None) -> bool:
         with self.session() as session:
-            if session.scalars(select(ProbeRow.id).where(ProbeRow.key == report["run_id"])).first() is not None:
+            if (
+                session.scalars(select(ProbeRow.id).where(ProbeRow.key == report["run_id"])).first()
+                is not None
+            ):
                 return False
             metadata = self._summary_model_metadata(report)
             name = model_name_for(report)
@@ -315,9 +388,16 @@ class ResultStore:
                 metadata.update(base=None, display_name=report["model"])
                 name = report["model"]
             model = self._model(session, name, **metadata)
-            session.add(ProbeRow(model=model, key=report["run_id"], task=report["task"], report=report,
-                                 folder=None if folder is None else str(Path(folder).resolve()),
-                                 created=parse_utc(report["created"])))
+            session.add(
+                ProbeRow(
+                    model=model,
+                    key=report["run_id"],
+                    task=report["task"],
+                    report=report,
+                    folder=None if folder is None else str(Path(folder).resolve()),
+                    created=parse_utc(report["created"]),
+                )
+            )
             return True
 
     def probe_reports(self, name: str, include_hidden: bool = True) -> list[dict[str, Any]]:
@@ -344,8 +424,19 @@ def summary_result_fields(summary: RunSummary) -> dict[str, Any]:
     low, high = summary.get("accuracy_ci95") or (None, None)
     confusions = sorted(summary.get("confusions") or [], key=lambda pair: -pair["count"])[:MAX_CONFUSIONS]
     provenance = dict(summary.get("provenance") or {})
-    for field in ("run_id", "pretrained", "model_revision", "model_args", "lmms_task", "results_file",
-                  "samples_file", "option_source_detail", "robust_accuracy", "accuracy_ci_method", "position_bias"):
+    for field in (
+        "run_id",
+        "pretrained",
+        "model_revision",
+        "model_args",
+        "lmms_task",
+        "results_file",
+        "samples_file",
+        "option_source_detail",
+        "robust_accuracy",
+        "accuracy_ci_method",
+        "position_bias",
+    ):
         provenance[field] = summary.get(field)
     return {
         "key": summary["run_id"],

@@ -22,8 +22,13 @@ AVERAGE = "Average"
 AVERAGE_RANK = "Avg rank"
 DELTA = "Δ vs paper"
 PERCENT_COLUMNS = (AVERAGE, DELTA, *[task.column for task in spec.BENCHMARK])  # shown with two decimals
-INFO_COLUMNS = {"display_name": MODEL_COLUMN, "params_b": "Params (B)", "family": "Family", "source": "Source",
-                "scoring": "Scoring"}
+INFO_COLUMNS = {
+    "display_name": MODEL_COLUMN,
+    "params_b": "Params (B)",
+    "family": "Family",
+    "source": "Source",
+    "scoring": "Scoring",
+}
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,9 @@ class TableQuery:
 def best_runs(results: pd.DataFrame) -> pd.DataFrame:
     """One accuracy per (model, source, scoring, task) on the main protocol: full runs beat runs with a
     --limit, and among equals the latest wins."""
-    main_variant = results["task"].map(lambda task: spec.BY_KEY[task].main_variant if task in spec.BY_KEY else None)
+    main_variant = results["task"].map(
+        lambda task: spec.BY_KEY[task].main_variant if task in spec.BY_KEY else None
+    )
     main = results[results["variant"] == main_variant]
     ordered = main.assign(_full=main["sample_limit"].isna()).sort_values(["_full", "created"], kind="stable")
     return ordered.drop_duplicates([*ROW_KEY, "task"], keep="last").drop(columns="_full")
@@ -79,9 +86,14 @@ def add_aggregates(frame: pd.DataFrame, wide: pd.DataFrame, tasks: Sequence[str]
     and a reproduced row's mean difference from the paper's row of the same model."""
     frame = frame.copy()
     averaged = spec.average_tasks(tasks)
-    frame[AVERAGE] = [exact_average(values) for values in frame[averaged].itertuples(index=False)] if averaged \
+    frame[AVERAGE] = (
+        [exact_average(values) for values in frame[averaged].itertuples(index=False)]
+        if averaged
         else float("nan")
-    ranks = frame[averaged].rank(ascending=False, method="min")  # knowledge-QA columns stay out of the rank too
+    )
+    ranks = frame[averaged].rank(
+        ascending=False, method="min"
+    )  # knowledge-QA columns stay out of the rank too
     frame[AVERAGE_RANK] = ranks.mean(axis=1, skipna=False) if averaged else float("nan")
     reported = wide[wide["source"] == "reported"].drop_duplicates("model").set_index("model")[list(tasks)]
     paper = reported.reindex(frame["model"]).set_axis(frame.index)
@@ -104,7 +116,9 @@ def search(frame: pd.DataFrame, text: str) -> pd.DataFrame:
     text = text.strip().lower()
     if not text:
         return frame
-    haystack = (frame["display_name"].fillna("") + " " + frame["model"] + " " + frame["family"].fillna("")).str.lower()
+    haystack = (
+        frame["display_name"].fillna("") + " " + frame["model"] + " " + frame["family"].fillna("")
+    ).str.lower()
     return frame[haystack.str.contains(text, regex=False)]
 
 
@@ -119,17 +133,30 @@ def leaderboard_table(results: pd.DataFrame, query: TableQuery = TableQuery()) -
     wide = wide_table(results)
     frame = add_aggregates(apply_filters(wide, query), wide, query.tasks)
     frame = search(frame, query.search)
-    frame = frame.rename(columns={**INFO_COLUMNS, **{t.key: t.column for t in spec.COLUMNS}, "model": ID_COLUMN})
+    frame = frame.rename(
+        columns={**INFO_COLUMNS, **{t.key: t.column for t in spec.COLUMNS}, "model": ID_COLUMN}
+    )
     frame = frame[display_columns(query.tasks)]
     sort_by = query.sort_by if query.sort_by in frame.columns else AVERAGE
-    frame = frame.sort_values([sort_by, MODEL_COLUMN], ascending=[not query.descending, True], na_position="last",
-                              kind="stable")
+    frame = frame.sort_values(
+        [sort_by, MODEL_COLUMN], ascending=[not query.descending, True], na_position="last", kind="stable"
+    )
     return frame.round(2).reset_index(drop=True)
 
 
 def display_columns(tasks: Sequence[str]) -> list[str]:
-    return [MODEL_COLUMN, "Params (B)", "Family", "Source", "Scoring", AVERAGE, AVERAGE_RANK, DELTA,
-            *[spec.BY_KEY[key].column for key in tasks], ID_COLUMN]
+    return [
+        MODEL_COLUMN,
+        "Params (B)",
+        "Family",
+        "Source",
+        "Scoring",
+        AVERAGE,
+        AVERAGE_RANK,
+        DELTA,
+        *[spec.BY_KEY[key].column for key in tasks],
+        ID_COLUMN,
+    ]
 
 
 def filter_choices(results: pd.DataFrame) -> dict[str, list[str]]:

@@ -38,10 +38,18 @@ class WorkerSettings:
     limit: int | None = None
     batch_size: int = 1
     output_dir: Path | None = None
-    lease_s: float = field(default=300.0, metadata=flag(
-        "a job whose worker has not renewed it for S seconds goes back to the queue", metavar="S", positive=True))
+    lease_s: float = field(
+        default=300.0,
+        metadata=flag(
+            "a job whose worker has not renewed it for S seconds goes back to the queue",
+            metavar="S",
+            positive=True,
+        ),
+    )
     poll_s: float = field(default=30.0, metadata=flag("seconds between polls", metavar="S", positive=True))
-    policy: SubmissionPolicy | None = None  # the submission rules; None: from the environment, as `submit` reads them
+    policy: SubmissionPolicy | None = (
+        None  # the submission rules; None: from the environment, as `submit` reads them
+    )
 
 
 def default_worker_id() -> str:
@@ -73,9 +81,16 @@ def job_request(job: Job) -> SubmissionRequest:
     """The request a job was validated from, to validate it again when it is claimed."""
     from leaderboard.submissions import SubmissionRequest
 
-    return SubmissionRequest(model=job.checkpoint, base=job.base, revision=None if job.is_local else job.revision,
-                             weights=job.weights, precision=job.precision, tasks=job.tasks, scoring=job.scoring,
-                             submitter=job.submitter)
+    return SubmissionRequest(
+        model=job.checkpoint,
+        base=job.base,
+        revision=None if job.is_local else job.revision,
+        weights=job.weights,
+        precision=job.precision,
+        tasks=job.tasks,
+        scoring=job.scoring,
+        submitter=job.submitter,
+    )
 
 
 class LeaseKeeper:
@@ -106,9 +121,15 @@ class LeaseKeeper:
 
 
 class QueueWorker:
-    def __init__(self, store: ResultStore, settings: WorkerSettings = WorkerSettings(),
-                 evaluate: Evaluate | None = None, worker_id: str | None = None, revalidate: bool = True,
-                 open_hub: CheckpointOpener | None = None):
+    def __init__(
+        self,
+        store: ResultStore,
+        settings: WorkerSettings = WorkerSettings(),
+        evaluate: Evaluate | None = None,
+        worker_id: str | None = None,
+        revalidate: bool = True,
+        open_hub: CheckpointOpener | None = None,
+    ):
         """`revalidate=False` skips checking the checkpoint again at claim (the queue-mechanics tests, whose
         jobs name no real checkpoint); a real worker always checks."""
         from leaderboard.queue import SubmissionQueue
@@ -157,11 +178,17 @@ class QueueWorker:
             validate_submission,
         )
 
-        validated = validate_submission(job_request(job), self.settings.policy or SubmissionPolicy.from_env(),
-                                        self.open_hub or HubCheckpoint)
+        validated = validate_submission(
+            job_request(job),
+            self.settings.policy or SubmissionPolicy.from_env(),
+            self.open_hub or HubCheckpoint,
+        )
         if job.is_local and validated.revision != job.revision:
-            raise SubmissionRefused("changed", f"the checkpoint changed after it was submitted (fingerprint "
-                                               f"{validated.revision}, submitted {job.revision}); submit it again")
+            raise SubmissionRefused(
+                "changed",
+                f"the checkpoint changed after it was submitted (fingerprint "
+                f"{validated.revision}, submitted {job.revision}); submit it again",
+            )
         return validated
 
     def _run_job(self, job: Job, lease: LeaseKeeper) -> None:
@@ -195,7 +222,13 @@ class QueueWorker:
 
         model = ADAPTER_BASES[0] if job.weights == "adapter" else job.base  # the wrapper that loads adapters
         return RunConfig(
-            model=model, task=task, model_args=job_model_args(job, adapter_base), scoring=job.scoring,
-            data_root=settings.data_root.for_task(task), choices=settings.choices.for_task(task),
-            limit=settings.limit, batch_size=settings.batch_size, output_dir=output_dir,
+            model=model,
+            task=task,
+            model_args=job_model_args(job, adapter_base),
+            scoring=job.scoring,
+            data_root=settings.data_root.for_task(task),
+            choices=settings.choices.for_task(task),
+            limit=settings.limit,
+            batch_size=settings.batch_size,
+            output_dir=output_dir,
         )

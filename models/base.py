@@ -139,7 +139,9 @@ def group_options(requests: Sequence[Request]) -> list[OptionGroup]:
     """Requests of the same document and context, in first-seen order (lmms-eval sends one per option)."""
     groups: dict[tuple, OptionGroup] = {}
     for request in requests:
-        group = groups.setdefault((request.doc_key, request.context), OptionGroup(request.context, request.source))
+        group = groups.setdefault(
+            (request.doc_key, request.context), OptionGroup(request.context, request.source)
+        )
         group.continuations.append(request.continuation)
         group.indices.append(request.index)
     return list(groups.values())
@@ -151,8 +153,12 @@ class EncodingPrefetcher:
     the scorer calls `encode` with exactly those prompts and images, the tensors are ready. Any
     other `encode` call (the naive path's prompt + answer sequences) is computed as before."""
 
-    def __init__(self, encode: Callable[[list[str], list[list]], Any], prompt: Callable[[str, int], str],
-                 run_processor: bool):
+    def __init__(
+        self,
+        encode: Callable[[list[str], list[list]], Any],
+        prompt: Callable[[str, int], str],
+        run_processor: bool,
+    ):
         self._encode, self._prompt, self._run_processor = encode, prompt, run_processor
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fgvr-prefetch")
         self._ready: tuple[tuple, Any] | None = None
@@ -206,14 +212,18 @@ class FGVRModel(lmms):
     stop_tokens: ClassVar[tuple[str, ...]] = ()  # besides the tokenizer's eos
     default_max_new_tokens: ClassVar[int] = 10
     scorer_class: ClassVar[type[AnswerScorer]] = CausalScorer
-    position_offset: ClassVar[int] = 0  # the position id of a sequence's first token (PaliGemma counts from 1)
+    position_offset: ClassVar[int] = (
+        0  # the position id of a sequence's first token (PaliGemma counts from 1)
+    )
     generate_returns_prompt: ClassVar[bool] = True  # False where generate() returns only the new tokens
     # The documented prompt format, e.g. "USER: {images}\n{question}\nASSISTANT:" ({images}: one image_token
     # per image); None: the checkpoint's chat template.
     prompt_template: ClassVar[str | None] = None
     image_token: ClassVar[str] = "<image>"
     extra_args: ClassVar[tuple[str, ...]] = ()  # model-specific --model-args that accept_extra_args takes
-    prefetch_encoding: ClassVar[bool] = True  # run `encode` ahead of the model (False: only decode images ahead)
+    prefetch_encoding: ClassVar[bool] = (
+        True  # run `encode` ahead of the model (False: only decode images ahead)
+    )
 
     def __init__(
         self,
@@ -247,7 +257,9 @@ class FGVRModel(lmms):
         self.shared_prefix = as_bool(shared_prefix)
         self.attn_implementation = attn_implementation
         self.thinking_blocks = 0  # <think>...</think> blocks stripped from generated answers
-        self.use_safetensors = as_bool(use_safetensors)  # True: never fall back to pickled weights (the worker)
+        self.use_safetensors = as_bool(
+            use_safetensors
+        )  # True: never fall back to pickled weights (the worker)
         quantisation = self.quantisation_config(as_bool(load_in_4bit), as_bool(load_in_8bit))
         self.check_environment()
         self.processor = self.load_processor()
@@ -263,8 +275,10 @@ class FGVRModel(lmms):
         """Model-specific --model-args (a subclass takes its own out of `extra` first); the rest are unknown."""
         if extra:
             known = known_model_args(type(self))  # the same list `harness run` checks when it plans
-            raise UserError(f"unknown --model-args for {self.spec.name}: {', '.join(sorted(extra))}. "
-                            f"Known: {', '.join(known)}")
+            raise UserError(
+                f"unknown --model-args for {self.spec.name}: {', '.join(sorted(extra))}. "
+                f"Known: {', '.join(known)}"
+            )
 
     def check_environment(self) -> None:
         """Refuse before loading when the model cannot run here (remote-code models check their opt-in)."""
@@ -281,15 +295,21 @@ class FGVRModel(lmms):
         if load_in_8bit:
             return BitsAndBytesConfig(load_in_8bit=True)
         compute = self.torch_dtype if self.torch_dtype != torch.float32 else torch.bfloat16
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute
+        )
 
     def _from_pretrained(self, loader, path: str | None = None, **kwargs):
         path = path or self.pretrained
         try:
-            return loader.from_pretrained(path, revision=self.revision, trust_remote_code=self.trust_remote_code, **kwargs)
+            return loader.from_pretrained(
+                path, revision=self.revision, trust_remote_code=self.trust_remote_code, **kwargs
+            )
         except OSError as error:
             if Path(path).exists():
-                raise UserError(f"pretrained={path}: cannot load a checkpoint from this folder ({error})") from error
+                raise UserError(
+                    f"pretrained={path}: cannot load a checkpoint from this folder ({error})"
+                ) from error
             raise UserError(hub_unavailable_message(path)) from error
 
     def load_processor(self):
@@ -343,7 +363,9 @@ class FGVRModel(lmms):
         batch.pop("labels", None)  # PaliGemma's processor returns training labels too
         return self.to_device(batch)
 
-    def encode_answered(self, prompts: list[str], answers: list[str], images: list[list]) -> dict[str, torch.Tensor]:
+    def encode_answered(
+        self, prompts: list[str], answers: list[str], images: list[list]
+    ) -> dict[str, torch.Tensor]:
         """The batch of prompt + answer sequences that the naive path scores."""
         return self.encode([join_answer(p, a) for p, a in zip(prompts, answers)], images)
 
@@ -353,7 +375,9 @@ class FGVRModel(lmms):
             if torch.is_tensor(value):
                 value = value.to(self.device)
                 if value.is_floating_point():
-                    value = value.to(self.model.dtype if self.model.dtype.is_floating_point else self.torch_dtype)
+                    value = value.to(
+                        self.model.dtype if self.model.dtype.is_floating_point else self.torch_dtype
+                    )
             out[key] = value
         return out
 
@@ -363,14 +387,27 @@ class FGVRModel(lmms):
 
     def prefix_forward(self, inputs: dict[str, torch.Tensor]) -> Prefix:
         """Encodes image + prompt once, keeping the KV cache (shared-prefix scoring of decoder-only models)."""
-        out = self.model(**inputs, position_ids=self.positions(inputs["attention_mask"]), use_cache=True, logits_to_keep=1)
+        out = self.model(
+            **inputs, position_ids=self.positions(inputs["attention_mask"]), use_cache=True, logits_to_keep=1
+        )
         return Prefix(out.logits[:, -1].float(), cache_of(out), inputs["attention_mask"])
 
-    def continuation_logits(self, prefix: Prefix, rows: torch.Tensor, input_ids: torch.Tensor,
-                            attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    def continuation_logits(
+        self,
+        prefix: Prefix,
+        rows: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
         """Logits of answer tokens fed after the cached prompt; `prefix.cache` already holds one row per answer."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          use_cache=True, **with_cache(prefix.cache)).logits
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            **with_cache(prefix.cache),
+        ).logits
 
     def stop_token_ids(self) -> list[int]:
         ids = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
@@ -393,11 +430,15 @@ class FGVRModel(lmms):
             context, second, doc_to_visual, doc_id, task, split = request.args
             key = (task, split, doc_id)
             if key not in sources:
-                sources[key] = DocumentImages(partial(self._document_images, doc_to_visual, task, split, doc_id))
+                sources[key] = DocumentImages(
+                    partial(self._document_images, doc_to_visual, task, split, doc_id)
+                )
             if isinstance(second, str):
                 unpacked.append(Request(index, context, sources[key], continuation=second, doc_key=key))
             else:
-                unpacked.append(Request(index, context, sources[key], gen_kwargs=dict(second or {}), doc_key=key))
+                unpacked.append(
+                    Request(index, context, sources[key], gen_kwargs=dict(second or {}), doc_key=key)
+                )
         return unpacked
 
     def prefetch_twin(self) -> FGVRModel:
@@ -431,8 +472,10 @@ class FGVRModel(lmms):
         (which serves this wrapper's `encode` while the batches run)."""
         ordered = sorted(items, key=lambda r: -len(r.context))
         size = self.batch_size
-        chunks = (ordered[start : start + size] for start in
-                  tqdm(range(0, len(ordered), size), desc=desc, disable=self.rank != 0))
+        chunks = (
+            ordered[start : start + size]
+            for start in tqdm(range(0, len(ordered), size), desc=desc, disable=self.rank != 0)
+        )
         twin = self.prefetch_twin() if self.prefetch_encoding else self  # the twin is needed only to encode
         prefetcher = EncodingPrefetcher(twin.encode, twin.build_prompt, self.prefetch_encoding)
         self.encode = prefetcher.encode  # the scorer's encode calls find the prefetched tensors
@@ -441,7 +484,9 @@ class FGVRModel(lmms):
         finally:
             del self.encode
 
-    def answer_batch(self, compute: Callable[[list], list], batch: list, failed: Callable[[Any], Any]) -> list:
+    def answer_batch(
+        self, compute: Callable[[list], list], batch: list, failed: Callable[[Any], Any]
+    ) -> list:
         """compute(batch), one answer per item; when it raises, each item is retried alone, and an item
         that raises again is answered `failed(item)` and recorded in `request_failures` (counted as an
         error by the task's scoring, never silently as a wrong answer)."""
@@ -470,13 +515,19 @@ class FGVRModel(lmms):
         failed_score = (-FAILED_NLL, False)
         if self.shared_prefix:
             for batch in self._batches(group_options(unpacked), "Scoring questions"):
-                answers = self.answer_batch(self.scorer.shared, batch, lambda g: [failed_score] * len(g.indices))
+                answers = self.answer_batch(
+                    self.scorer.shared, batch, lambda g: [failed_score] * len(g.indices)
+                )
                 for group, scores in zip(batch, answers):
                     results.update(zip(group.indices, scores))
         else:
             for batch in self._batches(unpacked, "Scoring options"):
-                results.update(zip((r.index for r in batch),
-                                   self.answer_batch(self._score_naive, batch, lambda r: failed_score)))
+                results.update(
+                    zip(
+                        (r.index for r in batch),
+                        self.answer_batch(self._score_naive, batch, lambda r: failed_score),
+                    )
+                )
         return [GenerationResult(text=(-results[i][0], results[i][1])) for i in range(len(requests))]
 
     def _score_naive(self, batch: list[Request]) -> list[Score]:
@@ -486,11 +537,16 @@ class FGVRModel(lmms):
     def generate_until(self, requests: list[Instance]) -> list[str]:
         results: dict[int, str] = {}
         for batch in self._batches(self._unpack(requests), "Generating"):
-            for request, text in zip(batch, self.answer_batch(self.generate_batch, batch, lambda r: FAILED_GENERATION)):
+            for request, text in zip(
+                batch, self.answer_batch(self.generate_batch, batch, lambda r: FAILED_GENERATION)
+            ):
                 results[request.index] = text
         if self.thinking_blocks:
-            print(f"{self.spec.name}: stripped {self.thinking_blocks} <think> blocks from generated answers "
-                  "before parsing", file=sys.stderr)
+            print(
+                f"{self.spec.name}: stripped {self.thinking_blocks} <think> blocks from generated answers "
+                "before parsing",
+                file=sys.stderr,
+            )
         return [results[i] for i in range(len(requests))]
 
     def generate_batch(self, batch: list[Request]) -> list[str]:
@@ -528,7 +584,9 @@ class FGVRModel(lmms):
         return text.strip()
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
-        raise NotImplementedError(f"{self.spec.display_name}: multi-round generation is not used by FGVR tasks")
+        raise NotImplementedError(
+            f"{self.spec.display_name}: multi-round generation is not used by FGVR tasks"
+        )
 
     # ---- representation features (`harness probe repr`) -------------------------------------------
 

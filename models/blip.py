@@ -34,7 +34,9 @@ class QueryTokenModel(FGVRModel):
         return batch
 
     def __init__(self, *args, **kwargs) -> None:
-        self._qformer_cuts: list[int] = []  # one entry per cut batch; shared with the prefetch twin (a shallow copy)
+        self._qformer_cuts: list[
+            int
+        ] = []  # one entry per cut batch; shared with the prefetch twin (a shallow copy)
         super().__init__(*args, **kwargs)
 
     @property
@@ -52,12 +54,25 @@ class QueryTokenModel(FGVRModel):
         cut = sum(len(ids) > limit for ids in tokenizer(instructions)["input_ids"])
         if cut:
             self._qformer_cuts.append(cut)  # list.append: safe from the prefetch thread
-            log.warning("%d instruction(s) longer than the Q-Former's %d positions were truncated (%d so far); the "
-                        "language model still reads the whole prompt", cut, limit, self.qformer_truncated)
-        encoded = tokenizer(instructions, padding=True, padding_side="right", truncation=True, max_length=limit,
-                            return_tensors="pt")
-        return {"qformer_input_ids": encoded["input_ids"].to(self.device),
-                "qformer_attention_mask": encoded["attention_mask"].to(self.device)}
+            log.warning(
+                "%d instruction(s) longer than the Q-Former's %d positions were truncated (%d so far); the "
+                "language model still reads the whole prompt",
+                cut,
+                limit,
+                self.qformer_truncated,
+            )
+        encoded = tokenizer(
+            instructions,
+            padding=True,
+            padding_side="right",
+            truncation=True,
+            max_length=limit,
+            return_tensors="pt",
+        )
+        return {
+            "qformer_input_ids": encoded["input_ids"].to(self.device),
+            "qformer_attention_mask": encoded["attention_mask"].to(self.device),
+        }
 
 
 class InstructBlipVicunaFGVR(QueryTokenModel):
@@ -73,8 +88,13 @@ class InstructBlipVicunaFGVR(QueryTokenModel):
 
     def continuation_logits(self, prefix, rows, input_ids, attention_mask, position_ids):
         # the wrapper's forward always re-encodes the image; the cached prompt only needs the language model
-        return self.model.language_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                         use_cache=True, **with_cache(prefix.cache)).logits
+        return self.model.language_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            **with_cache(prefix.cache),
+        ).logits
 
 
 class InstructBlipFlanT5FGVR(QueryTokenModel):

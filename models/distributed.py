@@ -54,7 +54,10 @@ def current_process(device: str | None = None) -> ProcessContext:
     on_cpu = device == "cpu" or not torch.cuda.is_available()
     accelerator = Accelerator(cpu=on_cpu)
     return ProcessContext(
-        accelerator.process_index, accelerator.num_processes, "cpu" if on_cpu else str(accelerator.device), accelerator
+        accelerator.process_index,
+        accelerator.num_processes,
+        "cpu" if on_cpu else str(accelerator.device),
+        accelerator,
     )
 
 
@@ -66,10 +69,16 @@ def free_port() -> int:
 
 def rank_environment(rank_: int, world: int, port: int, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
-    env.update({
-        "RANK": str(rank_), "LOCAL_RANK": str(rank_), "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world),
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-    })
+    env.update(
+        {
+            "RANK": str(rank_),
+            "LOCAL_RANK": str(rank_),
+            "WORLD_SIZE": str(world),
+            "LOCAL_WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     if not env.get("OMP_NUM_THREADS"):  # N processes share the cores instead of each taking all of them
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // world))
     return env
@@ -90,8 +99,11 @@ def launch_command(command: Sequence[str], num_processes: int) -> int:
     """
     port = free_port()
     processes = [
-        subprocess.Popen(list(command), env=rank_environment(rank_, num_processes, port),
-                         stdout=None if rank_ == 0 else subprocess.DEVNULL)
+        subprocess.Popen(
+            list(command),
+            env=rank_environment(rank_, num_processes, port),
+            stdout=None if rank_ == 0 else subprocess.DEVNULL,
+        )
         for rank_ in range(num_processes)
     ]
     try:

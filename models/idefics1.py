@@ -24,20 +24,31 @@ class Idefics1FGVR(FGVRModel):
             for picture, text in zip(pictures, pieces[1:]):
                 sample += [picture, text]
             interleaved.append([item for item in sample if not isinstance(item, str) or item])
-        batch = self.processor(text=interleaved, add_end_of_utterance_token=False, padding=True, return_tensors="pt")
+        batch = self.processor(
+            text=interleaved, add_end_of_utterance_token=False, padding=True, return_tensors="pt"
+        )
         return self.to_device(batch)
 
     def prefix_forward(self, inputs):
-        out = self.model(**inputs, position_ids=self.positions(inputs["attention_mask"]), use_cache=True, logits_to_keep=1)
+        out = self.model(
+            **inputs, position_ids=self.positions(inputs["attention_mask"]), use_cache=True, logits_to_keep=1
+        )
         self.image_states_keyword, states = image_states(self.model.config, out)
         extras = {"image_states": states, "image_mask": inputs["image_attention_mask"][:, -1:]}
         return Prefix(out.logits[:, -1].float(), cache_of(out), inputs["attention_mask"], extras)
 
     def continuation_logits(self, prefix, rows, input_ids, attention_mask, position_ids):
-        image_mask = prefix.extras["image_mask"][rows].expand(-1, input_ids.shape[1], -1)  # answers see the image
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          image_attention_mask=image_mask, **with_cache(prefix.cache),
-                          **{self.image_states_keyword: prefix.extras["image_states"][rows]}).logits
+        image_mask = prefix.extras["image_mask"][rows].expand(
+            -1, input_ids.shape[1], -1
+        )  # answers see the image
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            image_attention_mask=image_mask,
+            **with_cache(prefix.cache),
+            **{self.image_states_keyword: prefix.extras["image_states"][rows]},
+        ).logits
 
 
 def image_states(config, out) -> tuple[str, torch.Tensor]:
@@ -48,4 +59,6 @@ def image_states(config, out) -> tuple[str, torch.Tensor]:
     image_outputs = getattr(out, "image_outputs", None)
     if image_outputs is not None:
         return "image_encoder_embeddings", image_outputs.last_hidden_state
-    return ("perceiver_embeddings" if config.use_resampler else "image_encoder_embeddings"), out.image_hidden_states
+    return (
+        "perceiver_embeddings" if config.use_resampler else "image_encoder_embeddings"
+    ), out.image_hidden_states

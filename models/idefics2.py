@@ -51,7 +51,11 @@ class FinedeficsFGVR(Idefics2FGVR):
 
     def __init__(self, pretrained: str | None = None, **kwargs):
         adapter = kwargs.get("adapter")
-        if adapter and pretrained in (None, "", "StevenHH2000/Finedefics"):  # an adapter goes on a base, not on Finedefics
+        if adapter and pretrained in (
+            None,
+            "",
+            "StevenHH2000/Finedefics",
+        ):  # an adapter goes on a base, not on Finedefics
             pretrained = adapter_base(Path(adapter))
         super().__init__(pretrained=pretrained, **kwargs)
 
@@ -62,7 +66,9 @@ class FinedeficsFGVR(Idefics2FGVR):
         if not (Path(self.adapter) / "adapter_config.json").is_file():
             raise UserError(f"adapter={self.adapter}: not a peft adapter folder (no adapter_config.json)")
         if self.use_safetensors and not (Path(self.adapter) / "adapter_model.safetensors").is_file():
-            raise UserError(f"adapter={self.adapter}: no adapter_model.safetensors (pickled adapters are not loaded)")
+            raise UserError(
+                f"adapter={self.adapter}: no adapter_model.safetensors (pickled adapters are not loaded)"
+            )
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, self.adapter)

@@ -8,4 +8,7 @@ def lmms_eval_manifests() -> list:
 
     from models.registry import MODELS
 
-    return [ModelManifest(model_id=spec.lmms_name, simple_class_path=spec.lmms_class_path) for spec in MODELS.values()]
+    return [
+        ModelManifest(model_id=spec.lmms_name, simple_class_path=spec.lmms_class_path)
+        for spec in MODELS.values()
+    ]

@@ -15,8 +15,10 @@ from models.remote import RemoteCodeModel
 from models.scoring import join_answer, tail_score
 
 IMAGE_TOKEN_INDEX = -200
-SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
-          "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
 
 
 class MobileVLMV2FGVR(RemoteCodeModel):
@@ -28,9 +30,11 @@ class MobileVLMV2FGVR(RemoteCodeModel):
             try:
                 import mobilevlm.model.mobilellama  # noqa: F401  (registers MobileLlamaForCausalLM)
             except ImportError as error:
-                raise UserError("mobilevlm_v2: the checkpoint's classes live in the MobileVLM repository; clone "
-                                "https://github.com/Meituan-AutoML/MobileVLM and put it on PYTHONPATH "
-                                "(see models/README-remote-code.md)") from error
+                raise UserError(
+                    "mobilevlm_v2: the checkpoint's classes live in the MobileVLM repository; clone "
+                    "https://github.com/Meituan-AutoML/MobileVLM and put it on PYTHONPATH "
+                    "(see models/README-remote-code.md)"
+                ) from error
         model = super().load_model(quantisation, path)
         self.image_processor = model.get_vision_tower().image_processor
         return model
@@ -52,12 +56,15 @@ class MobileVLMV2FGVR(RemoteCodeModel):
             square = Image.new("RGB", (side, side), fill)
             square.paste(image.convert("RGB"), ((side - image.width) // 2, (side - image.height) // 2))
             squares.append(square)
-        return self.image_processor.preprocess(squares, return_tensors="pt")["pixel_values"].to(self.device, self.model.dtype)
+        return self.image_processor.preprocess(squares, return_tensors="pt")["pixel_values"].to(
+            self.device, self.model.dtype
+        )
 
     def generate_one(self, question, images, max_new_tokens):
         ids = self.input_ids(self.build_prompt(question, len(images)))
-        output = self.model.generate(ids, images=self.pixels(images), do_sample=False, max_new_tokens=max_new_tokens,
-                                     use_cache=True)
+        output = self.model.generate(
+            ids, images=self.pixels(images), do_sample=False, max_new_tokens=max_new_tokens, use_cache=True
+        )
         return self.tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
 
     def score_answer(self, prompt, answer, images):

@@ -27,8 +27,9 @@ class Phi3VisionFGVR(RemoteCodeModel):
 
     def generate_one(self, question, images, max_new_tokens):
         inputs = self.inputs(self.build_prompt(question, len(images)), images)
-        output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                     eos_token_id=self.stop_token_ids())
+        output = self.model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.stop_token_ids()
+        )
         return self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def score_answer(self, prompt, answer, images):
@@ -36,4 +37,6 @@ class Phi3VisionFGVR(RemoteCodeModel):
         full = self.inputs(join_answer(prompt, answer), images)
         with torch.inference_mode():
             logits = self.model(**full).logits[0]
-        return tail_score(logits, full["input_ids"][0], full["input_ids"].shape[1] - context["input_ids"].shape[1])
+        return tail_score(
+            logits, full["input_ids"][0], full["input_ids"].shape[1] - context["input_ids"].shape[1]
+        )

@@ -9,7 +9,9 @@ from models.remote import RemoteCodeModel
 from models.scoring import join_answer, tail_score
 
 SYSTEM = "You are a helpful assistant."
-CHATML = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{query}<|im_end|>\n<|im_start|>assistant\n"
+CHATML = (
+    "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{query}<|im_end|>\n<|im_start|>assistant\n"
+)
 EMPTY_IMAGE = "<img></img>"  # build_prompt's placeholder, filled with the picture's path when encoding
 
 
@@ -24,8 +26,13 @@ class QwenVLChatFGVR(RemoteCodeModel):
 
     def generate_one(self, question, images, max_new_tokens):
         with self.image_files(images) as paths:
-            response, _ = self.model.chat(self.tokenizer, query=self.query(question, paths), history=None,
-                                          do_sample=False, max_new_tokens=max_new_tokens)
+            response, _ = self.model.chat(
+                self.tokenizer,
+                query=self.query(question, paths),
+                history=None,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+            )
         return response
 
     def score_answer(self, prompt, answer, images):

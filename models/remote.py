@@ -40,7 +40,9 @@ ENVIRONMENT_DOC = "models/README-remote-code.md"
 def declared_range(pretrained: str) -> str | None:
     """The transformers range a local checkpoint folder declares for its own code, if any."""
     try:
-        return json.loads((Path(pretrained).expanduser() / "config.json").read_text()).get(CHECKPOINT_RANGE_KEY)
+        return json.loads((Path(pretrained).expanduser() / "config.json").read_text()).get(
+            CHECKPOINT_RANGE_KEY
+        )
     except (OSError, ValueError):
         return None
 
@@ -87,8 +89,13 @@ class RequestScorer(AnswerScorer):
         return [self.wrapper.score_answer(p, a, i) for p, a, i in zip(prompts, answers, images)]
 
     def shared(self, groups):
-        return [[self.wrapper.score_answer(self.wrapper.build_prompt(g.context, len(g.images)), a, g.images)
-                 for a in g.continuations] for g in groups]
+        return [
+            [
+                self.wrapper.score_answer(self.wrapper.build_prompt(g.context, len(g.images)), a, g.images)
+                for a in g.continuations
+            ]
+            for g in groups
+        ]
 
 
 class RemoteCodeModel(FGVRModel):
@@ -141,8 +148,11 @@ class RemoteCodeModel(FGVRModel):
             gen_kwargs = request.gen_kwargs or {}
             until = [s for s in gen_kwargs.get("until") or [] if s]
             with torch.inference_mode():
-                text = self.generate_one(request.context, request.images,
-                                         int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)))
+                text = self.generate_one(
+                    request.context,
+                    request.images,
+                    int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)),
+                )
             texts.append(self.cut_at_stop(text, until))
         return texts
 

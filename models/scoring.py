@@ -113,12 +113,19 @@ class AnswerScorer:
         w = self.wrapper
         prompts = [w.build_prompt(g.context, len(g.images)) for g in groups]
         ids = [[self.answer_ids(p, a) for a in g.continuations] for p, g in zip(prompts, groups)]
-        todo = [(gi, oi) for gi, options in enumerate(ids) for oi, answer in enumerate(options) if answer is not None]
+        todo = [
+            (gi, oi)
+            for gi, options in enumerate(ids)
+            for oi, answer in enumerate(options)
+            if answer is not None
+        ]
         scores: list[list[Score | None]] = [[None] * len(g.continuations) for g in groups]
         if todo:
             answers = [ids[gi][oi] for gi, oi in todo]
             with torch.inference_mode():
-                logprobs = self.shared_logprobs(prompts, [g.images for g in groups], [gi for gi, _ in todo], answers)
+                logprobs = self.shared_logprobs(
+                    prompts, [g.images for g in groups], [gi for gi, _ in todo], answers
+                )
             for (gi, oi), answer, rows in zip(todo, answers, logprobs):
                 scores[gi][oi] = answer_score(rows[: len(answer)], answer)
         for gi, group in enumerate(groups):
@@ -141,7 +148,7 @@ class CausalScorer(AnswerScorer):
         full = tokenizer(join_answer(prompt, answer))["input_ids"]
         if len(full) <= len(context) or full[: len(context)] != context:
             return None
-        return full[len(context):]
+        return full[len(context) :]
 
     def naive(self, prompts, answers, images):
         w = self.wrapper
@@ -181,14 +188,21 @@ class SuffixScorer(CausalScorer):
 
     def naive(self, prompts, answers, images):
         w = self.wrapper
-        batch = w.processor(text=prompts, images=images, suffix=[a.strip() for a in answers], padding=True,
-                            return_tensors="pt")
+        batch = w.processor(
+            text=prompts,
+            images=images,
+            suffix=[a.strip() for a in answers],
+            padding=True,
+            return_tensors="pt",
+        )
         inputs = w.to_device(batch)
         inputs.pop("labels", None)
         with torch.inference_mode():
             logits = w.model(**inputs, position_ids=w.positions(inputs["attention_mask"])).logits.float()
         lengths = [len(self.answer_ids(p, a)) for p, a in zip(prompts, answers)]
-        return [tail_score(logits[row], inputs["input_ids"][row], n, skip_last=1) for row, n in enumerate(lengths)]
+        return [
+            tail_score(logits[row], inputs["input_ids"][row], n, skip_last=1) for row, n in enumerate(lengths)
+        ]
 
 
 class Seq2SeqScorer(AnswerScorer):
@@ -210,7 +224,9 @@ class Seq2SeqScorer(AnswerScorer):
     def shared_logprobs(self, prompts, images, rows, answers):
         w = self.wrapper
         inputs = w.encode(prompts, images)
-        start = torch.full((len(prompts), 1), w.model.config.text_config.decoder_start_token_id, device=w.device)
+        start = torch.full(
+            (len(prompts), 1), w.model.config.text_config.decoder_start_token_id, device=w.device
+        )
         encoded = w.model(**inputs, decoder_input_ids=start).language_model_outputs.encoder_last_hidden_state
         index = torch.tensor(rows, device=w.device)
         labels, _ = pad_right(answers, -100, w.device)

@@ -95,7 +95,9 @@ def read_choice_file(path: Path) -> list[ChoiceEntry]:
     entries = []
     for class_key, items in data.items():
         if not isinstance(items, list):
-            raise UserError(f"{path}: class '{class_key}' must map to a list of entries, got {type(items).__name__}")
+            raise UserError(
+                f"{path}: class '{class_key}' must map to a list of entries, got {type(items).__name__}"
+            )
         entries.extend(_parse_entry(path, class_key, i, raw) for i, raw in enumerate(items))
     if not entries:
         raise UserError(f"{path}: the choice file has no entries")
@@ -112,7 +114,11 @@ def _parse_entry(path: Path, class_key: str, index: int, raw: object) -> ChoiceE
     image, options, truth = raw["image"], raw["options"], raw["groundtruth"]
     if not isinstance(image, str) or not image.strip():
         raise UserError(f"{where}: 'image' must be a non-empty path string")
-    if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) and o for o in options):
+    if (
+        not isinstance(options, list)
+        or len(options) < 2
+        or not all(isinstance(o, str) and o for o in options)
+    ):
         raise UserError(f"{where}: 'options' must be a list of at least 2 names")
     normalized = [normalize_class_name(o) for o in options]
     if len(set(normalized)) != len(normalized):
@@ -142,7 +148,9 @@ def match_choices(
         if len(candidates) != 1:
             if candidates:
                 keys = ", ".join(c.key for c in candidates[:3])
-                result.ambiguous.append(f"{entry.where}: {entry.image} matches {len(candidates)} test images ({keys})")
+                result.ambiguous.append(
+                    f"{entry.where}: {entry.image} matches {len(candidates)} test images ({keys})"
+                )
             else:
                 result.unmapped.append(f"{entry.where}: {entry.image}")
             continue

@@ -69,7 +69,9 @@ class HFClipEncoder(ClipEncoder):
 
     @torch.inference_mode()
     def encode_texts(self, texts):
-        tokens = self.processor(text=texts, return_tensors="pt", padding=self.text_padding, truncation=True).to(self.device)
+        tokens = self.processor(
+            text=texts, return_tensors="pt", padding=self.text_padding, truncation=True
+        ).to(self.device)
         return _normalise(_as_tensor(self.model.get_text_features(**tokens)))
 
 
@@ -95,7 +97,9 @@ class OpenClipEncoder(ClipEncoder):
                 "--clip-model hf:openai/clip-vit-large-patch14"
             ) from error
         try:
-            model, _, self.preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
+            model, _, self.preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=pretrained, device=device
+            )
         except Exception as error:  # noqa: BLE001 - open_clip raises several types for missing weights
             raise UserError(
                 f"open_clip weights {arch}/{pretrained} are not available ({error}); download them on a connected "
@@ -123,13 +127,22 @@ def load_encoder(spec: str = DEFAULT_CLIP, device: str = "cpu") -> ClipEncoder:
     if kind == "open_clip" and rest.count(":") == 1:
         arch, pretrained = rest.split(":")
         return OpenClipEncoder(arch, pretrained, device)
-    raise UserError(f"--clip-model {spec}: expected open_clip:ARCH:PRETRAINED or hf:HUB_ID_OR_PATH (default {DEFAULT_CLIP})")
+    raise UserError(
+        f"--clip-model {spec}: expected open_clip:ARCH:PRETRAINED or hf:HUB_ID_OR_PATH (default {DEFAULT_CLIP})"
+    )
 
 
 class ChoiceMiner:
     """Mines the k most CLIP-similar classes per test image (ground truth forced in)."""
 
-    def __init__(self, encoder: ClipEncoder, *, batch_size: int = 32, cache_dir: Path | None = None, prompt: str = PROMPT):
+    def __init__(
+        self,
+        encoder: ClipEncoder,
+        *,
+        batch_size: int = 32,
+        cache_dir: Path | None = None,
+        prompt: str = PROMPT,
+    ):
         self.encoder = encoder
         self.batch_size = batch_size
         self.prompt = prompt
@@ -138,11 +151,18 @@ class ChoiceMiner:
 
     def class_embeddings(self, class_names: Sequence[str]) -> np.ndarray:
         texts = [self.prompt.format(name.replace("_", " ")) for name in class_names]
-        return np.concatenate([self.encoder.encode_texts(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)])
+        return np.concatenate(
+            [
+                self.encoder.encode_texts(texts[i : i + self.batch_size])
+                for i in range(0, len(texts), self.batch_size)
+            ]
+        )
 
     def _cache_key(self, item: TestItem) -> str:
         stat = item.image.stat()
-        return hashlib.sha256(f"{item.image.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+        return hashlib.sha256(
+            f"{item.image.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+        ).hexdigest()
 
     def image_embeddings(self, items: Sequence[TestItem]) -> np.ndarray:
         """Embeddings in item order; cached ones are read, the rest computed in batches."""
@@ -154,7 +174,9 @@ class ChoiceMiner:
             if path.is_file():
                 found[index] = np.load(path)
         todo = [i for i in range(len(items)) if i not in found]
-        with tqdm(total=len(todo), desc=f"CLIP image embeddings ({self.encoder.name})", unit="img", disable=not todo) as bar:
+        with tqdm(
+            total=len(todo), desc=f"CLIP image embeddings ({self.encoder.name})", unit="img", disable=not todo
+        ) as bar:
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start : start + self.batch_size]
                 images = [Image.open(items[i].image).convert("RGB") for i in chunk]

@@ -91,7 +91,12 @@ def rotations(question: Question) -> list[Question]:
         order = [(i + shift) % k for i in range(k)]
         labels = tuple(question.option_labels[i] for i in order)
         rotated.append(
-            Question(question.item, tuple(question.options[i] for i in order), labels, labels.index(question.item.label))
+            Question(
+                question.item,
+                tuple(question.options[i] for i in order),
+                labels,
+                labels.index(question.item.label),
+            )
         )
     return rotated
 

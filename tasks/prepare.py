@@ -149,7 +149,9 @@ class OptionPlan:
         if self.source not in ("choice_file", "random", "clip", "all_classes", "open"):
             raise ValueError(f"unknown option source {self.source!r}")
         if self.circular and self.source == "open":
-            raise UserError("circular evaluation needs options; it cannot be combined with the open-world variant")
+            raise UserError(
+                "circular evaluation needs options; it cannot be combined with the open-world variant"
+            )
 
     @property
     def variant(self) -> str:
@@ -180,7 +182,9 @@ def fingerprint(spec: TaskSpec, split: DatasetSplit, plan: OptionPlan, seed: int
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def build_questions(split: DatasetSplit, plan: OptionPlan, seed: int) -> tuple[list[option_builders.Question], list[str]]:
+def build_questions(
+    split: DatasetSplit, plan: OptionPlan, seed: int
+) -> tuple[list[option_builders.Question], list[str]]:
     """The questions (rotations included), and a description of every choice-file entry skipped."""
     skipped: list[str] = []
     if plan.source in ("random", "clip"):
@@ -206,7 +210,9 @@ def build_questions(split: DatasetSplit, plan: OptionPlan, seed: int) -> tuple[l
     return questions, skipped
 
 
-def _records(spec: TaskSpec, split: DatasetSplit, questions: list[option_builders.Question], plan: OptionPlan):
+def _records(
+    spec: TaskSpec, split: DatasetSplit, questions: list[option_builders.Question], plan: OptionPlan
+):
     question = open_question_for(spec.singular) if plan.source == "open" else question_for(spec.noun)
     class_names = split.class_names if plan.source == "open" else []
     for number, q in enumerate(tqdm(questions, desc=f"Preparing {spec.key}", unit="q")):
@@ -229,7 +235,9 @@ def _records(spec: TaskSpec, split: DatasetSplit, questions: list[option_builder
             }
 
 
-def _write_task_yamls(folder: Path, spec: TaskSpec, variant: str, final_data_dir: Path, open_world: bool) -> None:
+def _write_task_yamls(
+    folder: Path, spec: TaskSpec, variant: str, final_data_dir: Path, open_world: bool
+) -> None:
     folder.mkdir(parents=True)
     templates = {"generate": OPEN_TEMPLATE} if open_world else TEMPLATES
     for scoring, template in templates.items():
@@ -250,7 +258,12 @@ def check_images(split: DatasetSplit, skip_missing: bool) -> DatasetSplit:
         try:
             with Image.open(item.image) as image:
                 image.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # a bomb: too many pixels
+        except (
+            OSError,
+            SyntaxError,
+            ValueError,
+            Image.DecompressionBombError,
+        ) as error:  # a bomb: too many pixels
             if not skip_missing:
                 raise UserError(
                     f"{item.image}: unreadable image ({error}); replace the file, or pass --skip-missing to "

@@ -104,23 +104,33 @@ class TaskSpec:
 
             self.refuse_another_archive(root)
             if hf_mirror.looks_like_hf_mirror(root):
-                mirror = hf_mirror.read_hf_mirror(root, self.key, skip_missing=skip_missing, split=split, **hf_options)
+                mirror = hf_mirror.read_hf_mirror(
+                    root, self.key, skip_missing=skip_missing, split=split, **hf_options
+                )
                 return _renamed(mirror, class_names)
         if not self.names_in_archive:
             return self.read_split(
-                root, classnames=classnames, class_names=class_names, choices=choices, skip_missing=skip_missing,
+                root,
+                classnames=classnames,
+                class_names=class_names,
+                choices=choices,
+                skip_missing=skip_missing,
                 split=split,
             )
-        return _renamed(self.read_split(root, classnames=classnames, skip_missing=skip_missing, split=split), class_names)
+        return _renamed(
+            self.read_split(root, classnames=classnames, skip_missing=skip_missing, split=split), class_names
+        )
 
     def refuse_another_archive(self, root: Path) -> None:
         """Another task's native archive where this one was expected (CUB's folder given for car196): say
         so, and what this task reads, instead of trying the folder as a Hugging Face mirror."""
         for other in FGVR_TASKS.values():
             if other.key != self.key and locate_dataset_dir(root, other.marker, other.folders) is not None:
-                raise UserError(f"{root} holds the {other.dataset} archive ({other.marker}), not {self.dataset}: "
-                                f"{self.key} reads {self.marker} in the folder given or in "
-                                f"{' or '.join(self.folders)} below it; point --data-root at the {self.dataset} data")
+                raise UserError(
+                    f"{root} holds the {other.dataset} archive ({other.marker}), not {self.dataset}: "
+                    f"{self.key} reads {self.marker} in the folder given or in "
+                    f"{' or '.join(self.folders)} below it; point --data-root at the {self.dataset} data"
+                )
 
     def lmms_task_name(self, scoring: str, variant: str | None = None) -> str:
         """fgvr_<key>[_<variant>]_<scoring>; the main variant adds no middle part (k4_circular: _circular)."""
@@ -162,11 +172,32 @@ def _knowledge_qa_rows(fgvr: tuple[TaskSpec, ...]) -> tuple[TaskSpec, ...]:
     """The knowledge-QA tasks (tasks.knowledge_qa): ImageWikiQA over ImageNet images, and one question
     bank task `<key>_wikiqa` per FGVR task, asked about that task's test images. Their questions come
     from a file (--questions), so they have no reader; leaderboard columns outside the average."""
-    imagewikiqa = TaskSpec("imagewikiqa", "ImageWikiQA", "objects", "object", 1000, 2000, "ImageWikiQA",
-                           in_average=False, kind="qa", main_variant="direct")
+    imagewikiqa = TaskSpec(
+        "imagewikiqa",
+        "ImageWikiQA",
+        "objects",
+        "object",
+        1000,
+        2000,
+        "ImageWikiQA",
+        in_average=False,
+        kind="qa",
+        main_variant="direct",
+    )
     banks = tuple(
-        TaskSpec(f"{task.key}_wikiqa", f"{task.dataset} knowledge QA", task.noun, task.singular, task.n_classes,
-                 0, f"{task.column} QA", in_average=False, kind="qa", main_variant="direct", base=task.key)
+        TaskSpec(
+            f"{task.key}_wikiqa",
+            f"{task.dataset} knowledge QA",
+            task.noun,
+            task.singular,
+            task.n_classes,
+            0,
+            f"{task.column} QA",
+            in_average=False,
+            kind="qa",
+            main_variant="direct",
+            base=task.key,
+        )
         for task in fgvr
     )  # n_test 0: a bank's size is the user's
     return (imagewikiqa, *banks)

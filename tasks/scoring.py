@@ -61,7 +61,11 @@ def robust_letter(answer: str, options: Sequence[str]) -> str | None:
         if match and match.group(1).upper() in letters:
             return match.group(1).upper()
     said = normalize_class_name(text)
-    named = [letter for letter, option in zip(letters, options) if normalize_class_name(option) and normalize_class_name(option) in said]
+    named = [
+        letter
+        for letter, option in zip(letters, options)
+        if normalize_class_name(option) and normalize_class_name(option) in said
+    ]
     if len(named) == 1:
         return named[0]
     exact = [letter for letter, option in zip(letters, options) if normalize_class_name(option) == said]
@@ -80,7 +84,11 @@ def open_world_class(answer: str, class_names: Sequence[str]) -> int | None:
     names = [normalise_name(name) for name in class_names]
     if said in names:
         return names.index(said)
-    found = [(len(name), index) for index, name in enumerate(names) if name and re.search(rf"\b{re.escape(name)}\b", said)]
+    found = [
+        (len(name), index)
+        for index, name in enumerate(names)
+        if name and re.search(rf"\b{re.escape(name)}\b", said)
+    ]
     if not found:
         return None
     found.sort(reverse=True)
@@ -131,8 +139,10 @@ class RowScore:
 
     def metrics(self) -> dict[str, Any]:
         """lmms-eval's per-row metrics; the accuracies carry their question for `question_accuracy`."""
-        out: dict[str, Any] = {"accuracy": {"score": float(self.correct), "question": self.question},
-                               "errors": int(self.failed)}
+        out: dict[str, Any] = {
+            "accuracy": {"score": float(self.correct), "question": self.question},
+            "errors": int(self.failed),
+        }
         if self.lenient:
             out["robust_accuracy"] = {"score": float(bool(self.robust_correct)), "question": self.question}
         if self.lenient or not self.n_options:
@@ -153,7 +163,9 @@ def score_row(doc: dict[str, Any], responses: Sequence[Any], kind: ResponseKind)
         return RowScore(question, label, label, named, named, 0, failed=failed)
     options, gold = list(doc["options"]), int(doc["answer_index"])
     # knowledge-QA rows (they carry a `protocol`): options are answers, not classes, so no predicted class
-    labels = [None] * len(options) if "protocol" in doc else list(doc.get("option_labels") or range(len(options)))
+    labels = (
+        [None] * len(options) if "protocol" in doc else list(doc.get("option_labels") or range(len(options)))
+    )
     if kind == "loglik":
         failed = len(responses) != len(options) or any(is_failed(r) for r in responses)
         chosen = None if failed else loglik_choice([_nll(r) for r in responses])
@@ -169,8 +181,17 @@ def score_row(doc: dict[str, Any], responses: Sequence[Any], kind: ResponseKind)
         strict = lenient = None if failed else cot_letter(answer, options)
     chosen = None if failed or strict is None else letters.index(strict)
     robust = None if failed or lenient is None else letters.index(lenient)
-    return RowScore(question, label, gold, chosen, None if chosen is None else labels[chosen], len(options),
-                    robust=robust, lenient=True, failed=failed)
+    return RowScore(
+        question,
+        label,
+        gold,
+        chosen,
+        None if chosen is None else labels[chosen],
+        len(options),
+        robust=robust,
+        lenient=True,
+        failed=failed,
+    )
 
 
 def by_question(rows: Iterable[RowScore]) -> list[list[RowScore]]:

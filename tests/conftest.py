@@ -50,4 +50,6 @@ def cub_root(tmp_path_factory) -> Path:
 def cub_choices(cub_root, tmp_path_factory) -> Path:
     from tasks.fixtures.datasets import make_choice_file
 
-    return make_choice_file("bird200", cub_root, tmp_path_factory.mktemp("choices") / "bird-200.json", k=4, seed=0)
+    return make_choice_file(
+        "bird200", cub_root, tmp_path_factory.mktemp("choices") / "bird-200.json", k=4, seed=0
+    )

@@ -14,12 +14,20 @@ def main(model: str, pretrained: str, include_path: str, out: str, *tasks: str) 
     from models import distributed
     from models.registry import get_model_spec
 
-    lm = get_model_spec(model).load_wrapper().create_from_arg_string(
-        f"pretrained={pretrained},device=cpu,dtype=float32", {"batch_size": 2}
+    lm = (
+        get_model_spec(model)
+        .load_wrapper()
+        .create_from_arg_string(f"pretrained={pretrained},device=cpu,dtype=float32", {"batch_size": 2})
     )
-    results = simple_evaluate(model=lm, tasks=list(tasks), batch_size=2, log_samples=True, bootstrap_iters=0,
-                              task_manager=TaskManager(include_path=include_path, include_defaults=False),
-                              process_docs_parallel=1)
+    results = simple_evaluate(
+        model=lm,
+        tasks=list(tasks),
+        batch_size=2,
+        log_samples=True,
+        bootstrap_iters=0,
+        task_manager=TaskManager(include_path=include_path, include_defaults=False),
+        process_docs_parallel=1,
+    )
     if distributed.is_main_process():
         report = {
             task: {

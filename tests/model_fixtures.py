@@ -20,8 +20,16 @@ NATIVE = {name: SAME_ARCH.get(name, name) for name, spec in MODELS.items() if no
 NATIVE_ARCHS = tuple(name for name in NATIVE if name not in SAME_ARCH)
 # The current open MLLMs beside the paper's models; all but Qwen2.5-VL run `harness run` end to end in
 # the slow suite only (the table-driven scoring and batching tests cover every architecture by default).
-CURRENT_MODELS = ("qwen2_5_vl", "qwen3_vl", "fine_r1", "gemma3_4b", "gemma3_12b", "internvl3", "llava_onevision",
-                  "smolvlm2")
+CURRENT_MODELS = (
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "fine_r1",
+    "gemma3_4b",
+    "gemma3_12b",
+    "internvl3",
+    "llava_onevision",
+    "smolvlm2",
+)
 SLOW_RUNS = frozenset(CURRENT_MODELS) - {"qwen2_5_vl"}
 # --model-args a tiny checkpoint needs in a run: Fine-R1 would think for 2048 tokens and the tiny one never stops
 RUN_ARGS = {"fine_r1": ("thinking_tokens=2",)}
@@ -38,7 +46,9 @@ def tiny_checkpoint(name: str) -> Path:
 
     arch = NATIVE[name]
     if arch not in TINY_ARCHS:
-        raise LookupError(f"models.fixtures.tiny_models has no '{arch}' builder (known: {', '.join(TINY_ARCHS)})")
+        raise LookupError(
+            f"models.fixtures.tiny_models has no '{arch}' builder (known: {', '.join(TINY_ARCHS)})"
+        )
     return build_tiny_model(arch, Path(os.environ["HARNESS_HOME"]) / "tiny-models" / arch, seed=0)
 
 
@@ -48,7 +58,11 @@ def picture(colour: str, mark: str) -> Image.Image:
     return image
 
 
-DOCS = [{"image": picture("red", "white")}, {"image": picture("navy", "yellow")}, {"image": picture("darkgreen", "black")}]
+DOCS = [
+    {"image": picture("red", "white")},
+    {"image": picture("navy", "yellow")},
+    {"image": picture("darkgreen", "black")},
+]
 ALL_DOCS = tuple(range(len(DOCS)))
 
 
@@ -59,8 +73,12 @@ def visual(doc):
 def requests(kind: str, items) -> list[Instance]:
     """Instances as lmms-eval builds them: items are (doc_id, context, continuation or gen kwargs)."""
     return [
-        Instance(request_type=kind, arguments=(context, second, visual, doc_id, "t", "test"), idx=i,
-                 metadata={"task": "t", "doc_id": doc_id, "repeats": 1})
+        Instance(
+            request_type=kind,
+            arguments=(context, second, visual, doc_id, "t", "test"),
+            idx=i,
+            metadata={"task": "t", "doc_id": doc_id, "repeats": 1},
+        )
         for i, (doc_id, context, second) in enumerate(items)
     ]
 
@@ -74,7 +92,11 @@ def load(name: str, pretrained, **model_args):
     from models.registry import get_model_spec
 
     args = {"pretrained": pretrained, "dtype": "float32", "device": "cpu", **model_args}
-    wrapper = get_model_spec(name).load_wrapper().create_from_arg_string(",".join(f"{k}={v}" for k, v in args.items()))
+    wrapper = (
+        get_model_spec(name)
+        .load_wrapper()
+        .create_from_arg_string(",".join(f"{k}={v}" for k, v in args.items()))
+    )
     wrapper.task_dict = {"t": {"test": DOCS}}
     return wrapper
 

@@ -24,7 +24,9 @@ from pathlib import Path
 def binaries() -> Path | None:
     """The folder holding initdb and postgres, if PostgreSQL is installed."""
     try:
-        found = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+        found = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         if (Path(found) / "postgres").is_file():
             return Path(found)
     except (OSError, subprocess.CalledProcessError):
@@ -42,7 +44,9 @@ def _account() -> pwd.struct_passwd | None:
             return pwd.getpwnam(name)
         except KeyError:
             continue
-    raise RuntimeError("running as root and neither a 'postgres' nor a 'nobody' account exists to run PostgreSQL")
+    raise RuntimeError(
+        "running as root and neither a 'postgres' nor a 'nobody' account exists to run PostgreSQL"
+    )
 
 
 def _free_port() -> int:
@@ -56,7 +60,9 @@ def temporary_server(timeout: float = 60) -> Iterator[str]:
     """Yields an admin URL (`postgresql+psycopg://postgres@127.0.0.1:PORT/postgres`) of a fresh server."""
     bindir = binaries()
     if bindir is None:
-        raise FileNotFoundError("PostgreSQL is not installed (no pg_config, no /usr/lib/postgresql/*/bin/postgres)")
+        raise FileNotFoundError(
+            "PostgreSQL is not installed (no pg_config, no /usr/lib/postgresql/*/bin/postgres)"
+        )
     account = _account()
     root = Path(tempfile.mkdtemp(prefix="fgvr-pg-"))
     data, sockets = root / "data", root / "sockets"
@@ -71,19 +77,42 @@ def temporary_server(timeout: float = 60) -> Iterator[str]:
         for path in (root, sockets):
             os.chown(path, account.pw_uid, account.pw_gid)
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
-    subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True, preexec_fn=as_account, env=env)
+    subprocess.run(
+        [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+        preexec_fn=as_account,
+        env=env,
+    )
     port = _free_port()
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed after the server stops
     server = subprocess.Popen(
-        [str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(sockets),
-         "-c", "fsync=off", "-c", "max_connections=100"],
-        stdout=log, stderr=subprocess.STDOUT, preexec_fn=as_account, env=env,
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-k",
+            str(sockets),
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=100",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=as_account,
+        env=env,
     )
     try:
         deadline = time.monotonic() + timeout
         while True:
-            ready = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
+            ready = subprocess.run(
+                [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+            )
             if ready.returncode == 0:
                 break
             if server.poll() is not None or time.monotonic() > deadline:

@@ -64,7 +64,14 @@ def test_make_choice_file_is_deterministic(cub_split, tmp_path):
 
 def test_names_match_after_normalisation(cub_split, tmp_path):
     item = cub_split.items[0]
-    path = _write(tmp_path, {"black footed albatross": [_entry(item.key, ["BLACK-FOOTED albatross", "laysan  Albatross"], "Black_footed_Albatross")]})
+    path = _write(
+        tmp_path,
+        {
+            "black footed albatross": [
+                _entry(item.key, ["BLACK-FOOTED albatross", "laysan  Albatross"], "Black_footed_Albatross")
+            ]
+        },
+    )
     (matched,) = match_choices(read_choice_file(path), cub_split, skip_missing=True).matched
     assert matched.option_labels == (0, 1) and matched.answer_index == 0
 
@@ -72,22 +79,35 @@ def test_names_match_after_normalisation(cub_split, tmp_path):
 def test_normalize_class_name():
     assert normalize_class_name("  Black_footed -Albatross ") == "black footed albatross"
     assert normalize_class_name("F/A-18") == "f/a 18"
-    assert normalize_class_name("Laysan Albatross.") == normalize_class_name("LAYSAN_ALBATROSS") == "laysan albatross"
+    assert (
+        normalize_class_name("Laysan Albatross.")
+        == normalize_class_name("LAYSAN_ALBATROSS")
+        == "laysan albatross"
+    )
 
 
 @pytest.mark.parametrize(
     "data, message",
     [
-        ("{\n  \"a\": [,]\n}", r"choices\.json: invalid JSON at line 2:9"),
+        ('{\n  "a": [,]\n}', r"choices\.json: invalid JSON at line 2:9"),
         ([1, 2], r"choices\.json: the top level must be an object .*got list"),
         ({"A": {"image": "x"}}, r"choices\.json: class 'A' must map to a list of entries"),
         ({"A": ["x"]}, r"class 'A' entry 0: must be an object"),
-        ({"A": [_entry(), {"image": "y.jpg", "options": ["A"]}]}, r"class 'A' entry 1: missing 'groundtruth'"),
+        (
+            {"A": [_entry(), {"image": "y.jpg", "options": ["A"]}]},
+            r"class 'A' entry 1: missing 'groundtruth'",
+        ),
         ({"A": [_entry(options=["A"])]}, r"class 'A' entry 0: 'options' must be a list of at least 2 names"),
-        ({"A": [{**_entry(), "options": "A,B"}]}, r"class 'A' entry 0: 'options' must be a list of at least 2 names"),
+        (
+            {"A": [{**_entry(), "options": "A,B"}]},
+            r"class 'A' entry 0: 'options' must be a list of at least 2 names",
+        ),
         ({"A": [_entry(options=["A", "a"])]}, r"class 'A' entry 0: 'options' repeats a name"),
         ({"A": [_entry(truth="C")]}, r"class 'A' entry 0: groundtruth 'C' is not among the options"),
-        ({"A": [_entry(options=["B", "C"], truth="B")]}, r"class 'A' entry 0: groundtruth 'B' differs from the class"),
+        (
+            {"A": [_entry(options=["B", "C"], truth="B")]},
+            r"class 'A' entry 0: groundtruth 'B' differs from the class",
+        ),
         ({"A": [_entry(image="")]}, r"class 'A' entry 0: 'image' must be a non-empty path"),
         ({}, r"choices\.json: the choice file has no entries"),
     ],
@@ -104,8 +124,18 @@ def test_missing_file(tmp_path):
 
 def test_unknown_class_is_an_error_naming_it(cub_split, tmp_path):
     item = cub_split.items[0]
-    path = _write(tmp_path, {"Black_footed_Albatross": [_entry(item.key, ["Black_footed_Albatross", "Laysan_Albatros"], "Black_footed_Albatross")]})
-    with pytest.raises(UserError, match=r"'Laysan_Albatros' \(.*class 'Black_footed_Albatross' entry 0\) Did you mean 'Laysan_Albatross'"):
+    path = _write(
+        tmp_path,
+        {
+            "Black_footed_Albatross": [
+                _entry(item.key, ["Black_footed_Albatross", "Laysan_Albatros"], "Black_footed_Albatross")
+            ]
+        },
+    )
+    with pytest.raises(
+        UserError,
+        match=r"'Laysan_Albatros' \(.*class 'Black_footed_Albatross' entry 0\) Did you mean 'Laysan_Albatross'",
+    ):
         match_choices(read_choice_file(path), cub_split, skip_missing=True)
 
 
@@ -113,10 +143,15 @@ def test_unmapped_entry_is_an_error_or_skipped(choices, tmp_path, cub_split):
     data = json.loads(choices.read_text())
     data["Laysan_Albatross"][1]["image"] = "images/002.Laysan_Albatross/not_there.jpg"
     path = _write(tmp_path, data)
-    with pytest.raises(UserError, match=r"(?s)1 unmapped.*class 'Laysan_Albatross' entry 1: images/002\.Laysan_Albatross/not_there\.jpg.*--skip-missing"):
+    with pytest.raises(
+        UserError,
+        match=r"(?s)1 unmapped.*class 'Laysan_Albatross' entry 1: images/002\.Laysan_Albatross/not_there\.jpg.*--skip-missing",
+    ):
         match_choices(read_choice_file(path), cub_split)
     match = match_choices(read_choice_file(path), cub_split, skip_missing=True)
-    assert len(match.unmapped) == 1 and match.n_skipped == 1 and len(match.matched) == len(cub_split.items) - 1
+    assert (
+        len(match.unmapped) == 1 and match.n_skipped == 1 and len(match.matched) == len(cub_split.items) - 1
+    )
     assert len(match.uncovered) == 1
 
 
@@ -152,6 +187,9 @@ def test_same_file_name_resolved_by_path_suffix(tmp_path):
 def test_same_file_name_without_a_better_suffix_is_ambiguous(tmp_path):
     split = _split(tmp_path, ["a/1.jpg", "b/1.jpg"])
     path = _write(tmp_path, {"A": [_entry("images/1.jpg")]})
-    with pytest.raises(UserError, match=r"(?s)1 ambiguous.*class 'A' entry 0: images/1\.jpg matches 2 test images \(a/1\.jpg, b/1\.jpg\)"):
+    with pytest.raises(
+        UserError,
+        match=r"(?s)1 ambiguous.*class 'A' entry 0: images/1\.jpg matches 2 test images \(a/1\.jpg, b/1\.jpg\)",
+    ):
         match_choices(read_choice_file(path), split)
     assert len(match_choices(read_choice_file(path), split, skip_missing=True).ambiguous) == 1

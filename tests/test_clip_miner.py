@@ -53,7 +53,9 @@ def test_embeddings_are_cached(tiny_clip, split, tmp_path, monkeypatch):
     first = ChoiceMiner(encoder, cache_dir=tmp_path).mine(split, k=4)
     calls = []
     original = encoder.encode_images
-    monkeypatch.setattr(encoder, "encode_images", lambda images: calls.append(len(images)) or original(images))
+    monkeypatch.setattr(
+        encoder, "encode_images", lambda images: calls.append(len(images)) or original(images)
+    )
     again = ChoiceMiner(encoder, cache_dir=tmp_path).mine(split, k=4)
     assert calls == []
     assert [labels for _, _, labels in again] == [labels for _, _, labels in first]
@@ -73,9 +75,31 @@ def test_run_with_clip_options(capsys, tmp_path, tiny_idefics2, tiny_clip, cub_r
 
     from harness.cli import main
 
-    code = main(["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny_idefics2}",
-                 "--data-root", str(cub_root), "--options", "clip", "--clip-model", f"hf:{tiny_clip}", "--variant", "k3",
-                 "--scoring", "loglik", "--json", "--no-record", "--output-dir", str(tmp_path)])
+    code = main(
+        [
+            "run",
+            "--model",
+            "idefics2",
+            "--task",
+            "bird200",
+            "--model-args",
+            f"pretrained={tiny_idefics2}",
+            "--data-root",
+            str(cub_root),
+            "--options",
+            "clip",
+            "--clip-model",
+            f"hf:{tiny_clip}",
+            "--variant",
+            "k3",
+            "--scoring",
+            "loglik",
+            "--json",
+            "--no-record",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     line = json.loads(out.out.strip().splitlines()[-1])

@@ -21,9 +21,18 @@ def test_reads_test_split_only(cub):
     split = read_cub(cub)
     assert split.task == "bird200" and split.format == "cub-native"
     assert split.root == cub.resolve()
-    assert split.class_names == ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross", "Groove_billed_Ani"]
+    assert split.class_names == [
+        "Black_footed_Albatross",
+        "Laysan_Albatross",
+        "Sooty_Albatross",
+        "Groove_billed_Ani",
+    ]
     assert split.class_counts() == dict.fromkeys(split.class_names, 3)
-    test_ids = {line.split()[0] for line in (cub / "train_test_split.txt").read_text().splitlines() if line.endswith(" 0")}
+    test_ids = {
+        line.split()[0]
+        for line in (cub / "train_test_split.txt").read_text().splitlines()
+        if line.endswith(" 0")
+    }
     listed = dict(line.split(" ", 1) for line in (cub / "images.txt").read_text().splitlines())
     assert {item.key for item in split.items} == {f"images/{listed[i]}" for i in test_ids}
     for item in split.items:
@@ -56,7 +65,11 @@ def test_classnames_file_replaces_names(cub, tmp_path):
 
 
 def _first_test_image(cub: Path) -> tuple[int, str]:
-    test_ids = [line.split()[0] for line in (cub / "train_test_split.txt").read_text().splitlines() if line.endswith(" 0")]
+    test_ids = [
+        line.split()[0]
+        for line in (cub / "train_test_split.txt").read_text().splitlines()
+        if line.endswith(" 0")
+    ]
     for lineno, line in enumerate((cub / "images.txt").read_text().splitlines(), 1):
         image_id, rel = line.split(" ", 1)
         if image_id == test_ids[0]:
@@ -67,7 +80,10 @@ def _first_test_image(cub: Path) -> tuple[int, str]:
 def test_missing_image_names_the_line(cub):
     lineno, rel = _first_test_image(cub)
     (cub / "images" / rel).unlink()
-    with pytest.raises(UserError, match=rf"images\.txt line {lineno}: image images/{re.escape(rel)} not found.*--skip-missing"):
+    with pytest.raises(
+        UserError,
+        match=rf"images\.txt line {lineno}: image images/{re.escape(rel)} not found.*--skip-missing",
+    ):
         read_cub(cub)
     split = read_cub(cub, skip_missing=True)
     assert split.skipped == [f"images/{rel}"] and len(split.items) == 11
@@ -79,7 +95,9 @@ def test_label_out_of_range_names_the_line(cub):
     lineno, _ = _first_test_image(cub)
     lines[lineno - 1] = lines[lineno - 1].split()[0] + " 9"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(UserError, match=rf"image_class_labels\.txt line {lineno}: label 9 is out of range 1\.\.4"):
+    with pytest.raises(
+        UserError, match=rf"image_class_labels\.txt line {lineno}: label 9 is out of range 1\.\.4"
+    ):
         read_cub(cub)
 
 
@@ -87,7 +105,11 @@ def test_label_out_of_range_names_the_line(cub):
     "file, line, message",
     [
         ("images.txt", "garbage", r"images\.txt line 2: expected '<image_id> <image_path>', got 'garbage'"),
-        ("train_test_split.txt", "2 x", r"train_test_split\.txt line 2: is_training_image must be a whole number"),
+        (
+            "train_test_split.txt",
+            "2 x",
+            r"train_test_split\.txt line 2: is_training_image must be a whole number",
+        ),
         ("classes.txt", "two 002.X", r"classes\.txt line 2: class_id must be a whole number, got 'two'"),
     ],
 )
@@ -106,7 +128,10 @@ def test_image_missing_from_label_file(cub):
     lines = path.read_text().splitlines()
     del lines[lineno - 1]
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(UserError, match=rf"image_class_labels\.txt: no line for image_id \d+ \(listed in images\.txt line {lineno}\)"):
+    with pytest.raises(
+        UserError,
+        match=rf"image_class_labels\.txt: no line for image_id \d+ \(listed in images\.txt line {lineno}\)",
+    ):
         read_cub(cub)
 
 

@@ -33,7 +33,10 @@ def test_data_info_json(capsys, tmp_path, task):
     if task == "car196":  # file names repeat between cars_train/ and cars_test/: only the test copies count
         assert all("/cars_test/" in item["image"] for item in info["items"])
     assert sum(len(v) for v in file_choices.values()) == 12
-    assert main(["data", "info", task, "--source", str(root)] + (["--classnames", str(names)] if names else [])) == 0
+    assert (
+        main(["data", "info", task, "--source", str(root)] + (["--classnames", str(names)] if names else []))
+        == 0
+    )
     assert f"{task}:" in capsys.readouterr().out
 
 
@@ -58,6 +61,9 @@ def test_unreadable_image_is_named_or_skipped(capsys, tmp_path):
     assert main(["prepare", "bird200", "--source", str(root), "--variant", "k3"]) == 2
     err = capsys.readouterr().err
     assert victim.name in err and "--skip-missing" in err
-    assert main(["prepare", "bird200", "--source", str(root), "--variant", "k3", "--skip-missing", "--json"]) == 0
+    assert (
+        main(["prepare", "bird200", "--source", str(root), "--variant", "k3", "--skip-missing", "--json"])
+        == 0
+    )
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info["skipped"] == 1 and info["n_questions"] == 5

@@ -17,12 +17,17 @@ from tests.leaderboard.lb_factories import make_summary
 
 def bomb_png(path: Path, side: int = 30000) -> Path:
     """A PNG whose header claims side x side pixels (a decompression bomb); the file itself is tiny."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -48,56 +53,115 @@ def repeated_choice_file(cub_choices: Path, tmp_path: Path) -> Path:
 
 
 def run_args(tiny, cub, choices, *extra) -> list[str]:
-    return ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny}", "--data-root",
-            str(cub), "--choices", str(choices), "--no-record", *extra]
+    return [
+        "run",
+        "--model",
+        "idefics2",
+        "--task",
+        "bird200",
+        "--model-args",
+        f"pretrained={tiny}",
+        "--data-root",
+        str(cub),
+        "--choices",
+        str(choices),
+        "--no-record",
+        *extra,
+    ]
 
 
 # id -> (argv builder, environment, expected exit code, the refusal's text)
 CASES = {
     "decompression bomb image": (
-        lambda f: ["prepare", "bird200", "--source", str(f["bomb"][0])], {}, 2,
-        r"\.jpg: unreadable image \(Image size \(900000000 pixels\) exceeds limit"),
+        lambda f: ["prepare", "bird200", "--source", str(f["bomb"][0])],
+        {},
+        2,
+        r"\.jpg: unreadable image \(Image size \(900000000 pixels\) exceeds limit",
+    ),
     "output dir is a file": (
-        lambda f: run_args(f["tiny"], f["cub"], f["choices"], "--output-dir", str(f["file"])), {}, 2,
-        r"--output-dir .*: .* is a file, not a folder"),
+        lambda f: run_args(f["tiny"], f["cub"], f["choices"], "--output-dir", str(f["file"])),
+        {},
+        2,
+        r"--output-dir .*: .* is a file, not a folder",
+    ),
     "variant k0": (
-        lambda f: ["prepare", "bird200", "--source", str(f["cub"]), "--variant", "k0"], {}, 2,
-        r"--variant k0: a question needs at least 2 options"),
+        lambda f: ["prepare", "bird200", "--source", str(f["cub"]), "--variant", "k0"],
+        {},
+        2,
+        r"--variant k0: a question needs at least 2 options",
+    ),
     "CUB folder for car196": (
-        lambda f: ["data", "info", "car196", "--source", str(f["cub"])], {}, 2,
-        r"holds the CUB-200-2011 archive \(images.txt\), not Stanford Cars: car196 reads devkit/cars_meta.mat"),
+        lambda f: ["data", "info", "car196", "--source", str(f["cub"])],
+        {},
+        2,
+        r"holds the CUB-200-2011 archive \(images.txt\), not Stanford Cars: car196 reads devkit/cars_meta.mat",
+    ),
     "max_new_tokens=abc": (
-        lambda f: run_args(f["tiny"], f["cub"], f["choices"]) + ["--model-args", f"pretrained={f['tiny']},"
-                                                                  "max_new_tokens=abc"], {}, 2,
-        r"--model-args max_new_tokens=abc must be a positive whole number"),
+        lambda f: (
+            run_args(f["tiny"], f["cub"], f["choices"])
+            + ["--model-args", f"pretrained={f['tiny']},max_new_tokens=abc"]
+        ),
+        {},
+        2,
+        r"--model-args max_new_tokens=abc must be a positive whole number",
+    ),
     "wrong architecture for the folder": (
-        lambda f: [*run_args(f["tiny"], f["cub"], f["choices"])[:2], "llava15",
-                   *run_args(f["tiny"], f["cub"], f["choices"])[3:]], {}, 2,
+        lambda f: [
+            *run_args(f["tiny"], f["cub"], f["choices"])[:2],
+            "llava15",
+            *run_args(f["tiny"], f["cub"], f["choices"])[3:],
+        ],
+        {},
+        2,
         r"is a 'idefics2' checkpoint, but --model llava15 loads llava checkpoints\. "
-        r"Did you mean --model idefics2 or finedefics\?"),
+        r"Did you mean --model idefics2 or finedefics\?",
+    ),
     "--name held by a registry model": (
-        lambda f: run_args(f["tiny"], f["cub"], f["choices"])[:-1] + ["--name", "idefics2", "--db-url", f["db"]], {}, 2,
-        r"the name 'idefics2' belongs to a registry model or a paper row"),
+        lambda f: (
+            run_args(f["tiny"], f["cub"], f["choices"])[:-1] + ["--name", "idefics2", "--db-url", f["db"]]
+        ),
+        {},
+        2,
+        r"the name 'idefics2' belongs to a registry model or a paper row",
+    ),
     "--name with a slash": (
-        lambda f: run_args(f["tiny"], f["cub"], f["choices"])[:-1] + ["--name", "org/model", "--db-url", f["db"]],
-        {}, 2, r"--name 'org/model': use letters, digits"),
+        lambda f: (
+            run_args(f["tiny"], f["cub"], f["choices"])[:-1] + ["--name", "org/model", "--db-url", f["db"]]
+        ),
+        {},
+        2,
+        r"--name 'org/model': use letters, digits",
+    ),
     "--db-url with an unknown scheme": (
-        lambda f: ["queue", "--db-url", "mysqlx://db/fgvr"], {}, 2,
-        r"--db-url: 'mysqlx' is not a database this store runs on"),
+        lambda f: ["queue", "--db-url", "mysqlx://db/fgvr"],
+        {},
+        2,
+        r"--db-url: 'mysqlx' is not a database this store runs on",
+    ),
     "unreachable PostgreSQL": (
-        lambda f: ["queue", "--db-url", "postgresql+psycopg://nobody@127.0.0.1:1/fgvr"], {}, 2,
-        r"cannot open the leaderboard store postgresql\+psycopg://nobody@127.0.0.1:1/fgvr: .*refused"),
+        lambda f: ["queue", "--db-url", "postgresql+psycopg://nobody@127.0.0.1:1/fgvr"],
+        {},
+        2,
+        r"cannot open the leaderboard store postgresql\+psycopg://nobody@127.0.0.1:1/fgvr: .*refused",
+    ),
     "HARNESS_SUBMISSIONS_PER_DAY=abc": (
         lambda f: ["submit", "--db-url", f["db"], "--model", "org/model", "--base", "idefics2"],
-        {"HARNESS_SUBMISSIONS_PER_DAY": "abc"}, 2,
-        r"HARNESS_SUBMISSIONS_PER_DAY='abc' is not a non-negative whole number"),
+        {"HARNESS_SUBMISSIONS_PER_DAY": "abc"},
+        2,
+        r"HARNESS_SUBMISSIONS_PER_DAY='abc' is not a non-negative whole number",
+    ),
     "HARNESS_SUBMISSIONS_PER_DAY=-1": (
         lambda f: ["submit", "--db-url", f["db"], "--model", "org/model", "--base", "idefics2"],
-        {"HARNESS_SUBMISSIONS_PER_DAY": "-1"}, 2,
-        r"HARNESS_SUBMISSIONS_PER_DAY='-1' is not a non-negative whole number"),
+        {"HARNESS_SUBMISSIONS_PER_DAY": "-1"},
+        2,
+        r"HARNESS_SUBMISSIONS_PER_DAY='-1' is not a non-negative whole number",
+    ),
     "import of NaN, out-of-range and task-less summaries": (
-        lambda f: ["import", str(f["summaries"]), "--db-url", f["db"]], {}, 1,
-        r"refused .*nan.*: 'accuracy' is nan: accuracies are fractions between 0 and 1"),
+        lambda f: ["import", str(f["summaries"]), "--db-url", f["db"]],
+        {},
+        1,
+        r"refused .*nan.*: 'accuracy' is nan: accuracies are fractions between 0 and 1",
+    ),
 }
 
 
@@ -114,8 +178,15 @@ def inputs(tmp_path, cub_root, cub_choices, tiny_idefics2, bomb_cub, monkeypatch
     taskless.pop("task")
     (summaries / "taskless").mkdir()
     (summaries / "taskless" / "summary.json").write_text(json.dumps(taskless))
-    return {"cub": cub_root, "choices": cub_choices, "tiny": tiny_idefics2, "bomb": bomb_cub, "file": a_file,
-            "db": f"sqlite:///{tmp_path / 'lb.db'}", "summaries": summaries}
+    return {
+        "cub": cub_root,
+        "choices": cub_choices,
+        "tiny": tiny_idefics2,
+        "bomb": bomb_cub,
+        "file": a_file,
+        "db": f"sqlite:///{tmp_path / 'lb.db'}",
+        "summaries": summaries,
+    }
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -140,7 +211,9 @@ def test_import_keeps_the_good_summary_and_names_every_bad_one(inputs, capsys):
     assert reasons["big"] == "'accuracy' is 57.1: accuracies are fractions between 0 and 1"
     assert reasons["nan"] == "'accuracy' is nan: accuracies are fractions between 0 and 1"
     # the schema check (harness.core.results.validate_summary) refuses it first, naming the file and field
-    assert reasons["taskless"].endswith("taskless/summary.json: not a valid version-2 summary: field 'task': Field required")
+    assert reasons["taskless"].endswith(
+        "taskless/summary.json: not a valid version-2 summary: field 'task': Field required"
+    )
     assert len(reasons) == 3
 
 
@@ -152,7 +225,9 @@ def test_a_decompression_bomb_is_skipped_and_counted_under_skip_missing(bomb_cub
 
 def test_data_info_and_prepare_agree_on_a_repeated_entry(cub_root, cub_choices, tmp_path, capsys):
     choices = repeated_choice_file(cub_choices, tmp_path)
-    assert main(["data", "info", "bird200", "--source", str(cub_root), "--choices", str(choices), "--json"]) == 0
+    assert (
+        main(["data", "info", "bird200", "--source", str(cub_root), "--choices", str(choices), "--json"]) == 0
+    )
     info = json.loads(capsys.readouterr().out)
     assert main(["prepare", "bird200", "--source", str(cub_root), "--choices", str(choices), "--json"]) == 0
     prepared = json.loads(capsys.readouterr().out)
@@ -170,9 +245,14 @@ def test_an_admin_action_on_an_id_beyond_the_database(tmp_path, monkeypatch):
     store = ResultStore.open(f"sqlite:///{tmp_path / 'lb.db'}")
     try:
         app = LeaderboardApp(store)
-        for target, reason in (("99999999999999999999", "no submission #99999999999999999999"),
-                               ("#-5", "'#-5' is not a submission id"), ("abc", "'abc' is not a submission id")):
-            assert app.admin("admin-token-123", "requeue submission", target).startswith(f"**Refused:** {reason}")
+        for target, reason in (
+            ("99999999999999999999", "no submission #99999999999999999999"),
+            ("#-5", "'#-5' is not a submission id"),
+            ("abc", "'abc' is not a submission id"),
+        ):
+            assert app.admin("admin-token-123", "requeue submission", target).startswith(
+                f"**Refused:** {reason}"
+            )
     finally:
         store.close()
 
@@ -196,7 +276,9 @@ def test_pet_classes_come_from_every_annotation_file(tmp_path):
     root = make_pets(tmp_path / "pets", n_classes=5)
     test_list = root / "annotations" / "test.txt"
     lines = test_list.read_text().splitlines()
-    test_list.write_text("\n".join(line for line in lines if line.split()[1] != "5") + "\n")  # no test image of 5
+    test_list.write_text(
+        "\n".join(line for line in lines if line.split()[1] != "5") + "\n"
+    )  # no test image of 5
     split = get_task("pet37").read(root)
     assert split.n_classes == 5  # class 5 is still a class: trainval.txt and list.txt name it
 
@@ -233,7 +315,13 @@ def test_flower_classes_come_from_every_image_not_only_the_test_split(tmp_path):
     labels = scipy.io.loadmat(str(folder / "imagelabels.mat"), squeeze_me=True)["labels"]
     setid = scipy.io.loadmat(str(folder / "setid.mat"), squeeze_me=True)
     kept = np.array([[i for i in np.atleast_1d(setid["tstid"]) if labels[i - 1] != 5]], dtype=np.uint16)
-    scipy.io.savemat(str(folder / "setid.mat"), {"tstid": kept, "trnid": np.array([np.atleast_1d(setid["trnid"])]),
-                                                 "valid": np.array([np.atleast_1d(setid["valid"])])})
+    scipy.io.savemat(
+        str(folder / "setid.mat"),
+        {
+            "tstid": kept,
+            "trnid": np.array([np.atleast_1d(setid["trnid"])]),
+            "valid": np.array([np.atleast_1d(setid["valid"])]),
+        },
+    )
     split = get_task("flower102").read(folder, classnames=tmp_path / "flowers" / FLOWERS_CLASSNAMES)
     assert split.n_classes == 5 and 4 not in {item.label for item in split.items}

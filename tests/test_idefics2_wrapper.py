@@ -21,7 +21,9 @@ DOCS = [_doc("red"), _doc("navy"), _doc("yellow")]
 
 @pytest.fixture(scope="module")
 def wrapper(tiny_idefics2):
-    model = Idefics2FGVR.create_from_arg_string(f"pretrained={tiny_idefics2},dtype=float32,device=cpu,batch_size=1")
+    model = Idefics2FGVR.create_from_arg_string(
+        f"pretrained={tiny_idefics2},dtype=float32,device=cpu,batch_size=1"
+    )
     model.task_dict = {"t": {"test": DOCS}}
     return model
 
@@ -29,7 +31,8 @@ def wrapper(tiny_idefics2):
 def _direct_logprob(model: Idefics2FGVR, image, context: str, continuation: str) -> float:
     """log p(continuation | prompt, image) computed straight from the transformers model."""
     prompt = model.processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": context}]}], add_generation_prompt=True
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": context}]}],
+        add_generation_prompt=True,
     )
     context_ids = model.processor(text=[prompt], images=[[image]], return_tensors="pt")["input_ids"]
     full = model.processor(text=[prompt + continuation], images=[[image]], return_tensors="pt")
@@ -53,7 +56,9 @@ def test_loglikelihood_matches_direct_computation(wrapper):
     for (doc_id, context, continuation), result in zip(pairs, out):
         nll, greedy = result.text
         assert isinstance(greedy, bool)
-        assert nll == pytest.approx(-_direct_logprob(wrapper, DOCS[doc_id]["image"], context, continuation), abs=1e-4)
+        assert nll == pytest.approx(
+            -_direct_logprob(wrapper, DOCS[doc_id]["image"], context, continuation), abs=1e-4
+        )
 
 
 def test_loglikelihood_batched_equals_one_at_a_time(wrapper):

@@ -140,13 +140,23 @@ def test_variants_and_task_names():
 def test_cot_outcome_is_read_with_the_cot_parser():
     from tasks.scoring import score_row
 
-    row = {"options": ["x", "y", "z", "w"], "answer_index": 2, "label": 0, "group": 0, "class_name": "stretcher",
-           "protocol": "cot"}
+    row = {
+        "options": ["x", "y", "z", "w"],
+        "answer_index": 2,
+        "label": 0,
+        "group": 0,
+        "class_name": "stretcher",
+        "protocol": "cot",
+    }
     right = score_row(row, ["Long reasoning. The answer is C."], "generate")
     vague = score_row(row, ["Can't tell."], "generate")
     assert right.correct and right.robust_correct
-    assert vague.predicted is None and vague.unparseable and not vague.correct and vague.robust_correct is False
-    assert right.predicted_label is None  # a knowledge-QA option is an answer, not a class (no confusion pair)
+    assert (
+        vague.predicted is None and vague.unparseable and not vague.correct and vague.robust_correct is False
+    )
+    assert (
+        right.predicted_label is None
+    )  # a knowledge-QA option is an answer, not a class (no confusion pair)
 
 
 def _run(model_path, task, root, questions, *extra) -> dict:
@@ -287,5 +297,7 @@ def test_qa_tasks_are_rows_of_the_task_table():
     assert bank.lmms_task_name("generate") == "fgvr_bird200_wikiqa_gen"  # direct: no middle part
     assert [c.key for c in spec.QA_COLUMNS] == ["imagewikiqa", *(f"{key}_wikiqa" for key in spec.TASK_KEYS)]
     assert all(c.main_variant == "direct" and not c.in_average for c in spec.QA_COLUMNS)
-    with pytest.raises(UserError, match="bird200_wikiqa is a knowledge-QA task: its questions come from --questions"):
+    with pytest.raises(
+        UserError, match="bird200_wikiqa is a knowledge-QA task: its questions come from --questions"
+    ):
         bank.read(Path("."))

@@ -39,7 +39,9 @@ def live(tmp_path_factory):
     home = tmp_path_factory.mktemp("live")
     root = home / "submissions"
     root.mkdir()
-    saved = {key: os.environ.get(key) for key in ("HARNESS_HOME", "HARNESS_SUBMISSION_ROOT", "HARNESS_ADMIN_TOKEN")}
+    saved = {
+        key: os.environ.get(key) for key in ("HARNESS_HOME", "HARNESS_SUBMISSION_ROOT", "HARNESS_ADMIN_TOKEN")
+    }
     os.environ.update(HARNESS_HOME=str(home), HARNESS_SUBMISSION_ROOT=str(root), HARNESS_ADMIN_TOKEN=TOKEN)
     url = f"sqlite:///{home / 'lb.db'}"
     store = ResultStore.open(url)
@@ -58,10 +60,28 @@ def live(tmp_path_factory):
                 os.environ[key] = value
 
 
-def table(client, tasks=ALL_TASKS, sizes=(), families=(), sources=(), scorings=(), search="", sort_by="Average",
-          descending=True) -> pd.DataFrame:
-    records = client.predict(list(tasks), list(sizes), list(families), list(sources), list(scorings), search, sort_by,
-                             descending, api_name="/leaderboard_table")
+def table(
+    client,
+    tasks=ALL_TASKS,
+    sizes=(),
+    families=(),
+    sources=(),
+    scorings=(),
+    search="",
+    sort_by="Average",
+    descending=True,
+) -> pd.DataFrame:
+    records = client.predict(
+        list(tasks),
+        list(sizes),
+        list(families),
+        list(sources),
+        list(scorings),
+        search,
+        sort_by,
+        descending,
+        api_name="/leaderboard_table",
+    )
     return pd.DataFrame(records)
 
 
@@ -80,13 +100,20 @@ def test_live_filters_search_and_sort(live):
     client, _, _ = live
     from models.registry import MODELS
 
-    listed = set(table(client)["Model ID"])  # registry models without any row (the current MLLMs) are not listed
+    listed = set(
+        table(client)["Model ID"]
+    )  # registry models without any row (the current MLLMs) are not listed
     small = {name for name in listed if name in MODELS and MODELS[name].params_b < 4}
     assert small  # the paper's PaliGemma, BLIP-2 and InstructBLIP-FlanT5 rows
-    assert set(table(client, sizes=["<4B"])["Model ID"]) == small  # registry sizes win over the paper's rounding
+    assert (
+        set(table(client, sizes=["<4B"])["Model ID"]) == small
+    )  # registry sizes win over the paper's rounding
     assert set(table(client, families=["Qwen-VL"])["Model ID"]) == {"qwen_vl_chat"}
     assert set(table(client, scorings=["generate"])["Source"]) == {"reproduced"}
-    assert set(table(client, search="instructblip")["Model ID"]) == {"instructblip_vicuna", "instructblip_flant5"}
+    assert set(table(client, search="instructblip")["Model ID"]) == {
+        "instructblip_vicuna",
+        "instructblip_flant5",
+    }
     by_pet = table(client, tasks=["pet37"], sort_by="Pet-37", descending=False)
     assert list(by_pet.columns).count("Dog-120") == 0
     assert by_pet.iloc[0]["Model ID"] == "idefics1"  # 48.51, the lowest Pet-37
@@ -118,18 +145,23 @@ def test_live_plots(live):
 def test_live_submit_refusals_and_queue(live):
     client, _, root = live
     outside = make_checkpoint(root.parent / "outside")
-    refusal = client.predict(str(outside), "idefics2", "", "full", "auto", ["bird200"], "generate", "", api_name="/submit")
+    refusal = client.predict(
+        str(outside), "idefics2", "", "full", "auto", ["bird200"], "generate", "", api_name="/submit"
+    )
     assert refusal.startswith("**Refused:**") and "outside the submission root" in refusal
     folder = make_checkpoint(root / "web-ft")
     (folder / "pytorch_model.bin").write_bytes(b"pickle")
-    assert "pickle weight files" in client.predict(str(folder), "idefics2", "", "full", "auto", ["bird200"],
-                                                   "generate", "", api_name="/submit")
+    assert "pickle weight files" in client.predict(
+        str(folder), "idefics2", "", "full", "auto", ["bird200"], "generate", "", api_name="/submit"
+    )
     (folder / "pytorch_model.bin").unlink()
-    queued = client.predict("web-ft", "idefics2", "", "full", "float32", ["bird200"], "generate", "",
-                            api_name="/submit")
+    queued = client.predict(
+        "web-ft", "idefics2", "", "full", "float32", ["bird200"], "generate", "", api_name="/submit"
+    )
     assert queued.startswith("**Queued** as submission #")
-    duplicate = client.predict(str(folder), "idefics2", "", "full", "float32", ["bird200"], "generate", "",
-                               api_name="/submit")
+    duplicate = client.predict(
+        str(folder), "idefics2", "", "full", "float32", ["bird200"], "generate", "", api_name="/submit"
+    )
     assert "already submission" in duplicate
     rows = client.predict(["PENDING"], "", api_name="/queue")
     frame = pd.DataFrame(rows["data"], columns=rows["headers"])
@@ -148,8 +180,9 @@ def test_live_forwarded_for_from_an_untrusted_peer_is_ignored(live):
     _, store, root = live
     make_checkpoint(root / "xff-ft", seed=11)
     spoofing = Client(live[0].src, headers={"X-Forwarded-For": "203.0.113.9"}, verbose=False)
-    queued = spoofing.predict("xff-ft", "idefics2", "", "full", "float32", ["bird200"], "generate", "",
-                              api_name="/submit")
+    queued = spoofing.predict(
+        "xff-ft", "idefics2", "", "full", "float32", ["bird200"], "generate", "", api_name="/submit"
+    )
     assert queued.startswith("**Queued**"), queued
     from leaderboard.queue import SubmissionQueue
 
@@ -164,10 +197,20 @@ def test_live_uploads_are_refused(live):
 
     client = live[0]
     boundary = "fgvrboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + b"x" * 2**20 + f"\r\n--{boundary}--\r\n".encode()
-    upload = urllib.request.Request(client.src.rstrip("/") + "/gradio_api/upload", data=body, method="POST",
-                                    headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.bin"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + b"x" * 2**20
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    upload = urllib.request.Request(
+        client.src.rstrip("/") + "/gradio_api/upload",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(upload, timeout=30)
     assert refused.value.code == 413
@@ -176,8 +219,14 @@ def test_live_uploads_are_refused(live):
 @pytest.mark.server
 def test_live_hidden_models_are_hidden(live):
     client, store, _ = live
-    store.record_summary(make_summary(model_args={"pretrained": "/srv/private/secret-ft"},
-                                      pretrained="/srv/private/secret-ft", model_revision="local-sha256:" + "5e" * 16), model_name="secret-ft")
+    store.record_summary(
+        make_summary(
+            model_args={"pretrained": "/srv/private/secret-ft"},
+            pretrained="/srv/private/secret-ft",
+            model_revision="local-sha256:" + "5e" * 16,
+        ),
+        model_name="secret-ft",
+    )
     store.set_hidden("secret-ft", True)
     try:
         from gradio_client.exceptions import AppError
@@ -199,7 +248,10 @@ def test_live_hidden_models_are_hidden(live):
 @pytest.mark.server
 def test_live_admin_actions_need_the_token(live):
     client, store, _ = live
-    assert client.predict("wrong", "hide model", "idefics1", api_name="/admin") == "**Refused:** wrong admin token."
+    assert (
+        client.predict("wrong", "hide model", "idefics1", api_name="/admin")
+        == "**Refused:** wrong admin token."
+    )
     assert "idefics1" in set(table(client)["Model ID"])
     assert client.predict(TOKEN, "hide model", "idefics1", api_name="/admin").startswith("Done")
     assert "idefics1" not in set(table(client)["Model ID"])
@@ -241,10 +293,22 @@ def test_public_queue_hides_addresses_workers_and_paths(store, monkeypatch):
 
     monkeypatch.setenv("HARNESS_ADMIN_TOKEN", TOKEN)
     queue = SubmissionQueue(store)
-    job_id = queue.submit(ValidatedSubmission(
-        model_name="local/web/ft", checkpoint="/srv/subs/ft", is_local=True, base="idefics2",
-        revision="local-x", weights="full", precision="auto", tasks=("bird200",), scoring="generate",
-        submitter="web-198.51.100.7", size_bytes=1), per_day=5)
+    job_id = queue.submit(
+        ValidatedSubmission(
+            model_name="local/web/ft",
+            checkpoint="/srv/subs/ft",
+            is_local=True,
+            base="idefics2",
+            revision="local-x",
+            weights="full",
+            precision="auto",
+            tasks=("bird200",),
+            scoring="generate",
+            submitter="web-198.51.100.7",
+            size_bytes=1,
+        ),
+        per_day=5,
+    )
     queue.claim("gpu-host-7:4242:abc123", 60)
     queue.fail(job_id, "gpu-host-7:4242:abc123", "bird200: UserError: pretrained=/srv/subs/ft/x: cannot load")
     app = LeaderboardApp(store)
@@ -294,8 +358,10 @@ def test_long_model_names_are_cut_with_the_full_name_on_hover():
     long_name = "a" * 128
     cell = _model_cell(long_name)
     assert f'title="{long_name}"' in cell and ">" + "a" * (MODEL_NAME_CHARS - 1) + "…<" in cell
-    assert _model_cell('<img src=x onerror=alert(1)>') == \
-        '<span title="&lt;img src=x onerror=alert(1)&gt;">&lt;img src=x onerror=alert(1)&gt;</span>'
+    assert (
+        _model_cell("<img src=x onerror=alert(1)>")
+        == '<span title="&lt;img src=x onerror=alert(1)&gt;">&lt;img src=x onerror=alert(1)&gt;</span>'
+    )
 
 
 def test_downloads_hold_the_table(store, tmp_path):
@@ -314,10 +380,23 @@ def test_harness_leaderboard_command_serves_on_loopback(tmp_path):
     import urllib.request
 
     port = free_port()
-    command = [sys.executable, "-m", "harness.cli", "leaderboard", "--port", str(port),
-               "--db-url", f"sqlite:///{tmp_path / 'lb.db'}"]
-    server = subprocess.Popen(command, env={**os.environ, "HARNESS_HOME": str(tmp_path)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "leaderboard",
+        "--port",
+        str(port),
+        "--db-url",
+        f"sqlite:///{tmp_path / 'lb.db'}",
+    ]
+    server = subprocess.Popen(
+        command,
+        env={**os.environ, "HARNESS_HOME": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -338,10 +417,18 @@ def test_harness_leaderboard_command_serves_on_loopback(tmp_path):
 def test_importing_the_app_has_no_side_effects(tmp_path):
     home = tmp_path / "home"
     code = "import leaderboard.app, leaderboard.cli, leaderboard.worker, leaderboard.store; print('ok')"
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "HARNESS_HOME": str(home)},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "HARNESS_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.stdout.strip() == "ok", done.stderr
     assert not home.exists()  # no database opened, nothing written
     assert "torch" not in subprocess.run(
         [sys.executable, "-c", "import sys, leaderboard.worker, leaderboard.cli; print(sorted(sys.modules))"],
-        capture_output=True, text=True, timeout=120).stdout.split("'")
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.split("'")

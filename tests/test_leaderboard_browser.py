@@ -14,9 +14,13 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is absent: run scripts/install_browser.sh (apt-get install chromium) for the browser test",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package (dev extra) is not installed")
+    pytest.skip(
+        f"{CHROMIUM} is absent: run scripts/install_browser.sh (apt-get install chromium) for the browser test",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the playwright package (dev extra) is not installed"
+)
 
 from leaderboard.app import serve  # noqa: E402
 from leaderboard.queue import SubmissionQueue  # noqa: E402
@@ -38,7 +42,9 @@ def app_url(tmp_path, monkeypatch):
     db_url = f"sqlite:///{tmp_path / 'lb.db'}"
     store = ResultStore.open(db_url)
     store.record_summary(make_summary())
-    store.record_summary(make_summary(model="paligemma", accuracy=0.571), model_name=LONG_NAME)  # 57.1 -> "57.10"
+    store.record_summary(
+        make_summary(model="paligemma", accuracy=0.571), model_name=LONG_NAME
+    )  # 57.1 -> "57.10"
     make_checkpoint(root / "browser-ft")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -73,7 +79,9 @@ def test_browser_sorts_filters_opens_detail_and_submits(app_url, tmp_path):
         model_header = table.locator("[role=columnheader]").first.bounding_box()
         assert model_header["width"] < 360, model_header
         assert "8.000000" not in table.inner_text()  # numbers that are not accuracies keep their plain form
-        table.locator("[role=gridcell]").filter(has_text="57.10").first.wait_for(state="attached")  # two decimals
+        table.locator("[role=gridcell]").filter(has_text="57.10").first.wait_for(
+            state="attached"
+        )  # two decimals
         page.screenshot(path=shots / "leaderboard.png", full_page=True)
         with page.expect_download() as download:
             page.locator("#download-csv").click()
@@ -92,8 +100,10 @@ def test_browser_sorts_filters_opens_detail_and_submits(app_url, tmp_path):
         search = page.locator("#search textarea, #search input").first
         search.fill("idefics")
         search.press("Enter")
-        page.wait_for_function("() => { const rows = [...document.querySelectorAll('#leaderboard-table [role=row]')]"
-                               ".slice(1); return rows.length === 4 && rows.every(r => r.innerText.includes('Idefics')) }")
+        page.wait_for_function(
+            "() => { const rows = [...document.querySelectorAll('#leaderboard-table [role=row]')]"
+            ".slice(1); return rows.length === 4 && rows.every(r => r.innerText.includes('Idefics')) }"
+        )
         page.locator("#filter-source").get_by_label("reproduced").check()
         sync_api.expect(rows).to_have_count(2)  # the header and the reproduced Idefics2 row
         sync_api.expect(rows.nth(1)).to_contain_text("reproduced")

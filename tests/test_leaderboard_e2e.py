@@ -14,15 +14,32 @@ from leaderboard.store import ResultStore
 from leaderboard.table import TableQuery, leaderboard_table
 
 
-def test_submitted_checkpoint_is_evaluated_by_one_worker_pass(tmp_path, monkeypatch, capsys, tiny_idefics2, cub_root,
-                                                               cub_choices):
+def test_submitted_checkpoint_is_evaluated_by_one_worker_pass(
+    tmp_path, monkeypatch, capsys, tiny_idefics2, cub_root, cub_choices
+):
     root = tmp_path / "submissions"
     checkpoint = shutil.copytree(tiny_idefics2, root / "tiny-finetune")
     monkeypatch.setenv("HARNESS_SUBMISSION_ROOT", str(root))
-    monkeypatch.setattr(signal, "signal", lambda *args: None)  # the worker's SIGTERM hook; pytest keeps its own
+    monkeypatch.setattr(
+        signal, "signal", lambda *args: None
+    )  # the worker's SIGTERM hook; pytest keeps its own
     db_url = f"sqlite:///{tmp_path / 'leaderboard.db'}"
-    submit = ["submit", "--db-url", db_url, "--model", str(checkpoint), "--base", "idefics2", "--tasks", "bird200",
-              "--precision", "float32", "--submitter", "e2e", "--json"]
+    submit = [
+        "submit",
+        "--db-url",
+        db_url,
+        "--model",
+        str(checkpoint),
+        "--base",
+        "idefics2",
+        "--tasks",
+        "bird200",
+        "--precision",
+        "float32",
+        "--submitter",
+        "e2e",
+        "--json",
+    ]
 
     assert main(submit) == 0
     queued = json.loads(capsys.readouterr().out)
@@ -36,8 +53,18 @@ def test_submitted_checkpoint_is_evaluated_by_one_worker_pass(tmp_path, monkeypa
     assert "pickle weight files" in capsys.readouterr().err
     (checkpoint / "pytorch_model.bin").unlink()
 
-    worker = ["worker", "--db-url", db_url, "--once", "--data-root", f"bird200={cub_root}",
-              "--choices", f"bird200={cub_choices}", "--output-dir", str(tmp_path / "runs")]
+    worker = [
+        "worker",
+        "--db-url",
+        db_url,
+        "--once",
+        "--data-root",
+        f"bird200={cub_root}",
+        "--choices",
+        f"bird200={cub_choices}",
+        "--output-dir",
+        str(tmp_path / "runs"),
+    ]
     assert main(worker) == 0, capsys.readouterr().err
 
     store = ResultStore.open(db_url)
@@ -46,8 +73,12 @@ def test_submitted_checkpoint_is_evaluated_by_one_worker_pass(tmp_path, monkeypa
     info, rows = store.model_info("local/e2e/tiny-finetune")
     assert info["base"] == "idefics2" and info["checkpoint"] == str(checkpoint.resolve())
     (row,) = rows
-    assert (row["source"], row["task"], row["scoring"], row["key"]) == ("reproduced", "bird200", "generate",
-                                                                         job["run_ids"][0])
+    assert (row["source"], row["task"], row["scoring"], row["key"]) == (
+        "reproduced",
+        "bird200",
+        "generate",
+        job["run_ids"][0],
+    )
     assert row["n"] == sum(len(entries) for entries in json.loads(cub_choices.read_text()).values())
     table = leaderboard_table(store.result_frame(), TableQuery(search="tiny-finetune"))
     assert table.iloc[0]["Bird-200"] == round(100 * row["accuracy"], 2)

@@ -45,8 +45,10 @@ def admin_url():
         yield os.environ[PG_ENV]
         return
     if pg_server.binaries() is None:
-        pytest.skip(f"no PostgreSQL server: set {PG_ENV} (a URL whose user may create databases) or install "
-                    "PostgreSQL (scripts/install_postgres.sh) to run these")
+        pytest.skip(
+            f"no PostgreSQL server: set {PG_ENV} (a URL whose user may create databases) or install "
+            "PostgreSQL (scripts/install_postgres.sh) to run these"
+        )
     with pg_server.temporary_server() as url:
         yield url
 
@@ -64,9 +66,19 @@ def pg_url(admin_url):
 
 
 def job(name: str, tasks=("dog120", "bird200")) -> ValidatedSubmission:
-    return ValidatedSubmission(model_name=name, checkpoint=f"/subs/{name}", is_local=True, base="idefics2",
-                               revision=f"local-{name}", weights="full", precision="float32", tasks=tasks,
-                               scoring="generate", submitter="alice", size_bytes=1)
+    return ValidatedSubmission(
+        model_name=name,
+        checkpoint=f"/subs/{name}",
+        is_local=True,
+        base="idefics2",
+        revision=f"local-{name}",
+        weights="full",
+        precision="float32",
+        tasks=tasks,
+        scoring="generate",
+        submitter="alice",
+        size_bytes=1,
+    )
 
 
 def test_store_on_postgres(pg_url):
@@ -115,8 +127,14 @@ def test_several_worker_processes_on_postgres(pg_url, tmp_path):
     for index in range(20):
         queue.submit(job(f"m{index}"), per_day=100)
     log = tmp_path / "evaluations.log"
-    workers = [subprocess.Popen([sys.executable, "-m", "tests.leaderboard.queue_worker_process", pg_url, str(log), "drain",
-                                 "30"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}) for _ in range(4)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.leaderboard.queue_worker_process", pg_url, str(log), "drain", "30"],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        for _ in range(4)
+    ]
     for process in workers:
         assert process.wait(timeout=120) == 0
     counts = Counter(tuple(line.split()[:2]) for line in log.read_text().splitlines())

@@ -116,8 +116,9 @@ def test_knowledge_qa_columns_are_selectable_and_stay_out_of_the_average(store):
     from leaderboard.table import TableQuery, leaderboard_table
 
     store.record_summary(make_summary())  # idefics2 bird200, main protocol
-    store.record_summary(make_summary(task="imagewikiqa", variant="direct", lmms_task="fgvr_imagewikiqa_gen",
-                                      accuracy=0.4321))
+    store.record_summary(
+        make_summary(task="imagewikiqa", variant="direct", lmms_task="fgvr_imagewikiqa_gen", accuracy=0.4321)
+    )
     store.record_summary(make_summary(task="imagewikiqa", variant="oracle", accuracy=0.9))
     default = leaderboard_table(store.result_frame())
     assert "ImageWikiQA" not in default.columns

@@ -31,9 +31,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def submission(name: str, tasks=("bird200",), **kw) -> ValidatedSubmission:
-    fields = dict(model_name=name, checkpoint=f"/subs/{name}", is_local=True, base="idefics2", revision=f"local-{name}",
-                  weights="full", precision="float32", tasks=tuple(tasks), scoring="generate", submitter="alice",
-                  size_bytes=1000)
+    fields = dict(
+        model_name=name,
+        checkpoint=f"/subs/{name}",
+        is_local=True,
+        base="idefics2",
+        revision=f"local-{name}",
+        weights="full",
+        precision="float32",
+        tasks=tuple(tasks),
+        scoring="generate",
+        submitter="alice",
+        size_bytes=1000,
+    )
     fields.update(kw)
     return ValidatedSubmission(**fields)
 
@@ -119,14 +129,23 @@ def test_worker_runs_every_task_and_records_under_the_submission_name(store, que
         configs.append(config)
         return fake_evaluate(config)
 
-    settings = WorkerSettings(data_root=parse_task_paths(["/data/all", "bird200=/data/cub"], "--data-root"),
-                              choices=parse_task_paths(["bird200=/c/bird.json"], "--choices"), limit=5)
+    settings = WorkerSettings(
+        data_root=parse_task_paths(["/data/all", "bird200=/data/cub"], "--data-root"),
+        choices=parse_task_paths(["bird200=/c/bird.json"], "--choices"),
+        limit=5,
+    )
     worker = QueueWorker(store, settings, evaluate=evaluate, worker_id="w", revalidate=False)
     assert worker.run(once=True) == 0
     assert [(c.task, str(c.data_root), c.choices and str(c.choices), c.limit) for c in configs] == [
-        ("dog120", "/data/all", None, 5), ("bird200", "/data/cub", "/c/bird.json", 5)]
+        ("dog120", "/data/all", None, 5),
+        ("bird200", "/data/cub", "/c/bird.json", 5),
+    ]
     assert configs[0].model == "idefics2"
-    assert configs[0].model_args == {"pretrained": "/subs/my-ft", "dtype": "float32", "use_safetensors": "true"}
+    assert configs[0].model_args == {
+        "pretrained": "/subs/my-ft",
+        "dtype": "float32",
+        "use_safetensors": "true",
+    }
     row = queue.list()[0]
     assert row["status"] == FINISHED and len(row["run_ids"]) == 2
     info, results = store.model_info("my-ft")
@@ -175,12 +194,18 @@ def test_task_paths():
 
 
 def test_model_args_for_adapters_hub_revisions_and_precision(queue):
-    queue.submit(submission("hub", checkpoint="org/ft", is_local=False, revision="v2", precision="auto"), per_day=10)
+    queue.submit(
+        submission("hub", checkpoint="org/ft", is_local=False, revision="v2", precision="auto"), per_day=10
+    )
     queue.submit(submission("lora", weights="adapter", precision="bfloat16"), per_day=10)
     hub, lora = queue.claim("w", 60), queue.claim("w", 60)
     assert job_model_args(hub) == {"pretrained": "org/ft", "revision": "v2", "use_safetensors": "true"}
-    assert job_model_args(lora, "/subs/base") == {"adapter": "/subs/lora", "pretrained": "/subs/base",
-                                                  "dtype": "bfloat16", "use_safetensors": "true"}
+    assert job_model_args(lora, "/subs/base") == {
+        "adapter": "/subs/lora",
+        "pretrained": "/subs/base",
+        "dtype": "bfloat16",
+        "use_safetensors": "true",
+    }
 
 
 def test_queue_and_worker_cli(db_url, store, queue, monkeypatch, capsys, tmp_path):
@@ -201,11 +226,14 @@ def test_queue_and_worker_cli(db_url, store, queue, monkeypatch, capsys, tmp_pat
 
 
 def request_for(folder: Path, **kw) -> SubmissionRequest:
-    fields = dict(model=str(folder), base="idefics2", precision="float32", tasks=("bird200",), submitter="alice")
+    fields = dict(
+        model=str(folder), base="idefics2", precision="float32", tasks=("bird200",), submitter="alice"
+    )
     return SubmissionRequest(**{**fields, **kw})
 
 
 # --- the worker trusts nothing it was told at submit time (issue 9, items 4 and 5) ------------------
+
 
 @pytest.fixture
 def root(tmp_path, monkeypatch):
@@ -260,22 +288,39 @@ def test_weights_changed_during_the_evaluation_are_not_recorded(store, queue, ro
 def test_an_adapter_job_loads_exactly_its_validated_base(store, queue, root):
     base = make_checkpoint(root / "base")
     adapter = make_checkpoint(root / "lora", weights="adapter", base=str(base))
-    queue.submit(validate_submission(request_for(adapter, weights="adapter"), SubmissionPolicy(root=root)),
-                 per_day=10)
+    queue.submit(
+        validate_submission(request_for(adapter, weights="adapter"), SubmissionPolicy(root=root)), per_day=10
+    )
     configs: list = []
     _work_one(store, configs)
     assert queue.list()[0]["status"] == FINISHED
     (config,) = configs
     assert config.model == "finedefics"
-    assert config.model_args == {"adapter": str(adapter.resolve()), "pretrained": str(base.resolve()),
-                                 "dtype": "float32", "use_safetensors": "true"}
+    assert config.model_args == {
+        "adapter": str(adapter.resolve()),
+        "pretrained": str(base.resolve()),
+        "dtype": "float32",
+        "use_safetensors": "true",
+    }
 
 
 # --- several processes ---------------------------------------------------------------------------
 
+
 def start_worker(db_url: str, log: Path, mode: str, lease_s: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.leaderboard.queue_worker_process", db_url, str(log), mode,
-                             str(lease_s)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.leaderboard.queue_worker_process",
+            db_url,
+            str(log),
+            mode,
+            str(lease_s),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 @pytest.mark.subprocess

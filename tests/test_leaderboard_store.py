@@ -115,18 +115,33 @@ def test_an_explicit_model_name_moves_an_already_recorded_run(store):
 def test_model_names_for_runs():
     assert model_name_for(make_summary(model_args={})) == "idefics2"
     assert model_name_for(make_summary(model_args={"pretrained": "HuggingFaceM4/idefics2-8b"})) == "idefics2"
-    assert model_name_for(make_summary(model_args={"pretrained": "HuggingFaceM4/idefics2-8b", "revision": "v2"})) \
-        == "HuggingFaceM4/idefics2-8b@v2"  # the registry row is only for the registry's own weights
+    assert (
+        model_name_for(make_summary(model_args={"pretrained": "HuggingFaceM4/idefics2-8b", "revision": "v2"}))
+        == "HuggingFaceM4/idefics2-8b@v2"
+    )  # the registry row is only for the registry's own weights
     assert model_name_for(make_summary(model_args={"pretrained": "org/ft-model"})) == "org/ft-model"
-    fingerprinted = make_summary(model_args={"pretrained": "/data/ckpt/ft-1"}, model_revision="local-sha256:" + "ab" * 16)
+    fingerprinted = make_summary(
+        model_args={"pretrained": "/data/ckpt/ft-1"}, model_revision="local-sha256:" + "ab" * 16
+    )
     assert model_name_for(fingerprinted) == "ft-1@abababab"
-    assert model_name_for(make_summary(model_args={"pretrained": "HuggingFaceM4/idefics2-8b", "adapter": "/a/lora"},
-                                       model_revision="local-sha256:" + "cd" * 16)) == "lora@cdcdcdcd"
+    assert (
+        model_name_for(
+            make_summary(
+                model_args={"pretrained": "HuggingFaceM4/idefics2-8b", "adapter": "/a/lora"},
+                model_revision="local-sha256:" + "cd" * 16,
+            )
+        )
+        == "lora@cdcdcdcd"
+    )
 
 
 def _local_run(folder, fingerprint: str, **kw) -> dict:
-    return make_summary(model_args={"pretrained": str(folder)}, pretrained=str(folder),
-                        model_revision="local-sha256:" + fingerprint * 16, **kw)
+    return make_summary(
+        model_args={"pretrained": str(folder)},
+        pretrained=str(folder),
+        model_revision="local-sha256:" + fingerprint * 16,
+        **kw,
+    )
 
 
 def test_two_folders_with_the_same_name_are_two_models(store):
@@ -178,11 +193,15 @@ def test_import_reads_summaries_and_plain_lmms_eval_files_once(store):
     by_task = {row["task"]: row for row in onevision}
     assert by_task["pet37"]["accuracy"] == 0.8011
     # the one interval method: Wilson's, from the right answers behind the accuracy (round(0.8011 * 3669))
-    assert (by_task["pet37"]["ci_low"], by_task["pet37"]["ci_high"]) == pytest.approx(accuracy_ci95(2939, 3669))
+    assert (by_task["pet37"]["ci_low"], by_task["pet37"]["ci_high"]) == pytest.approx(
+        accuracy_ci95(2939, 3669)
+    )
     assert by_task["pet37"]["provenance"]["accuracy_ci_method"] == "wilson"
     assert by_task["pet37"]["n"] == 3669 and by_task["pet37"]["task_version"] == "1.0"
     assert by_task["car196"]["variant"] == "k8"
-    assert (by_task["car196"]["ci_low"], by_task["car196"]["ci_high"]) == pytest.approx(accuracy_ci95(4924, 8041))
+    assert (by_task["car196"]["ci_low"], by_task["car196"]["ci_high"]) == pytest.approx(
+        accuracy_ci95(4924, 8041)
+    )
     assert by_task["pet37"]["created"].isoformat() == "2025-03-05T12:00:00+00:00"  # lmms-eval's UTC+8 stamp
 
 

@@ -41,8 +41,13 @@ def queue(store):
 
 
 def request(model, **kw) -> SubmissionRequest:
-    return SubmissionRequest(model=str(model), base=kw.pop("base", "idefics2"), tasks=kw.pop("tasks", ("bird200",)),
-                             submitter=kw.pop("submitter", "alice"), **kw)
+    return SubmissionRequest(
+        model=str(model),
+        base=kw.pop("base", "idefics2"),
+        tasks=kw.pop("tasks", ("bird200",)),
+        submitter=kw.pop("submitter", "alice"),
+        **kw,
+    )
 
 
 def refused(check: str, req: SubmissionRequest, policy: SubmissionPolicy, match: str, **kw):
@@ -55,10 +60,16 @@ def refused(check: str, req: SubmissionRequest, policy: SubmissionPolicy, match:
 def test_a_valid_local_checkpoint(root, policy):
     folder = make_checkpoint(root / "my-ft")
     valid = validate_submission(request(folder, precision="bfloat16"), policy)
-    assert (valid.model_name, valid.checkpoint, valid.is_local) == ("local/alice/my-ft", str(folder.resolve()), True)
+    assert (valid.model_name, valid.checkpoint, valid.is_local) == (
+        "local/alice/my-ft",
+        str(folder.resolve()),
+        True,
+    )
     assert valid.revision.startswith("local-") and valid.size_bytes > 0
     make_checkpoint(root / "other", seed=1)
-    assert validate_submission(request(root / "other"), policy).revision != valid.revision  # content, not name
+    assert (
+        validate_submission(request(root / "other"), policy).revision != valid.revision
+    )  # content, not name
 
 
 def test_an_adapter(root, policy):
@@ -66,15 +77,22 @@ def test_an_adapter(root, policy):
     folder = make_checkpoint(root / "my-lora", weights="adapter", base=str(base))
     valid = validate_submission(request(folder, weights="adapter"), policy)
     assert (valid.weights, valid.adapter_base) == ("adapter", str(base.resolve()))
-    refused("safetensors", request(make_checkpoint(root / "full"), weights="adapter"), policy,
-            "no adapter_model.safetensors")
+    refused(
+        "safetensors",
+        request(make_checkpoint(root / "full"), weights="adapter"),
+        policy,
+        "no adapter_model.safetensors",
+    )
 
 
-@pytest.mark.parametrize(("model", "match"), [
-    ("not a hub id", "neither a folder in the submission root nor a hub id"),
-    ("org/name/extra", "neither a folder in the submission root nor a hub id"),
-    ("-org/name", "neither a folder in the submission root nor a hub id"),
-])
+@pytest.mark.parametrize(
+    ("model", "match"),
+    [
+        ("not a hub id", "neither a folder in the submission root nor a hub id"),
+        ("org/name/extra", "neither a folder in the submission root nor a hub id"),
+        ("-org/name", "neither a folder in the submission root nor a hub id"),
+    ],
+)
 def test_name_format(policy, model, match):
     refused("name", request(model), policy, match)
 
@@ -82,7 +100,10 @@ def test_name_format(policy, model, match):
 def test_local_folder_name_format_and_reserved_names(root, policy):
     refused("name", request(make_checkpoint(root / "bad name!")), policy, "is not a model name")
     # a folder called like a registry model is named in the submitter's namespace, never as the registry row
-    assert validate_submission(request(make_checkpoint(root / "idefics2")), policy).model_name == "local/alice/idefics2"
+    assert (
+        validate_submission(request(make_checkpoint(root / "idefics2")), policy).model_name
+        == "local/alice/idefics2"
+    )
 
 
 def test_path_outside_the_root(tmp_path, policy):
@@ -102,7 +123,9 @@ def test_symlinked_file_pointing_outside_the_root(tmp_path, root, policy):
     secret = tmp_path / "secret.safetensors"
     (folder / "model.safetensors").rename(secret)
     (folder / "model.safetensors").symlink_to(secret)
-    error = refused("root", request(folder), policy, "sneaky/model.safetensors links outside the submission root")
+    error = refused(
+        "root", request(folder), policy, "sneaky/model.safetensors links outside the submission root"
+    )
     assert "secret" not in str(error)
 
 
@@ -110,7 +133,12 @@ def test_missing_path_and_missing_root(tmp_path, root, policy):
     refused("path", request(root / "nothing-here"), policy, "does not exist")
     refused("path", request(make_checkpoint(root / "ok") / "model.safetensors"), policy, "is not a folder")
     no_root = SubmissionPolicy(root=tmp_path / "no-root")
-    refused("root", request(root / "ok"), no_root, f"root does not exist; the operator must create it or set {ROOT_ENV}")
+    refused(
+        "root",
+        request(root / "ok"),
+        no_root,
+        f"root does not exist; the operator must create it or set {ROOT_ENV}",
+    )
 
 
 @pytest.mark.parametrize("pickle_name", ["pytorch_model.bin", "model.pt", "weights.ckpt", "sub/extra.pkl"])
@@ -153,7 +181,9 @@ def test_remote_code_needs_its_hash_allow_listed(root, policy):
     error = refused("remote_code", request(folder), policy, "needs remote code that is not allow-listed")
     assert digest in str(error)
     allowed = SubmissionPolicy(root=root, remote_code_allowlist=frozenset({digest}))
-    assert validate_submission(request(folder, base="qwen_vl_chat"), allowed).model_name == "local/alice/custom"
+    assert (
+        validate_submission(request(folder, base="qwen_vl_chat"), allowed).model_name == "local/alice/custom"
+    )
     (folder / "extra.py").write_text("import os\n")  # a second, unreviewed file
     refused("remote_code", request(folder, base="qwen_vl_chat"), allowed, "extra.py sha256=")
 
@@ -165,12 +195,19 @@ def test_remote_code_from_another_repository_is_never_allowed(root, policy):
 
 def test_unknown_architecture_without_declared_code(root, policy):
     folder = make_checkpoint(root / "mystery", config={"model_type": "not_in_transformers"})
-    refused("remote_code", request(folder), policy, "'not_in_transformers' is not a transformers architecture")
+    refused(
+        "remote_code", request(folder), policy, "'not_in_transformers' is not a transformers architecture"
+    )
 
 
 def test_unknown_base_and_bad_options(root, policy):
     folder = make_checkpoint(root / "ok")
-    refused("base", request(folder, base="idefic2"), policy, "unknown base architecture 'idefic2'. Did you mean 'idefics2'")
+    refused(
+        "base",
+        request(folder, base="idefic2"),
+        policy,
+        "unknown base architecture 'idefic2'. Did you mean 'idefics2'",
+    )
     refused("options", request(folder, precision="int3"), policy, "--precision must be one of")
     refused("options", request(folder, weights="lora"), policy, "--weights must be one of")
     refused("options", request(folder, tasks=("bird201",)), policy, "unknown task 'bird201'")
@@ -200,8 +237,13 @@ def test_hub_checkpoints_are_checked_through_the_hub(policy):
         def safetensors_header(self, name):
             return {}
 
-    refused("safetensors", request("org/model", revision="v1"), policy, "org/model@v1 has pickle weight files",
-            open_hub=FakeHub)
+    refused(
+        "safetensors",
+        request("org/model", revision="v1"),
+        policy,
+        "org/model@v1 has pickle weight files",
+        open_hub=FakeHub,
+    )
 
 
 def test_duplicates_are_refused_until_the_first_one_failed(root, policy, queue):
@@ -219,7 +261,9 @@ def test_duplicates_are_refused_until_the_first_one_failed(root, policy, queue):
 def test_rate_limit_per_submitter(root, policy, queue):
     for index in range(3):
         submit_checkpoint(queue, request(make_checkpoint(root / f"m{index}", seed=index)), policy)
-    with pytest.raises(SubmissionRefused, match="alice has made 3 submissions in the last 24 hours") as caught:
+    with pytest.raises(
+        SubmissionRefused, match="alice has made 3 submissions in the last 24 hours"
+    ) as caught:
         submit_checkpoint(queue, request(make_checkpoint(root / "m3", seed=3)), policy)
     assert caught.value.check == "rate_limit"
     submit_checkpoint(queue, request(root / "m3", submitter="bob"), policy)
@@ -227,7 +271,12 @@ def test_rate_limit_per_submitter(root, policy, queue):
 
 def test_policy_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path))
-    for name in (ROOT_ENV, "HARNESS_SUBMISSION_MAX_GB", "HARNESS_SUBMISSIONS_PER_DAY", "HARNESS_REMOTE_CODE_ALLOWLIST"):
+    for name in (
+        ROOT_ENV,
+        "HARNESS_SUBMISSION_MAX_GB",
+        "HARNESS_SUBMISSIONS_PER_DAY",
+        "HARNESS_REMOTE_CODE_ALLOWLIST",
+    ):
         monkeypatch.delenv(name, raising=False)
     assert SubmissionPolicy.from_env().root == tmp_path / "submissions"
     monkeypatch.setenv(ROOT_ENV, str(tmp_path / "r"))
@@ -244,12 +293,27 @@ def test_submit_cli_prints_the_refusal_as_json(root, db_url, monkeypatch, capsys
 
     monkeypatch.setenv(ROOT_ENV, str(root))
     folder = make_checkpoint(root / "cli-ft")
-    args = ["submit", "--db-url", db_url, "--model", str(folder), "--base", "idefics2", "--tasks", "bird200",
-            "--precision", "float32", "--json"]
+    args = [
+        "submit",
+        "--db-url",
+        db_url,
+        "--model",
+        str(folder),
+        "--base",
+        "idefics2",
+        "--tasks",
+        "bird200",
+        "--precision",
+        "float32",
+        "--json",
+    ]
     assert run_cli(args) == 0
     queued = json.loads(capsys.readouterr().out)
-    assert (queued["status"], queued["model_name"], queued["tasks"]) == ("PENDING", f"local/{getpass.getuser()}/cli-ft",
-                                                                         ["bird200"])
+    assert (queued["status"], queued["model_name"], queued["tasks"]) == (
+        "PENDING",
+        f"local/{getpass.getuser()}/cli-ft",
+        ["bird200"],
+    )
     assert run_cli(args) == 2
     refusal = json.loads(capsys.readouterr().out)
     assert refusal["status"] == "REFUSED" and refusal["check"] == "duplicate"
@@ -260,30 +324,58 @@ def test_submit_cli_prints_the_refusal_as_json(root, db_url, monkeypatch, capsys
 
 def test_hub_ids_are_refused_with_the_hubs_reason_when_it_cannot_be_reached(policy, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    refused("hub", request("someone/some-model"), policy, "cannot read someone/some-model@main on the Hugging Face hub")
+    refused(
+        "hub",
+        request("someone/some-model"),
+        policy,
+        "cannot read someone/some-model@main on the Hugging Face hub",
+    )
 
 
 # --- the adapter's base, the architecture, odd files (issue 9, items 5 and 6) -------------------------
 
+
 def test_an_adapters_base_passes_the_same_rules(tmp_path, root, policy):
     outside = make_checkpoint(tmp_path / "outside-base")
-    refused("root", request(make_checkpoint(root / "a1", weights="adapter", base=str(outside)), weights="adapter"),
-            policy, "outside-base is outside the submission root")
-    refused("config", request(make_checkpoint(root / "a2", weights="adapter", base="../up"), weights="adapter"),
-            policy, "neither an absolute folder inside the submission root nor a hub id")
+    refused(
+        "root",
+        request(make_checkpoint(root / "a1", weights="adapter", base=str(outside)), weights="adapter"),
+        policy,
+        "outside-base is outside the submission root",
+    )
+    refused(
+        "config",
+        request(make_checkpoint(root / "a2", weights="adapter", base="../up"), weights="adapter"),
+        policy,
+        "neither an absolute folder inside the submission root nor a hub id",
+    )
     llava = make_checkpoint(root / "llava-base", config={"model_type": "llava"})
-    refused("base", request(make_checkpoint(root / "a3", weights="adapter", base=str(llava)), weights="adapter"),
-            policy, "'llava' checkpoint, but --base idefics2 loads idefics2")
+    refused(
+        "base",
+        request(make_checkpoint(root / "a3", weights="adapter", base=str(llava)), weights="adapter"),
+        policy,
+        "'llava' checkpoint, but --base idefics2 loads idefics2",
+    )
     pickled = make_checkpoint(root / "pickled-base")
     (pickled / "pytorch_model.bin").write_bytes(b"not to be unpickled")
-    refused("safetensors", request(make_checkpoint(root / "a4", weights="adapter", base=str(pickled)),
-                                   weights="adapter"), policy, "pickle weight files")
+    refused(
+        "safetensors",
+        request(make_checkpoint(root / "a4", weights="adapter", base=str(pickled)), weights="adapter"),
+        policy,
+        "pickle weight files",
+    )
     no_base = make_checkpoint(root / "a5", weights="adapter")
     (no_base / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
     refused("config", request(no_base, weights="adapter"), policy, "records no base_model_name_or_path")
     good = make_checkpoint(root / "good-base")
-    refused("base", request(make_checkpoint(root / "a6", weights="adapter", base=str(good)), weights="adapter",
-                            base="llava15"), policy, "adapters are evaluated on finedefics or idefics2 bases only")
+    refused(
+        "base",
+        request(
+            make_checkpoint(root / "a6", weights="adapter", base=str(good)), weights="adapter", base="llava15"
+        ),
+        policy,
+        "adapters are evaluated on finedefics or idefics2 bases only",
+    )
 
 
 def test_a_hub_base_is_checked_through_the_hub(root, policy):
@@ -336,7 +428,9 @@ def test_a_name_held_by_other_weights_is_refused(root, policy, queue):
 def test_broken_links_loops_and_odd_bytes_are_refusals(root, policy):
     folder = make_checkpoint(root / "dangling")
     (folder / "extra.safetensors").symlink_to(root / "gone.safetensors")
-    refused("path", request(folder), policy, "dangling/extra.safetensors is a broken symlink or a symlink loop")
+    refused(
+        "path", request(folder), policy, "dangling/extra.safetensors is a broken symlink or a symlink loop"
+    )
     looped = make_checkpoint(root / "looped")
     (looped / "a").symlink_to(looped / "b")
     (looped / "b").symlink_to(looped / "a")
@@ -368,8 +462,12 @@ def test_submit_json_for_every_refusal(root, db_url, monkeypatch, capsys):
     monkeypatch.setenv(ROOT_ENV, str(root))
     looped = make_checkpoint(root / "looped")
     (looped / "a").symlink_to(looped / "a")
-    assert run_cli(["submit", "--db-url", db_url, "--model", str(looped), "--base", "idefics2", "--json"]) == 2
+    assert (
+        run_cli(["submit", "--db-url", db_url, "--model", str(looped), "--base", "idefics2", "--json"]) == 2
+    )
     assert json.loads(capsys.readouterr().out)["check"] == "path"
     monkeypatch.setenv("HARNESS_SUBMISSIONS_PER_DAY", "abc")
-    assert run_cli(["submit", "--db-url", db_url, "--model", str(looped), "--base", "idefics2", "--json"]) == 2
+    assert (
+        run_cli(["submit", "--db-url", db_url, "--model", str(looped), "--base", "idefics2", "--json"]) == 2
+    )
     assert json.loads(capsys.readouterr().out)["status"] == "REFUSED"

@@ -16,11 +16,33 @@ from leaderboard.table import ID_COLUMN, TableQuery, display_columns, leaderboar
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
 
-def result(model, task, accuracy, source="reproduced", scoring="generate", params=7.0, family="Fam", variant="k4",
-           limit=None, day=0, display=None):
-    return {"model": model, "display_name": display or model.title(), "family": family, "params_b": params,
-            "hidden": False, "task": task, "source": source, "scoring": scoring, "variant": variant,
-            "accuracy": accuracy, "sample_limit": limit, "created": T0.replace(day=1 + day)}
+def result(
+    model,
+    task,
+    accuracy,
+    source="reproduced",
+    scoring="generate",
+    params=7.0,
+    family="Fam",
+    variant="k4",
+    limit=None,
+    day=0,
+    display=None,
+):
+    return {
+        "model": model,
+        "display_name": display or model.title(),
+        "family": family,
+        "params_b": params,
+        "hidden": False,
+        "task": task,
+        "source": source,
+        "scoring": scoring,
+        "variant": variant,
+        "accuracy": accuracy,
+        "sample_limit": limit,
+        "created": T0.replace(day=1 + day),
+    }
 
 
 def full_row(model, accuracies, **kw):
@@ -46,7 +68,14 @@ def by_id(frame, model, source="reproduced", scoring="generate"):
 
 
 def test_spec_drives_columns_and_validation():
-    assert spec.TASK_KEYS[:6] == ("dog120", "bird200", "aircraft102", "flower102", "pet37", "car196")  # the paper's
+    assert spec.TASK_KEYS[:6] == (
+        "dog120",
+        "bird200",
+        "aircraft102",
+        "flower102",
+        "pet37",
+        "car196",
+    )  # the paper's
     assert display_columns(["dog120", "bird200"])[-3:] == ["Dog-120", "Bird-200", "Model ID"]
     assert spec.validate_tasks(["car196", "dog120"]) == ["dog120", "car196"]  # spec order
     with pytest.raises(UserError, match="unknown task 'brid200'.*Did you mean 'bird200'"):
@@ -59,8 +88,15 @@ def test_spec_agrees_with_the_task_registry():
     for key, task in TASKS.items():
         assert key in spec.BY_KEY, f"task {key} is missing from the leaderboard spec"
         column = spec.BY_KEY[key]
-        assert (column.column, column.n_classes, column.in_average) == (task.column, task.n_classes, task.in_average)
-    assert spec.get_column("aircraft102").n_classes == 100 and spec.get_column("aircraft102").column == "Aircraft-102"
+        assert (column.column, column.n_classes, column.in_average) == (
+            task.column,
+            task.n_classes,
+            task.in_average,
+        )
+    assert (
+        spec.get_column("aircraft102").n_classes == 100
+        and spec.get_column("aircraft102").column == "Aircraft-102"
+    )
 
 
 def test_a_new_task_record_with_a_column_becomes_a_leaderboard_column(monkeypatch):
@@ -69,7 +105,9 @@ def test_a_new_task_record_with_a_column_becomes_a_leaderboard_column(monkeypatc
 
     from tasks import registry
 
-    extra = dataclasses.replace(registry.TASKS["pet37"], key="cat12", column="Cat-12", n_classes=12, in_average=False)
+    extra = dataclasses.replace(
+        registry.TASKS["pet37"], key="cat12", column="Cat-12", n_classes=12, in_average=False
+    )
     monkeypatch.setitem(registry.TASKS, "cat12", extra)
     columns = spec._benchmark()
     assert [c.key for c in columns] == [*spec.PAPER_ORDER, "cat12"]
@@ -77,7 +115,13 @@ def test_a_new_task_record_with_a_column_becomes_a_leaderboard_column(monkeypatc
 
 
 def test_size_buckets_and_label_set_sizes():
-    assert [spec.size_bucket(p) for p in (3.0, 4.0, 10.0, 10.5, None)] == ["<4B", "4-10B", "4-10B", ">10B", "unknown"]
+    assert [spec.size_bucket(p) for p in (3.0, 4.0, 10.0, 10.5, None)] == [
+        "<4B",
+        "4-10B",
+        "4-10B",
+        ">10B",
+        "unknown",
+    ]
     assert spec.label_set_size("bird200", "k8") == 8
     assert spec.label_set_size("bird200", "all") == 200
     assert spec.label_set_size("bird200", "odd") is None
@@ -109,23 +153,30 @@ def test_difference_from_the_paper(results):
     assert math.isnan(by_id(frame, "alpha")["Δ vs paper"])
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    (TableQuery(sizes=("<4B",)), {"alpha"}),
-    (TableQuery(sizes=(">10B",)), {"gamma"}),
-    (TableQuery(families=("B",)), {"beta"}),
-    (TableQuery(sources=("reported",)), {"beta"}),
-    (TableQuery(scorings=("loglik",)), {"gamma"}),
-    (TableQuery(search="ALP"), {"alpha"}),
-    (TableQuery(search="fam"), set()),
-    (TableQuery(search="b"), {"beta"}),  # the family column is searched too
-])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (TableQuery(sizes=("<4B",)), {"alpha"}),
+        (TableQuery(sizes=(">10B",)), {"gamma"}),
+        (TableQuery(families=("B",)), {"beta"}),
+        (TableQuery(sources=("reported",)), {"beta"}),
+        (TableQuery(scorings=("loglik",)), {"gamma"}),
+        (TableQuery(search="ALP"), {"alpha"}),
+        (TableQuery(search="fam"), set()),
+        (TableQuery(search="b"), {"beta"}),  # the family column is searched too
+    ],
+)
 def test_filters_and_search(results, query, expected):
     assert set(leaderboard_table(results, query)[ID_COLUMN]) == expected
 
 
 def test_sorting(results):
     by_average = leaderboard_table(results)
-    assert list(by_average[ID_COLUMN])[:3] == ["beta", "beta", "alpha"]  # 55.0 (name order), 50, then no average
+    assert list(by_average[ID_COLUMN])[:3] == [
+        "beta",
+        "beta",
+        "alpha",
+    ]  # 55.0 (name order), 50, then no average
     by_bird = leaderboard_table(results, TableQuery(sort_by="Bird-200"))
     assert by_bird.iloc[0][ID_COLUMN] == "gamma"
     ascending = leaderboard_table(results, TableQuery(sort_by="Car-196", descending=False))
@@ -134,11 +185,13 @@ def test_sorting(results):
 
 
 def test_full_runs_beat_limited_ones_and_the_latest_wins(results):
-    extra = pd.DataFrame([
-        result("gamma", "bird200", 0.1, params=13.0, family="C", limit=8, day=5),  # newer but --limit
-        result("gamma", "bird200", 0.7, params=13.0, family="C", day=3),  # newer full run
-        result("gamma", "bird200", 0.2, params=13.0, family="C", variant="k8", day=9),  # another protocol
-    ])
+    extra = pd.DataFrame(
+        [
+            result("gamma", "bird200", 0.1, params=13.0, family="C", limit=8, day=5),  # newer but --limit
+            result("gamma", "bird200", 0.7, params=13.0, family="C", day=3),  # newer full run
+            result("gamma", "bird200", 0.2, params=13.0, family="C", variant="k8", day=9),  # another protocol
+        ]
+    )
     frame = leaderboard_table(pd.concat([results, extra]))
     assert by_id(frame, "gamma")["Bird-200"] == 70.0
 
@@ -155,19 +208,41 @@ def test_grouped_bar_svg():
 
 
 def detail_row(task="bird200", source="reproduced", variant="k4", accuracy=0.5, day=0, confusions=None, **kw):
-    row = {"key": f"{task}-{source}-{variant}-{day}", "task": task, "source": source, "scoring": "generate",
-           "variant": variant, "task_version": "1.0", "accuracy": accuracy, "ci_low": accuracy - 0.05,
-           "ci_high": accuracy + 0.05, "n": 100, "unparseable": 2, "errors": 0, "sample_limit": None, "seed": 0,
-           "option_source": "random", "confusions": confusions, "provenance": {"run_id": "r1", "git_commit": "abc"},
-           "created": T0.replace(day=1 + day), "recorded": T0}
+    row = {
+        "key": f"{task}-{source}-{variant}-{day}",
+        "task": task,
+        "source": source,
+        "scoring": "generate",
+        "variant": variant,
+        "task_version": "1.0",
+        "accuracy": accuracy,
+        "ci_low": accuracy - 0.05,
+        "ci_high": accuracy + 0.05,
+        "n": 100,
+        "unparseable": 2,
+        "errors": 0,
+        "sample_limit": None,
+        "seed": 0,
+        "option_source": "random",
+        "confusions": confusions,
+        "provenance": {"run_id": "r1", "git_commit": "abc"},
+        "created": T0.replace(day=1 + day),
+        "recorded": T0,
+    }
     row.update(kw)
     return row
 
 
 def test_detail_frames():
     rows = [
-        detail_row(accuracy=0.6, source="reported", scoring="paper", ci_low=None, ci_high=None,
-                   provenance={"citation": "Finedefics (He et al., ICLR 2025), Table 2"}),
+        detail_row(
+            accuracy=0.6,
+            source="reported",
+            scoring="paper",
+            ci_low=None,
+            ci_high=None,
+            provenance={"citation": "Finedefics (He et al., ICLR 2025), Table 2"},
+        ),
         detail_row(accuracy=0.5, confusions=[{"true": "A", "predicted": "B", "count": 4}]),
         detail_row(variant="k2", accuracy=0.7),
         detail_row(variant="all", accuracy=0.2),

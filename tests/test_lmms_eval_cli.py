@@ -27,7 +27,10 @@ def lmms_eval_run(tmp_path_factory, tiny_idefics2, cub_root, cub_choices):
     from contextlib import redirect_stdout
 
     with redirect_stdout(io.StringIO()) as out:
-        assert main(["prepare", "bird200", "--source", str(cub_root), "--choices", str(cub_choices), "--json"]) == 0
+        assert (
+            main(["prepare", "bird200", "--source", str(cub_root), "--choices", str(cub_choices), "--json"])
+            == 0
+        )
     prepared = json.loads(out.getvalue().strip().splitlines()[-1])
     assert prepared["n_questions"] == sum(len(v) for v in json.loads(cub_choices.read_text()).values())
 
@@ -35,9 +38,23 @@ def lmms_eval_run(tmp_path_factory, tiny_idefics2, cub_root, cub_choices):
     out_dir = tmp_path_factory.mktemp("lmms-out")
     tasks = [prepared["lmms_tasks"]["gen"], prepared["lmms_tasks"]["loglik"]]
     command = [
-        lmms_eval, "eval", "--model", "idefics2_fgvr", "--model_args", f"pretrained={tiny_idefics2},device=cpu",
-        "--include_path", prepared["include_path"], "--tasks", ",".join(tasks),
-        "--output_path", str(out_dir), "--log_samples", "--limit", str(LIMIT), "--batch_size", "2",
+        lmms_eval,
+        "eval",
+        "--model",
+        "idefics2_fgvr",
+        "--model_args",
+        f"pretrained={tiny_idefics2},device=cpu",
+        "--include_path",
+        prepared["include_path"],
+        "--tasks",
+        ",".join(tasks),
+        "--output_path",
+        str(out_dir),
+        "--log_samples",
+        "--limit",
+        str(LIMIT),
+        "--batch_size",
+        "2",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ})
     assert done.returncode == 0, done.stderr[-3000:]

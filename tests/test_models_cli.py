@@ -18,9 +18,27 @@ SLOW_CASES = {"test_shared_prefix_and_naive_runs_give_the_same_scores[qwen2_5_vl
 
 def _run(capsys, tmp_path, name, pretrained, cub_root, cub_choices, scoring, *model_args):
     model_args = ("device=cpu", "dtype=float32", *RUN_ARGS.get(name, ()), *model_args)
-    args = ["run", "--model", name, "--task", "bird200", "--data-root", str(cub_root), "--choices", str(cub_choices),
-            "--model-args", ",".join([f"pretrained={pretrained}", *model_args]),
-            "--scoring", scoring, "--batch-size", "2", "--json", "--no-record", "--output-dir", str(tmp_path)]
+    args = [
+        "run",
+        "--model",
+        name,
+        "--task",
+        "bird200",
+        "--data-root",
+        str(cub_root),
+        "--choices",
+        str(cub_choices),
+        "--model-args",
+        ",".join([f"pretrained={pretrained}", *model_args]),
+        "--scoring",
+        scoring,
+        "--batch-size",
+        "2",
+        "--json",
+        "--no-record",
+        "--output-dir",
+        str(tmp_path),
+    ]
     code = main(args)
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -48,7 +66,9 @@ def test_harness_run_bird200(capsys, tmp_path, name, scoring, cub_root, cub_choi
 def test_shared_prefix_and_naive_runs_give_the_same_scores(capsys, tmp_path, name, cub_root, cub_choices):
     path = tiny_checkpoint(name)
     shared = _run(capsys, tmp_path / "shared", name, path, cub_root, cub_choices, "loglik_name")
-    naive = _run(capsys, tmp_path / "naive", name, path, cub_root, cub_choices, "loglik_name", "shared_prefix=false")
+    naive = _run(
+        capsys, tmp_path / "naive", name, path, cub_root, cub_choices, "loglik_name", "shared_prefix=false"
+    )
     assert shared["accuracy"] == naive["accuracy"]
     for a, b in zip(_nlls(shared), _nlls(naive)):
         assert a == pytest.approx(b, abs=1e-4)

@@ -28,13 +28,28 @@ def test_a_single_process_has_rank_0_of_1():
 
 @pytest.mark.subprocess
 def test_two_processes_equal_one(tmp_path, tiny_idefics2, cub_root, cub_choices):
-    plan = plan_run(RunConfig(model="idefics2", task="bird200", data_root=cub_root, choices=cub_choices,
-                               model_args={"pretrained": str(tiny_idefics2)}))
+    plan = plan_run(
+        RunConfig(
+            model="idefics2",
+            task="bird200",
+            data_root=cub_root,
+            choices=cub_choices,
+            model_args={"pretrained": str(tiny_idefics2)},
+        )
+    )
     tasks = [plan.prepared.lmms_task_name("generate"), plan.prepared.lmms_task_name("loglik")]
     reports = {}
     for world in (1, 2):
         out = tmp_path / f"world{world}.json"
-        command = [sys.executable, str(WORKER), "idefics2", str(tiny_idefics2), str(plan.prepared.lmms_dir), str(out), *tasks]
+        command = [
+            sys.executable,
+            str(WORKER),
+            "idefics2",
+            str(tiny_idefics2),
+            str(plan.prepared.lmms_dir),
+            str(out),
+            *tasks,
+        ]
         assert distributed.launch_command(command, world) == 0
         reports[world] = json.loads(out.read_text())
     n_questions = sum(len(v) for v in json.loads(Path(cub_choices).read_text()).values())
@@ -52,7 +67,9 @@ def test_two_processes_equal_one(tmp_path, tiny_idefics2, cub_root, cub_choices)
 
 
 def _samples(line) -> list:
-    return sorted(([s["doc_id"], s["resps"]] for s in map(json.loads, open(line["samples_file"]))), key=lambda s: s[0])
+    return sorted(
+        ([s["doc_id"], s["resps"]] for s in map(json.loads, open(line["samples_file"]))), key=lambda s: s[0]
+    )
 
 
 @pytest.mark.subprocess
@@ -62,13 +79,36 @@ def test_harness_run_with_two_processes(capfd, tmp_path, tiny_idefics2, cub_root
 
     lines = {}
     for world in (1, 2):
-        args = ["run", "--model", "idefics2", "--task", "bird200", "--data-root", str(cub_root), "--choices", str(cub_choices),
-                "--model-args", f"pretrained={tiny_idefics2},device=cpu,dtype=float32", "--scoring", scoring,
-                "--batch-size", "2", "--json", "--no-record", "--output-dir", str(tmp_path / str(world)),
-                "--num-processes", str(world)]
+        args = [
+            "run",
+            "--model",
+            "idefics2",
+            "--task",
+            "bird200",
+            "--data-root",
+            str(cub_root),
+            "--choices",
+            str(cub_choices),
+            "--model-args",
+            f"pretrained={tiny_idefics2},device=cpu,dtype=float32",
+            "--scoring",
+            scoring,
+            "--batch-size",
+            "2",
+            "--json",
+            "--no-record",
+            "--output-dir",
+            str(tmp_path / str(world)),
+            "--num-processes",
+            str(world),
+        ]
         assert main(args) == 0
         lines[world] = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
-    assert lines[1]["n"] == lines[2]["n"] == sum(len(v) for v in json.loads(Path(cub_choices).read_text()).values())
+    assert (
+        lines[1]["n"]
+        == lines[2]["n"]
+        == sum(len(v) for v in json.loads(Path(cub_choices).read_text()).values())
+    )
     assert lines[1]["accuracy"] == lines[2]["accuracy"]
     for world in (1, 2):
         summary = json.loads(Path(lines[world]["summary_file"]).read_text())

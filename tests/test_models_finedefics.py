@@ -20,8 +20,12 @@ def adapter(tiny_idefics2, tmp_path_factory) -> Path:
     from transformers import Idefics2ForConditionalGeneration
 
     base = Idefics2ForConditionalGeneration.from_pretrained(tiny_idefics2)
-    config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=r".*text_model.*\.(q_proj|v_proj|down_proj)",
-                             init_lora_weights=False)  # random B: the adapter moves the outputs from the start
+    config = peft.LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules=r".*text_model.*\.(q_proj|v_proj|down_proj)",
+        init_lora_weights=False,
+    )  # random B: the adapter moves the outputs from the start
     torch.manual_seed(1)
     model = peft.get_peft_model(base, config)
     folder = tmp_path_factory.mktemp("finedefics") / "lora"
@@ -34,7 +38,9 @@ def merged(tiny_idefics2, adapter, tmp_path_factory) -> Path:
     """A merged Finedefics checkpoint, in a folder whose name contains "Finedefics"."""
     from transformers import AutoProcessor, Idefics2ForConditionalGeneration
 
-    model = peft.PeftModel.from_pretrained(Idefics2ForConditionalGeneration.from_pretrained(tiny_idefics2), adapter)
+    model = peft.PeftModel.from_pretrained(
+        Idefics2ForConditionalGeneration.from_pretrained(tiny_idefics2), adapter
+    )
     folder = tmp_path_factory.mktemp("hub") / "StevenHH2000-Finedefics"
     model.merge_and_unload().save_pretrained(folder)
     AutoProcessor.from_pretrained(tiny_idefics2).save_pretrained(folder)
@@ -83,26 +89,50 @@ def test_a_folder_without_an_adapter_is_a_user_error(tiny_idefics2, tmp_path):
 
 
 @pytest.mark.parametrize("scoring", ["generate", "loglik"])
-def test_harness_run_with_an_adapter(capsys, tmp_path, tiny_idefics2, adapter, cub_root, cub_choices, scoring):
+def test_harness_run_with_an_adapter(
+    capsys, tmp_path, tiny_idefics2, adapter, cub_root, cub_choices, scoring
+):
     from harness.cli import main
 
-    args = ["run", "--model", "finedefics", "--task", "bird200", "--data-root", str(cub_root), "--choices", str(cub_choices),
-            "--model-args", f"pretrained={tiny_idefics2},adapter={adapter},device=cpu,dtype=float32",
-            "--scoring", scoring, "--json", "--no-record", "--output-dir", str(tmp_path)]
+    args = [
+        "run",
+        "--model",
+        "finedefics",
+        "--task",
+        "bird200",
+        "--data-root",
+        str(cub_root),
+        "--choices",
+        str(cub_choices),
+        "--model-args",
+        f"pretrained={tiny_idefics2},adapter={adapter},device=cpu,dtype=float32",
+        "--scoring",
+        scoring,
+        "--json",
+        "--no-record",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main(args) == 0, capsys.readouterr().err
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line["model"] == "finedefics" and line["n"] == sum(len(v) for v in json.loads(cub_choices.read_text()).values())
+    assert line["model"] == "finedefics" and line["n"] == sum(
+        len(v) for v in json.loads(cub_choices.read_text()).values()
+    )
 
 
 def test_unknown_model_args_list_the_adapter_options(tiny_idefics2):
     from harness.core.errors import UserError
 
-    with pytest.raises(UserError, match=r"unknown --model-args for finedefics: adaptor\. Known: .*shared_prefix.*adapter, merge_adapter"):
+    with pytest.raises(
+        UserError,
+        match=r"unknown --model-args for finedefics: adaptor\. Known: .*shared_prefix.*adapter, merge_adapter",
+    ):
         load("finedefics", tiny_idefics2, adaptor="/x")
 
 
-def test_harness_run_with_only_an_adapter_uses_its_recorded_base_offline(capsys, tmp_path, tiny_idefics2, adapter,
-                                                                         cub_root, cub_choices):
+def test_harness_run_with_only_an_adapter_uses_its_recorded_base_offline(
+    capsys, tmp_path, tiny_idefics2, adapter, cub_root, cub_choices
+):
     """No pretrained=: the base the adapter records, loaded offline, and recorded in the summary."""
     from harness.cli import main
 
@@ -111,12 +141,32 @@ def test_harness_run_with_only_an_adapter_uses_its_recorded_base_offline(capsys,
     config = json.loads((recorded / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = str(tiny_idefics2)
     (recorded / "adapter_config.json").write_text(json.dumps(config))
-    args = ["run", "--model", "finedefics", "--task", "bird200", "--data-root", str(cub_root), "--choices",
-            str(cub_choices), "--model-args", f"adapter={recorded},dtype=float32", "--scoring", "loglik", "--limit", "2",
-            "--json", "--no-record", "--output-dir", str(tmp_path / "runs")]
+    args = [
+        "run",
+        "--model",
+        "finedefics",
+        "--task",
+        "bird200",
+        "--data-root",
+        str(cub_root),
+        "--choices",
+        str(cub_choices),
+        "--model-args",
+        f"adapter={recorded},dtype=float32",
+        "--scoring",
+        "loglik",
+        "--limit",
+        "2",
+        "--json",
+        "--no-record",
+        "--output-dir",
+        str(tmp_path / "runs"),
+    ]
     assert main(args) == 0, capsys.readouterr().err
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     summary = json.loads(open(line["summary_file"]).read())
-    assert summary["pretrained"] == str(tiny_idefics2.resolve())  # the base actually loaded, not Finedefics' hub id
+    assert summary["pretrained"] == str(
+        tiny_idefics2.resolve()
+    )  # the base actually loaded, not Finedefics' hub id
     assert summary["model_args"]["adapter"] == str(recorded)
     assert summary["model_revision"].startswith("local-sha256:")

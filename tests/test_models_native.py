@@ -26,7 +26,9 @@ from tests.model_fixtures import (
 
 TOLERANCE = 1e-4
 # Loading a second copy in bf16 or 4-bit is slow for the current models' architectures: slow suite.
-RELOADED = [pytest.param(name, marks=pytest.mark.slow) if name in CURRENT_MODELS else name for name in NATIVE_ARCHS]
+RELOADED = [
+    pytest.param(name, marks=pytest.mark.slow) if name in CURRENT_MODELS else name for name in NATIVE_ARCHS
+]
 
 
 @pytest.fixture(scope="module", params=NATIVE_ARCHS)
@@ -54,8 +56,16 @@ def _with(wrapper, **attributes):
 # architecture keeps a shared-prefix case by default but Qwen3-VL, whose wrapper scores and batches through
 # Qwen2.5-VL's code (its image case stays default, beside its tiny checkpoint's tests).
 SLOW_CASES = {
-    *(f"test_shared_prefix_equals_naive_and_batching_changes_nothing[{case}]"
-      for case in ("qwen3_vl-letters", "qwen3_vl-names", "gemma3_4b-names", "internvl3-names", "llava_onevision-names")),
+    *(
+        f"test_shared_prefix_equals_naive_and_batching_changes_nothing[{case}]"
+        for case in (
+            "qwen3_vl-letters",
+            "qwen3_vl-names",
+            "gemma3_4b-names",
+            "internvl3-names",
+            "llava_onevision-names",
+        )
+    ),
     "test_prompts_of_different_lengths_batch_like_single_ones[qwen3_vl]",
     "test_generation_is_greedy_and_batch_invariant[qwen3_vl]",
 }
@@ -114,7 +124,10 @@ def test_bfloat16_runs(name):
     assert all(math.isfinite(x) for x in shared)
     model.shared_prefix = False
     assert nlls(model, option_requests(NAMES, docs=[0, 1])) == pytest.approx(shared, rel=0.05, abs=0.05)
-    assert all(isinstance(t, str) for t in model.generate_until(requests("generate_until", [(0, QUESTION, {"max_new_tokens": 3})])))
+    assert all(
+        isinstance(t, str)
+        for t in model.generate_until(requests("generate_until", [(0, QUESTION, {"max_new_tokens": 3})]))
+    )
 
 
 @pytest.mark.parametrize("name", RELOADED)
@@ -124,7 +137,10 @@ def test_4bit_load_runs(name):
     assert any("4bit" in type(m).__name__ for m in model.model.modules()), "no layer was quantised"
     scores = nlls(model, option_requests(LETTERS, docs=[0]))
     assert all(math.isfinite(x) for x in scores)
-    assert all(isinstance(t, str) for t in model.generate_until(requests("generate_until", [(0, QUESTION, {"max_new_tokens": 2})])))
+    assert all(
+        isinstance(t, str)
+        for t in model.generate_until(requests("generate_until", [(0, QUESTION, {"max_new_tokens": 2})]))
+    )
 
 
 def test_answers_that_merge_into_the_prompt_fall_back_to_the_naive_path(monkeypatch):
@@ -134,5 +150,7 @@ def test_answers_that_merge_into_the_prompt_fall_back_to_the_naive_path(monkeypa
     reference = nlls(model, instances)
     model.shared_prefix = True
     split_cleanly = model.scorer.answer_ids
-    monkeypatch.setattr(model.scorer, "answer_ids", lambda p, a: None if a == NAMES[1] else split_cleanly(p, a))
+    monkeypatch.setattr(
+        model.scorer, "answer_ids", lambda p, a: None if a == NAMES[1] else split_cleanly(p, a)
+    )
     assert nlls(model, instances) == pytest.approx(reference, abs=TOLERANCE)

@@ -13,11 +13,29 @@ from models.base import FGVRModel
 from models.registry import MODELS, get_model_spec
 
 PAPER_MODELS = {
-    "llava15", "llava_next_mistral", "mobilevlm_v2", "instructblip_vicuna", "instructblip_flant5", "phi3_vision",
-    "blip2_flant5", "internlm_xcomposer2", "paligemma", "idefics1", "idefics2", "qwen_vl_chat", "finedefics",
+    "llava15",
+    "llava_next_mistral",
+    "mobilevlm_v2",
+    "instructblip_vicuna",
+    "instructblip_flant5",
+    "phi3_vision",
+    "blip2_flant5",
+    "internlm_xcomposer2",
+    "paligemma",
+    "idefics1",
+    "idefics2",
+    "qwen_vl_chat",
+    "finedefics",
 }
 CURRENT_MODELS = {
-    "qwen2_5_vl", "qwen3_vl", "fine_r1", "gemma3_4b", "gemma3_12b", "internvl3", "llava_onevision", "smolvlm2",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "fine_r1",
+    "gemma3_4b",
+    "gemma3_12b",
+    "internvl3",
+    "llava_onevision",
+    "smolvlm2",
 }
 REMOTE_CODE = {"mobilevlm_v2", "phi3_vision", "internlm_xcomposer2", "qwen_vl_chat"}
 
@@ -37,7 +55,9 @@ def test_every_entry_resolves_imports_and_is_complete(name):
     assert "/" in spec.hub_id and spec.params_b > 0
     for field in ("display_name", "family", "language_model", "vision_encoder", "licence"):
         assert getattr(spec, field), f"{name}: {field} is empty"
-    assert list(SpecifierSet(spec.transformers)), f"{name}: transformers range {spec.transformers!r} is not a range"
+    assert list(SpecifierSet(spec.transformers)), (
+        f"{name}: transformers range {spec.transformers!r} is not a range"
+    )
     if not spec.remote_code:
         import transformers
 
@@ -86,7 +106,11 @@ def test_list_models_shows_family_size_and_licence(capsys):
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
     for name in CURRENT_MODELS:
         spec = MODELS[name]
-        assert f"{spec.params_b:.1f}B" in lines[name] and spec.family in lines[name] and f"({spec.licence})" in lines[name]
+        assert (
+            f"{spec.params_b:.1f}B" in lines[name]
+            and spec.family in lines[name]
+            and f"({spec.licence})" in lines[name]
+        )
 
 
 def test_every_model_names_the_config_types_it_loads():

@@ -25,11 +25,19 @@ from tests.model_fixtures import LETTERS, NAMES, QUESTION, load, nlls, option_re
 from tests.remote_code.build import STANDINS, build_standin, in_declared_range
 
 DOCUMENTED_PROMPTS = {
-    "qwen_vl_chat": ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nPicture 1: <img></img>\n",
-                     "<|im_end|>\n<|im_start|>assistant\n"),
+    "qwen_vl_chat": (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nPicture 1: <img></img>\n",
+        "<|im_end|>\n<|im_start|>assistant\n",
+    ),
     "phi3_vision": ("<|user|>\n<|image_1|>\n", "<|end|>\n<|assistant|>\n"),
-    "internlm_xcomposer2": ("[UNUSED_TOKEN_146]system\n", "[UNUSED_TOKEN_145]\n[UNUSED_TOKEN_146]assistant\n"),
-    "mobilevlm_v2": ("A chat between a curious user and an artificial intelligence assistant.", " ASSISTANT:"),
+    "internlm_xcomposer2": (
+        "[UNUSED_TOKEN_146]system\n",
+        "[UNUSED_TOKEN_145]\n[UNUSED_TOKEN_146]assistant\n",
+    ),
+    "mobilevlm_v2": (
+        "A chat between a curious user and an artificial intelligence assistant.",
+        " ASSISTANT:",
+    ),
 }
 
 
@@ -67,9 +75,13 @@ def test_scores_are_finite_depend_on_the_image_and_batch_like_single_ones(wrappe
 
 def test_generation_goes_through_the_published_interface(wrapper):
     gen = {"max_new_tokens": 4, "until": []}
-    texts = wrapper.generate_until(requests("generate_until", [(0, QUESTION, dict(gen)), (1, "Short?", dict(gen))]))
+    texts = wrapper.generate_until(
+        requests("generate_until", [(0, QUESTION, dict(gen)), (1, "Short?", dict(gen))])
+    )
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
-    assert texts == wrapper.generate_until(requests("generate_until", [(0, QUESTION, dict(gen)), (1, "Short?", dict(gen))]))
+    assert texts == wrapper.generate_until(
+        requests("generate_until", [(0, QUESTION, dict(gen)), (1, "Short?", dict(gen))])
+    )
 
 
 @pytest.mark.parametrize("name", STANDINS)
@@ -79,8 +91,11 @@ def test_loading_needs_an_explicit_opt_in(name, standins):
 
 
 def outside_the_range_only(name: str):
-    return pytest.mark.skipif(in_declared_range(name), reason=f"transformers is inside {name}'s declared range here "
-                              "(the remote-code environment): nothing to refuse")
+    return pytest.mark.skipif(
+        in_declared_range(name),
+        reason=f"transformers is inside {name}'s declared range here "
+        "(the remote-code environment): nothing to refuse",
+    )
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=outside_the_range_only(n)) for n in STANDINS])
@@ -111,15 +126,42 @@ def _run(capsys, *args):
 
 
 def _cli_args(name, path, cub_root, cub_choices, scoring, *extra):
-    return ["run", "--model", name, "--task", "bird200", "--data-root", str(cub_root), "--choices", str(cub_choices),
-            "--model-args", f"pretrained={path},device=cpu,dtype=float32,trust_remote_code=true", "--scoring", scoring,
-            "--limit", "3", "--json", "--no-record", *extra]
+    return [
+        "run",
+        "--model",
+        name,
+        "--task",
+        "bird200",
+        "--data-root",
+        str(cub_root),
+        "--choices",
+        str(cub_choices),
+        "--model-args",
+        f"pretrained={path},device=cpu,dtype=float32,trust_remote_code=true",
+        "--scoring",
+        scoring,
+        "--limit",
+        "3",
+        "--json",
+        "--no-record",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("scoring", ["generate", "loglik"])
 def test_harness_run_with_a_remote_code_model(capsys, tmp_path, standins, cub_root, cub_choices, scoring):
-    code, out, err = _run(capsys, *_cli_args("qwen_vl_chat", standins["qwen_vl_chat"], cub_root, cub_choices, scoring,
-                                             "--output-dir", str(tmp_path)))
+    code, out, err = _run(
+        capsys,
+        *_cli_args(
+            "qwen_vl_chat",
+            standins["qwen_vl_chat"],
+            cub_root,
+            cub_choices,
+            scoring,
+            "--output-dir",
+            str(tmp_path),
+        ),
+    )
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["n"] == 3
 

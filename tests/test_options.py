@@ -69,4 +69,12 @@ def test_all_classes_and_bad_k():
 
 
 def test_variant_k_parses_only_kN():
-    assert [variant_k(v) for v in ("k4", "k20", "all", "open", "k", "4", "k4_circular")] == [4, 20, None, None, None, None, None]
+    assert [variant_k(v) for v in ("k4", "k20", "all", "open", "k", "4", "k4_circular")] == [
+        4,
+        20,
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]

@@ -27,6 +27,7 @@ def _items(n: int, loads: list[int]) -> list[Item]:
         def load():
             loads.append(i)
             return [f"image-{i}"]  # stands in for a decoded PIL image
+
         return load
 
     return [Item(f"question {i}", DocumentImages(loader(i))) for i in range(n)]
@@ -66,7 +67,9 @@ def test_other_encodings_and_preprocessing_errors_are_not_swallowed():
     prefetcher = EncodingPrefetcher(encode, lambda context, n: context, run_processor=True)
     items = _items(2, [])
     for _batch in prefetcher.batches(iter([items])):
-        assert prefetcher.encode(["question 0 + answer"], [["x"]]) == ["question 0 + answer"]  # not prefetched
+        assert prefetcher.encode(["question 0 + answer"], [["x"]]) == [
+            "question 0 + answer"
+        ]  # not prefetched
     bad = [Item("bad", DocumentImages(lambda: ["image"]))]
     with pytest.raises(OSError, match="truncated JPEG"):
         list(EncodingPrefetcher(encode, lambda context, n: context, run_processor=True).batches(iter([bad])))
@@ -95,9 +98,27 @@ def test_a_run_decodes_each_image_once(capsys, monkeypatch, tmp_path, tiny_idefi
         return original_encode(self, prompts, images)
 
     monkeypatch.setattr(FGVRModel, "encode", counting_encode)
-    args = ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny_idefics2},device=cpu",
-            "--data-root", str(cub_root), "--choices", str(cub_choices), "--scoring", "loglik", "--batch-size", "4",
-            "--json", "--no-record", "--output-dir", str(tmp_path)]
+    args = [
+        "run",
+        "--model",
+        "idefics2",
+        "--task",
+        "bird200",
+        "--model-args",
+        f"pretrained={tiny_idefics2},device=cpu",
+        "--data-root",
+        str(cub_root),
+        "--choices",
+        str(cub_choices),
+        "--scoring",
+        "loglik",
+        "--batch-size",
+        "4",
+        "--json",
+        "--no-record",
+        "--output-dir",
+        str(tmp_path),
+    ]
     prepare = ["prepare", "bird200", "--source", str(cub_root), "--choices", str(cub_choices)]
     assert main(prepare) == 0  # preparation checks every image once; not what is counted here
     decoded.clear()

@@ -11,7 +11,9 @@ from tasks.registry import get_task
 
 def _prepare(cub_root, cache, force=False):
     task = get_task("bird200")
-    return prepare_task(task, task.read(cub_root), OptionPlan("random", k=4), seed=0, cache_root=cache, force=force)
+    return prepare_task(
+        task, task.read(cub_root), OptionPlan("random", k=4), seed=0, cache_root=cache, force=force
+    )
 
 
 def test_concurrent_preparations_of_one_entry_all_succeed(cub_root, tmp_path):

@@ -30,7 +30,9 @@ def _wrapper(name: str, tmp_path_factory):
     from tests.remote_code.build import build_standin
 
     if MODELS[name].remote_code:
-        return load(name, build_standin(name, tmp_path_factory.mktemp("standin") / name), trust_remote_code="true")
+        return load(
+            name, build_standin(name, tmp_path_factory.mktemp("standin") / name), trust_remote_code="true"
+        )
     return load(name, tiny_checkpoint(name))
 
 

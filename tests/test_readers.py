@@ -68,42 +68,75 @@ def _first_line_label(column: int) -> Callable[[Path], None]:
 
 CASES = [
     Case(
-        "bird200", synthetic.make_cub, ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross"],
-        "train_test_split.txt", r"image_class_labels\.txt line \d+",
-        lambda root: _edit_text(root / "image_class_labels.txt", lambda lines: lines.__setitem__(
-            _first_test_line(root), lines[_first_test_line(root)].split()[0] + " 99")),
-        "images/", "images/", image_list="images.txt",
+        "bird200",
+        synthetic.make_cub,
+        ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross"],
+        "train_test_split.txt",
+        r"image_class_labels\.txt line \d+",
+        lambda root: _edit_text(
+            root / "image_class_labels.txt",
+            lambda lines: lines.__setitem__(
+                _first_test_line(root), lines[_first_test_line(root)].split()[0] + " 99"
+            ),
+        ),
+        "images/",
+        "images/",
+        image_list="images.txt",
     ),
     Case(
-        "car196", synthetic.make_cars, ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Type-S 2008"],
-        "cars_test_annos_withlabels.mat", r"cars_test_annos_withlabels\.mat entry 1",
+        "car196",
+        synthetic.make_cars,
+        ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Type-S 2008"],
+        "cars_test_annos_withlabels.mat",
+        r"cars_test_annos_withlabels\.mat entry 1",
         lambda root: _edit_mat(root / "cars_test_annos_withlabels.mat", _set_cars_class),
-        "cars_test/", "images/0",
+        "cars_test/",
+        "images/0",
     ),
     Case(
-        "dog120", synthetic.make_dogs, ["Chihuahua", "Japanese_spaniel", "Maltese_dog"],
-        "lists/test_list.mat", r"test_list\.mat entry 1",
+        "dog120",
+        synthetic.make_dogs,
+        ["Chihuahua", "Japanese_spaniel", "Maltese_dog"],
+        "lists/test_list.mat",
+        r"test_list\.mat entry 1",
         lambda root: _edit_mat(root / "lists/test_list.mat", lambda d: d["labels"].__setitem__((0, 0), 99)),
-        "Images/n0", "images/n0",
+        "Images/n0",
+        "images/n0",
     ),
     Case(
-        "flower102", synthetic.make_flowers, ["pink primrose", "hard-leaved pocket orchid", "canterbury bells"],
-        "setid.mat", r"imagelabels\.mat entry \d+",
-        lambda root: _edit_mat(root / "imagelabels.mat", lambda d: d["labels"].__setitem__(
-            (0, int(scipy.io.loadmat(str(root / "setid.mat"))["tstid"][0, 0]) - 1), 99)),
-        "jpg/image_", "images/image_",
+        "flower102",
+        synthetic.make_flowers,
+        ["pink primrose", "hard-leaved pocket orchid", "canterbury bells"],
+        "setid.mat",
+        r"imagelabels\.mat entry \d+",
+        lambda root: _edit_mat(
+            root / "imagelabels.mat",
+            lambda d: d["labels"].__setitem__(
+                (0, int(scipy.io.loadmat(str(root / "setid.mat"))["tstid"][0, 0]) - 1), 99
+            ),
+        ),
+        "jpg/image_",
+        "images/image_",
     ),
     Case(
-        "pet37", synthetic.make_pets, ["Abyssinian", "American Bulldog", "American Pit Bull Terrier"],
-        "annotations/test.txt", r"test\.txt line 1",
+        "pet37",
+        synthetic.make_pets,
+        ["Abyssinian", "American Bulldog", "American Pit Bull Terrier"],
+        "annotations/test.txt",
+        r"test\.txt line 1",
         lambda root: _first_line_label(1)(root / "annotations/test.txt"),
-        "images/", "images/",
+        "images/",
+        "images/",
     ),
     Case(
-        "aircraft102", synthetic.make_aircraft, ["707-320", "727-200", "A300B4"],
-        "data/images_variant_test.txt", r"images_variant_test\.txt line \d+",
+        "aircraft102",
+        synthetic.make_aircraft,
+        ["707-320", "727-200", "A300B4"],
+        "data/images_variant_test.txt",
+        r"images_variant_test\.txt line \d+",
         lambda root: _edit_text(root / "data/variants.txt", lambda lines: lines.__delitem__(slice(1, None))),
-        "data/images/", "images/",
+        "data/images/",
+        "images/",
     ),
 ]
 IDS = [case.task for case in CASES]
@@ -170,7 +203,10 @@ def test_choice_file_maps_onto_the_test_split(case, root, tmp_path):
 def test_missing_image_names_the_entry_or_skips(case, root):
     first = case.read(root).items[0]
     first.image.unlink()
-    with pytest.raises(UserError, match=rf"{re.escape(Path(case.image_list or case.list_file).name)}.*(line|entry) \d+.*{re.escape(first.key)} not found.*--skip-missing"):
+    with pytest.raises(
+        UserError,
+        match=rf"{re.escape(Path(case.image_list or case.list_file).name)}.*(line|entry) \d+.*{re.escape(first.key)} not found.*--skip-missing",
+    ):
         case.read(root)
     split = case.read(root, skip_missing=True)
     assert split.skipped == [first.key] and first not in split.items
@@ -178,21 +214,32 @@ def test_missing_image_names_the_entry_or_skips(case, root):
 
 def test_label_out_of_range_names_the_entry(case, root):
     case.break_label(root)
-    with pytest.raises(UserError, match=rf"{case.label_where}: (label 99 is (out of range|beyond)|variant '.*' is not in|CLASS-ID 99 but)"):
+    with pytest.raises(
+        UserError,
+        match=rf"{case.label_where}: (label 99 is (out of range|beyond)|variant '.*' is not in|CLASS-ID 99 but)",
+    ):
         case.read(root)
 
 
 def test_empty_split_names_the_list_file(case, root):
     path = root / case.list_file
     if path.suffix == ".mat":
-        key = {"setid.mat": "tstid", "test_list.mat": "labels", "cars_test_annos_withlabels.mat": "annotations"}[path.name]
+        key = {
+            "setid.mat": "tstid",
+            "test_list.mat": "labels",
+            "cars_test_annos_withlabels.mat": "annotations",
+        }[path.name]
         data = {k: v for k, v in scipy.io.loadmat(str(path)).items() if not k.startswith("__")}
         empty = {key: data[key][..., :0] if key != "labels" else np.zeros((0, 1))}
         if key == "labels":
             empty["file_list"] = np.empty((0, 1), dtype=object)
         scipy.io.savemat(str(path), {**data, **empty})
     else:
-        keep = [re.sub(r" 0$", " 1", line) for line in path.read_text().splitlines()] if case.task == "bird200" else []
+        keep = (
+            [re.sub(r" 0$", " 1", line) for line in path.read_text().splitlines()]
+            if case.task == "bird200"
+            else []
+        )
         path.write_text("".join(f"{line}\n" for line in keep))
     with pytest.raises(UserError, match=rf"{re.escape(path.name)}: no test images"):
         case.read(root)
@@ -210,9 +257,17 @@ def test_not_the_layout(case, tmp_path):
 @pytest.mark.parametrize(
     "task, line, message",
     [
-        ("pet37", "Abyssinian_7 1 1", r"test\.txt line 1: expected 'Image CLASS-ID SPECIES BREED-ID', got 'Abyssinian_7 1 1'"),
+        (
+            "pet37",
+            "Abyssinian_7 1 1",
+            r"test\.txt line 1: expected 'Image CLASS-ID SPECIES BREED-ID', got 'Abyssinian_7 1 1'",
+        ),
         ("pet37", "Abyssinian_7 one 1 1", r"test\.txt line 1: CLASS-ID must be a whole number"),
-        ("aircraft102", "0123456", r"images_variant_test\.txt line 1: expected '<image id> <variant>', got '0123456'"),
+        (
+            "aircraft102",
+            "0123456",
+            r"images_variant_test\.txt line 1: expected '<image id> <variant>', got '0123456'",
+        ),
     ],
 )
 def test_unreadable_line_names_file_and_line(tmp_path, task, line, message):
@@ -228,7 +283,9 @@ def test_cars_never_maps_onto_cars_train(tmp_path):
     split = detect_and_read("car196", root)
     assert all(item.key.startswith("cars_test/") for item in split.items)
     train_names = {p.name for p in (root / "cars_train").iterdir()}
-    assert train_names <= {PurePosixPath(item.key).name for item in split.items}  # names shared, as in the archive
+    assert train_names <= {
+        PurePosixPath(item.key).name for item in split.items
+    }  # names shared, as in the archive
     # a choice file labelled like cars_train/ (the classic mix-up) does not fit the test split
     train = scipy.io.loadmat(str(root / "devkit/cars_train_annos.mat"), squeeze_me=True)["annotations"]
     train_class = {str(a["fname"]): int(a["class"]) - 1 for a in np.atleast_1d(train)}
@@ -237,15 +294,25 @@ def test_cars_never_maps_onto_cars_train(tmp_path):
     truth = split.class_names[train_class[differs]]
     others = [n for n in split.class_names if n != truth][:3]
     choices = tmp_path / "mixed.json"
-    choices.write_text(json.dumps({truth: [{"image": f"images/{differs}", "options": [truth, *others], "groundtruth": truth}]}))
-    with pytest.raises(UserError, match=rf"(?s)1 mislabelled.*images/{differs} is '.*' in the dataset \(cars_test/{differs}\)"):
+    choices.write_text(
+        json.dumps(
+            {truth: [{"image": f"images/{differs}", "options": [truth, *others], "groundtruth": truth}]}
+        )
+    )
+    with pytest.raises(
+        UserError,
+        match=rf"(?s)1 mislabelled.*images/{differs} is '.*' in the dataset \(cars_test/{differs}\)",
+    ):
         match_choices(read_choice_file(choices), split)
 
 
 def test_cars_without_labelled_test_annotations(tmp_path):
     root = synthetic.make_cars(tmp_path, n_classes=3, per_class_test=1)
     (root / "cars_test_annos_withlabels.mat").rename(tmp_path / "elsewhere.mat")
-    with pytest.raises(UserError, match=r"no cars_test_annos_withlabels\.mat here or in devkit/ \(devkit/cars_test_annos\.mat has no labels\)"):
+    with pytest.raises(
+        UserError,
+        match=r"no cars_test_annos_withlabels\.mat here or in devkit/ \(devkit/cars_test_annos\.mat has no labels\)",
+    ):
         detect_and_read("car196", root)
     (tmp_path / "elsewhere.mat").rename(root / "devkit" / "cars_test_annos_withlabels.mat")
     assert len(detect_and_read("car196", root).items) == 3
@@ -254,7 +321,10 @@ def test_cars_without_labelled_test_annotations(tmp_path):
 def test_dogs_label_must_match_its_folder(tmp_path):
     root = synthetic.make_dogs(tmp_path, n_classes=3, per_class_test=1)
     _edit_mat(root / "lists/test_list.mat", lambda d: d["labels"].__setitem__((0, 0), 2))
-    with pytest.raises(UserError, match=r"test_list\.mat entry 1: n02085620-Chihuahua/.* has label 2 \(n02085782-Japanese_spaniel\)"):
+    with pytest.raises(
+        UserError,
+        match=r"test_list\.mat entry 1: n02085620-Chihuahua/.* has label 2 \(n02085782-Japanese_spaniel\)",
+    ):
         detect_and_read("dog120", root)
 
 
@@ -295,7 +365,16 @@ def test_flowers_names_from_a_choice_file(tmp_path):
 def test_pets_display_names_and_species_case(tmp_path):
     root = synthetic.make_pets(tmp_path, n_classes=8, per_class_test=1)
     names = detect_and_read("pet37", root).class_names
-    assert names == ["Abyssinian", "American Bulldog", "American Pit Bull Terrier", "Basset Hound", "Beagle", "Bengal", "Birman", "Bombay"]
+    assert names == [
+        "Abyssinian",
+        "American Bulldog",
+        "American Pit Bull Terrier",
+        "Basset Hound",
+        "Beagle",
+        "Bengal",
+        "Birman",
+        "Bombay",
+    ]
 
 
 def test_aircraft_images_carry_the_banner(tmp_path):
@@ -342,7 +421,11 @@ def _embedded(dataset):
         path = row["image"]["path"]
         return {"image": {"bytes": Path(path).read_bytes(), "path": Path(path).name}}
 
-    return dataset.cast_column("image", datasets.Image(decode=False)).map(embed).cast_column("image", datasets.Image())
+    return (
+        dataset.cast_column("image", datasets.Image(decode=False))
+        .map(embed)
+        .cast_column("image", datasets.Image())
+    )
 
 
 @pytest.mark.parametrize("storage", ["save_to_disk", "parquet", "imagefolder"])
@@ -390,6 +473,8 @@ def test_hf_mirror_missing_split(tmp_path):
     import datasets
 
     split, names = _mirror_rows(tmp_path)
-    datasets.DatasetDict({"validation": _embedded(_hf_dataset(split, names))}).save_to_disk(str(tmp_path / "mirror"))
+    datasets.DatasetDict({"validation": _embedded(_hf_dataset(split, names))}).save_to_disk(
+        str(tmp_path / "mirror")
+    )
     with pytest.raises(UserError, match=r"no split 'test' \(splits: validation\)"):
         detect_and_read("pet37", tmp_path / "mirror", cache_dir=tmp_path / "cache")

@@ -31,7 +31,9 @@ def test_every_checked_in_summary_validates(path):
     summary = load_summary(path)
     assert summary["schema_version"] == SCHEMA_VERSION
     assert summary["accuracy_ci_method"] == "wilson"
-    assert summary["accuracy_ci95"] == pytest.approx(accuracy_ci95(summary["n_correct"], summary["n"]), abs=1e-4)
+    assert summary["accuracy_ci95"] == pytest.approx(
+        accuracy_ci95(summary["n_correct"], summary["n"]), abs=1e-4
+    )
 
 
 def test_version_1_is_upgraded_with_a_wilson_interval():
@@ -54,16 +56,21 @@ def test_scoring_type_is_the_scoring_list():
         validate_summary({**summary, "scoring": "perplexity"}, "x")
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"accuracy": "high"}, "field 'accuracy'"),
-    ({"n": None}, "field 'n'"),
-    ({"position_bias": {"A": {"answered": 3}}}, "field 'position_bias.A.answered_share'"),
-    ({"provenance": {}}, "field 'provenance.harness_version'"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"accuracy": "high"}, "field 'accuracy'"),
+        ({"n": None}, "field 'n'"),
+        ({"position_bias": {"A": {"answered": 3}}}, "field 'position_bias.A.answered_share'"),
+        ({"provenance": {}}, "field 'provenance.harness_version'"),
+    ],
+)
 def test_a_bad_field_is_named_with_the_file(tmp_path, change, message):
     path = tmp_path / "summary.json"
     path.write_text(json.dumps({**json.loads(CURRENT.read_text()), **change}))
-    with pytest.raises(UserError, match=rf"{path}: not a valid version-{SCHEMA_VERSION} summary: .*{message}"):
+    with pytest.raises(
+        UserError, match=rf"{path}: not a valid version-{SCHEMA_VERSION} summary: .*{message}"
+    ):
         load_summary(path)
 
 

@@ -9,10 +9,27 @@ from harness.journal import ResponseJournal
 from models.idefics2 import Idefics2FGVR
 
 
-def test_interrupted_run_resumes_from_its_journal(capsys, monkeypatch, tmp_path, tiny_idefics2, cub_root, cub_choices, harness_home):
+def test_interrupted_run_resumes_from_its_journal(
+    capsys, monkeypatch, tmp_path, tiny_idefics2, cub_root, cub_choices, harness_home
+):
     monkeypatch.setattr(ResponseJournal, "chunk_size", 8)
-    args = ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny_idefics2}",
-            "--data-root", str(cub_root), "--choices", str(cub_choices), "--scoring", "loglik", "--json", "--no-record"]
+    args = [
+        "run",
+        "--model",
+        "idefics2",
+        "--task",
+        "bird200",
+        "--model-args",
+        f"pretrained={tiny_idefics2}",
+        "--data-root",
+        str(cub_root),
+        "--choices",
+        str(cub_choices),
+        "--scoring",
+        "loglik",
+        "--json",
+        "--no-record",
+    ]
     scored = []
     original = Idefics2FGVR.loglikelihood
 
@@ -48,8 +65,9 @@ def test_interrupted_run_resumes_from_its_journal(capsys, monkeypatch, tmp_path,
     assert resumed_resps == fresh_resps
 
 
-def test_weights_rewritten_in_place_do_not_resume_from_the_old_answers(capsys, monkeypatch, tmp_path, tiny_idefics2,
-                                                                        cub_root, cub_choices):
+def test_weights_rewritten_in_place_do_not_resume_from_the_old_answers(
+    capsys, monkeypatch, tmp_path, tiny_idefics2, cub_root, cub_choices
+):
     """The journal is keyed by the checkpoint's content: same path, same file sizes, other weights."""
     import shutil
 
@@ -58,9 +76,24 @@ def test_weights_rewritten_in_place_do_not_resume_from_the_old_answers(capsys, m
     checkpoint = tmp_path / "ckpt"
     shutil.copytree(tiny_idefics2, checkpoint)
     monkeypatch.setattr(ResponseJournal, "chunk_size", 8)
-    args = ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={checkpoint}",
-            "--data-root", str(cub_root), "--choices", str(cub_choices), "--scoring", "loglik", "--no-record",
-            "--output-dir", str(tmp_path / "runs")]
+    args = [
+        "run",
+        "--model",
+        "idefics2",
+        "--task",
+        "bird200",
+        "--model-args",
+        f"pretrained={checkpoint}",
+        "--data-root",
+        str(cub_root),
+        "--choices",
+        str(cub_choices),
+        "--scoring",
+        "loglik",
+        "--no-record",
+        "--output-dir",
+        str(tmp_path / "runs"),
+    ]
     scored = []
     original = Idefics2FGVR.loglikelihood
 
@@ -76,12 +109,18 @@ def test_weights_rewritten_in_place_do_not_resume_from_the_old_answers(capsys, m
     weights = next(checkpoint.glob("*.safetensors"))
     size = weights.stat().st_size
     tensors = load_file(str(weights))
-    save_file({name: tensor + 0.5 if tensor.is_floating_point() else tensor for name, tensor in tensors.items()},
-              str(weights), metadata={"format": "pt"})
+    save_file(
+        {name: tensor + 0.5 if tensor.is_floating_point() else tensor for name, tensor in tensors.items()},
+        str(weights),
+        metadata={"format": "pt"},
+    )
     assert weights.stat().st_size == size
     scored.clear()
-    monkeypatch.setattr(Idefics2FGVR, "loglikelihood", lambda self, requests: scored.extend(requests) or
-                        original(self, requests))
+    monkeypatch.setattr(
+        Idefics2FGVR,
+        "loglikelihood",
+        lambda self, requests: scored.extend(requests) or original(self, requests),
+    )
     assert main(args) == 0
     assert "resuming" not in capsys.readouterr().err
     assert len(scored) > 16  # every request answered by the new weights, none taken from the journal

@@ -17,7 +17,11 @@ OPTIONS = ["Laysan_Albatross", "Sooty_Albatross", "Heermann_Gull", "Black_footed
         ("B.", "B", "B"),
         (" c) Heermann Gull", "C", "C"),
         ("(C)", None, "C"),
-        ("Answer: D", "A", "D"),  # the paper's rule reads the first letter: a known weakness, kept for comparability
+        (
+            "Answer: D",
+            "A",
+            "D",
+        ),  # the paper's rule reads the first letter: a known weakness, kept for comparability
         ("The answer is (C).", None, "C"),
         ("the answer is a sooty albatross", None, "B"),
         ("Sooty Albatross", None, "B"),
@@ -37,10 +41,19 @@ def test_answer_parsers(answer, paper, robust):
 def test_score_row_counts_unparseable_answers_and_failed_requests():
     doc = {"group": 3, "label": 7, "options": OPTIONS, "option_labels": [4, 7, 9, 2], "answer_index": 1}
     right = score_row(doc, ["B"], "generate")
-    assert (right.correct, right.robust_correct, right.unparseable, right.failed) == (True, True, False, False)
+    assert (right.correct, right.robust_correct, right.unparseable, right.failed) == (
+        True,
+        True,
+        False,
+        False,
+    )
     assert right.predicted_label == 7 and right.question == 3
-    assert right.metrics() == {"accuracy": {"score": 1.0, "question": 3}, "robust_accuracy": {"score": 1.0, "question": 3},
-                               "unparseable": 0, "errors": 0}
+    assert right.metrics() == {
+        "accuracy": {"score": 1.0, "question": 3},
+        "robust_accuracy": {"score": 1.0, "question": 3},
+        "unparseable": 0,
+        "errors": 0,
+    }
     lenient = score_row(doc, ["(B)"], "generate")
     assert (lenient.correct, lenient.robust_correct, lenient.unparseable) == (False, True, True)
     failed = score_row(doc, [FAILED_GENERATION], "generate")
@@ -49,8 +62,9 @@ def test_score_row_counts_unparseable_answers_and_failed_requests():
     assert loglik.correct and loglik.predicted == 1 and "unparseable" not in loglik.metrics()
     broken = score_row(doc, [(3.0, False), (FAILED_NLL, False), (5.0, False), (4.0, False)], "loglik")
     assert broken.failed and broken.predicted is None and broken.metrics()["errors"] == 1
-    open_world = score_row({"label": 1, "class_names": ["Laysan Albatross", "Sooty Albatross"]},
-                           ["a sooty albatross"], "open")
+    open_world = score_row(
+        {"label": 1, "class_names": ["Laysan Albatross", "Sooty Albatross"]}, ["a sooty albatross"], "open"
+    )
     assert open_world.correct and open_world.n_options == 0
 
 
@@ -64,8 +78,16 @@ def _display_name_question(answer_index: int) -> dict:
     others = iter(["Laysan Albatross", "Sooty Albatross", "Heermann Gull"])
     options = ["Black footed Albatross" if i == answer_index else next(others) for i in range(4)]
     labels = [0 if i == answer_index else 10 + i for i in range(4)]
-    return {"group": 0, "rotation": 0, "options": options, "option_labels": labels, "answer_index": answer_index,
-            "label": 0, "class_name": "Black_footed_Albatross", "class_names": []}
+    return {
+        "group": 0,
+        "rotation": 0,
+        "options": options,
+        "option_labels": labels,
+        "answer_index": answer_index,
+        "label": 0,
+        "class_name": "Black_footed_Albatross",
+        "class_names": [],
+    }
 
 
 def test_summary_compares_option_indices_not_names():
@@ -79,7 +101,9 @@ def test_summary_compares_option_indices_not_names():
         assert summary["per_class_accuracy"] == {"Black_footed_Albatross": 1.0}
     wrong = summarise([score_row(question, ["B"], "generate")], names)
     assert wrong["accuracy"] == 0.0
-    assert wrong["confusions"] == [{"true": "Black_footed_Albatross", "predicted": "Laysan_Albatross", "count": 1}]
+    assert wrong["confusions"] == [
+        {"true": "Black_footed_Albatross", "predicted": "Laysan_Albatross", "count": 1}
+    ]
 
 
 def test_a_circular_question_is_right_only_if_every_rotation_is():
@@ -95,7 +119,10 @@ def test_a_circular_question_is_right_only_if_every_rotation_is():
 
 
 def test_position_bias_counts_answered_and_right_letters():
-    docs = [{"group": i, "label": 0, "options": OPTIONS, "answer_index": gold} for i, gold in enumerate([0, 1, 2, 3, 1])]
+    docs = [
+        {"group": i, "label": 0, "options": OPTIONS, "answer_index": gold}
+        for i, gold in enumerate([0, 1, 2, 3, 1])
+    ]
     answers = ["A", "A", "A", "D", "nothing"]
     bias = summarise([score_row(d, [a], "generate") for d, a in zip(docs, answers)], {})["position_bias"]
     assert bias["A"] == {"answered": 3, "answered_share": 0.6, "gold": 1, "gold_share": 0.2}

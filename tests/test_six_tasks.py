@@ -40,9 +40,28 @@ def datasets(tmp_path_factory) -> dict[str, tuple[Path, Path, Path | None]]:
 def _run(capsys, tmp_path, tiny, data, task, scoring, variant) -> dict:
     root, choices, names = data[task]
     extra, needs_choices = VARIANTS[variant]
-    args = ["run", "--model", "idefics2", "--task", task, "--model-args", f"pretrained={tiny}", "--data-root", str(root),
-            "--scoring", scoring, "--limit", "4", "--batch-size", "4", "--json", "--no-record",
-            "--output-dir", str(tmp_path), *extra]
+    args = [
+        "run",
+        "--model",
+        "idefics2",
+        "--task",
+        task,
+        "--model-args",
+        f"pretrained={tiny}",
+        "--data-root",
+        str(root),
+        "--scoring",
+        scoring,
+        "--limit",
+        "4",
+        "--batch-size",
+        "4",
+        "--json",
+        "--no-record",
+        "--output-dir",
+        str(tmp_path),
+        *extra,
+    ]
     if needs_choices:
         args += ["--choices", str(choices)]
     if names is not None:
@@ -66,8 +85,11 @@ def _cases(full: bool):
     # the default run: every task with every scoring on its choice file, and every variant on two tasks
     tasks = list(FGVR_TASKS)
     quick = [(t, s, "choices") for t in tasks for s in SCORINGS]
-    quick += [(tasks[(i + shift) % len(tasks)], "loglik" if v != "open" else "generate", v)
-              for i, v in enumerate(v for v in VARIANTS if v != "choices") for shift in (0, 3)]
+    quick += [
+        (tasks[(i + shift) % len(tasks)], "loglik" if v != "open" else "generate", v)
+        for i, v in enumerate(v for v in VARIANTS if v != "choices")
+        for shift in (0, 3)
+    ]
     return quick
 
 
@@ -87,6 +109,8 @@ def test_every_task_scoring_and_variant(capsys, tmp_path, tiny_idefics2, dataset
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("task", "scoring", "variant"), sorted(set(_cases(full=True)) - set(_cases(full=False))))
+@pytest.mark.parametrize(
+    ("task", "scoring", "variant"), sorted(set(_cases(full=True)) - set(_cases(full=False)))
+)
 def test_full_matrix(capsys, tmp_path, tiny_idefics2, datasets, task, scoring, variant):
     _run(capsys, tmp_path, tiny_idefics2, datasets, task, scoring, variant)

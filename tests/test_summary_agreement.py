@@ -17,18 +17,43 @@ def display_name_choices(cub_choices, tmp_path_factory):
     def shown(name: str) -> str:
         return name.split(".", 1)[-1].replace("_", " ")
 
-    renamed = {shown(cls): [{**e, "options": [shown(o) for o in e["options"]], "groundtruth": shown(e["groundtruth"])}
-                            for e in rows] for cls, rows in entries.items()}
+    renamed = {
+        shown(cls): [
+            {**e, "options": [shown(o) for o in e["options"]], "groundtruth": shown(e["groundtruth"])}
+            for e in rows
+        ]
+        for cls, rows in entries.items()
+    }
     path = tmp_path_factory.mktemp("choices") / "bird-200-display.json"
     path.write_text(json.dumps(renamed))
     return path
 
 
 @pytest.mark.parametrize("scoring", ["loglik", "generate"])
-def test_summary_accuracy_equals_lmms_eval_accuracy(capsys, tmp_path, tiny_idefics2, cub_root, display_name_choices, scoring):
-    args = ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny_idefics2},device=cpu",
-            "--data-root", str(cub_root), "--choices", str(display_name_choices), "--scoring", scoring,
-            "--batch-size", "4", "--json", "--no-record", "--output-dir", str(tmp_path)]
+def test_summary_accuracy_equals_lmms_eval_accuracy(
+    capsys, tmp_path, tiny_idefics2, cub_root, display_name_choices, scoring
+):
+    args = [
+        "run",
+        "--model",
+        "idefics2",
+        "--task",
+        "bird200",
+        "--model-args",
+        f"pretrained={tiny_idefics2},device=cpu",
+        "--data-root",
+        str(cub_root),
+        "--choices",
+        str(display_name_choices),
+        "--scoring",
+        scoring,
+        "--batch-size",
+        "4",
+        "--json",
+        "--no-record",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main(args) == 0, capsys.readouterr().err
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     summary = json.loads(open(line["summary_file"]).read())
@@ -43,14 +68,16 @@ def test_summary_accuracy_equals_lmms_eval_accuracy(capsys, tmp_path, tiny_idefi
         assert direct > 0, "the fixture must have some right answers for this test to mean anything"
     else:
         letters = "ABCD"
-        direct = sum(s["filtered_resps"][0].strip()[:1].upper() == letters[s["doc"]["answer_index"]]
-                     for s in samples) / len(samples)
+        direct = sum(
+            s["filtered_resps"][0].strip()[:1].upper() == letters[s["doc"]["answer_index"]] for s in samples
+        ) / len(samples)
     assert summary["accuracy"] == pytest.approx(direct)
 
 
 @pytest.mark.parametrize("scoring", ["loglik", "generate"])
-def test_a_request_that_raises_is_counted_as_an_error(capsys, monkeypatch, tmp_path, tiny_idefics2, cub_root, cub_choices,
-                                                      scoring):
+def test_a_request_that_raises_is_counted_as_an_error(
+    capsys, monkeypatch, tmp_path, tiny_idefics2, cub_root, cub_choices, scoring
+):
     """One question's request raises in the wrapper: the run completes, `errors` counts it, and it is
     neither unparseable nor silently a wrong answer of some option."""
     from models.idefics2 import Idefics2FGVR
@@ -64,10 +91,27 @@ def test_a_request_that_raises_is_counted_as_an_error(capsys, monkeypatch, tmp_p
         return original(self, batch)
 
     monkeypatch.setattr(Idefics2FGVR, method, fails_on_doc_0)
-    args = ["run", "--model", "idefics2", "--task", "bird200", "--model-args",
-            f"pretrained={tiny_idefics2},device=cpu,shared_prefix=false", "--data-root", str(cub_root),
-            "--choices", str(cub_choices), "--scoring", scoring, "--batch-size", "4", "--json", "--no-record",
-            "--output-dir", str(tmp_path)]
+    args = [
+        "run",
+        "--model",
+        "idefics2",
+        "--task",
+        "bird200",
+        "--model-args",
+        f"pretrained={tiny_idefics2},device=cpu,shared_prefix=false",
+        "--data-root",
+        str(cub_root),
+        "--choices",
+        str(cub_choices),
+        "--scoring",
+        scoring,
+        "--batch-size",
+        "4",
+        "--json",
+        "--no-record",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main(args) == 0, capsys.readouterr().err
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     summary = json.loads(open(line["summary_file"]).read())
@@ -80,9 +124,28 @@ def test_a_request_that_raises_is_counted_as_an_error(capsys, monkeypatch, tmp_p
 
 
 def test_circular_accuracy_counts_questions_in_both(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices):
-    args = ["run", "--model", "idefics2", "--task", "bird200", "--model-args", f"pretrained={tiny_idefics2},device=cpu",
-            "--data-root", str(cub_root), "--choices", str(cub_choices), "--scoring", "loglik", "--circular",
-            "--batch-size", "4", "--json", "--no-record", "--output-dir", str(tmp_path)]
+    args = [
+        "run",
+        "--model",
+        "idefics2",
+        "--task",
+        "bird200",
+        "--model-args",
+        f"pretrained={tiny_idefics2},device=cpu",
+        "--data-root",
+        str(cub_root),
+        "--choices",
+        str(cub_choices),
+        "--scoring",
+        "loglik",
+        "--circular",
+        "--batch-size",
+        "4",
+        "--json",
+        "--no-record",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main(args) == 0, capsys.readouterr().err
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     summary = json.loads(open(line["summary_file"]).read())
@@ -93,4 +156,8 @@ def test_circular_accuracy_counts_questions_in_both(capsys, tmp_path, tiny_idefi
     for s in samples:
         picked = min(range(4), key=lambda i: s["filtered_resps"][i][0])
         right[s["doc"]["group"]] = right.get(s["doc"]["group"], True) and picked == s["doc"]["answer_index"]
-    assert summary["accuracy"] == pytest.approx(results["accuracy,none"]) == pytest.approx(sum(right.values()) / 10)
+    assert (
+        summary["accuracy"]
+        == pytest.approx(results["accuracy,none"])
+        == pytest.approx(sum(right.values()) / 10)
+    )

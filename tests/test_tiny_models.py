@@ -33,8 +33,12 @@ PROCESSOR_CLASSES = {
     "smolvlm2": "SmolVLMProcessor",
 }
 # The processors that also take a video processor load for images only (models.processors.image_only).
-IMAGE_TOKENS = {"qwen2_5_vl": "<|image_pad|>", "qwen3_vl": "<|image_pad|>", "gemma3_4b": "<image_soft_token>",
-                "internvl3": "<IMG_CONTEXT>"}
+IMAGE_TOKENS = {
+    "qwen2_5_vl": "<|image_pad|>",
+    "qwen3_vl": "<|image_pad|>",
+    "gemma3_4b": "<image_soft_token>",
+    "internvl3": "<IMG_CONTEXT>",
+}
 IMAGE_ONLY = {"qwen2_5_vl", "qwen3_vl", "internvl3", "llava_onevision", "smolvlm2"}
 
 

@@ -18,7 +18,9 @@ ARCHS = ("idefics2", pytest.param("llava15", marks=pytest.mark.slow))
 def training_data(tmp_path_factory):
     from finedefics_train.fixtures import make_training_data
 
-    return make_training_data(tmp_path_factory.mktemp("arch-data"), n_classes=4, per_class_train=2, per_class_test=1)
+    return make_training_data(
+        tmp_path_factory.mktemp("arch-data"), n_classes=4, per_class_train=2, per_class_test=1
+    )
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -65,7 +67,9 @@ def test_image_representation_and_generation_share_the_visual_tokens(tiny, train
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
         image = image_representation(adapter, model, visual, processor.tokenizer.eos_token_id)
         eos = model.get_input_embeddings()(torch.tensor([[processor.tokenizer.eos_token_id]]))
-        direct = adapter.language_model(model)(inputs_embeds=torch.cat([visual[:1], eos], 1)).last_hidden_state[0, -1]
+        direct = adapter.language_model(model)(
+            inputs_embeds=torch.cat([visual[:1], eos], 1)
+        ).last_hidden_state[0, -1]
         torch.testing.assert_close(image[0], direct, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(image[0], image[1])  # the image matters
 
@@ -88,7 +92,10 @@ def test_recipe_batches_one_stage_and_simple_negatives(tiny, training_data):
     from finedefics_train.trainer import JointCollator, wrap_lora
 
     adapter, model, processor = tiny
-    stage1, stage2 = load_stage(training_data.data_dir, "stage1"), load_stage(training_data.data_dir, "stage2")
+    stage1, stage2 = (
+        load_stage(training_data.data_dir, "stage1"),
+        load_stage(training_data.data_dir, "stage2"),
+    )
     rows = [stage1[i] for i in range(4)]
     descriptions = dict(zip(stage1["category"], stage1["attribute"], strict=True))
     simple = StageOneCollator(SequenceBuilder(processor, adapter), random_negatives=True,

@@ -16,7 +16,9 @@ from harness.cli import main
 def data(tmp_path_factory):
     from finedefics_train.fixtures import make_training_data
 
-    return make_training_data(tmp_path_factory.mktemp("cli-data"), n_classes=4, per_class_train=2, per_class_test=1)
+    return make_training_data(
+        tmp_path_factory.mktemp("cli-data"), n_classes=4, per_class_train=2, per_class_test=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,9 @@ def test_bad_training_input_is_refused_before_any_weights_load(data, base, tmp_p
                "Did you mean 'finetune_only'")  # fmt: skip
     fails_with(capsys, ["train", "stage1", "--data", str(data.data_dir), *common, "--recipe", "finetune_only"],
                "recipe finetune_only has no stage1")  # fmt: skip
-    fails_with(capsys, ["train", "stage1", "--data", str(data.data_dir), *common, "--resume"], "no checkpoint")
+    fails_with(
+        capsys, ["train", "stage1", "--data", str(data.data_dir), *common, "--resume"], "no checkpoint"
+    )
     fails_with(capsys, ["train", "stage1", "--data", str(data.data_dir), *common, "--eval-after", "bird200"],
                "--eval-data-root bird200=PATH")  # fmt: skip
 

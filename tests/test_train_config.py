@@ -19,8 +19,16 @@ def test_paper_config_has_the_papers_settings():
     assert (config.model.lora_r, config.model.lora_alpha, config.model.lora_dropout) == (8, 8, 0.2)
     for stage, batch in (("stage1", 64), ("stage2", 128)):
         settings = config.stage(stage)
-        assert (settings.learning_rate, settings.lr_scheduler_type, settings.warmup_steps) == (2e-4, "linear", 60)
-        assert (settings.weight_decay, settings.num_train_epochs, settings.global_batch_size) == (0.01, 1, batch)
+        assert (settings.learning_rate, settings.lr_scheduler_type, settings.warmup_steps) == (
+            2e-4,
+            "linear",
+            60,
+        )
+        assert (settings.weight_decay, settings.num_train_epochs, settings.global_batch_size) == (
+            0.01,
+            1,
+            batch,
+        )
     # 64 over 8 GPUs x 4 per device: 2 accumulation steps; 128: 4
     assert config.stage1.gradient_accumulation(8) == 2 and config.stage2.gradient_accumulation(8) == 4
 
@@ -50,11 +58,23 @@ def test_batch_not_divisible_by_processes():
 
 
 def test_recipes_by_name():
-    assert set(RECIPES) == {"finedefics", "one_stage", "finetune_only", "cl_obj_cat", "simple_negatives", "no_ccc"}
+    assert set(RECIPES) == {
+        "finedefics",
+        "one_stage",
+        "finetune_only",
+        "cl_obj_cat",
+        "simple_negatives",
+        "no_ccc",
+    }
     config = load_config("paper")
     assert apply_recipe(get_recipe("no_ccc"), config).loss.ccc_weight == 0.0
     ablation = apply_recipe(get_recipe("cl_obj_cat"), config).loss
-    assert (ablation.oac_weight, ablation.acc_weight, ablation.gen_weight, ablation.occ_weight) == (0, 0, 0, 0.5)
+    assert (ablation.oac_weight, ablation.acc_weight, ablation.gen_weight, ablation.occ_weight) == (
+        0,
+        0,
+        0,
+        0.5,
+    )
     assert get_recipe("finetune_only").stages == ("stage2",)
     with pytest.raises(UserError, match="did you mean 'no_ccc'|Did you mean 'no_ccc'"):
         get_recipe("no_cc")
@@ -84,4 +104,6 @@ def test_data_checks_name_the_folder_and_the_stage(training_data):
 def training_data(tmp_path_factory):
     from finedefics_train.fixtures import make_training_data
 
-    return make_training_data(tmp_path_factory.mktemp("train-data"), n_classes=4, per_class_train=2, per_class_test=1)
+    return make_training_data(
+        tmp_path_factory.mktemp("train-data"), n_classes=4, per_class_train=2, per_class_test=1
+    )

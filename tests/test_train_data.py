@@ -63,8 +63,25 @@ def run_cli(capsys, *argv: str) -> dict:
 @pytest.fixture(scope="module")
 def human_run(cub, tiny_clip, data_dir):
     out = data_dir / "human-out"
-    args = ["train", "data", "bird200", "--source", str(cub), "--attributes", "human", "--negatives", "clip",
-            "--clip-model", f"hf:{tiny_clip}", "--out", str(out), "--export-csv", "--json", "--mcq-ratio", "0.5"]
+    args = [
+        "train",
+        "data",
+        "bird200",
+        "--source",
+        str(cub),
+        "--attributes",
+        "human",
+        "--negatives",
+        "clip",
+        "--clip-model",
+        f"hf:{tiny_clip}",
+        "--out",
+        str(out),
+        "--export-csv",
+        "--json",
+        "--mcq-ratio",
+        "0.5",
+    ]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(args) == 0
@@ -74,7 +91,10 @@ def human_run(cub, tiny_clip, data_dir):
 def test_human_run_writes_both_sets_with_the_schema(human_run, cub):
     summary, out = human_run
     assert JSON_KEYS <= set(summary) and summary["tasks"] == ["bird200"] and summary["overlap"] == []
-    stage1, stage2 = datasets.load_from_disk(str(out / "stage1")), datasets.load_from_disk(str(out / "stage2"))
+    stage1, stage2 = (
+        datasets.load_from_disk(str(out / "stage1")),
+        datasets.load_from_disk(str(out / "stage2")),
+    )
     assert set(stage1.column_names) == STAGE1_COLUMNS and set(stage2.column_names) == STAGE2_COLUMNS
     assert isinstance(stage1.features["image"], datasets.Image)
     assert summary["n_stage1"] == len(stage1) == len(stage2) > 0
@@ -85,11 +105,15 @@ def test_human_run_writes_both_sets_with_the_schema(human_run, cub):
         assert row["label"] == item.label and row["category"] == train.class_names[item.label]
         assert row["source"] == "human" and row["superclass"] == "bird"
         assert row["category"] not in row["neg_categories"] and len(set(row["neg_categories"])) == 3
-        assert np.array_equal(np.asarray(row["image"]), np.asarray(__import__("PIL.Image").Image.open(item.image)))
+        assert np.array_equal(
+            np.asarray(row["image"]), np.asarray(__import__("PIL.Image").Image.open(item.image))
+        )
     # every negative description is the one of the negative image, itself of the negative category
     attribute_of = {row["image_id"]: row["attribute"] for row in stage1}
     for row in stage1:
-        for category, attribute, image_id in zip(row["neg_categories"], row["neg_attributes"], row["neg_image_ids"]):
+        for category, attribute, image_id in zip(
+            row["neg_categories"], row["neg_attributes"], row["neg_image_ids"]
+        ):
             assert attribute_of[image_id] == attribute
             assert train.class_names[by_key[image_id].label] == category
 
@@ -123,18 +147,26 @@ def test_clip_negatives_are_the_direct_top3(human_run, cub, tiny_clip):
         text = model.get_text_features(**processor(text=texts, return_tensors="pt", padding=True))
         text = torch.nn.functional.normalize(getattr(text, "pooler_output", text), dim=-1)
         for row in stage1:
-            pixels = processor(images=[__import__("PIL.Image").Image.open(by_key[row["image_id"]].image).convert("RGB")],
-                               return_tensors="pt")["pixel_values"]
+            pixels = processor(
+                images=[__import__("PIL.Image").Image.open(by_key[row["image_id"]].image).convert("RGB")],
+                return_tensors="pt",
+            )["pixel_values"]
             image = model.get_image_features(pixel_values=pixels)
             image = torch.nn.functional.normalize(getattr(image, "pooler_output", image), dim=-1)
             scores = (image @ text.T)[0].tolist()
-            ranked = [label for label in sorted(range(len(scores)), key=lambda i: -scores[i]) if label != row["label"]]
+            ranked = [
+                label
+                for label in sorted(range(len(scores)), key=lambda i: -scores[i])
+                if label != row["label"]
+            ]
             assert row["neg_categories"] == [train.class_names[label] for label in ranked[:3]]
 
 
 def test_stage2_mcq_prompts_are_the_evaluation_prompts(human_run, cub):
     _, out = human_run
-    stage1 = {row["image_id"]: row for row in datasets.load_from_disk(str(out / "stage1")).remove_columns("image")}
+    stage1 = {
+        row["image_id"]: row for row in datasets.load_from_disk(str(out / "stage1")).remove_columns("image")
+    }
     stage2 = datasets.load_from_disk(str(out / "stage2")).remove_columns("image")
     train = detect_and_read("bird200", cub, split="train")
     labels = {name: label for label, name in enumerate(train.class_names)}
@@ -144,7 +176,11 @@ def test_stage2_mcq_prompts_are_the_evaluation_prompts(human_run, cub):
     answered_by = set()
     for row in stage2:
         if row["type"] == "open":
-            assert row["question"] == OPEN_QUESTION.format(superclass="bird") == "What is the name of the bird in this image?"
+            assert (
+                row["question"]
+                == OPEN_QUESTION.format(superclass="bird")
+                == "What is the name of the bird in this image?"
+            )
             assert row["answer"] == row["category"] and row["options"] == []
             continue
         first = stage1[row["image_id"]]
@@ -155,13 +191,17 @@ def test_stage2_mcq_prompts_are_the_evaluation_prompts(human_run, cub):
         doc = {"question": question_for(get_task("bird200").noun), "options": row["options"],
                "answer_index": row["options"].index(row["category"])}  # fmt: skip
         if row["answer"] == row["category"]:  # the option-name prompt, what loglik_name scores
-            assert row["question"] == hooks.doc_to_text_name(doc) == render_question(
-                doc["question"], asked.options, NAME_INSTRUCTION
+            assert (
+                row["question"]
+                == hooks.doc_to_text_name(doc)
+                == render_question(doc["question"], asked.options, NAME_INSTRUCTION)
             )
             assert row["category"] in hooks.doc_to_choice_names(doc)
             answered_by.add("name")
         else:  # the letter prompt, what generate and loglik score
-            assert row["question"] == hooks.doc_to_text(doc) == render_question(doc["question"], asked.options)
+            assert (
+                row["question"] == hooks.doc_to_text(doc) == render_question(doc["question"], asked.options)
+            )
             assert row["answer"] == hooks.doc_to_target(doc) == "ABCD"[doc["answer_index"]]
             answered_by.add("letter")
     assert answered_by == {"name", "letter"}  # both evaluation prompts are trained
@@ -184,8 +224,21 @@ def test_csv_export_in_the_reference_format(human_run):
 
 def test_human_needs_the_attribute_files(tmp_path, capsys):
     root = synthetic.make_cub(tmp_path / "cub", n_classes=4, with_attributes=False)
-    code = main(["train", "data", "bird200", "--source", str(root), "--attributes", "human", "--negatives", "random",
-                 "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "train",
+            "data",
+            "bird200",
+            "--source",
+            str(root),
+            "--attributes",
+            "human",
+            "--negatives",
+            "random",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 2 and "image_attribute_labels.txt" in capsys.readouterr().err
 
 
@@ -193,8 +246,21 @@ def test_overlap_stops_with_the_pairs_and_is_recorded_when_allowed(tmp_path, cap
     root = synthetic.make_cars(tmp_path / "cars", n_classes=4, per_class_test=1, per_class_train=1, seed=3)
     # Cars reuses file names across cars_train/ and cars_test/: without a planted copy there is no overlap
     pairs = synthetic.plant_overlap("car196", root, n=1)
-    args = ["train", "data", "car196", "--source", str(root), "--attributes", "class-tags", "--llm", "hf:/nonexistent",
-            "--negatives", "random", "--out", str(tmp_path / "out")]
+    args = [
+        "train",
+        "data",
+        "car196",
+        "--source",
+        str(root),
+        "--attributes",
+        "class-tags",
+        "--llm",
+        "hf:/nonexistent",
+        "--negatives",
+        "random",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(args) == 2
     error = capsys.readouterr().err
     assert "leakage" in error and pairs[0][0] in error and pairs[0][1] in error
@@ -229,7 +295,6 @@ def test_llm_vqa_on_all_six_layouts(tmp_path, tiny_chat, tiny_idefics2, tiny_cli
     for row in stage1:
         assert row["source"] == "llm-vqa" and row["attribute"].strip()
         assert row["category"] not in row["neg_categories"]
-
 
 
 def test_allowed_overlap_is_recorded_and_class_tags_are_shared_per_class(tmp_path, tiny_chat, capsys):

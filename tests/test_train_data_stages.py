@@ -51,7 +51,9 @@ def test_attribute_names_are_parsed_from_lists():
 
 def test_class_names_are_masked_in_any_spelling():
     masker = ClassNameMasker(["Black_footed_Albatross", "Albatross", "Tesla Model S Sedan 2012"], "bird")
-    text, count = masker("A black-footed albatross, not an ALBATROSS; a Tesla Model S Sedan 2012. Albatrosses stay.")
+    text, count = masker(
+        "A black-footed albatross, not an ALBATROSS; a Tesla Model S Sedan 2012. Albatrosses stay."
+    )
     assert text == "A bird, not an bird; a bird. Albatrosses stay." and count == 3
 
 
@@ -75,13 +77,17 @@ def test_unparseable_reply_is_retried_once_then_recorded(tmp_path):
     found = stages.discover_attributes({"bird": "list bird attributes", "car": "list car attributes"}, llm, cache,
                                        report, batch_size=2)  # fmt: skip
     assert found == {"bird": ["beak shape"], "car": []}
-    assert llm.prompts[2:] == [p + stages.RETRY_REMINDER for p in ("list bird attributes", "list car attributes")]
+    assert llm.prompts[2:] == [
+        p + stages.RETRY_REMINDER for p in ("list bird attributes", "list car attributes")
+    ]
     assert [r.subject for r in report.failures] == ["car"] and "asked again" in report.failures[0].error
     failed = ReplyCache(tmp_path / "d.jsonl").get(reply_key("car", "list car attributes", "scripted"))
     assert not failed.ok and failed.text == "???"  # the raw reply is kept, never replaced by empty text
     # a re-run asks nothing (failures included) unless told to retry them
     again = ScriptedLLM([])
-    stages.discover_attributes({"bird": "list bird attributes"}, again, ReplyCache(tmp_path / "d.jsonl"), StageReport("d"))
+    stages.discover_attributes(
+        {"bird": "list bird attributes"}, again, ReplyCache(tmp_path / "d.jsonl"), StageReport("d")
+    )
     assert again.prompts == []
     retry = ScriptedLLM(["- grille"])
     found = stages.discover_attributes({"car": "list car attributes"}, retry,
@@ -92,7 +98,9 @@ def test_unparseable_reply_is_retried_once_then_recorded(tmp_path):
 def test_cache_ignores_a_torn_last_line(tmp_path):
     cache = ReplyCache(tmp_path / "c.jsonl")
     report = StageReport("s")
-    stages.ask_all([Ask("a", "p")], cache, "b", lambda batch: ["fine"], lambda t, _: t, batch_size=1, report=report)
+    stages.ask_all(
+        [Ask("a", "p")], cache, "b", lambda batch: ["fine"], lambda t, _: t, batch_size=1, report=report
+    )
     with (tmp_path / "c.jsonl").open("a") as handle:
         handle.write('{"key": "trunc')
     assert list(ReplyCache(tmp_path / "c.jsonl").replies) == [reply_key("a", "p", "b")]
@@ -131,8 +139,14 @@ def test_default_prompts_for_every_task():
         singular = FGVR_TASKS[task].singular
         assert prompts.superclass == singular and prompts.unit
         discovery = prompts.render("discovery")
-        assert f"distinguishing {prompts.superclass} {prompts.unit} in a photo of a {prompts.superclass}" in discovery
-        assert prompts.render("vqa", attribute="wing color") == f"Describe the wing color of the {singular} in this image."
+        assert (
+            f"distinguishing {prompts.superclass} {prompts.unit} in a photo of a {prompts.superclass}"
+            in discovery
+        )
+        assert (
+            prompts.render("vqa", attribute="wing color")
+            == f"Describe the wing color of the {singular} in this image."
+        )
 
 
 def test_prompt_file_errors_name_the_file(tmp_path):
@@ -151,7 +165,19 @@ def test_stop_after_requires_llm_vqa_and_backends_are_checked_first(tmp_path, ca
     code = main(["train", "data", "pet37", "--source", str(root), "--attributes", "llm-vqa", "--llm", "hf:x",
                  "--out", str(tmp_path / "o")])  # fmt: skip
     assert code == 2 and "needs --vqa" in capsys.readouterr().err
-    code = main(["train", "data", "pet37", "--source", str(root), "--attributes", "human", "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "train",
+            "data",
+            "pet37",
+            "--source",
+            str(root),
+            "--attributes",
+            "human",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "only bird200" in capsys.readouterr().err
 
 
@@ -217,7 +243,17 @@ def test_served_llm_gives_the_same_descriptions_as_the_local_one(tmp_path, tiny_
 
 def test_backend_specs_are_checked_before_any_work(tmp_path, capsys):
     root = synthetic.make_pets(tmp_path / "pets", n_classes=4)
-    base = ["train", "data", "pet37", "--source", str(root), "--out", str(tmp_path / "o"), "--attributes", "llm-vqa"]
+    base = [
+        "train",
+        "data",
+        "pet37",
+        "--source",
+        str(root),
+        "--out",
+        str(tmp_path / "o"),
+        "--attributes",
+        "llm-vqa",
+    ]
     assert main([*base, "--llm", "gpt4", "--vqa", "model:idefics2"]) == 2
     assert "LLM backend spec 'gpt4'" in capsys.readouterr().err
     assert main([*base, "--llm", "hf:x", "--vqa", "model:idefix2,pretrained=/m"]) == 2
@@ -250,12 +286,18 @@ def test_served_vision_model_answers_like_our_wrapper(tmp_path, tiny_idefics2):
     from finedefics_train.data.vqa import load_vqa_backend
     from models.fixtures.serve import transformers_serve
 
-    root = synthetic.make_cub(tmp_path / "cub", n_classes=3, per_class_test=1, per_class_train=1, with_attributes=False)
+    root = synthetic.make_cub(
+        tmp_path / "cub", n_classes=3, per_class_test=1, per_class_train=1, with_attributes=False
+    )
     images = sorted((root / "images").rglob("*.jpg"))[:3]
     questions = [(image, q) for image, q in zip(images, ["Describe the bird in this image.",
                                                         "Describe the wing color of the bird in this image.",
                                                         "Describe the bill shape of the bird in this image."])]  # fmt: skip
-    local = load_vqa_backend(f"model:idefics2,pretrained={tiny_idefics2}", batch_size=3).answer(questions, max_new_tokens=5)
+    local = load_vqa_backend(f"model:idefics2,pretrained={tiny_idefics2}", batch_size=3).answer(
+        questions, max_new_tokens=5
+    )
     with transformers_serve(tiny_idefics2) as url:
-        served = load_vqa_backend(f"openai:{url}#{tiny_idefics2}", concurrency=3).answer(questions, max_new_tokens=5)
+        served = load_vqa_backend(f"openai:{url}#{tiny_idefics2}", concurrency=3).answer(
+            questions, max_new_tokens=5
+        )
     assert served == local and any(local)

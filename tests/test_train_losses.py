@@ -50,16 +50,23 @@ def test_symmetric_infonce_with_hard_negatives_equals_direct_computation(reps):
     module = SymmetricInfoNCE("oac", weight=0.5)
     terms = module(reps["a"], reps["b"], reps["a_neg"], reps["b_neg"])
     t = TEMPERATURE_INIT
-    expected = 0.5 * (
-        direct_direction(reps["a"], reps["b"], reps["b_neg"], t) + direct_direction(reps["b"], reps["a"], reps["a_neg"], t)
-    ) / 2
+    expected = (
+        0.5
+        * (
+            direct_direction(reps["a"], reps["b"], reps["b_neg"], t)
+            + direct_direction(reps["b"], reps["a"], reps["a_neg"], t)
+        )
+        / 2
+    )
     assert float(terms["oac_loss"].detach()) == pytest.approx(expected, rel=1e-5)
     assert float(terms["oac_temperature"]) == pytest.approx(TEMPERATURE_INIT)
     # without hard negatives: plain symmetric InfoNCE (a different number)
     plain = module(reps["a"], reps["b"])["oac_loss"]
-    expected_plain = 0.5 * (
-        direct_direction(reps["a"], reps["b"], None, t) + direct_direction(reps["b"], reps["a"], None, t)
-    ) / 2
+    expected_plain = (
+        0.5
+        * (direct_direction(reps["a"], reps["b"], None, t) + direct_direction(reps["b"], reps["a"], None, t))
+        / 2
+    )
     assert float(plain) == pytest.approx(expected_plain, rel=1e-5)
     assert abs(float(plain) - expected) > 1e-3
 
@@ -83,7 +90,9 @@ def test_ccc_equals_direct_computation_in_both_modes(reps, reference):
     labels = torch.tensor([0, 1, 0, 2])  # a repeated category: masked in the correct mode only
     module = CategoryContrastive(weight=1.0, reference_compat=reference)
     got = float(module(reps["a"], reps["a_neg"], labels)["ccc_loss"])
-    assert got == pytest.approx(direct_ccc(reps["a"], reps["a_neg"], labels, TEMPERATURE_INIT, reference), rel=1e-5)
+    assert got == pytest.approx(
+        direct_ccc(reps["a"], reps["a_neg"], labels, TEMPERATURE_INIT, reference), rel=1e-5
+    )
 
 
 def test_ccc_modes_differ(reps):
@@ -151,7 +160,9 @@ def test_acc_masks_a_repeated_category_unless_reproducing_the_reference(reps):
     common = dict(image=image, attribute=reps["a"], category=reps["b"], neg_attribute=reps["a_neg"],
                   neg_category=reps["b_neg"], labels=labels)  # fmt: skip
     correct = StageOneLoss(gen_weight=0, oac_weight=0, ccc_weight=0)(**common)["acc_loss"]
-    reference = StageOneLoss(gen_weight=0, oac_weight=0, ccc_weight=0, reference_compat=True)(**common)["acc_loss"]
+    reference = StageOneLoss(gen_weight=0, oac_weight=0, ccc_weight=0, reference_compat=True)(**common)[
+        "acc_loss"
+    ]
     t = TEMPERATURE_INIT
 
     def direction(q, keys, hard):
@@ -162,7 +173,11 @@ def test_acc_masks_a_repeated_category_unless_reproducing_the_reference(reps):
             total += nll(scores, kept.index(i), t)
         return total / B
 
-    expected = 0.5 * (direction(reps["a"], reps["b"], reps["b_neg"]) + direction(reps["b"], reps["a"], reps["a_neg"])) / 2
+    expected = (
+        0.5
+        * (direction(reps["a"], reps["b"], reps["b_neg"]) + direction(reps["b"], reps["a"], reps["a_neg"]))
+        / 2
+    )
     assert float(correct.detach()) == pytest.approx(expected, rel=1e-5)
     assert abs(float(reference.detach()) - expected) > 1e-3
     # masked candidates must not poison any gradient (the temperature's included)

@@ -38,7 +38,9 @@ def read(task: str, root: Path, split: str):
 @pytest.fixture(params=list(MAKERS))
 def archive(request, tmp_path) -> tuple[str, Path]:
     task = request.param
-    return task, MAKERS[task](tmp_path, n_classes=N_CLASSES, per_class_test=PER_TEST, per_class_train=PER_TRAIN, seed=1)
+    return task, MAKERS[task](
+        tmp_path, n_classes=N_CLASSES, per_class_test=PER_TEST, per_class_train=PER_TRAIN, seed=1
+    )
 
 
 def test_train_split_shares_classes_and_is_disjoint_from_test(archive):
@@ -46,7 +48,9 @@ def test_train_split_shares_classes_and_is_disjoint_from_test(archive):
     test, train = read(task, root, "test"), read(task, root, "train")
     assert train.class_names == test.class_names
     assert not {item.image for item in train.items} & {item.image for item in test.items}
-    expected = N_CLASSES if task == "flower102" else N_CLASSES * PER_TRAIN  # Flowers: trnid; valid is the rest
+    expected = (
+        N_CLASSES if task == "flower102" else N_CLASSES * PER_TRAIN
+    )  # Flowers: trnid; valid is the rest
     assert len(train.items) == expected
     assert sorted({item.label for item in train.items}) == list(range(N_CLASSES))
 
@@ -61,7 +65,9 @@ def test_train_labels_match_the_drawn_class(archive):
 
     def signature(item):
         pixels = np.asarray(Image.open(item.image).convert("RGB"), dtype=float)
-        return np.sort(pixels.reshape(-1, 3), axis=0)[: pixels.size // 12].mean(0)  # the shape's darker colour
+        return np.sort(pixels.reshape(-1, 3), axis=0)[: pixels.size // 12].mean(
+            0
+        )  # the shape's darker colour
 
     centres = {item.label: signature(item) for item in test.items}
     for item in train.items:

@@ -19,7 +19,9 @@ from finedefics_train.training_data import SequenceBuilder
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_training_data(tmp_path_factory.mktemp("trainer-data"), n_classes=4, per_class_train=4, per_class_test=3)
+    return make_training_data(
+        tmp_path_factory.mktemp("trainer-data"), n_classes=4, per_class_train=4, per_class_test=3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,9 @@ def test_stage_one_learns_on_held_out_images_and_moves_only_lora_and_temperature
     record = train_stage(run, trainer=trainer)
     after = parameters(trainer.model)
     after_acc = trainer.model.category_retrieval(builder, images, labels, data.class_names)
-    print(f"held-out retrieval accuracy over {len(data.class_names)} classes: {before_acc:.2f} -> {after_acc:.2f}")
+    print(
+        f"held-out retrieval accuracy over {len(data.class_names)} classes: {before_acc:.2f} -> {after_acc:.2f}"
+    )
     assert after_acc >= 0.9 and after_acc > before_acc + 0.2
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
@@ -96,9 +100,13 @@ def test_interrupt_and_resume_ends_where_an_uninterrupted_run_ends(data, base, t
     train_stage(straight, progress=False)
     crashed = stage_run(data, base, tmp_path / "crashed", quick_config(max_steps=6, save_steps=3))
     with pytest.raises(KeyboardInterrupt):
-        train_stage(crashed, progress=False, trainer=build_trainer(crashed, progress=False, callbacks=(Crash(4),)))
+        train_stage(
+            crashed, progress=False, trainer=build_trainer(crashed, progress=False, callbacks=(Crash(4),))
+        )
     assert last_checkpoint(crashed.out).name == "checkpoint-3"  # at most the steps since it are lost
-    resumed = stage_run(data, base, tmp_path / "crashed", quick_config(max_steps=6, save_steps=3), resume=True)
+    resumed = stage_run(
+        data, base, tmp_path / "crashed", quick_config(max_steps=6, save_steps=3), resume=True
+    )
     record = train_stage(resumed, progress=False)
     assert record["metrics"]["global_step"] == 6
     ours, theirs = adapter_weights(resumed.out), adapter_weights(straight.out)
@@ -141,7 +149,9 @@ def test_nf4_on_cpu_trains_with_the_avx512bf16_guard(data, base, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not cpu_has_avx512_bf16(), reason="the repacking trap exists only on CPUs with AVX512-BF16")
+@pytest.mark.skipif(
+    not cpu_has_avx512_bf16(), reason="the repacking trap exists only on CPUs with AVX512-BF16"
+)
 def test_without_the_guard_the_gradient_check_stops_the_run(data, base, tmp_path, monkeypatch):
     import finedefics_train.trainer as trainer_module
 

@@ -26,7 +26,9 @@ from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95, correct_count
 SCHEMA_VERSION = 2
 SUMMARY_FILE = "summary.json"
 
-Scoring = Literal["generate", "loglik", "loglik_name"]  # a letter generated; each option letter's / name's log-likelihood
+Scoring = Literal[
+    "generate", "loglik", "loglik_name"
+]  # a letter generated; each option letter's / name's log-likelihood
 SCORINGS: tuple[str, ...] = get_args(Scoring)
 
 
@@ -52,7 +54,9 @@ class Provenance(TypedDict):
     command: list[str]
     device: str
     num_processes: int  # data-parallel processes the run was sharded over (1: a single process)
-    training_run: NotRequired[dict[str, Any]]  # `harness train --eval-after`: the training run behind the adapter
+    training_run: NotRequired[
+        dict[str, Any]
+    ]  # `harness train --eval-after`: the training run behind the adapter
 
 
 class RunSummary(TypedDict):
@@ -97,9 +101,17 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     detail = data.get("option_source_detail") or {}
     rotations = int(detail.get("k") or 1) if detail.get("circular") else 1
     provenance = {"num_processes": 1, **(data.get("provenance") or {})}
-    return {**data, "schema_version": 2, "n_rows": n * rotations, "n_correct": correct,
-            "accuracy_ci95": accuracy_ci95(correct, n), "accuracy_ci_method": ACCURACY_CI_METHOD,
-            "errors": None, "position_bias": None, "provenance": provenance}
+    return {
+        **data,
+        "schema_version": 2,
+        "n_rows": n * rotations,
+        "n_correct": correct,
+        "accuracy_ci95": accuracy_ci95(correct, n),
+        "accuracy_ci_method": ACCURACY_CI_METHOD,
+        "errors": None,
+        "position_bias": None,
+        "provenance": provenance,
+    }
 
 
 UPGRADES = {1: _upgrade_v1}  # version -> function returning the next version's dict
@@ -112,10 +124,15 @@ def upgrade_summary(data: dict[str, Any], where: str) -> dict[str, Any]:
         return data
     if version not in UPGRADES:
         newer = isinstance(version, int) and version > SCHEMA_VERSION
-        hint = ("written by a newer fgvr-harness: upgrade it (pip install -U fgvr-harness)" if newer else
-                "not a summary this fgvr-harness can read: re-run the evaluation, or import lmms-eval's "
-                "results file of that run instead")
-        raise UserError(f"{where}: schema_version {version!r} (this fgvr-harness reads 1..{SCHEMA_VERSION}); {hint}")
+        hint = (
+            "written by a newer fgvr-harness: upgrade it (pip install -U fgvr-harness)"
+            if newer
+            else "not a summary this fgvr-harness can read: re-run the evaluation, or import lmms-eval's "
+            "results file of that run instead"
+        )
+        raise UserError(
+            f"{where}: schema_version {version!r} (this fgvr-harness reads 1..{SCHEMA_VERSION}); {hint}"
+        )
     while data.get("schema_version") != SCHEMA_VERSION:
         data = UPGRADES[data["schema_version"]](data)
     return data
@@ -131,7 +148,9 @@ def validate_summary(data: Any, where: str) -> RunSummary:
     try:
         return TypeAdapter(RunSummary).validate_python(data)
     except ValidationError as error:
-        problems = "; ".join(f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in error.errors()[:5])
+        problems = "; ".join(
+            f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in error.errors()[:5]
+        )
         raise UserError(f"{where}: not a valid version-{SCHEMA_VERSION} summary: {problems}") from None
 
 

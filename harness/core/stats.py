@@ -18,7 +18,9 @@ def accuracy_ci95(correct: int, n: int) -> tuple[float, float] | None:
         raise ValueError(f"{correct} correct out of {n} questions")
     from scipy.stats import binomtest
 
-    interval = binomtest(int(correct), int(n)).proportion_ci(confidence_level=CONFIDENCE, method=ACCURACY_CI_METHOD)
+    interval = binomtest(int(correct), int(n)).proportion_ci(
+        confidence_level=CONFIDENCE, method=ACCURACY_CI_METHOD
+    )
     return float(interval.low), float(interval.high)
 
 

@@ -203,8 +203,10 @@ def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[Prob
     """Runs the probes; returns the report and the folder holding probes.json and the PNGs."""
     task = get_task(config.task)
     if task.kind != "fgvr":
-        raise UserError(f"--task {task.key}: representation probes take an image-classification task "
-                        f"({', '.join(FGVR_TASKS)})")
+        raise UserError(
+            f"--task {task.key}: representation probes take an image-classification task "
+            f"({', '.join(FGVR_TASKS)})"
+        )
     now = datetime.now(UTC)
     out = report_folder(config, task, now)
     data = read_probe_data(config, task, out)

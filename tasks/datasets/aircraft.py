@@ -32,10 +32,17 @@ def read_aircraft(
     root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     variants = read_name_list(root / "data" / "variants.txt")
     labels = {name: label for label, name in enumerate(variants)}
-    list_name = {"test": "images_variant_test.txt", "train": "images_variant_trainval.txt"}[check_split(split, DATASET)]
+    list_name = {"test": "images_variant_test.txt", "train": "images_variant_trainval.txt"}[
+        check_split(split, DATASET)
+    ]
     list_path = require_file(root / "data" / list_name, DATASET)
     collector = SplitCollector(
-        "aircraft102", FORMAT, root, replace_names(variants, classnames) if classnames else variants, skip_missing, split
+        "aircraft102",
+        FORMAT,
+        root,
+        replace_names(variants, classnames) if classnames else variants,
+        skip_missing,
+        split,
     )
     for lineno, (image_id, variant) in read_rows(list_path, 2, "<image id> <variant>"):
         if variant not in labels:

@@ -35,7 +35,9 @@ def read_cars(
     check_split(split, DATASET)
     root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     meta = root / "devkit" / "cars_meta.mat"
-    class_names = [str(name) for name in np.atleast_1d(load_mat(meta, DATASET, ["class_names"])["class_names"])]
+    class_names = [
+        str(name) for name in np.atleast_1d(load_mat(meta, DATASET, ["class_names"])["class_names"])
+    ]
     if classnames is not None:
         class_names = replace_names(class_names, classnames)
     if split == "train":
@@ -44,7 +46,9 @@ def read_cars(
         annotations_path = _test_annotations(root)
     annotations = np.atleast_1d(load_mat(annotations_path, DATASET, ["annotations"])["annotations"])
     if annotations.dtype.names is None or not {"fname", "class"} <= set(annotations.dtype.names):
-        raise UserError(f"{annotations_path}: 'annotations' lacks the fields fname and class; is this the labelled {split} file?")
+        raise UserError(
+            f"{annotations_path}: 'annotations' lacks the fields fname and class; is this the labelled {split} file?"
+        )
     collector = SplitCollector("car196", FORMAT, root, class_names, skip_missing, split)
     for number, record in enumerate(annotations, start=1):
         where = f"{annotations_path} entry {number}"
@@ -62,7 +66,11 @@ def _test_annotations(root: Path) -> Path:
     for path in (root / TEST_ANNOTATIONS, root / "devkit" / TEST_ANNOTATIONS):
         if path.is_file():
             return path
-    unlabelled = " (devkit/cars_test_annos.mat has no labels)" if (root / "devkit" / "cars_test_annos.mat").is_file() else ""
+    unlabelled = (
+        " (devkit/cars_test_annos.mat has no labels)"
+        if (root / "devkit" / "cars_test_annos.mat").is_file()
+        else ""
+    )
     raise UserError(
         f"{root}: no {TEST_ANNOTATIONS} here or in devkit/{unlabelled}. "
         f"Get the labelled test annotations ({TEST_ANNOTATIONS}) and put it in {root}."

@@ -41,12 +41,17 @@ def read_cub(
     collector = SplitCollector("bird200", FORMAT, root, class_names, skip_missing, split)
     for image_id, (lineno, path) in images.items():
         flag = _lookup(is_train, image_id, root / "train_test_split.txt", lineno)
-        if parse_int(flag[1], f"{root / 'train_test_split.txt'} line {flag[0]}", "is_training_image") != wanted_flag:
+        if (
+            parse_int(flag[1], f"{root / 'train_test_split.txt'} line {flag[0]}", "is_training_image")
+            != wanted_flag
+        ):
             continue
         label_line, class_id = _lookup(labels, image_id, root / "image_class_labels.txt", lineno)
         label_where = f"{root / 'image_class_labels.txt'} line {label_line}"
         label = parse_int(class_id, label_where, "class_id") - 1
-        collector.add(f"images/{path}", label, f"{root / 'images.txt'} line {lineno}", label_where=label_where)
+        collector.add(
+            f"images/{path}", label, f"{root / 'images.txt'} line {lineno}", label_where=label_where
+        )
     return collector.build(root / "train_test_split.txt")
 
 
@@ -82,12 +87,16 @@ def _read_id_table(path: Path, expected: str) -> dict[str, tuple[int, str]]:
     table: dict[str, tuple[int, str]] = {}
     for lineno, (image_id, value) in read_rows(path, 2, expected):
         if image_id in table:
-            raise UserError(f"{path} line {lineno}: image_id {image_id} already listed on line {table[image_id][0]}")
+            raise UserError(
+                f"{path} line {lineno}: image_id {image_id} already listed on line {table[image_id][0]}"
+            )
         table[image_id] = (lineno, value)
     return table
 
 
-def _lookup(table: dict[str, tuple[int, str]], image_id: str, path: Path, images_line: int) -> tuple[int, str]:
+def _lookup(
+    table: dict[str, tuple[int, str]], image_id: str, path: Path, images_line: int
+) -> tuple[int, str]:
     if image_id not in table:
         raise UserError(
             f"{path}: no line for image_id {image_id} (listed in images.txt line {images_line}); "

@@ -63,7 +63,9 @@ def _test_list(root: Path, name: str = "test_list.mat") -> Path:
     for path in (root / "lists" / name, root / name):
         if path.is_file():
             return path
-    raise UserError(f"{root}: no {name} in lists/ or beside Images/; extract lists.tar from the {DATASET} site there")
+    raise UserError(
+        f"{root}: no {name} in lists/ or beside Images/; extract lists.tar from the {DATASET} site there"
+    )
 
 
 def _class_folders(root: Path, files: list[str], list_path: Path) -> list[str]:
@@ -76,5 +78,7 @@ def _class_folders(root: Path, files: list[str], list_path: Path) -> list[str]:
             folders |= {str(file).split("/", 1)[0] for file in listed}
     bad = sorted(f for f in folders if not f.startswith("n") or "-" not in f)
     if bad:
-        raise UserError(f"{list_path}: '{bad[0]}' is not a '<wnid>-<Name>' class folder; is this Stanford Dogs?")
+        raise UserError(
+            f"{list_path}: '{bad[0]}' is not a '<wnid>-<Name>' class folder; is this Stanford Dogs?"
+        )
     return sorted(folders, key=lambda folder: folder.split("-", 1)[0])

@@ -52,13 +52,19 @@ def read_flowers(
         _check_names(class_names, labels, labels_path, classnames or "the class names given")
     placeholder = [f"class {i + 1}" for i in range(largest)]
     collector = SplitCollector("flower102", FORMAT, root, class_names or placeholder, skip_missing, split)
-    for key, number, raw_id in ((key, n, raw) for key, values in ids for n, raw in enumerate(values, start=1)):
+    for key, number, raw_id in (
+        (key, n, raw) for key, values in ids for n, raw in enumerate(values, start=1)
+    ):
         where = f"{setid_path} {key} entry {number}"
         image_id = mat_int(raw_id, where, "image number")
         if not 1 <= image_id <= len(labels):
-            raise UserError(f"{where}: image number {image_id} is out of range 1..{len(labels)} of {labels_path}")
+            raise UserError(
+                f"{where}: image number {image_id} is out of range 1..{len(labels)} of {labels_path}"
+            )
         label = mat_int(labels[image_id - 1], f"{labels_path} entry {image_id}", "label") - 1
-        collector.add(f"jpg/image_{image_id:05d}.jpg", label, where, label_where=f"{labels_path} entry {image_id}")
+        collector.add(
+            f"jpg/image_{image_id:05d}.jpg", label, where, label_where=f"{labels_path} entry {image_id}"
+        )
     split = collector.build(setid_path)
     if class_names is None:
         split.class_names = _names_from(choices, split)

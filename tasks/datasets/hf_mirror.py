@@ -84,7 +84,9 @@ def _load(path: Path, split: str):
         chosen = files if path.is_file() else [f for f in files if _split_of(f, path) == split]
         if not chosen:
             found = sorted({_split_of(f, path) for f in files})
-            raise UserError(f"{path}: no parquet files for split '{split}' (splits found: {', '.join(found)})")
+            raise UserError(
+                f"{path}: no parquet files for split '{split}' (splits found: {', '.join(found)})"
+            )
         return _from_parquet(chosen)
     if split in _imagefolder_splits(path):
         loaded = datasets.load_dataset(
@@ -140,7 +142,10 @@ def _imagefolder_splits(path: Path) -> list[str]:
         split.name
         for split in path.iterdir()
         if split.is_dir()
-        and any(c.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in c.iterdir()) for c in split.iterdir())
+        and any(
+            c.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in c.iterdir())
+            for c in split.iterdir()
+        )
     ]
 
 

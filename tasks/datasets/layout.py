@@ -45,7 +45,9 @@ def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); is this the right file?") from err
+        raise UserError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); is this the right file?"
+        ) from err
 
 
 def read_rows(path: Path, n_fields: int, expected: str) -> Iterator[tuple[int, list[str]]]:
@@ -70,11 +72,15 @@ def load_mat(path: Path, dataset: str, keys: Sequence[str]) -> dict:
     try:
         data = scipy.io.loadmat(str(path), squeeze_me=True)
     except Exception as err:  # scipy raises ValueError, TypeError or its own MatReadError
-        raise UserError(f"{path}: not a readable MATLAB file ({err}); re-extract it from the {dataset} archive") from err
+        raise UserError(
+            f"{path}: not a readable MATLAB file ({err}); re-extract it from the {dataset} archive"
+        ) from err
     missing = [key for key in keys if key not in data]
     if missing:
         found = ", ".join(k for k in data if not k.startswith("__"))
-        raise UserError(f"{path}: no variable {', '.join(missing)} in this MATLAB file (found: {found}); is this the right file?")
+        raise UserError(
+            f"{path}: no variable {', '.join(missing)} in this MATLAB file (found: {found}); is this the right file?"
+        )
     return data
 
 
@@ -107,7 +113,9 @@ def read_name_list(path: Path) -> list[str]:
     """One class name per line, in label order (blank lines ignored)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"{path}: class-name file not found (expected one class name per line, in label order)")
+        raise UserError(
+            f"{path}: class-name file not found (expected one class name per line, in label order)"
+        )
     names = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if not names:
         raise UserError(f"{path}: no class names in the file (expected one per line, in label order)")
@@ -131,7 +139,13 @@ class SplitCollector:
     `where` in `add` names the source line ("images.txt line 12") so that errors point at it."""
 
     def __init__(
-        self, task: str, format: str, root: Path, class_names: list[str], skip_missing: bool, split: str = "test"
+        self,
+        task: str,
+        format: str,
+        root: Path,
+        class_names: list[str],
+        skip_missing: bool,
+        split: str = "test",
     ):
         self.task, self.format, self.root, self.split = task, format, root, split
         self.class_names = class_names
@@ -152,7 +166,9 @@ class SplitCollector:
         image = self.root / key
         if not image.is_file():
             if not self.skip_missing:
-                raise UserError(f"{where}: image {key} not found under {self.root}; restore it, or {SKIP_HINT}")
+                raise UserError(
+                    f"{where}: image {key} not found under {self.root}; restore it, or {SKIP_HINT}"
+                )
             self.skipped.append(key)
             return
         self.items.append(TestItem(image=image, label=label, key=key))

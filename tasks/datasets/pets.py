@@ -32,7 +32,9 @@ def read_pets(
     root = find_dataset_dir(root, MARKER, FOLDERS, DATASET)
     list_path = require_file(root / "annotations" / list_name, DATASET)
     rows = []
-    for lineno, (image, class_id, _species, _breed) in read_rows(list_path, 4, "Image CLASS-ID SPECIES BREED-ID"):
+    for lineno, (image, class_id, _species, _breed) in read_rows(
+        list_path, 4, "Image CLASS-ID SPECIES BREED-ID"
+    ):
         rows.append((lineno, image, parse_int(class_id, f"{list_path} line {lineno}", "CLASS-ID") - 1))
     class_names = _class_names([*rows, *_other_annotation_rows(list_path)], list_path, split)
     if classnames is not None:

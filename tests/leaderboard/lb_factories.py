@@ -25,14 +25,22 @@ def make_summary(**overrides) -> dict:
     return summary
 
 
-def make_checkpoint(folder: Path, *, weights: str = "full", config: dict | None = None, seed: int = 0,
-                    base: str = "HuggingFaceM4/idefics2-8b") -> Path:
+def make_checkpoint(
+    folder: Path,
+    *,
+    weights: str = "full",
+    config: dict | None = None,
+    seed: int = 0,
+    base: str = "HuggingFaceM4/idefics2-8b",
+) -> Path:
     """A small checkpoint folder: safetensors weights plus config.json (or the adapter pair, on `base`)."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {"layer.weight": np.random.default_rng(seed).standard_normal((8, 8)).astype(np.float32)}
     if weights == "adapter":
         save_file(tensors, str(folder / "adapter_model.safetensors"))
-        (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "base_model_name_or_path": base}))
+        (folder / "adapter_config.json").write_text(
+            json.dumps({"peft_type": "LORA", "r": 8, "base_model_name_or_path": base})
+        )
     else:
         save_file(tensors, str(folder / "model.safetensors"))
         (folder / "config.json").write_text(json.dumps(config or {"model_type": "idefics2"}))
@@ -42,8 +50,13 @@ def make_checkpoint(folder: Path, *, weights: str = "full", config: dict | None 
 def fake_evaluate(config) -> dict:
     """Stands in for harness.runner.run_evaluation: a summary for the config, accuracy from the task name."""
     return make_summary(
-        model=config.model, model_args=dict(config.model_args), pretrained=config.model_args.get("pretrained", ""),
-        task=config.task, lmms_task=f"fgvr_{config.task}_gen", scoring=config.scoring, limit=config.limit,
+        model=config.model,
+        model_args=dict(config.model_args),
+        pretrained=config.model_args.get("pretrained", ""),
+        task=config.task,
+        lmms_task=f"fgvr_{config.task}_gen",
+        scoring=config.scoring,
+        limit=config.limit,
         accuracy=0.25 + 0.01 * len(config.task),
     )
 

@@ -28,8 +28,12 @@ def main() -> None:
         time.sleep(0.01)
         return fake_evaluate(config)
 
-    worker = QueueWorker(ResultStore.open(db_url), WorkerSettings(lease_s=lease_s, poll_s=0.1), evaluate=evaluate,
-                         revalidate=False)  # the jobs name no real checkpoint
+    worker = QueueWorker(
+        ResultStore.open(db_url),
+        WorkerSettings(lease_s=lease_s, poll_s=0.1),
+        evaluate=evaluate,
+        revalidate=False,
+    )  # the jobs name no real checkpoint
     while worker.run_one():
         pass
 

@@ -42,8 +42,12 @@ def build_standin(name: str, out_dir: Path, seed: int = 0) -> Path:
     shutil.copytree(HERE / name, out_dir, dirs_exist_ok=True)
     if in_declared_range(name):
         config_file = out_dir / "config.json"
-        config_file.write_text(json.dumps({k: v for k, v in json.loads(config_file.read_text()).items()
-                                           if k != "fgvr_transformers"}, indent=2))
+        config_file.write_text(
+            json.dumps(
+                {k: v for k, v in json.loads(config_file.read_text()).items() if k != "fgvr_transformers"},
+                indent=2,
+            )
+        )
     shutil.copy(HERE / "_core" / "standin_core.py", out_dir)
     if name in SPECIAL_TOKENS:
         from models.fixtures.tokenizer import portable_llama_tokenizer

@@ -13,7 +13,14 @@ from torch import nn
 class TinyDecoder(nn.Module):
     """Token embeddings, learned positions, causal transformer layers and an LM head."""
 
-    def __init__(self, vocab_size: int, hidden_size: int, num_layers: int = 2, num_heads: int = 4, max_positions: int = 2048):
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        max_positions: int = 2048,
+    ):
         super().__init__()
         self.num_heads = num_heads
         self.tok_embeddings = nn.Embedding(vocab_size, hidden_size)
@@ -25,7 +32,9 @@ class TinyDecoder(nn.Module):
         self.norm = nn.LayerNorm(hidden_size)
         self.lm_head = nn.Linear(hidden_size, vocab_size, bias=False)
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         batch, length, _ = inputs_embeds.shape
         if attention_mask is None:
             attention_mask = torch.ones(batch, length, dtype=torch.long, device=inputs_embeds.device)
@@ -33,7 +42,9 @@ class TinyDecoder(nn.Module):
         hidden = inputs_embeds + self.positions(positions)
         blocked = torch.triu(torch.ones(length, length, dtype=torch.bool, device=hidden.device), 1)
         blocked = blocked[None] | ~attention_mask.bool()[:, None, :]
-        blocked &= ~torch.eye(length, dtype=torch.bool, device=hidden.device)[None]  # padding attends to itself
+        blocked &= ~torch.eye(length, dtype=torch.bool, device=hidden.device)[
+            None
+        ]  # padding attends to itself
         mask = blocked.repeat_interleave(self.num_heads, dim=0)
         for layer in self.layers:
             hidden = layer(hidden, src_mask=mask)

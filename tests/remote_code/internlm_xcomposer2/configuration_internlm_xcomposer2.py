@@ -6,7 +6,15 @@ from transformers import PretrainedConfig
 class InternLMXcomposer2Config(PretrainedConfig):
     model_type = "internlmxcomposer2"
 
-    def __init__(self, vocab_size=1010, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, img_size=32, **kwargs):
+    def __init__(
+        self,
+        vocab_size=1010,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        img_size=32,
+        **kwargs,
+    ):
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers

@@ -30,7 +30,9 @@ class InternLMXComposer2ForCausalLM(PreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.max_length = 4096
-        self.model = TinyDecoder(config.vocab_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads)
+        self.model = TinyDecoder(
+            config.vocab_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads
+        )
         self.vit = TinyImageEncoder(config.hidden_size, config.img_size, 8)
         self.post_init()
 
@@ -40,10 +42,14 @@ class InternLMXComposer2ForCausalLM(PreTrainedModel):
         return self.vit(image)
 
     def interleav_wrap_chat(self, tokenizer, query, image, history, meta_instruction):
-        prompt = f"[UNUSED_TOKEN_146]system\n{meta_instruction}[UNUSED_TOKEN_145]\n" if meta_instruction else ""
+        prompt = (
+            f"[UNUSED_TOKEN_146]system\n{meta_instruction}[UNUSED_TOKEN_145]\n" if meta_instruction else ""
+        )
         for record in history:
-            prompt += (f"[UNUSED_TOKEN_146]user\n{record[0]}[UNUSED_TOKEN_145]\n"
-                       f"[UNUSED_TOKEN_146]assistant\n{record[1]}[UNUSED_TOKEN_145]\n")
+            prompt += (
+                f"[UNUSED_TOKEN_146]user\n{record[0]}[UNUSED_TOKEN_145]\n"
+                f"[UNUSED_TOKEN_146]assistant\n{record[1]}[UNUSED_TOKEN_145]\n"
+            )
         prompt += f"[UNUSED_TOKEN_146]user\n{query}[UNUSED_TOKEN_145]\n[UNUSED_TOKEN_146]assistant\n"
         parts = prompt.split("<ImageHere>")
         if len(parts) != len(image) + 1:
@@ -69,12 +75,26 @@ class InternLMXComposer2ForCausalLM(PreTrainedModel):
         return CausalLMOutputWithPast(logits=self.model(inputs_embeds, attention_mask))
 
     @torch.no_grad()
-    def chat(self, tokenizer, query, image=None, history=[], max_new_tokens=1024, do_sample=True,  # noqa: B006 (published signature)
-             meta_instruction=META_INSTRUCTION, **kwargs):
+    def chat(
+        self,
+        tokenizer,
+        query,
+        image=None,
+        history=[],  # noqa: B006 (published signature)
+        max_new_tokens=1024,
+        do_sample=True,
+        meta_instruction=META_INSTRUCTION,
+        **kwargs,
+    ):
         images = self.encode_img(image) if image is not None else torch.zeros(0, 0, self.config.hidden_size)
         inputs, _ = self.interleav_wrap_chat(tokenizer, query, images, history, meta_instruction)
         stop = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("[UNUSED_TOKEN_145]")}
-        new = greedy(lambda e: self(inputs_embeds=e).logits, inputs["inputs_embeds"], self.model.tok_embeddings,
-                     max_new_tokens, stop)
+        new = greedy(
+            lambda e: self(inputs_embeds=e).logits,
+            inputs["inputs_embeds"],
+            self.model.tok_embeddings,
+            max_new_tokens,
+            stop,
+        )
         response = tokenizer.decode(new, skip_special_tokens=True).split("[UNUSED_TOKEN_145]")[0]
         return response, history + [(query, response)]

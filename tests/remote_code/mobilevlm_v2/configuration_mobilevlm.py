@@ -6,8 +6,16 @@ from transformers import PretrainedConfig
 class MobileVLMConfig(PretrainedConfig):
     model_type = "mobilevlm"
 
-    def __init__(self, vocab_size=1010, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 image_aspect_ratio="pad", mm_projector_type="ldpnetv2", **kwargs):
+    def __init__(
+        self,
+        vocab_size=1010,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_aspect_ratio="pad",
+        mm_projector_type="ldpnetv2",
+        **kwargs,
+    ):
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers

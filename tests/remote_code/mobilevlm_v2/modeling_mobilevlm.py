@@ -37,7 +37,9 @@ class MobileLlamaForCausalLM(PreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.model = TinyDecoder(config.vocab_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads)
+        self.model = TinyDecoder(
+            config.vocab_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads
+        )
         self.vision_tower = VisionTower(config.hidden_size, 32, 8)  # the LDPv2 projector is folded in here
         self.post_init()
 
@@ -50,7 +52,10 @@ class MobileLlamaForCausalLM(PreTrainedModel):
         for row, ids in enumerate(input_ids):
             pieces, start = [], 0
             for position in torch.where(ids == IMAGE_TOKEN_INDEX)[0].tolist():
-                pieces += [self.model.tok_embeddings(ids[start:position]), self.vision_tower(images[row : row + 1])[0]]
+                pieces += [
+                    self.model.tok_embeddings(ids[start:position]),
+                    self.vision_tower(images[row : row + 1])[0],
+                ]
                 start = position + 1
             pieces.append(self.model.tok_embeddings(ids[start:]))
             rows.append(torch.cat(pieces))
@@ -60,7 +65,15 @@ class MobileLlamaForCausalLM(PreTrainedModel):
         return CausalLMOutputWithPast(logits=self.model(self._embed(input_ids, images)))
 
     @torch.no_grad()
-    def generate(self, input_ids=None, images=None, max_new_tokens=16, do_sample=False, eos_token_id=None, **kwargs):
+    def generate(
+        self, input_ids=None, images=None, max_new_tokens=16, do_sample=False, eos_token_id=None, **kwargs
+    ):
         stop = {self.config.eos_token_id if eos_token_id is None else eos_token_id}
-        new = greedy(lambda e: self.model(e), self._embed(input_ids, images), self.model.tok_embeddings, max_new_tokens, stop)
+        new = greedy(
+            lambda e: self.model(e),
+            self._embed(input_ids, images),
+            self.model.tok_embeddings,
+            max_new_tokens,
+            stop,
+        )
         return torch.cat([input_ids, torch.tensor([new], device=input_ids.device)], dim=1)

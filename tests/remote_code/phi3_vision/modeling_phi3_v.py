@@ -15,7 +15,9 @@ class Phi3VForCausalLM(PreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.model = TinyDecoder(config.vocab_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads)
+        self.model = TinyDecoder(
+            config.vocab_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads
+        )
         self.vision_embed_tokens = TinyImageEncoder(config.hidden_size, **config.img_processor)
         self.post_init()
 
@@ -32,9 +34,23 @@ class Phi3VForCausalLM(PreTrainedModel):
         return CausalLMOutputWithPast(logits=self.model(self._embed(input_ids, pixel_values), attention_mask))
 
     @torch.no_grad()
-    def generate(self, input_ids=None, attention_mask=None, pixel_values=None, image_sizes=None, max_new_tokens=16,
-                 eos_token_id=None, do_sample=False, **kwargs):
+    def generate(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        pixel_values=None,
+        image_sizes=None,
+        max_new_tokens=16,
+        eos_token_id=None,
+        do_sample=False,
+        **kwargs,
+    ):
         stop = set(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id])
-        new = greedy(lambda e: self.model(e), self._embed(input_ids, pixel_values), self.model.tok_embeddings,
-                     max_new_tokens, stop)
+        new = greedy(
+            lambda e: self.model(e),
+            self._embed(input_ids, pixel_values),
+            self.model.tok_embeddings,
+            max_new_tokens,
+            stop,
+        )
         return torch.cat([input_ids, torch.tensor([new], device=input_ids.device)], dim=1)

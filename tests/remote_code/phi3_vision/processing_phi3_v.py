@@ -19,7 +19,11 @@ class Phi3VImageProcessor:
     def __call__(self, images, return_tensors="pt"):
         values = torch.stack([pixels(image, self.image_size) for image in images])
         sizes = torch.tensor([[image.height, image.width] for image in images])
-        return {"pixel_values": values, "image_sizes": sizes, "num_img_tokens": [self.num_img_tokens] * len(images)}
+        return {
+            "pixel_values": values,
+            "image_sizes": sizes,
+            "num_img_tokens": [self.num_img_tokens] * len(images),
+        }
 
 
 class Phi3VProcessor:
@@ -45,10 +49,14 @@ class Phi3VProcessor:
         image_inputs = self.image_processor(images) if images else {}
         ids = chunks[0]
         for tag, chunk in zip(tags, chunks[1:]):
-            ids = ids + [-tag] * self.image_processor.num_img_tokens + chunk[1:]  # later chunks lose their <s>
+            ids = (
+                ids + [-tag] * self.image_processor.num_img_tokens + chunk[1:]
+            )  # later chunks lose their <s>
         data = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
         if image_inputs:
-            data.update(pixel_values=image_inputs["pixel_values"][None], image_sizes=image_inputs["image_sizes"])
+            data.update(
+                pixel_values=image_inputs["pixel_values"][None], image_sizes=image_inputs["image_sizes"]
+            )
         return BatchFeature(data)
 
     def batch_decode(self, *args, **kwargs):

@@ -6,7 +6,15 @@ from transformers import PretrainedConfig
 class QWenConfig(PretrainedConfig):
     model_type = "qwen"
 
-    def __init__(self, vocab_size=262, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, visual=None, **kwargs):
+    def __init__(
+        self,
+        vocab_size=262,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        visual=None,
+        **kwargs,
+    ):
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers

@@ -14,7 +14,9 @@ def make_context(tokenizer, query, history=None, system="You are a helpful assis
     """Qwen's chatml context (qwen_generation_utils.make_context, chat_format="chatml")."""
     text = f"<|im_start|>system\n{system}<|im_end|>"
     for turn_query, turn_response in history or []:
-        text += f"\n<|im_start|>user\n{turn_query}<|im_end|>\n<|im_start|>assistant\n{turn_response}<|im_end|>"
+        text += (
+            f"\n<|im_start|>user\n{turn_query}<|im_end|>\n<|im_start|>assistant\n{turn_response}<|im_end|>"
+        )
     text += f"\n<|im_start|>user\n{query}<|im_end|>\n<|im_start|>assistant\n"
     return text, tokenizer(text)["input_ids"]
 
@@ -25,8 +27,12 @@ class QWenLMHeadModel(PreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.transformer = TinyDecoder(config.vocab_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads)
-        self.visual = TinyImageEncoder(config.hidden_size, config.visual["image_size"], config.visual["patch_size"])
+        self.transformer = TinyDecoder(
+            config.vocab_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads
+        )
+        self.visual = TinyImageEncoder(
+            config.hidden_size, config.visual["image_size"], config.visual["patch_size"]
+        )
         self.post_init()
 
     def _embed(self, input_ids):
@@ -44,10 +50,20 @@ class QWenLMHeadModel(PreTrainedModel):
         return CausalLMOutputWithPast(logits=logits)
 
     @torch.no_grad()
-    def chat(self, tokenizer, query, history=None, system="You are a helpful assistant.", max_new_tokens=16, **kwargs):
+    def chat(
+        self,
+        tokenizer,
+        query,
+        history=None,
+        system="You are a helpful assistant.",
+        max_new_tokens=16,
+        **kwargs,
+    ):
         _, ids = make_context(tokenizer, query, history, system)
         embeds = self._embed(torch.tensor([ids], device=self.device))
         stop = {tokenizer.im_end_id, tokenizer.eos_token_id}
-        new = greedy(lambda e: self.transformer(e), embeds, self.transformer.tok_embeddings, max_new_tokens, stop)
+        new = greedy(
+            lambda e: self.transformer(e), embeds, self.transformer.tok_embeddings, max_new_tokens, stop
+        )
         response = tokenizer.decode([t for t in new if t not in stop])
         return response, (history or []) + [(query, response)]

@@ -39,7 +39,9 @@ class QWenTokenizer(PreTrainedTokenizer):
         for element in list_format:
             if "image" in element:
                 num_images += 1
-                text += f"Picture {num_images}: {self.image_start_tag}{element['image']}{self.image_end_tag}\n"
+                text += (
+                    f"Picture {num_images}: {self.image_start_tag}{element['image']}{self.image_end_tag}\n"
+                )
             elif "text" in element:
                 text += element["text"]
             else:
