@@ -29,8 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from harness.core.errors import UserError
 from harness.core.io import write_json_atomic
 from harness.core.paths import prepared_root
@@ -400,21 +398,6 @@ def _rows(spec: TaskSpec, questions: Sequence[QAQuestion], class_names: Sequence
         }
 
 
-def _write_yamls(folder: Path, spec: TaskSpec, variant: str, final_data_dir: Path) -> None:
-    from tasks.prepare import TEMPLATES
-
-    folder.mkdir(parents=True)
-    templates = {"generate": COT_TEMPLATE} if variant.endswith("cot") else TEMPLATES
-    for scoring, template in templates.items():
-        config = {
-            "include": str(template),
-            "task": spec.lmms_task_name(scoring, variant),
-            "dataset_path": str(final_data_dir),
-            "metadata": {"version": QA_VERSION, "fgvr_task": spec.key, "variant": variant},
-        }
-        (folder / f"{config['task']}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-
-
 def prepare_qa_task(
     spec: TaskSpec,
     data_root: Path | None,
@@ -434,10 +417,12 @@ def prepare_qa_task(
     from tasks.prepare import (
         FEATURES,
         META_FILE,
+        TEMPLATES,
         PreparedMeta,
         PreparedTask,
         check_images,
         locked_cache_entry,
+        write_task_yamls,
     )
 
     questions, class_names, skipped, source_format = load_qa_questions(
@@ -490,7 +475,8 @@ def prepare_qa_task(
                 list(_rows(spec, questions, class_names, variant)), features=features
             )
             datasets.DatasetDict({"test": table}).save_to_disk(str(staging / "data"))
-            _write_yamls(staging / "lmms", spec, variant, final / "data")
+            templates = {"generate": COT_TEMPLATE} if variant.endswith("cot") else TEMPLATES
+            write_task_yamls(staging / "lmms", spec, variant, final / "data", templates, QA_VERSION)
             meta = PreparedMeta(
                 task=spec.key,
                 dataset=spec.dataset,

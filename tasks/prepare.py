@@ -235,17 +235,17 @@ def _records(
             }
 
 
-def _write_task_yamls(
-    folder: Path, spec: TaskSpec, variant: str, final_data_dir: Path, open_world: bool
+def write_task_yamls(
+    folder: Path, spec: TaskSpec, variant: str, final_data_dir: Path, templates: dict[str, Path], version: str
 ) -> None:
+    """One lmms-eval task YAML per scoring: the template it includes, its name and the prepared data."""
     folder.mkdir(parents=True)
-    templates = {"generate": OPEN_TEMPLATE} if open_world else TEMPLATES
     for scoring, template in templates.items():
         config = {
             "include": str(template),
             "task": spec.lmms_task_name(scoring, variant),
             "dataset_path": str(final_data_dir),
-            "metadata": {"version": TASK_VERSION, "fgvr_task": spec.key, "variant": variant},
+            "metadata": {"version": version, "fgvr_task": spec.key, "variant": variant},
         }
         (folder / f"{config['task']}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -343,7 +343,8 @@ def _prepare_locked(
     try:
         table = datasets.Dataset.from_list(list(_records(spec, split, questions, plan)), features=FEATURES)
         datasets.DatasetDict({"test": table}).save_to_disk(str(staging / "data"))
-        _write_task_yamls(staging / "lmms", spec, variant, final / "data", open_world=plan.source == "open")
+        templates = {"generate": OPEN_TEMPLATE} if plan.source == "open" else TEMPLATES
+        write_task_yamls(staging / "lmms", spec, variant, final / "data", templates, TASK_VERSION)
         meta = PreparedMeta(
             task=spec.key,
             dataset=spec.dataset,
