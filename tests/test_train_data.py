@@ -275,8 +275,7 @@ def test_no_false_overlap_on_reused_file_names(tmp_path):
     assert find_overlap(source)[0] == []
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("negatives", ["random", "clip"])
+@pytest.mark.parametrize("negatives", ["random", pytest.param("clip", marks=pytest.mark.slow)])
 def test_llm_vqa_on_all_six_layouts(tmp_path, tiny_chat, tiny_idefics2, tiny_clip, capsys, negatives):
     sources = []
     for task, make in MAKERS.items():

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from harness.config import parse_model_args
@@ -69,16 +70,23 @@ class WrapperVQA:
         return self.wrapper.batch_size
 
     def answer(self, questions: Sequence[tuple[Path, str]], *, max_new_tokens: int = 64) -> list[str]:
-        from PIL import Image
+        from models.base import DocumentImages, Request
 
-        from models.base import Request
-
-        requests = []
-        for index, (image_path, question) in enumerate(questions):
-            with Image.open(image_path) as image:
-                requests.append(
-                    Request(
-                        index, question, [image.convert("RGB")], gen_kwargs={"max_new_tokens": max_new_tokens}
-                    )
-                )
+        requests = [
+            Request(
+                index,
+                question,
+                DocumentImages(partial(_load_rgb, image_path)),
+                gen_kwargs={"max_new_tokens": max_new_tokens},
+            )
+            for index, (image_path, question) in enumerate(questions)
+        ]
         return self.wrapper.generate_batch(requests)
+
+
+def _load_rgb(path: Path) -> list:
+    """The one image of a VQA request, decoded when the wrapper (or its prefetch thread) asks for it."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return [image.convert("RGB")]
