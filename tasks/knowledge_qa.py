@@ -23,14 +23,12 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.errors import UserError
-from harness.core.io import write_json_atomic
+from harness.core.io import file_sha256, write_json_atomic
 from harness.core.paths import prepared_root
 from harness.core.records import record_to_dict
 from tasks.datasets.base import DatasetSplit, TestItem
@@ -335,10 +333,6 @@ def qa_info(
 # ---- preparation ------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def load_qa_questions(
     spec: TaskSpec,
     data_root: Path | None,
@@ -422,6 +416,7 @@ def prepare_qa_task(
         PreparedTask,
         check_images,
         locked_cache_entry,
+        staged_entry,
         write_task_yamls,
     )
 
@@ -449,7 +444,7 @@ def prepare_qa_task(
                 QA_VERSION,
                 variant,
                 str(Path(data_root).resolve()),
-                _sha256(questions_file),
+                file_sha256(questions_file),
                 hashlib.sha256(listing.encode()).hexdigest(),
                 seed,
             ]
@@ -468,9 +463,7 @@ def prepare_qa_task(
                 "source": datasets.Value("string"),
             }
         )
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        try:
+        with staged_entry(final) as staging:
             table = datasets.Dataset.from_list(
                 list(_rows(spec, questions, class_names, variant)), features=features
             )
@@ -495,15 +488,9 @@ def prepare_qa_task(
                 clip_model=None,
                 k=len(LETTERS),
                 choice_file=str(questions_file),
-                choice_file_sha256=_sha256(questions_file),
+                choice_file_sha256=file_sha256(questions_file),
                 seed=seed,
                 n_question_records=len({q.record.where for q in questions}),
             )
             write_json_atomic(staging / META_FILE, record_to_dict(meta))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(staging, final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return PreparedTask(spec, final, meta)

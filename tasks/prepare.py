@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from harness.core.errors import UserError
-from harness.core.io import write_json_atomic
+from harness.core.io import file_sha256, write_json_atomic
 from harness.core.paths import prepared_root
 from harness.core.records import read_record, record_to_dict
 from tasks import options as option_builders
@@ -159,14 +159,6 @@ class OptionPlan:
         return f"{base}_circular" if self.circular else base
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint(spec: TaskSpec, split: DatasetSplit, plan: OptionPlan, seed: int) -> str:
     listing = hashlib.sha256("\n".join(f"{i.key}\t{i.label}" for i in split.items).encode()).hexdigest()
     inputs = {
@@ -176,7 +168,7 @@ def fingerprint(spec: TaskSpec, split: DatasetSplit, plan: OptionPlan, seed: int
         "format": split.format,
         "class_names": split.class_names,
         "listing": listing,
-        "plan": {**asdict(plan), "choice_file": _sha256_file(plan.choice_file) if plan.choice_file else None},
+        "plan": {**asdict(plan), "choice_file": file_sha256(plan.choice_file) if plan.choice_file else None},
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
@@ -297,8 +289,27 @@ def prepare_task(
     if not split.items:
         raise UserError(f"{split.root}: the {spec.dataset} test split is empty; nothing to evaluate")
     root = Path(cache_root or prepared_root())
-    with locked_cache_entry(root, f"{spec.key}-{fingerprint(spec, split, plan, seed)[:12]}"):
-        return _prepare_locked(spec, split, plan, seed=seed, cache_root=root, force=force)
+    key = fingerprint(spec, split, plan, seed)
+    with locked_cache_entry(root, f"{spec.key}-{key[:12]}"):
+        return _prepare_locked(
+            spec, split, plan, seed=seed, key=key, final=root / f"{spec.key}-{key[:12]}", force=force
+        )
+
+
+@contextmanager
+def staged_entry(final: Path) -> Iterator[Path]:
+    """A staging folder beside `final`, renamed onto it when the block succeeds and removed when it
+    fails, so a cache entry is never seen half-written."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield staging
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 @contextmanager
@@ -316,18 +327,8 @@ def locked_cache_entry(root: Path, name: str) -> Iterator[None]:
 
 
 def _prepare_locked(
-    spec: TaskSpec,
-    split: DatasetSplit,
-    plan: OptionPlan,
-    *,
-    seed: int = 0,
-    cache_root: Path | None = None,
-    force: bool = False,
+    spec: TaskSpec, split: DatasetSplit, plan: OptionPlan, *, seed: int, key: str, final: Path, force: bool
 ) -> PreparedTask:
-    if not split.items:
-        raise UserError(f"{split.root}: the {spec.dataset} test split is empty; nothing to evaluate")
-    key = fingerprint(spec, split, plan, seed)
-    final = Path(cache_root or prepared_root()) / f"{spec.key}-{key[:12]}"
     if (final / META_FILE).is_file() and not force:
         return PreparedTask(spec, final, PreparedMeta.read(final))
 
@@ -338,9 +339,7 @@ def _prepare_locked(
     if not questions:
         raise UserError(f"no questions could be built for {spec.key} from {split.root}")
     variant = _variant(plan, questions)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    with staged_entry(final) as staging:
         table = datasets.Dataset.from_list(list(_records(spec, split, questions, plan)), features=FEATURES)
         datasets.DatasetDict({"test": table}).save_to_disk(str(staging / "data"))
         templates = {"generate": OPEN_TEMPLATE} if plan.source == "open" else TEMPLATES
@@ -363,14 +362,8 @@ def _prepare_locked(
             clip_model=plan.clip_model if plan.source == "clip" else None,
             k=len(questions[0].options),
             choice_file=str(plan.choice_file) if plan.choice_file else None,
-            choice_file_sha256=_sha256_file(plan.choice_file) if plan.choice_file else None,
+            choice_file_sha256=file_sha256(plan.choice_file) if plan.choice_file else None,
             seed=seed,
         )
         write_json_atomic(staging / META_FILE, record_to_dict(meta))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return PreparedTask(spec, final, meta)

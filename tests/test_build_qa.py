@@ -81,7 +81,7 @@ def test_knowledge_from_a_folder_or_jsonl(tmp_path):
     )
     assert read_knowledge(rows, BIRDS[:3]) == {"Laysan_Albatross": "One. Two."}
     (folder / "Dodo.txt").write_text("x")
-    with pytest.raises(Exception, match="Dodo.txt: 'Dodo' is not a class"):
+    with pytest.raises(Exception, match="Dodo.txt: class 'Dodo' is not a class"):
         read_knowledge(folder, BIRDS[:3])
     assert len(passages(PASSAGE, 2)) == 2 and len(passages(PASSAGE, 9)) == 3
 

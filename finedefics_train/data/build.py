@@ -19,7 +19,6 @@ import random
 import shutil
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from finedefics_train.data import attributes as stages
@@ -36,6 +35,7 @@ from finedefics_train.data.sources import TrainSource, check_overlap, find_overl
 from finedefics_train.training_data import mcq_row
 from harness.core.errors import UserError
 from harness.core.io import write_json_atomic, write_lines_atomic
+from harness.provenance import package_versions
 from tasks.clip_miner import DEFAULT_CLIP
 from tasks.datasets.base import TestItem
 from tasks.options import order_options
@@ -596,7 +596,7 @@ def _manifest(
             "left_out_images": len(left_out),
             "masked_class_names": _masked(reports),
         },  # fmt: skip
-        "package_versions": _package_versions(),
+        "package_versions": package_versions(PACKAGES),
     }
 
 
@@ -610,13 +610,3 @@ def _report_dicts(reports: dict[str, StageReport]) -> dict:
 
 def _masked(reports: dict[str, StageReport]) -> int:
     return sum(report.masked for report in reports.values())
-
-
-def _package_versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from harness.core.errors import UserError
 from harness.core.io import write_lines_atomic
+from harness.probes.descriptions import read_class_texts
 from tasks.knowledge_qa import LETTERS, PLACEHOLDER, qa_prompt_text
 
 PROMPT = """You write quiz questions that test knowledge about a category of {noun}.
@@ -61,43 +62,11 @@ def normalise(text: str) -> str:
 
 
 def read_knowledge(path: Path, class_names: Sequence[str]) -> dict[str, str]:
-    """{class name: text} from a folder (one `<class name>.txt` per class) or a JSONL file of
-    {"classname": ..., "text": ...} rows (several rows of a class are joined); names as the
-    dataset spells them, with spaces or underscores."""
-    path = Path(path).expanduser()
-    by_name = {normalise(name): name for name in class_names}
-    pieces: list[tuple[str, str, str]] = []  # (where, name, text)
-    if path.is_dir():
-        pieces = [
-            (str(file), file.stem, file.read_text(encoding="utf-8")) for file in sorted(path.glob("*.txt"))
-        ]
-    elif path.is_file():
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(
-                    f'{path} line {lineno}: not JSON ({error}); expected {{"classname": ..., "text": ...}}'
-                ) from None
-            if not (
-                isinstance(row, dict)
-                and isinstance(row.get("classname"), str)
-                and isinstance(row.get("text"), str)
-            ):
-                raise UserError(f'{path} line {lineno}: expected "classname" and "text" strings')
-            pieces.append((f"{path} line {lineno}", row["classname"], row["text"]))
-    else:
-        raise UserError(f"--knowledge {path} does not exist (a folder of <class>.txt files or a JSONL file)")
-    knowledge: dict[str, str] = {}
-    for where, name, text in pieces:
-        known = by_name.get(normalise(name))
-        if known is None:
-            raise UserError(
-                f"{where}: '{name}' is not a class of this dataset (e.g. {', '.join(class_names[:3])})"
-            )
-        knowledge[known] = f"{knowledge[known]} {text.strip()}" if known in knowledge else text.strip()
+    """{class name: text} from a folder (one `<class name>.txt` per class) or a JSON/JSONL file of
+    per-class texts (several texts of a class are joined)."""
+    knowledge = {
+        name: " ".join(texts) for name, texts in read_class_texts(path, class_names, "--knowledge").items()
+    }
     if not knowledge:
         raise UserError(f"--knowledge {path}: no class text found")
     return knowledge
