@@ -7,8 +7,6 @@ interrupted extraction resumes where it stopped and a second probe run reads eve
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from harness.core.errors import UserError
+from harness.core.io import atomic_path
 from harness.core.paths import harness_home
 from tasks.datasets.base import TestItem
 
@@ -115,14 +114,8 @@ class FeatureCache:
         return None
 
     def put(self, key: str, vectors: dict[str, np.ndarray]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".entry.", suffix=".npz", dir=self.folder)
-        os.close(fd)
-        try:
+        with atomic_path(self.path(key), suffix=".npz") as tmp:
             np.savez(tmp, **vectors)
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 def image_key(item: TestItem) -> str:
