@@ -7,7 +7,6 @@ evaluation itself does not produce a complete result; it never reports a partial
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -18,7 +17,9 @@ from pathlib import Path
 
 from harness import provenance
 from harness.config import RunConfig, format_model_args
+from harness.core import identity
 from harness.core.errors import EvaluationFailed, UserError
+from harness.core.identity import ComputationIdentity
 from harness.core.io import write_json_atomic, write_lines_atomic
 from harness.core.paths import harness_home, looks_like_local_path, runs_root
 from harness.core.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary, validate_summary
@@ -42,11 +43,16 @@ class RunPlan:
     prepared: PreparedTask
     pretrained: str
     run_dir: Path
-    model_revision: str | None = None  # the checkpoint's content fingerprint (hub: its commit)
+    identity: ComputationIdentity  # weights, output-changing model-args, prepared data, protocol
 
     @property
     def lmms_task(self) -> str:
         return self.prepared.lmms_task_name(self.config.scoring)
+
+    @property
+    def model_revision(self) -> str | None:
+        """The weights' content fingerprint (base and adapter; a hub checkpoint: its commit)."""
+        return self.identity.weights
 
 
 def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
@@ -190,28 +196,31 @@ def plan_run(config: RunConfig) -> RunPlan:
         f"{model.name}__{task.key}-{prepared.variant}__{config.scoring}__{stamp}-{uuid.uuid4().hex[:6]}"
     )
     run_dir = (config.output_dir or runs_root()) / run_name
-    revision = provenance.model_revision(
-        pretrained, config.model_args.get("revision"), config.model_args.get("adapter")
+    return RunPlan(
+        config, model, task, prepared, pretrained, run_dir, run_identity(config, model, pretrained, prepared)
     )
-    return RunPlan(config, model, task, prepared, pretrained, run_dir, revision)
+
+
+def run_identity(
+    config: RunConfig, model: ModelSpec, pretrained: str, prepared: PreparedTask
+) -> ComputationIdentity:
+    """What identifies this run's answers: the weights, the model-args, the prepared data (its content
+    fingerprint, which covers the options and the seed), the scoring and the protocol."""
+    protocol = getattr(config, "protocol", None)  # `--protocol` (issue 16) once RunConfig has it
+    return identity.identify(
+        model.name,
+        pretrained,
+        config.model_args,
+        data=f"{prepared.meta.fingerprint}|{config.scoring}",
+        protocol=protocol,
+    )
 
 
 def journal_for(plan: RunPlan) -> ResponseJournal:
     """The response journal of this run's inputs: the same command finds it again after an interruption.
-    Keyed by the checkpoint's content, not its path: weights rewritten in place start a new journal."""
-    args = {
-        k: v
-        for k, v in sorted(plan.config.model_args.items())
-        if k not in ("batch_size", "pretrained", "adapter")
-    }
-    key = [
-        plan.model.name,
-        plan.model_revision or plan.pretrained,
-        args,
-        plan.prepared.meta.fingerprint,
-        plan.config.scoring,
-    ]
-    digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
+    Keyed by the run's identity (harness.core.identity): weights rewritten in place, another adapter or
+    another output-changing model-arg start a new journal."""
+    digest = identity.computation_key(plan.identity)[:24]
     # each data-parallel rank answers its own shard (the same one when the same command is re-run)
     shard = f"-rank{distributed.rank()}of{distributed.world_size()}" if distributed.world_size() > 1 else ""
     return ResponseJournal(
@@ -381,6 +390,7 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
         "model_args": {**config.model_args, "pretrained": plan.pretrained},
         "pretrained": plan.pretrained,
         "model_revision": plan.model_revision,
+        "identity": identity.computation_key(plan.identity),
         "task": plan.task.key,
         "lmms_task": plan.lmms_task,
         "task_version": meta.task_version,

@@ -148,14 +148,14 @@ def before_run(config, args: argparse.Namespace) -> None:
     fingerprint) is refused now, not after the evaluation."""
     if not args.name or args.no_record:
         return
-    from harness import provenance
+    from harness.core import identity
     from harness.runner import check_pretrained
     from leaderboard.store import ResultStore, check_model_name
     from models.registry import get_model_spec
 
     check_model_name(args.name)
     pretrained = check_pretrained(get_model_spec(config.model), config.model_args)
-    revision = provenance.model_revision(
+    revision = identity.weights_fingerprint(
         pretrained, config.model_args.get("revision"), config.model_args.get("adapter")
     )
     store = ResultStore.open(args.db_url)

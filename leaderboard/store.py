@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,8 +20,10 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from harness.core import identity
 from harness.core.errors import UserError
-from harness.core.paths import looks_like_local_path
+from harness.core.io import write_json_atomic
+from harness.core.paths import harness_home
 from harness.core.results import RunSummary
 from leaderboard import spec
 from leaderboard.db import (
@@ -75,35 +79,20 @@ HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@
 
 
 def model_name_for(summary: RunSummary) -> str:
-    """The leaderboard name of the model a run evaluated; different weights never share a name.
-
-    The registry name only for the registry's own weights (its hub id, no other revision, no adapter),
-    so the run sits beside the paper's row for that model. Other hub weights: the hub id (with
-    `@revision` when one was asked for). A local folder (or adapter): `<folder>@<8 hex digits of its
-    content fingerprint>`, so two folders called `ft` holding different weights are two models.
-    """
-    args = summary.get("model_args") or {}
-    pretrained = args.get("pretrained") or summary.get("pretrained")
-    adapter, revision = args.get("adapter"), args.get("revision")
+    """The leaderboard name of the weights a run (or probe report) used: `harness.core.identity.model_name`
+    on its recorded fields, with the registry's hub id for the registry's own weights."""
     from models.registry import MODELS
 
+    args = summary.get("model_args") or {}
     registered = MODELS.get(summary["model"])
-    if (
-        registered is not None
-        and not adapter
-        and pretrained in (None, "", registered.hub_id)
-        and revision in (None, "", "main")
-    ):
-        return summary["model"]
-    weights = adapter or pretrained or summary["model"]
-    if looks_like_local_path(weights):
-        fingerprint = summary.get("model_revision") or ""
-        if fingerprint.startswith("local-"):  # local-sha256:<hex> (and local-<hex> of older versions)
-            suffix = re.split(r"[:-]", fingerprint)[-1][:8]
-        else:  # an imported result without a fingerprint: at least its path tells folders apart
-            suffix = "path-" + hashlib.sha256(weights.encode()).hexdigest()[:8]
-        return f"{Path(weights).expanduser().name}@{suffix}"
-    return weights if revision in (None, "", "main") or adapter else f"{weights}@{revision}"
+    return identity.model_name(
+        summary["model"],
+        args.get("pretrained") or summary.get("pretrained"),
+        args.get("adapter"),
+        args.get("revision"),
+        summary.get("model_revision"),
+        None if registered is None else registered.hub_id,
+    )
 
 
 def check_summary(summary: RunSummary) -> None:
@@ -369,7 +358,11 @@ class ResultStore:
     # --- probes ---------------------------------------------------------------------------------
 
     def record_probes(self, report: dict[str, Any], folder: Path | None = None) -> bool:
-        """Record one probe report (harness.core.probe_results.ProbeReport); True when it is new."""
+        """Record one probe report (harness.core.probe_results.ProbeReport); True when it is new. The
+        row points at the store's own copy of the report's files (`keep_probe_files`), never at a
+        folder that a later run could overwrite."""
+        if folder is not None:
+            folder = keep_probe_files(report, Path(folder))
         try:
             return self._record_probes(report, folder)
         except IntegrityError:  # another process recorded it (or created the model) first
@@ -417,6 +410,34 @@ class ResultStore:
         if not include_hidden:
             query = query.where(ModelRow.hidden.is_(False))
         return unknown_name("model", name, session.scalars(query).all())
+
+
+def probe_files_root() -> Path:
+    return harness_home() / "probe-reports"
+
+
+def keep_probe_files(report: dict[str, Any], folder: Path) -> Path:
+    """A copy of the report's probes.json and figures under $HARNESS_HOME/probe-reports/<run id>/, made
+    once (staged, then renamed into place): what the leaderboard shows cannot change afterwards."""
+    from harness.core.probe_results import PROBES_FILE
+
+    kept = probe_files_root() / re.sub(r"[^A-Za-z0-9._-]", "_", str(report["run_id"]))
+    if kept.is_dir():
+        return kept
+    staging = kept.with_name(f".{kept.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        write_json_atomic(staging / PROBES_FILE, report)
+        for file_name in (report.get("tsne") or {}).values():
+            if (folder / file_name).is_file():
+                shutil.copy2(folder / file_name, staging / file_name)
+        os.replace(staging, kept)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not kept.is_dir():  # not another process that kept it first
+            raise
+    return kept
 
 
 def summary_result_fields(summary: RunSummary) -> dict[str, Any]:

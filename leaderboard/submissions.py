@@ -197,7 +197,7 @@ class LocalCheckpoint:
 
     def fingerprint(self, files: dict[str, int]) -> str:
         """The folder's content fingerprint, computed as `harness run` computes it for its summary."""
-        from harness.provenance import checkpoint_fingerprint
+        from harness.core.identity import checkpoint_fingerprint
 
         return checkpoint_fingerprint(self.folder)
 

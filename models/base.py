@@ -271,6 +271,11 @@ class FGVRModel(lmms):
         if self.parallel.accelerator is not None:
             self.accelerator = self.parallel.accelerator  # lmms-eval's data-parallel path syncs through it
 
+    @classmethod
+    def check_extra_args(cls, args: dict[str, str]) -> None:
+        """Refuse bad values of the model-specific --model-args (`extra_args`) when a run is planned,
+        before loading; `accept_extra_args` parses them the same way when the model loads."""
+
     def accept_extra_args(self, extra: dict[str, Any]) -> None:
         """Model-specific --model-args (a subclass takes its own out of `extra` first); the rest are unknown."""
         if extra:

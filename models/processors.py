@@ -67,14 +67,18 @@ def image_only(processor_class: type) -> type:
 
 
 def option_value(name: str, value: Any) -> int | bool:
-    """An image-processor --model-args value: true/false or a whole number."""
+    """An image-processor --model-args value: true/false or a positive whole number (a pixel budget,
+    an edge length or a patch count of 0 or less is refused before loading, not failed on later)."""
     text = str(value).strip().lower()
     if text in ("true", "false"):
         return text == "true"
     try:
-        return int(text)
+        number = int(text)
     except ValueError:
         raise UserError(f"--model-args {name}={value}: expected a whole number or true/false") from None
+    if number < 1:
+        raise UserError(f"--model-args {name}={value}: must be a positive whole number")
+    return number
 
 
 class ImageOnlyProcessorModel(FGVRModel):
@@ -84,6 +88,12 @@ class ImageOnlyProcessorModel(FGVRModel):
 
     processor_class: ClassVar[str]  # transformers processor class
     image_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check_extra_args(cls, args: dict[str, str]) -> None:
+        for name in cls.image_options:
+            if name in args:
+                option_value(name, args[name])
 
     def accept_extra_args(self, extra: dict[str, Any]) -> None:
         self.image_settings = {

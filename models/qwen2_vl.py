@@ -16,12 +16,21 @@ import re
 
 import torch
 
+from harness.core.errors import UserError
 from models.processors import ImageOnlyProcessorModel
 from models.scoring import Prefix, cache_of, with_cache
 
 PIXEL_BUDGET = ("min_pixels", "max_pixels")
 # Fine-R1's answer format: "<think>...</think> <answer>choice</answer>"
 ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
+
+
+def thinking_budget(value) -> int:
+    """`thinking_tokens=`: a whole number of tokens, 0 or more."""
+    text = str(value).strip()
+    if not text.isdigit():
+        raise UserError(f"--model-args thinking_tokens={value}: must be a whole number, 0 or more")
+    return int(text)
 
 
 class QwenVLFGVR(ImageOnlyProcessorModel):
@@ -81,8 +90,14 @@ class FineR1FGVR(QwenVLFGVR):
     registry_name = "fine_r1"
     extra_args = (*PIXEL_BUDGET, "thinking_tokens")
 
+    @classmethod
+    def check_extra_args(cls, args):
+        super().check_extra_args(args)
+        if "thinking_tokens" in args:
+            thinking_budget(args["thinking_tokens"])
+
     def accept_extra_args(self, extra):
-        self.thinking_tokens = int(extra.pop("thinking_tokens", 2048))
+        self.thinking_tokens = thinking_budget(extra.pop("thinking_tokens", 2048))
         super().accept_extra_args(extra)
 
     def new_token_budget(self, gen_kwargs):

@@ -393,6 +393,7 @@ def check_model_args(spec: ModelSpec, model_args: dict[str, str]) -> None:
         )
     for name, value in model_args.items():
         _check_value(name, str(value).strip(), known[name])
+    spec.load_wrapper().check_extra_args(model_args)
 
 
 def _check_value(name: str, value: str, parameter: inspect.Parameter) -> None:

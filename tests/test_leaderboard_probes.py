@@ -11,6 +11,7 @@ from harness.core.probe_results import load_probe_report
 from leaderboard import db, detail
 from leaderboard.importer import import_path
 from leaderboard.store import ResultStore, record_probe_report
+from leaderboard.store import probe_files_root as store_files_root
 from tests.leaderboard.lb_factories import make_summary
 
 
@@ -46,7 +47,11 @@ def test_probe_reports_are_recorded_once_and_listed(store, probe_folder):
     name = report["model"]
     assert (name, name) in store.model_choices()  # a model with probes only is selectable
     (entry,) = store.probe_reports(name)
-    assert entry["report"]["linear"] == report["linear"] and entry["folder"] == str(probe_folder.resolve())
+    assert entry["report"]["linear"] == report["linear"]
+    kept = Path(entry["folder"])  # the store's own copy: a later run into the same --out cannot change it
+    assert kept != probe_folder.resolve() and kept.parent == store_files_root()
+    for file_name in report["tsne"].values():
+        assert (kept / file_name).read_bytes() == (probe_folder / file_name).read_bytes()
     assert store.delete_model(name) == 0
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM probes")).scalar() == 0

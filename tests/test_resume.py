@@ -131,7 +131,7 @@ def test_the_fingerprint_follows_every_rewrite(tmp_path, monkeypatch):
     import os
     import time
 
-    from harness import provenance
+    from harness.core import identity as provenance
 
     later = time.time_ns() + 10 * 10**9
     monkeypatch.setattr(provenance.time, "time_ns", lambda: later)  # every file counts as settled

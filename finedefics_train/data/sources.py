@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from harness.core.errors import UserError
+from harness.core.identity import pixel_hash
 from tasks.datasets.base import DatasetSplit, TestItem
 from tasks.registry import TaskSpec, get_task
 
@@ -61,19 +58,6 @@ def first_per_class(items: list[TestItem], limit: int) -> list[TestItem]:
             kept.append(item)
             counts[item.label] += 1
     return kept
-
-
-def pixel_hash(path: Path) -> str:
-    """sha256 of the decoded RGB pixels and the size: the same picture under another name or container
-    hashes the same, while the file name plays no part (Stanford Cars reuses names across its splits)."""
-    try:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path}: not a readable image ({error}); restore the file") from error
-    digest = hashlib.sha256(f"{rgb.shape}".encode())
-    digest.update(np.ascontiguousarray(rgb).tobytes())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

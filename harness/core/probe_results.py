@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from harness.core.results import Provenance
 
@@ -67,6 +67,10 @@ class ProbeReport(TypedDict):
     n_train: int
     n_test: int
     seed: int
+    identity: NotRequired[str]  # harness.core.identity.computation_key: weights, model-args, data, recipe
+    train_test_overlap: NotRequired[
+        list[list[str]]
+    ]  # [test key, train key] with equal pixels (--allow-overlap)
     linear: dict[str, LinearProbeResult]
     knowledge: dict[str, LinearProbeResult]
     knowledge_left_out: list[str]  # classes with fewer than two descriptions

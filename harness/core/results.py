@@ -9,7 +9,8 @@ upgrades older versions.
 Versions: 1, the first; 2 added `n_rows`, `n_correct`, `accuracy_ci_method` (every interval is
 Wilson's, `harness.core.stats`), `position_bias` and `provenance.num_processes`, made `errors`
 count failed requests (it was always 0) and `scoring` take every scoring (`loglik_name`).
-The optional `provenance.training_run` (runs of `harness train --eval-after`) needs no new version.
+The optional `provenance.training_run` (runs of `harness train --eval-after`) and `identity` (the
+computation key, harness.core.identity) need no new version.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class RunSummary(TypedDict):
     model_args: dict[str, str]
     pretrained: str  # local path or hub id actually loaded
     model_revision: str | None  # hub commit / revision, or a content hash of a local folder
+    identity: NotRequired[str]  # harness.core.identity.computation_key of the run (weights, args, data)
     task: str  # harness task key, e.g. "bird200"
     lmms_task: str  # lmms-eval task name, e.g. "fgvr_bird200_gen"
     task_version: str

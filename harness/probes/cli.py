@@ -33,6 +33,8 @@ def cmd_repr(args: argparse.Namespace) -> int:
         seed=args.seed,
         tsne_classes=args.tsne_classes,
         skip_missing=args.skip_missing,
+        overwrite=args.overwrite,
+        allow_overlap=args.allow_overlap,
         describe_llm=args.describe_llm,
         descriptions_per_class=args.descriptions_per_class,
     )
@@ -147,6 +149,14 @@ def register(sub) -> argparse.ArgumentParser:
     rep.add_argument("--classnames", type=Path, help="class names, one per line in label order (Flowers-102)")
     rep.add_argument(
         "--out", type=Path, help="report folder (default: $HARNESS_HOME/probes/<model>__<task>__<time>)"
+    )
+    rep.add_argument(
+        "--overwrite", action="store_true", help="replace the report in a non-empty --out (else refused)"
+    )
+    rep.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="probe although train images have the pixels of test images (recorded in the report)",
     )
     rep.add_argument("--batch-size", type=int, default=8)
     rep.add_argument("--seed", type=int, default=0, help="seeds the validation split, the probes and t-SNE")

@@ -1,8 +1,10 @@
 """Feature extraction for the probes: an MLLM's last-layer hidden states, or CLIP/SigLIP embeddings.
 
-Features are computed in batches with a progress bar and cached on disk, one file per image or
-text under a folder named by the extractor's identity (model, checkpoint, revision, prompt), so an
-interrupted extraction resumes where it stopped and a second probe run reads everything back."""
+Features are computed in batches with a progress bar and cached on disk, one file per image (keyed by
+its pixels) or text, under a folder named by the extractor's identity (harness.core.identity: the
+weights with the adapter, every output-changing model-arg, the feature recipe), so an interrupted
+extraction resumes where it stopped and a second probe run of the same computation reads everything
+back, while any other weights or model-args compute afresh."""
 
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from harness.core import identity
 from harness.core.errors import UserError
-from harness.core.io import atomic_path
+from harness.core.identity import ComputationIdentity
+from harness.core.io import atomic_path, write_json_atomic
 from harness.core.paths import harness_home
 from tasks.datasets.base import TestItem
 
@@ -26,7 +30,7 @@ CLIP_VIEWS = ("embed",)
 class FeatureExtractor:
     """What a probe needs from a model: named views of image and text features (rows = inputs)."""
 
-    identity: str  # everything that changes the features; names the cache folder
+    identity: ComputationIdentity  # everything that changes the features; names the cache folder
     views: tuple[str, ...]
 
     def image_features(self, images: list[Image.Image]) -> dict[str, np.ndarray]:
@@ -48,7 +52,9 @@ def readable(class_name: str) -> str:
 class MLLMExtractor(FeatureExtractor):
     """Hidden states of a wrapped MLLM (models.base.FGVRModel.features) for one image question."""
 
-    def __init__(self, wrapper, question: str, identity: str, views: Sequence[str] = ("last", "avg")):
+    def __init__(
+        self, wrapper, question: str, identity: ComputationIdentity, views: Sequence[str] = ("last", "avg")
+    ):
         self.wrapper, self.question, self.identity, self.views = wrapper, question, identity, tuple(views)
 
     def image_features(self, images):
@@ -66,9 +72,8 @@ class ClipExtractor(FeatureExtractor):
 
     views = CLIP_VIEWS
 
-    def __init__(self, encoder):
-        self.encoder = encoder
-        self.identity = f"clip|{encoder.name}"
+    def __init__(self, encoder, identity: ComputationIdentity):
+        self.encoder, self.identity = encoder, identity
 
     def image_features(self, images):
         return {"embed": np.asarray(self.encoder.encode_images(images))}
@@ -82,21 +87,23 @@ class ClipExtractor(FeatureExtractor):
         return PROMPT.format(readable(class_name))
 
 
-def load_clip_extractor(model: str, device: str = "cpu") -> ClipExtractor:
+def load_clip_extractor(model: str, model_args: dict[str, str]) -> ClipExtractor:
     """`--model clip:SPEC`, SPEC as for --clip-model: hf:ID_OR_PATH or open_clip:ARCH:PRETRAINED."""
     from tasks.clip_miner import load_encoder
 
-    return ClipExtractor(load_encoder(model.removeprefix(CLIP_PREFIX), device))
+    spec = model.removeprefix(CLIP_PREFIX)
+    encoder = load_encoder(spec, model_args.get("device", "cpu"))
+    checkpoint = spec.split(":", 1)[-1]  # hf:PATH -> PATH (fingerprinted); open_clip names stay names
+    return ClipExtractor(encoder, identity.identify(model, checkpoint, model_args, protocol="features:clip"))
 
 
 class FeatureCache:
-    """One .npz per input (all views) under `root/<hash of the extractor identity>/`."""
+    """One .npz per input (all views) under `root/<computation key of the extractor's identity>/`."""
 
-    def __init__(self, identity: str, root: Path | None = None):
-        digest = hashlib.sha256(identity.encode()).hexdigest()[:20]
-        self.folder = Path(root or harness_home() / "features") / digest
+    def __init__(self, of: ComputationIdentity, root: Path | None = None):
+        self.folder = Path(root or harness_home() / "features") / identity.computation_key(of)
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "identity.txt").write_text(identity + "\n")
+        write_json_atomic(self.folder / "identity.json", of.as_dict())
 
     def path(self, key: str) -> Path:
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()}.npz"
@@ -119,8 +126,8 @@ class FeatureCache:
 
 
 def image_key(item: TestItem) -> str:
-    stat = item.image.stat()
-    return f"image|{item.image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    """An image input by its pixels (an image replaced under the same path is a new input)."""
+    return f"image|{identity.pixel_hash(item.image)}"
 
 
 def _cached(
@@ -159,7 +166,10 @@ def image_features(
     cache: FeatureCache,
     batch_size: int = 8,
     desc: str = "image features",
+    keys: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
+    """Features of `items`; `keys`: their image_key values when already computed."""
+
     def compute(batch: list[TestItem]) -> dict[str, np.ndarray]:
         images = []
         for item in batch:
@@ -173,7 +183,13 @@ def image_features(
         return extractor.image_features(images)
 
     return _cached(
-        cache, extractor.views, [image_key(i) for i in items], list(items), compute, batch_size, desc
+        cache,
+        extractor.views,
+        list(keys) if keys is not None else [image_key(i) for i in items],
+        list(items),
+        compute,
+        batch_size,
+        desc,
     )
 
 

@@ -5,15 +5,18 @@ view and writes probes.json (harness.core.probe_results.ProbeReport) and the t-S
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from harness import provenance
+from harness.core import identity
 from harness.core.errors import UserError
 from harness.core.io import write_json_atomic
 from harness.core.paths import harness_home
@@ -26,6 +29,7 @@ from harness.probes.features import (
     FeatureExtractor,
     MLLMExtractor,
     image_features,
+    image_key,
     load_clip_extractor,
     text_features,
 )
@@ -54,6 +58,8 @@ class ReprConfig:
     seed: int = 0
     tsne_classes: int = 10
     skip_missing: bool = False
+    overwrite: bool = False  # replace the report in a non-empty --out
+    allow_overlap: bool = False  # probe although train images have the pixels of test images (recorded)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.probes) - set(PROBES))
@@ -71,23 +77,52 @@ class ReprConfig:
             check_chat_spec(self.describe_llm)
         if self.batch_size < 1 or self.tsne_classes < 2:
             raise UserError("--batch-size must be >= 1 and --tsne-classes >= 2")
+        if self.descriptions_per_class < 2:
+            raise UserError(f"--descriptions-per-class must be >= 2, got {self.descriptions_per_class}")
         self.data_root = Path(self.data_root).expanduser()
+        if self.out is not None:
+            self.out = Path(self.out).expanduser()
+            check_out_folder(self.out, self.overwrite)
 
     @property
     def is_clip(self) -> bool:
         return self.model.startswith(CLIP_PREFIX)
 
 
+REPORT_FILES = (PROBES_FILE, "tsne_*.png", "descriptions.json")  # what a probe run writes into --out
+
+
+def check_out_folder(out: Path, overwrite: bool) -> None:
+    """--out is a folder that holds no report yet (or `--overwrite`, which removes the old report's
+    files): a second run never mixes its figures into another model's report."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a folder for the report (probes.json and the PNGs)")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(
+            f"--out {out} is not empty; choose a new folder, or pass --overwrite to replace the report in it"
+        )
+
+
+def clear_report(out: Path) -> None:
+    """Remove an old report's files from `out` (--overwrite); anything else in the folder stays."""
+    for path in [p for pattern in REPORT_FILES for p in out.glob(pattern)]:
+        path.unlink()
+
+
+def check_model(config: ReprConfig) -> None:
+    """The model name and its --model-args (names and values), checked before any data is read."""
+    if config.is_clip:
+        return
+    from models.registry import check_model_args, get_model_spec
+
+    check_model_args(get_model_spec(config.model), config.model_args)
+
+
 def load_extractor(config: ReprConfig, task: TaskSpec) -> tuple[FeatureExtractor, dict]:
     """The extractor and what the report records about the model."""
     if config.is_clip:
-        extractor = load_clip_extractor(config.model, config.model_args.get("device", "cpu"))
-        spec = config.model.removeprefix(CLIP_PREFIX)
-        info = {
-            "pretrained": spec,
-            "model_revision": provenance.model_revision(spec.split(":", 1)[-1], None),
-            "prompt": None,
-        }
+        extractor = load_clip_extractor(config.model, config.model_args)
+        info = {"pretrained": config.model.removeprefix(CLIP_PREFIX), "prompt": None}
     else:
         from harness.config import format_model_args
         from harness.runner import check_pretrained
@@ -99,10 +134,11 @@ def load_extractor(config: ReprConfig, task: TaskSpec) -> tuple[FeatureExtractor
         args = format_model_args({**config.model_args, "pretrained": pretrained})
         wrapper = spec.load_wrapper().create_from_arg_string(args, {"batch_size": config.batch_size})
         question = open_question_for(task.singular)
-        revision = provenance.model_revision(pretrained, config.model_args.get("revision"))
-        identity = f"mllm|{spec.name}|{pretrained}|{revision}|{wrapper.torch_dtype}|{question}"
-        extractor = MLLMExtractor(wrapper, question, identity, MLLM_VIEWS)
-        info = {"pretrained": pretrained, "model_revision": revision, "prompt": question}
+        recipe = f"features:{question}|{wrapper.torch_dtype}"  # the prompt and the dtype `auto` resolved to
+        of = identity.identify(spec.name, pretrained, config.model_args, protocol=recipe)
+        extractor = MLLMExtractor(wrapper, question, of, MLLM_VIEWS)
+        info = {"pretrained": pretrained, "prompt": question}
+    info["model_revision"] = extractor.identity.weights  # the base's and the adapter's content
     if config.views is not None:
         unknown = sorted(set(config.views) - set(extractor.views))
         if unknown:
@@ -118,6 +154,9 @@ class ProbeData:
     test: DatasetSplit
     train: DatasetSplit | None
     descriptions: analysis.DescriptionSplit | None
+    test_keys: list[str] = field(default_factory=list)  # the images' pixel hashes (feature cache keys)
+    train_keys: list[str] = field(default_factory=list)
+    overlap: list[tuple[str, str]] = field(default_factory=list)  # (test key, train key) with equal pixels
     test_x: dict[str, np.ndarray] = field(default_factory=dict)
     train_x: dict[str, np.ndarray] | None = None
     name_x: dict[str, np.ndarray] = field(default_factory=dict)
@@ -126,6 +165,34 @@ class ProbeData:
     @property
     def test_labels(self) -> np.ndarray:
         return np.array([item.label for item in self.test.items])
+
+    @property
+    def fingerprint(self) -> str:
+        """The data's content: every image's pixels (test and train) and the class names."""
+        entries = {f"test/{i.key}": k for i, k in zip(self.test.items, self.test_keys)}
+        if self.train is not None:
+            entries.update((f"train/{i.key}", k) for i, k in zip(self.train.items, self.train_keys))
+        entries["classes"] = "\n".join(self.test.class_names)
+        return identity.listing_fingerprint(entries)
+
+
+def hash_images(data: ProbeData, allow_overlap: bool) -> None:
+    """Every image's pixel hash; train images with a test image's pixels stop the probe (train/test
+    leakage) unless `allow_overlap`, and are then recorded in the report."""
+    data.test_keys = [image_key(item) for item in data.test.items]
+    if data.train is None:
+        return
+    data.train_keys = [image_key(item) for item in data.train.items]
+    test_of = {key: item.key for key, item in zip(data.test_keys, data.test.items)}
+    data.overlap = [
+        (test_of[key], item.key) for key, item in zip(data.train_keys, data.train.items) if key in test_of
+    ]
+    if data.overlap and not allow_overlap:
+        shown = "; ".join(f"test {test} == train {train}" for test, train in data.overlap[:3])
+        raise UserError(
+            f"{len(data.overlap)} train image(s) have the pixels of test images (train/test leakage: "
+            f"{shown}); remove them from the train split, or pass --allow-overlap to record them and go on"
+        )
 
 
 def read_probe_data(config: ReprConfig, task: TaskSpec, out: Path) -> ProbeData:
@@ -143,17 +210,23 @@ def read_probe_data(config: ReprConfig, task: TaskSpec, out: Path) -> ProbeData:
     elif config.describe_llm is not None:
         descriptions = llm_descriptions(config, task, test.class_names, out)
     split = analysis.split_descriptions(descriptions, test.class_names, config.seed) if descriptions else None
-    return ProbeData(test, train, split)
+    data = ProbeData(test, train, split)
+    hash_images(data, config.allow_overlap)
+    return data
 
 
 def extract(extractor: FeatureExtractor, data: ProbeData, batch_size: int) -> None:
     """Every feature the probes need, cached on disk (see harness.probes.features)."""
     kwargs = {"cache": FeatureCache(extractor.identity), "batch_size": batch_size}
-    data.test_x = image_features(extractor, data.test.items, desc="test image features", **kwargs)
+    data.test_x = image_features(
+        extractor, data.test.items, desc="test image features", keys=data.test_keys, **kwargs
+    )
     names = [extractor.name_text(name) for name in data.test.class_names]
     data.name_x = text_features(extractor, names, desc="category name features", **kwargs)
     if data.train is not None:
-        data.train_x = image_features(extractor, data.train.items, desc="train image features", **kwargs)
+        data.train_x = image_features(
+            extractor, data.train.items, desc="train image features", keys=data.train_keys, **kwargs
+        )
     if data.descriptions is not None and data.descriptions.texts:
         data.description_x = text_features(
             extractor, data.descriptions.texts, desc="description features", **kwargs
@@ -188,15 +261,10 @@ def probe_view(view: str, data: ProbeData, config: ReprConfig, task: TaskSpec, o
     return results
 
 
-def report_folder(config: ReprConfig, task: TaskSpec, now: datetime) -> Path:
-    if config.out:
-        return Path(config.out)
+def new_run_id(config: ReprConfig, task: TaskSpec, now: datetime) -> str:
+    """A probe run's id, unique per run (never the --out folder's name, which runs can share)."""
     model = config.model.replace(":", "_").replace("/", "_")
-    return (
-        harness_home()
-        / "probes"
-        / f"{model}__{task.key}__{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    )
+    return f"{model}__{task.key}__{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[ProbeReport, Path]:
@@ -207,14 +275,17 @@ def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[Prob
             f"--task {task.key}: representation probes take an image-classification task "
             f"({', '.join(FGVR_TASKS)})"
         )
+    check_model(config)
     now = datetime.now(UTC)
-    out = report_folder(config, task, now)
+    run_id = new_run_id(config, task, now)
+    out = config.out or harness_home() / "probes" / run_id
+    clear_report(out)
     data = read_probe_data(config, task, out)
     extractor, info = load_extractor(config, task)
     extract(extractor, data, config.batch_size)
     report: ProbeReport = {
         "schema_version": PROBE_SCHEMA_VERSION,
-        "run_id": out.name,
+        "run_id": run_id,
         "created": now.isoformat(timespec="seconds"),
         "model": config.model,
         "model_args": dict(config.model_args),
@@ -229,6 +300,8 @@ def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[Prob
         "n_train": 0 if data.train is None else len(data.train.items),
         "n_test": len(data.test.items),
         "seed": config.seed,
+        "identity": identity.computation_key(replace(extractor.identity, data=data.fingerprint)),
+        "train_test_overlap": [list(pair) for pair in data.overlap],
         "linear": {},
         "knowledge": {},
         "knowledge_left_out": data.descriptions.left_out if data.descriptions else [],
@@ -247,18 +320,25 @@ def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[Prob
 def llm_descriptions(
     config: ReprConfig, task: TaskSpec, class_names: list[str], out: Path
 ) -> dict[str, list[str]]:
-    """Descriptions written by `--describe-llm`, saved as `descriptions.json` in the report folder
-    (the format --descriptions reads) and reused from there when the same folder is probed again."""
+    """Descriptions written by `--describe-llm`, saved as `descriptions.json` in the report folder (the
+    format --descriptions reads), and kept under $HARNESS_HOME/descriptions by the request (LLM spec,
+    task, count, class names) so that probing again, into any folder, asks the LLM nothing."""
     from harness.probes.descriptions import describe_classes, read_descriptions
     from models.chat import load_chat_backend
 
-    saved, marker = out / "descriptions.json", out / "descriptions.llm"
-    if saved.is_file() and marker.is_file() and marker.read_text().strip() == config.describe_llm:
-        return read_descriptions(saved, class_names)
-    backend = load_chat_backend(config.describe_llm)
-    descriptions = describe_classes(backend, class_names, task.singular, config.descriptions_per_class)
-    write_json_atomic(saved, descriptions)
-    marker.write_text(config.describe_llm + "\n")
+    request = [config.describe_llm, task.singular, config.descriptions_per_class, class_names]
+    cached = (
+        harness_home()
+        / "descriptions"
+        / f"{hashlib.sha256(json.dumps(request).encode()).hexdigest()[:24]}.json"
+    )
+    if cached.is_file():
+        descriptions = read_descriptions(cached, class_names)
+    else:
+        backend = load_chat_backend(config.describe_llm)
+        descriptions = describe_classes(backend, class_names, task.singular, config.descriptions_per_class)
+        write_json_atomic(cached, descriptions)
+    write_json_atomic(out / "descriptions.json", descriptions)
     return descriptions
 
 
