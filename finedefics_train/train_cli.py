@@ -12,12 +12,12 @@ before any weights load. Several GPUs: `accelerate launch --num_processes 8 -m h
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.errors import UserError
+from harness.core.output import JSON_HELP, emit_json
 
 STAGE_DIRS = {"stage1": "stage1", "stage2": "stage2", "joint": "joint"}
 
@@ -41,7 +41,7 @@ def register(stages: argparse._SubParsersAction) -> None:
     merge.add_argument(
         "--base", default=None, help="the base checkpoint (default: the one the adapter records)"
     )
-    merge.add_argument("--json", action="store_true")
+    merge.add_argument("--json", action="store_true", help=JSON_HELP)
     merge.set_defaults(func=cmd_merge)
 
 
@@ -95,7 +95,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--db-url", default=None, help="leaderboard store URL, as with harness run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 @dataclass
@@ -224,12 +224,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"eval {summary['task']} {summary['scoring']} ({summary['variant']}): accuracy {summary['accuracy']:.3f}"
             )
     if args.json:
-        print(json.dumps({
+        emit_json({
             "out": str(adapter), "recipe": args.recipe, "stages": [r.stage for r in plan.runs],
             "metrics": {r["stage"]: r["metrics"] for r in records if r},
             "eval": [{"task": s["task"], "scoring": s["scoring"], "variant": s["variant"], "accuracy": s["accuracy"],
                       "summary": str(Path(s["results_file"]).parent / "summary.json")} for s in summaries],
-        }))  # fmt: skip
+        })  # fmt: skip
     return 0
 
 
@@ -239,5 +239,5 @@ def cmd_merge(args: argparse.Namespace) -> int:
     out = merge_adapter(args.adapter, args.out, args.base)
     print(f"merged checkpoint in {out}")
     if args.json:
-        print(json.dumps({"out": str(out), "adapter": str(args.adapter)}))
+        emit_json({"out": str(out), "adapter": str(args.adapter)})
     return 0

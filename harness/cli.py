@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from harness import data_cli
 from harness.cli_config import add_dataclass_arguments, config_from_args
 from harness.config import RunConfig, parse_task_paths
 from harness.core.errors import EvaluationFailed, UserError
+from harness.core.output import JSON_HELP, emit_json, json_document
 from harness.probes import cli as probe_cli
 
 Handler = Callable[[argparse.Namespace], int]
@@ -22,9 +22,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, RunConfig)  # every RunConfig field is a `harness run` flag
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object as the last line of stdout"
-    )
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -87,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_table([summary]))
     print(f"results: {Path(summary['results_file']).parent}")
     if args.json:
-        print(json.dumps(summary_line(summary)))
+        emit_json(summary_line(summary))
     return 0
 
 
@@ -107,7 +105,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         rows = [spec.as_dict() for spec in MODELS.values()]
         if args.json:
-            print(json.dumps(rows))
+            emit_json(rows)
         else:
             for r in rows:
                 remote = " (remote code)" if r["remote_code"] else ""
@@ -122,7 +120,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             for t in TASKS.values()
         ]
         if args.json:
-            print(json.dumps(rows))
+            emit_json(rows)
         else:
             for r in rows:
                 print(
@@ -156,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="offline demo: tiny Idefics2 on a synthetic CUB-200 layout, both scorings"
     )
     demo.add_argument("--limit", type=int, default=None)
-    demo.add_argument("--json", action="store_true")
+    demo.add_argument("--json", action="store_true", help=JSON_HELP)
     demo.add_argument(
         "--train",
         action="store_true",
@@ -166,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list", help="list the registered models or tasks")
     listing.add_argument("what", choices=("models", "tasks"))
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help=JSON_HELP)
     listing.set_defaults(func=cmd_list)
 
     data_cli.register(sub)
@@ -212,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     try:
-        return args.func(args)
+        with json_document(getattr(args, "json", False)):
+            return args.func(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

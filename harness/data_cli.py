@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from harness.cli_config import add_dataclass_arguments, config_from_args
 from harness.config import RunConfig
+from harness.core.output import JSON_HELP, emit_json
 
 SOURCE_FIELDS = ("task", "data_root", "choices", "classnames", "questions", "skip_missing")
 OPTION_FIELDS = ("variant", "options", "clip_model", "circular", "seed")
@@ -24,7 +24,11 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
         rename={"data_root": "--source"},
         per_task=False,
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help=JSON_HELP,
+    )
 
 
 def _config(args: argparse.Namespace):
@@ -76,7 +80,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     }
     info["repeated_images"] = info["n_questions"] - info["n_images"]  # a choice file may ask an image twice
     if args.json:
-        print(json.dumps(info))
+        emit_json(info)
     else:
         repeated = (
             f", {info['repeated_images']} image(s) asked twice by the choice file"
@@ -137,7 +141,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         info["n_questions"] = len(questions)
         info["repeated_images"] = len(questions) - len({item.key for item, _ in questions})
     if args.json:
-        print(json.dumps(info))
+        emit_json(info)
         return 0
     print(f"{task.key}: {split.format} at {split.root}")
     print(

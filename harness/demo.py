@@ -8,10 +8,9 @@ the demo shows the machinery, not a result.
 
 from __future__ import annotations
 
-import json
-
 from harness.cli import format_table, summary_line
 from harness.config import RunConfig
+from harness.core.output import emit_json
 from harness.core.paths import harness_home
 from harness.runner import run_evaluation
 
@@ -56,7 +55,7 @@ def run_demo(limit: int | None = None, json_output: bool = False) -> int:
         "and log-likelihood accuracy is near chance; the demo shows the pipeline, not a model)"
     )
     if json_output:
-        print(json.dumps([summary_line(s) for s in summaries]))
+        emit_json([summary_line(s) for s in summaries])
     return 0
 
 
@@ -106,8 +105,8 @@ def run_train_demo(json_output: bool = False) -> int:
             f"{a['scoring']:<11} {a['variant']:<5} held-out accuracy {b['accuracy']:.3f} -> {a['accuracy']:.3f}"
         )
     if json_output:
-        print(json.dumps({"before": [summary_line(s) for s in before], "after": [summary_line(s) for s in after],
-                          "adapter": str(previous)}))  # fmt: skip
+        emit_json({"before": [summary_line(s) for s in before], "after": [summary_line(s) for s in after],
+                   "adapter": str(previous)})  # fmt: skip
     return 0
 
 

@@ -169,9 +169,36 @@ def check_output_dir(folder: Path | None) -> None:
         raise UserError(f"--output-dir {folder}: {existing} is not writable; choose another --output-dir")
 
 
+def check_task_flags(config: RunConfig, task: TaskSpec) -> None:
+    """Flags of the other kind of task are refused, not ignored: options flags for a knowledge-QA
+    task (its options come from the question file), --questions for an image-classification task."""
+    if task.kind == "qa":
+        ignored = [
+            flag
+            for flag, given in (
+                ("--choices", config.choices is not None),
+                ("--circular", config.circular),
+                (f"--options {config.options}", config.options != "random"),
+                ("--clip-model", config.clip_model is not None),
+            )
+            if given
+        ]
+        if ignored:
+            raise UserError(
+                f"--task {task.key} is a knowledge-QA task: its options come from --questions, so "
+                f"{', '.join(ignored)} would do nothing; leave {'it' if len(ignored) == 1 else 'them'} out"
+            )
+    elif config.questions is not None:
+        raise UserError(
+            f"--questions is for the knowledge-QA tasks (imagewikiqa, <task>_wikiqa); --task {task.key} "
+            "asks about its own classes: leave --questions out"
+        )
+
+
 def plan_run(config: RunConfig) -> RunPlan:
     model = get_model_spec(config.model)
     task = get_task(config.task)
+    check_task_flags(config, task)
     check_model_args(model, config.model_args)  # a typo stops here, before data preparation or CLIP mining
     check_output_dir(config.output_dir)
     pretrained = check_pretrained(model, config.model_args)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import logging
 import signal
 import sys
 from pathlib import Path
 
+from harness.core.output import JSON_HELP, emit_json
 from leaderboard import DB_URL_ENV, spec
 
 DB_URL_HELP = f"database URL (default: ${DB_URL_ENV}, else an SQLite file under the harness home)"
@@ -26,8 +26,8 @@ def _store(args: argparse.Namespace):
 
 
 def _print_json(payload) -> None:
-    json.dump(payload, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+
+    emit_json(payload)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -239,11 +239,11 @@ def register(subparsers) -> None:
     submit.add_argument(
         "--submitter", default=getpass.getuser(), help="who submits (rate limits count per submitter)"
     )
-    submit.add_argument("--json", action="store_true", help="print one JSON object")
+    submit.add_argument("--json", action="store_true", help=JSON_HELP)
 
     queue = command("queue", cmd_queue, "list the submissions and their states")
     queue.add_argument("--status", action="append", choices=("PENDING", "RUNNING", "FINISHED", "FAILED"))
-    queue.add_argument("--json", action="store_true", help="print a JSON list")
+    queue.add_argument("--json", action="store_true", help=JSON_HELP)
 
     worker = command("worker", cmd_worker, "evaluate queued submissions, one at a time")
     worker.add_argument("--once", action="store_true", help="take at most one job, then exit")
@@ -260,4 +260,4 @@ def register(subparsers) -> None:
     importer.add_argument(
         "path", type=Path, metavar="DIR", help="a run folder, a folder of runs, or one results file"
     )
-    importer.add_argument("--json", action="store_true", help="print one JSON object")
+    importer.add_argument("--json", action="store_true", help=JSON_HELP)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from harness.core.errors import UserError
 from harness.core.io import file_sha256, write_json_atomic
+from harness.core.output import emit_json
 from harness.core.paths import prepared_root
 from harness.core.records import record_to_dict
 from tasks.datasets.base import DatasetSplit, TestItem
@@ -85,6 +86,13 @@ def parse_question_text(text: str, where: str) -> tuple[str, tuple[str, ...]]:
             f"{where}: `text` must hold a question and the four options 'A. ...' to 'D. ...' on their "
             f"own lines (found {len(options)} options)"
         )
+    empty = [letter for letter, option in zip(LETTERS, options) if not option]
+    if empty:
+        raise UserError(f"{where}: option {', '.join(empty)} is empty; every option needs a text")
+    if len({_canonical(option) for option in options}) != len(options):
+        raise UserError(
+            f"{where}: the options are not all different ({' / '.join(options)}); fix the question"
+        )
     return " ".join(question_lines), tuple(options)
 
 
@@ -134,7 +142,25 @@ def read_question_file(path: Path, *, require_image: bool = False) -> list[QARec
             records.append(_record(row, where, require_image))
     if not records:
         raise UserError(f"{path}: no questions")
+    check_repeats(records)
     return records
+
+
+def check_repeats(records: Sequence[QARecord]) -> None:
+    """A question asked twice (the same question_id, or the same question on the same image of the same
+    class) would be counted twice: refused, naming both lines."""
+    first: dict[tuple, str] = {}
+    for record in records:
+        keys = [("question", record.classname, record.image, _canonical(record.question))]
+        if record.qid:
+            keys.append(("question_id", record.qid))
+        for key in keys:
+            if key in first:
+                what = f"question_id {record.qid}" if key[0] == "question_id" else "question"
+                raise UserError(
+                    f"{record.where}: repeats the {what} of {first[key]}; remove the repeated line"
+                )
+            first[key] = record.where
 
 
 # ---- images -------------------------------------------------------------------------------------
@@ -244,7 +270,8 @@ def oracle_question(question: str, class_name: str) -> str:
     """The question with "this object" replaced by "this <class name>"; a question without the
     placeholder is prefixed with the name, so the oracle always knows the class."""
     name = class_name.replace("_", " ")
-    replaced, count = re.subn(re.escape(PLACEHOLDER), f"this {name}", question, flags=re.IGNORECASE)
+    # a function, not a template: a class name is text, never a backreference or an escape
+    replaced, count = re.subn(re.escape(PLACEHOLDER), lambda _: f"this {name}", question, flags=re.IGNORECASE)
     return replaced if count else f"The object in the image is a {name}. {question}"
 
 
@@ -320,7 +347,7 @@ def qa_info(
         ],
     }
     if json_output:
-        print(json.dumps(info))
+        emit_json(info)
         return 0
     print(f"{spec.key}: {source_format}, questions from {questions_file}, images under {data_root}")
     print(

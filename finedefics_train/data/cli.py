@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from harness.config import parse_task_paths
 from harness.core.errors import UserError
+from harness.core.output import JSON_HELP, emit_json
 
 EPILOG = """\
 backends:
@@ -98,7 +98,7 @@ def register(stages: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-attributes", type=int, default=8, help="attribute names kept from discovery")
     parser.add_argument("--llm-max-new-tokens", type=int, default=256, help="reply length of the LLM steps")
     parser.add_argument("--vqa-max-new-tokens", type=int, default=64, help="answer length of the VQA step")
-    parser.add_argument("--json", action="store_true", help="print one JSON summary object last")
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
     parser.set_defaults(func=run)
 
 
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = build(config_from_args(args))
     if args.json:
-        print(json.dumps(summary))
+        emit_json(summary)
     else:
         print(
             f"wrote {summary.get('n_stage1', 0)} Stage I and {summary.get('n_stage2', 0)} Stage II rows to {summary['out']}"

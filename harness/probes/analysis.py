@@ -237,11 +237,15 @@ class DescriptionSplit:
 def split_descriptions(
     descriptions: dict[str, list[str]], class_names: Sequence[str], seed: int = 0
 ) -> DescriptionSplit:
-    """Per class: names masked, shuffled with `seed`, split 1:1 (train gets the odd one)."""
+    """Per class: names masked, repeats dropped, shuffled with `seed`, split 1:1 (train gets the odd one)."""
     rng = random.Random(seed)
     split = DescriptionSplit([], [], [], [], [])
     for label, name in enumerate(class_names):
-        texts = [mask_name(t, name) for t in descriptions.get(name, [])]
+        # one text once: a description repeated would sit in both halves and be recognised, not generalised
+        unique = {
+            " ".join(t.lower().split()): t for t in (mask_name(t, name) for t in descriptions.get(name, []))
+        }
+        texts = list(unique.values())
         if len(texts) < 2:
             split.left_out.append(name)
             continue

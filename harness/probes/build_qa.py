@@ -207,7 +207,8 @@ def build_questions(
     batch_size: int = 16,
     max_new_tokens: int = 384,
 ) -> BuildReport:
-    """Asks the backend, validates, and writes the accepted questions to `out` (JSONL, atomically)."""
+    """Asks the backend, validates, and writes the accepted questions to `out` (JSONL, atomically;
+    nothing when none is accepted)."""
     report = BuildReport(classes_without_text=[n for n in class_names if n not in knowledge])
     jobs = [
         (
@@ -246,5 +247,6 @@ def build_questions(
             }
         )
     report.accepted = len(rows)
-    write_lines_atomic(out, (json.dumps(row) for row in rows))
+    if rows:  # an empty bank is no bank: the caller says why nothing was accepted
+        write_lines_atomic(out, (json.dumps(row) for row in rows))
     return report

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from harness.core.output import JSON_HELP, emit_json
 from harness.core.probe_results import PROBES_FILE
 
 
@@ -45,20 +45,18 @@ def cmd_repr(args: argparse.Namespace) -> int:
     for hook in args.after_probe:  # e.g. the leaderboard's records the report (unless --no-record)
         hook(folder, args)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "model": report["model"],
-                    "task": report["task"],
-                    "views": report["views"],
-                    "probes_file": str(folder / PROBES_FILE),
-                    "linear": report["linear"],
-                    "knowledge": report["knowledge"],
-                    "alignment": {v: a["mean_cosine"] for v, a in report["alignment"].items()},
-                    "distances": report["distances"],
-                    "tsne": {v: str(folder / f) for v, f in report["tsne"].items()},
-                }
-            )
+        emit_json(
+            {
+                "model": report["model"],
+                "task": report["task"],
+                "views": report["views"],
+                "probes_file": str(folder / PROBES_FILE),
+                "linear": report["linear"],
+                "knowledge": report["knowledge"],
+                "alignment": {v: a["mean_cosine"] for v, a in report["alignment"].items()},
+                "distances": report["distances"],
+                "tsne": {v: str(folder / f) for v, f in report["tsne"].items()},
+            }
         )
     return 0
 
@@ -68,6 +66,7 @@ def cmd_build_qa(args: argparse.Namespace) -> int:
     from models.chat import check_chat_spec, load_chat_backend
     from tasks.registry import FGVR_TASKS
 
+    check_build_args(args)
     base = args.task.removesuffix("_wikiqa")
     if base not in FGVR_TASKS:
         from harness.core.errors import unknown_name
@@ -92,6 +91,15 @@ def cmd_build_qa(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
     )
     info = {"task": f"{base}_wikiqa", "out": str(args.out), "llm": args.llm, **report.as_dict()}
+    if report.accepted == 0:
+        from harness.core.errors import UserError
+
+        rejected = ", ".join(f"{reason} {n}" for reason, n in info["rejected"].items() if n) or "none"
+        raise UserError(
+            f"no question accepted (0 of {report.prompts}; rejected: {rejected}), so no bank was written "
+            f"to {args.out}; the replies are kept in {args.out}.replies.jsonl: try another --llm or more "
+            "knowledge text"
+        )
     rejected = ", ".join(f"{reason} {n}" for reason, n in info["rejected"].items() if n) or "none"
     print(f"{info['accepted']} of {info['prompts']} questions accepted for {info['task']} -> {args.out}")
     print(f"rejected: {rejected}")
@@ -99,8 +107,23 @@ def cmd_build_qa(args: argparse.Namespace) -> int:
         print(f"{len(report.classes_without_text)} classes have no knowledge text")
     print(f"run it: harness run --task {info['task']} --questions {args.out} --data-root {args.source} ...")
     if args.json:
-        print(json.dumps(info))
+        emit_json(info)
     return 0
+
+
+def check_build_args(args: argparse.Namespace) -> None:
+    """Counts and the output file, checked before the dataset is read or the LLM loaded."""
+    from harness.core.errors import UserError
+
+    for flag, value in (
+        ("--per-class", args.per_class),
+        ("--batch-size", args.batch_size),
+        ("--max-new-tokens", args.max_new_tokens),
+    ):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; give the question bank's file name (e.g. bank.jsonl)")
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -170,7 +193,7 @@ def register(sub) -> argparse.ArgumentParser:
     rep.add_argument(
         "--db-url", help="leaderboard store URL (default: $HARNESS_DB_URL or SQLite under $HARNESS_HOME)"
     )
-    rep.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    rep.add_argument("--json", action="store_true", help=JSON_HELP)
     rep.set_defaults(func=cmd_repr, after_probe=[])  # harness.cli adds its plugins' after_probe hooks
 
     qa = probe_sub.add_parser(
@@ -200,6 +223,6 @@ def register(sub) -> argparse.ArgumentParser:
     qa.add_argument("--classnames", type=Path, help="class names, one per line in label order (Flowers-102)")
     qa.add_argument("--batch-size", type=int, default=16, help="prompts sent to the backend at a time")
     qa.add_argument("--max-new-tokens", type=int, default=384)
-    qa.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    qa.add_argument("--json", action="store_true", help=JSON_HELP)
     qa.set_defaults(func=cmd_build_qa)
     return rep
