@@ -383,9 +383,22 @@ def write_lmms_files(
     samples_file = run_dir / f"{date_id}_samples_{task_name}.jsonl"
     write_json_atomic(results_file, json.loads(json.dumps(results, default=handle_non_serializable)))
     write_lines_atomic(
-        samples_file, (json.dumps(sample, default=handle_non_serializable) for sample in samples)
+        samples_file,
+        (json.dumps(without_inline_images(sample), default=handle_non_serializable) for sample in samples),
     )
     return results_file, samples_file
+
+
+def without_inline_images(sample: dict) -> dict:
+    """A logged sample with its image named by key (the file under the dataset root) instead of the
+    base64 copy lmms-eval puts in `input_media` (40-70 KB a question at the datasets' image sizes)."""
+    if "input_media" not in sample:
+        return sample
+    key = (sample.get("doc") or {}).get("image_key")
+    kept = {k: v for k, v in sample.items() if k != "input_media"}
+    if key:
+        kept["input_media"] = [key]
+    return kept
 
 
 def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> RunSummary | None:

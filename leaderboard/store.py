@@ -95,6 +95,21 @@ def model_name_for(summary: RunSummary) -> str:
     )
 
 
+def counted_params_b(summary: RunSummary) -> float | None:
+    """Billions of parameters in the local weights a run loaded (the base folder's safetensors, plus an
+    adapter's), counted from the file headers; None for hub weights (the registry's figure stands)."""
+    from leaderboard.weights import parameter_count
+
+    args = summary.get("model_args") or {}
+    pretrained = args.get("pretrained") or summary.get("pretrained") or ""
+    base = parameter_count(Path(pretrained)) if pretrained and Path(pretrained).is_dir() else None
+    if base is None:
+        return None
+    adapter = args.get("adapter")
+    extra = parameter_count(Path(adapter)) if adapter and Path(adapter).is_dir() else None
+    return (base + (extra or 0)) / 1e9
+
+
 def check_summary(summary: RunSummary) -> None:
     """What the store needs of a summary, each gap refused with its field: a run id, a benchmark task, and
     accuracies that are numbers in [0, 1] (NaN or 57.1-as-percent is a broken file, not a result)."""
@@ -220,6 +235,9 @@ class ResultStore:
         )
         metadata["revision"] = summary.get("model_revision")
         metadata["precision"] = (summary.get("model_args") or {}).get("dtype")
+        counted = counted_params_b(summary)
+        if counted is not None:  # other weights than the registry's: their size, not the base's
+            metadata["params_b"] = counted
         return metadata
 
     def load_reported(self) -> int:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,6 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]
 LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 SUBMITTER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
-MAX_SAFETENSORS_HEADER = 100 * 2**20
 
 ROOT_ENV = "HARNESS_SUBMISSION_ROOT"
 MAX_GB_ENV = "HARNESS_SUBMISSION_MAX_GB"
@@ -183,17 +181,9 @@ class LocalCheckpoint:
         return (self.folder / name).read_bytes()
 
     def safetensors_header(self, name: str) -> dict[str, Any]:
-        with open(self.folder / name, "rb") as handle:
-            prefix = handle.read(8)
-            if len(prefix) < 8:
-                raise ValueError("shorter than a safetensors header")
-            (length,) = struct.unpack("<Q", prefix)
-            if length > MAX_SAFETENSORS_HEADER:
-                raise ValueError(f"header length {length} is not plausible")
-            header = json.loads(handle.read(length))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-        return header
+        from leaderboard.weights import safetensors_header
+
+        return safetensors_header(self.folder / name)
 
     def fingerprint(self, files: dict[str, int]) -> str:
         """The folder's content fingerprint, computed as `harness run` computes it for its summary."""

@@ -70,6 +70,20 @@ def run_args(tiny, cub, choices, *extra) -> list[str]:
     ]
 
 
+def build_qa_args(f, *extra) -> list[str]:
+    return ["probe", "build-qa", "bird200", "--source", str(f["cub"]), "--knowledge", str(f["file"]),
+            "--llm", "openai:http://127.0.0.1:9#m", *extra, "--out", str(f["folder"] / "bank.jsonl")]  # fmt: skip
+
+
+def probe_args(f) -> list[str]:
+    return ["probe", "repr", "--model", "idefics2", "--task", "bird200", "--data-root", str(f["cub"]), "--no-record"]  # fmt: skip
+
+
+def qa_run_args(f) -> list[str]:
+    return ["run", "--model", "idefics2", "--task", "bird200_wikiqa", "--model-args", f"pretrained={f['tiny']}",
+            "--data-root", str(f["cub"]), "--questions", str(f["file"]), "--no-record"]  # fmt: skip
+
+
 # id -> (argv builder, environment, expected exit code, the refusal's text)
 CASES = {
     "decompression bomb image": (
@@ -156,6 +170,101 @@ CASES = {
         2,
         r"HARNESS_SUBMISSIONS_PER_DAY='-1' is not a non-negative whole number",
     ),
+    # issue 17: probes, build-qa and the QA tasks
+    "build-qa --per-class 0": (
+        lambda f: build_qa_args(f, "--per-class", "0"),
+        {},
+        2,
+        r"--per-class must be at least 1, got 0",
+    ),
+    "build-qa --out a folder": (
+        lambda f: [*build_qa_args(f)[:-2], "--out", str(f["folder"])],
+        {},
+        2,
+        r"--out .* is a folder; give the question bank's file name",
+    ),
+    "probe repr --out a file": (
+        lambda f: [*probe_args(f), "--out", str(f["file"])],
+        {},
+        2,
+        r"--out .*not-a-folder is a file; pass a folder for the report",
+    ),
+    "probe repr --out not empty": (
+        lambda f: [*probe_args(f), "--out", str(f["folder"])],
+        {},
+        2,
+        r"--out .* is not empty; choose a new folder, or pass --overwrite",
+    ),
+    "probe repr max_pixels=0": (
+        lambda f: [*probe_args(f)[:3], "qwen2_5_vl", "--model-args", "max_pixels=0", *probe_args(f)[4:]],
+        {},
+        2,
+        r"--model-args max_pixels=0: must be a positive whole number",
+    ),
+    "run max_pixels=0": (
+        lambda f: [
+            "run",
+            "--model",
+            "qwen2_5_vl",
+            "--task",
+            "bird200",
+            "--model-args",
+            "max_pixels=0",
+            "--data-root",
+            str(f["cub"]),
+            "--no-record",
+        ],
+        {},
+        2,
+        r"--model-args max_pixels=0: must be a positive whole number",
+    ),  # fmt: skip
+    "run longest_edge=0": (
+        lambda f: [
+            "run",
+            "--model",
+            "smolvlm2",
+            "--task",
+            "bird200",
+            "--model-args",
+            "longest_edge=0",
+            "--data-root",
+            str(f["cub"]),
+            "--no-record",
+        ],
+        {},
+        2,
+        r"--model-args longest_edge=0: must be a positive whole number",
+    ),  # fmt: skip
+    "run thinking_tokens=-5": (
+        lambda f: [
+            "run",
+            "--model",
+            "fine_r1",
+            "--task",
+            "bird200",
+            "--model-args",
+            "thinking_tokens=-5",
+            "--data-root",
+            str(f["cub"]),
+            "--no-record",
+        ],
+        {},
+        2,
+        r"--model-args thinking_tokens=-5: must be a whole number, 0 or more",
+    ),  # fmt: skip
+    "--questions for an image-classification task": (
+        lambda f: run_args(f["tiny"], f["cub"], f["choices"], "--questions", str(f["file"])),
+        {},
+        2,
+        r"--questions is for the knowledge-QA tasks .*--task bird200 asks about its own classes",
+    ),
+    "--circular --choices --options clip for a QA task": (
+        lambda f: [*qa_run_args(f), "--circular", "--choices", str(f["choices"]), "--options", "clip"],
+        {},
+        2,
+        r"--task bird200_wikiqa is a knowledge-QA task: .* --choices, --circular, --options clip would do "
+        r"nothing",
+    ),
     "import of NaN, out-of-range and task-less summaries": (
         lambda f: ["import", str(f["summaries"]), "--db-url", f["db"]],
         {},
@@ -178,7 +287,11 @@ def inputs(tmp_path, cub_root, cub_choices, tiny_idefics2, bomb_cub, monkeypatch
     taskless.pop("task")
     (summaries / "taskless").mkdir()
     (summaries / "taskless" / "summary.json").write_text(json.dumps(taskless))
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    (folder / "something").write_text("x")
     return {
+        "folder": folder,
         "cub": cub_root,
         "choices": cub_choices,
         "tiny": tiny_idefics2,
@@ -325,3 +438,165 @@ def test_flower_classes_come_from_every_image_not_only_the_test_split(tmp_path):
     )
     split = get_task("flower102").read(folder, classnames=tmp_path / "flowers" / FLOWERS_CLASSNAMES)
     assert split.n_classes == 5 and 4 not in {item.label for item in split.items}
+
+
+# ---- issue 17: probes, build-qa, QA tasks, logged samples, submitted sizes -----------------------
+
+
+def qa_line(question: str, options: list[str], qid: str = "", classname: str = "Laysan_Albatross") -> str:
+    from tasks.knowledge_qa import qa_prompt_text
+
+    return json.dumps(
+        {"text": qa_prompt_text(question, options), "label": "A", "classname": classname, "question_id": qid}
+    )
+
+
+@pytest.mark.parametrize(
+    "lines, refusal",
+    [
+        ([qa_line("Where does this object nest?", ["a", "b", "c", "d"], "q1")] * 2, "line 2: repeats the question"),
+        (
+            [qa_line("Where does this object nest?", ["a", "b", "c", "d"], "q1"),
+             qa_line("What does this object eat?", ["a", "b", "c", "d"], "q1")],
+            "line 2: repeats the question_id q1 of .* line 1",
+        ),
+        ([qa_line("Where does this object nest?", ["Cliffs"] * 4)], "the options are not all different"),
+        ([qa_line("Where does this object nest?", ["Cliffs", "cliffs ", "Trees", "Sand"])], "not all different"),
+        ([qa_line("Where does this object nest?", ["Cliffs", "", "Trees", "Sand"])], "option B is empty"),
+    ],
+    ids=["repeated line", "repeated id", "four equal options", "equal up to case", "empty option"],
+)  # fmt: skip
+def test_question_files_refuse_repeats_and_bad_options(lines, refusal, tmp_path):
+    import re
+
+    from harness.core.errors import UserError
+    from tasks.knowledge_qa import read_question_file
+
+    bank = tmp_path / "bank.jsonl"
+    bank.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError) as error:
+        read_question_file(bank)
+    assert re.search(refusal, str(error.value)), str(error.value)
+
+
+@pytest.mark.parametrize("name", ["foo", r"Red\1bird", r"foo\g<0>", "C:\\birds\\x"])
+def test_the_oracle_names_the_class_as_written(name):
+    from tasks.knowledge_qa import oracle_question
+
+    assert oracle_question("Where does this object nest? This Object flies.", name) == (
+        f"Where does this {name} nest? this {name} flies."
+    )
+
+
+def test_knowledge_descriptions_are_never_in_both_halves():
+    from harness.probes.analysis import split_descriptions
+
+    texts = [
+        "It has a red crown.",
+        "It has a red crown.",
+        "it has a  RED crown.",
+        "It sings at dawn.",
+        "Long tail.",
+    ]
+    split = split_descriptions({"A": texts, "B": ["Short beak.", "Short beak."]}, ["A", "B"], seed=3)
+    assert not set(split.train_texts) & set(split.test_texts)
+    assert len(split.train_texts) + len(split.test_texts) == 3 and split.left_out == ["B"]  # fmt: skip
+
+
+def test_build_qa_accepting_nothing_writes_no_bank_and_fails(cub_root, tmp_path, capsys):
+    """An OpenAI-compatible endpoint whose every reply is rejected (no JSON object in it)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"choices": [{"message": {"content": "I cannot write that."}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    from tasks.registry import get_task
+
+    knowledge = tmp_path / "k.jsonl"
+    names = get_task("bird200").read(cub_root).class_names[:2]
+    knowledge.write_text("".join(json.dumps({"classname": n, "text": "It is a large bird of the open sea. " * 3}) + "\n" for n in names))  # fmt: skip
+    out = tmp_path / "bank.jsonl"
+    try:
+        argv = ["probe", "build-qa", "bird200", "--source", str(cub_root), "--knowledge", str(knowledge),
+                "--llm", f"openai:http://127.0.0.1:{server.server_port}#m", "--out", str(out)]  # fmt: skip
+        assert main(argv) == 2
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err
+    assert (
+        "no question accepted (0 of 6; rejected: unparseable 6)" in err and len(err.strip().splitlines()) == 1
+    )
+    assert not out.exists() and Path(f"{out}.replies.jsonl").is_file()  # the replies are kept for a retry
+
+
+def test_probe_repr_refuses_train_images_with_test_pixels(tmp_path, capsys):
+    from harness.core.probe_results import load_probe_report
+    from tasks.fixtures.datasets import make_cub
+    from tasks.fixtures.tiny_clip import build_tiny_clip
+
+    cub = make_cub(tmp_path / "cub", n_classes=3, per_class_test=2, per_class_train=2)
+    archive = next(p for p in (cub, *cub.iterdir()) if (p / "images.txt").is_file())
+    split = dict(line.split() for line in (archive / "train_test_split.txt").read_text().splitlines())
+    images = dict(line.split() for line in (archive / "images.txt").read_text().splitlines())
+    test = next(i for i, flag in split.items() if flag == "0")
+    train = next(i for i, flag in split.items() if flag == "1")
+    from PIL import Image
+
+    with Image.open(archive / "images" / images[test]) as image:  # the same picture, saved as PNG data
+        image.convert("RGB").save(archive / "images" / images[train], format="PNG")
+    argv = ["probe", "repr", "--model", f"clip:hf:{build_tiny_clip(tmp_path / 'clip')}", "--task", "bird200",
+            "--data-root", str(cub), "--probes", "linear", "--no-record", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        "1 train image(s) have the pixels of test images (train/test leakage" in err and images[test] in err
+    )
+    assert main([*argv, "--allow-overlap"]) == 0
+    report = load_probe_report(tmp_path / "r")
+    assert report["train_test_overlap"] == [[f"images/{images[test]}", f"images/{images[train]}"]]
+
+
+def test_logged_samples_name_images_by_key_and_the_summary_its_identity(tiny_idefics2, cub_root, cub_choices):
+    from harness.config import RunConfig
+    from harness.core import identity
+    from harness.runner import plan_run, run_evaluation
+
+    args = {"pretrained": str(tiny_idefics2), "dtype": "float32", "device": "cpu"}
+    config = RunConfig(model="idefics2", task="bird200", model_args=args, data_root=cub_root, choices=cub_choices, limit=3)  # fmt: skip
+    summary = run_evaluation(config)
+    samples = [json.loads(line) for line in Path(summary["samples_file"]).read_text().splitlines()]
+    assert len(samples) == 3
+    for sample in samples:
+        assert sample["input_media"] == [sample["doc"]["image_key"]]  # the file under the dataset root
+        assert len(json.dumps(sample)) < 4000 and "base64" not in json.dumps(sample)
+    assert summary["identity"] == identity.computation_key(plan_run(config).identity)
+
+
+def test_a_submitted_checkpoint_shows_its_own_parameter_count(tiny_idefics2, tmp_path):
+    from safetensors.torch import load_file
+
+    from leaderboard.store import ResultStore
+
+    direct = sum(t.numel() for f in tiny_idefics2.glob("*.safetensors") for t in load_file(f).values())
+    store = ResultStore.open(f"sqlite:///{tmp_path / 'lb.db'}")
+    try:
+        summary = make_summary(model_args={"pretrained": str(tiny_idefics2)}, pretrained=str(tiny_idefics2))
+        store.record_summary(summary, model_name="tiny-submission")
+        info, _ = store.model_info("tiny-submission")
+        assert info["params_b"] == pytest.approx(direct / 1e9) and info["params_b"] < 0.01
+        store.record_summary(make_summary())  # the registry's own weights keep the registry's figure
+        assert store.model_info("idefics2")[0]["params_b"] == 8.0
+    finally:
+        store.close()
