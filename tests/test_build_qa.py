@@ -230,31 +230,33 @@ def test_build_qa_against_transformers_serve(cub_root, tmp_path, capsys):
     knowledge.write_text("".join(json.dumps({"classname": n, "text": PASSAGE}) + "\n" for n in names))
     out = tmp_path / "bank.jsonl"
     with transformers_serve(chat) as url:
-        assert (
-            main(
-                [
-                    "probe",
-                    "build-qa",
-                    "bird200",
-                    "--source",
-                    str(cub_root),
-                    "--knowledge",
-                    str(knowledge),
-                    "--llm",
-                    f"openai:{url}#{chat}",
-                    "--out",
-                    str(out),
-                    "--per-class",
-                    "2",
-                    "--max-new-tokens",
-                    "16",
-                    "--json",
-                ]
-            )
-            == 0
+        code = main(
+            [
+                "probe",
+                "build-qa",
+                "bird200",
+                "--source",
+                str(cub_root),
+                "--knowledge",
+                str(knowledge),
+                "--llm",
+                f"openai:{url}#{chat}",
+                "--out",
+                str(out),
+                "--per-class",
+                "2",
+                "--max-new-tokens",
+                "16",
+                "--json",
+            ]
         )
-    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert info["prompts"] == 4 and info["accepted"] + sum(info["rejected"].values()) == 4
     replies = [json.loads(line)["reply"] for line in Path(f"{out}.replies.jsonl").read_text().splitlines()]
     assert len(replies) == 4  # the random tiny model's replies were received and judged
+    captured = capsys.readouterr()
+    if code == 2:  # the random model wrote no valid question: refused, and no empty bank written
+        assert "no question accepted (0 of 4" in captured.err and not out.exists()
+        return
+    assert code == 0
+    info = json.loads(captured.out)
+    assert info["prompts"] == 4 and info["accepted"] + sum(info["rejected"].values()) == 4
     assert out.read_text().count("\n") == info["accepted"]

@@ -155,7 +155,9 @@ def test_every_json_command_has_a_row():
 )
 def test_json_output_is_one_document_on_stdout(argv, env, capsys, monkeypatch):
     monkeypatch.setenv("HARNESS_SUBMISSION_ROOT", str(env["root"]))
-    code = main([*argv(env), "--json"])
+    args = argv(env)  # builds the command's inputs (which may run other commands)
+    capsys.readouterr()
+    code = main([*args, "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err[-2000:]
     assert captured.out.count("\n") == 1, captured.out[:2000]  # one line, nothing else on stdout

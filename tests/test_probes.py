@@ -269,7 +269,7 @@ def test_probe_repr_cli_end_to_end_on_tiny_idefics2(tiny_idefics2, probe_cub, tm
     )
     assert done.returncode == 0, done.stderr[-3000:]
     line = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "linear probe" in done.stdout and line["views"] == ["last", "avg"]
+    assert "linear probe" in done.stderr and line["views"] == ["last", "avg"]  # --json: the table on stderr
     report = load_probe_report(out)
     assert report["n_train"] == 20 and report["n_test"] == 15 and report["train_split"]
     assert set(report["linear"]) == set(report["knowledge"]) == {"last", "avg"}
@@ -391,8 +391,15 @@ def test_knowledge_probe_on_descriptions_written_by_an_llm_server(probe_cub, tmp
         knowledge = report["knowledge"]["embed"]
         assert (knowledge["n_train"], knowledge["n_test"], knowledge["n_classes"]) == (10, 10, 5)
         assert report["descriptions_source"].startswith("openai:")
-        run_repr(config)  # the same folder again: the saved descriptions are reused
-        assert len(server.prompts) == 5
+        with pytest.raises(UserError, match="is not empty"):  # a report folder is never shared
+            ReprConfig(**{**vars(config), "out": folder})
+        config.out = tmp_path / "o2"
+        run_repr(config)  # another folder: the same request's descriptions are reused, nothing is asked
+        assert (
+            len(server.prompts) == 5
+            and (tmp_path / "o2" / "descriptions.json").read_text()
+            == (folder / "descriptions.json").read_text()
+        )
     finally:
         server.shutdown()
 

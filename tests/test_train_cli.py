@@ -170,4 +170,4 @@ def test_resume_through_the_cli_continues_from_the_last_checkpoint(tmp_path, cap
     for name, tensor in finished.items():
         assert torch.allclose(resumed[name], tensor, atol=1e-4, rtol=1e-3), name
     assert main([*argv, "--resume"]) == 0  # finished: nothing left to do
-    assert "already trained" in capsys.readouterr().out
+    assert "already trained" in capsys.readouterr().err  # with --json, notes go to stderr
