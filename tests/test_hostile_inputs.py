@@ -600,3 +600,12 @@ def test_a_submitted_checkpoint_shows_its_own_parameter_count(tiny_idefics2, tmp
         assert store.model_info("idefics2")[0]["params_b"] == 8.0
     finally:
         store.close()
+
+
+def test_a_torn_last_reply_line_is_cut_before_the_next_reply(tmp_path):
+    from harness.probes.build_qa import ReplyJournal
+
+    path = tmp_path / "bank.jsonl.replies.jsonl"
+    path.write_text(json.dumps({"key": "a", "reply": "first"}) + "\n" + '{"key": "b", "rep')
+    ReplyJournal(path).add({"c": "third"})
+    assert ReplyJournal(path).replies == {"a": "first", "c": "third"}  # "c" is not glued onto the torn "b"

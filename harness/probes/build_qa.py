@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -176,12 +177,16 @@ class ReplyJournal:
     def __init__(self, path: Path):
         self.path, self.replies = path, {}
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            raw = path.read_bytes()
+            if raw and not raw.endswith(b"\n"):  # a last line torn by an interruption: cut, so that the
+                raw = raw[: raw.rfind(b"\n") + 1]  # next reply starts a line of its own
+                os.truncate(path, len(raw))
+            for line in raw.decode("utf-8", errors="replace").splitlines():
                 try:
                     row = json.loads(line)
                     self.replies[row["key"]] = row["reply"]
                 except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line from an interruption
+                    continue  # a damaged line: its prompt is asked again
 
     @staticmethod
     def key(spec: str, prompt: str) -> str:

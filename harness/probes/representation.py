@@ -337,6 +337,11 @@ def llm_descriptions(
     else:
         backend = load_chat_backend(config.describe_llm)
         descriptions = describe_classes(backend, class_names, task.singular, config.descriptions_per_class)
+        if not any(descriptions.values()):  # never kept, so the next run asks again
+            raise UserError(
+                f"--describe-llm {config.describe_llm} wrote no usable description (sentences of 20 "
+                "characters or more, one per line) for any class; try another LLM"
+            )
         write_json_atomic(cached, descriptions)
     write_json_atomic(out / "descriptions.json", descriptions)
     return descriptions
