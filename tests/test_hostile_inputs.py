@@ -7,6 +7,7 @@ import json
 import shutil
 import struct
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -503,15 +504,16 @@ def test_knowledge_descriptions_are_never_in_both_halves():
     assert len(split.train_texts) + len(split.test_texts) == 3 and split.left_out == ["B"]  # fmt: skip
 
 
-def test_build_qa_accepting_nothing_writes_no_bank_and_fails(cub_root, tmp_path, capsys):
-    """An OpenAI-compatible endpoint whose every reply is rejected (no JSON object in it)."""
+@contextmanager
+def chat_server(reply: str):
+    """An OpenAI-compatible endpoint on 127.0.0.1 that answers every prompt with `reply`; yields its port."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's naming)
             self.rfile.read(int(self.headers["Content-Length"]))
-            body = json.dumps({"choices": [{"message": {"content": "I cannot write that."}}]}).encode()
+            body = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -522,18 +524,23 @@ def test_build_qa_accepting_nothing_writes_no_bank_and_fails(cub_root, tmp_path,
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+
+
+def test_build_qa_accepting_nothing_writes_no_bank_and_fails(cub_root, tmp_path, capsys):
     from tasks.registry import get_task
 
     knowledge = tmp_path / "k.jsonl"
     names = get_task("bird200").read(cub_root).class_names[:2]
     knowledge.write_text("".join(json.dumps({"classname": n, "text": "It is a large bird of the open sea. " * 3}) + "\n" for n in names))  # fmt: skip
     out = tmp_path / "bank.jsonl"
-    try:
+    with chat_server("I cannot write that.") as port:  # no JSON object: every reply is rejected
         argv = ["probe", "build-qa", "bird200", "--source", str(cub_root), "--knowledge", str(knowledge),
-                "--llm", f"openai:http://127.0.0.1:{server.server_port}#m", "--out", str(out)]  # fmt: skip
+                "--llm", f"openai:http://127.0.0.1:{port}#m", "--out", str(out)]  # fmt: skip
         assert main(argv) == 2
-    finally:
-        server.shutdown()
     err = capsys.readouterr().err
     assert (
         "no question accepted (0 of 6; rejected: unparseable 6)" in err and len(err.strip().splitlines()) == 1
@@ -609,3 +616,19 @@ def test_a_torn_last_reply_line_is_cut_before_the_next_reply(tmp_path):
     path.write_text(json.dumps({"key": "a", "reply": "first"}) + "\n" + '{"key": "b", "rep')
     ReplyJournal(path).add({"c": "third"})
     assert ReplyJournal(path).replies == {"a": "first", "c": "third"}  # "c" is not glued onto the torn "b"
+
+
+def test_an_llm_that_writes_no_description_is_refused_and_not_kept(tmp_path, capsys):
+    from harness.core.paths import harness_home
+    from tasks.fixtures.datasets import make_cub
+    from tasks.fixtures.tiny_clip import build_tiny_clip
+
+    cub = make_cub(tmp_path / "cub", n_classes=2, per_class_test=2, per_class_train=1)
+    kept_before = set((harness_home() / "descriptions").glob("*.json"))
+    with chat_server("Ok.") as port:
+        argv = ["probe", "repr", "--model", f"clip:hf:{build_tiny_clip(tmp_path / 'clip')}", "--task", "bird200",
+                "--data-root", str(cub), "--describe-llm", f"openai:http://127.0.0.1:{port}#m", "--no-record",
+                "--out", str(tmp_path / "r")]  # fmt: skip
+        assert main(argv) == 2
+    assert "wrote no usable description" in capsys.readouterr().err
+    assert set((harness_home() / "descriptions").glob("*.json")) == kept_before  # nothing to reuse next time
