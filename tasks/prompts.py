@@ -13,8 +13,20 @@ NAME_INSTRUCTION = "Answer with the name from the given choices directly."
 OPEN_TEMPLATE = "What is the name of the {singular} shown in the image? Answer with the name only."
 
 
+# FOCI-Benchmark's --prompt_query per dataset (its scripts/*.sh) differs from ours in one noun
+FOCI_NOUNS = {"aircraft": "aircrafts"}
+
+
 def question_for(noun: str) -> str:
     return QUESTION_TEMPLATE.format(noun=noun)
+
+
+def foci_question(question: str) -> str:
+    """The question in FOCI-Benchmark's wording ("Which of these aircrafts is shown in the image?")."""
+    for ours, theirs in FOCI_NOUNS.items():
+        if question == question_for(ours):
+            return question_for(theirs)
+    return question
 
 
 def open_question_for(singular: str) -> str:

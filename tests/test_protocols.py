@@ -1,0 +1,200 @@
+"""The evaluation protocols as cases: what FOCI-Benchmark and VLMClassifier's reference code do with
+given answers, stated here in our own words (the reference files are named in docs/protocols.md).
+
+Each case is what the reference computes for the decoded text; the code under test reads the same
+generated text through tasks.scoring.score_row, the one path of runs, rescoring and the leaderboard.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from harness.core.protocols import FOCI_GENERIC_MARKERS, VLMCLASSIFIER_SEED
+from models.registry import FOCI_RECIPES, MODELS
+from tasks.scoring import (
+    AnswerProtocol,
+    active_protocol,
+    answering_under,
+    foci_answer,
+    foci_letter,
+    mmmu_letter,
+    score_row,
+)
+
+OPTIONS = ["Laysan Albatross", "Sooty Albatross", "Heermann Gull", "Black footed Albatross"]
+PAPER_MODELS = sorted(name for name, spec in MODELS.items() if spec.foci is not None)
+
+
+def doc(answer_index: int = 2, **extra) -> dict:
+    return {"label": 7, "options": OPTIONS, "answer_index": answer_index, **extra}
+
+
+def foci(model: str) -> AnswerProtocol:
+    return AnswerProtocol("foci", MODELS[model].foci)
+
+
+def letter(row) -> str | None:
+    return None if row.predicted is None else "ABCD"[row.predicted]
+
+
+def test_the_thirteen_paper_models_have_a_foci_recipe():
+    assert len(PAPER_MODELS) == 13
+    assert set(FOCI_RECIPES) == set(PAPER_MODELS)  # no recipe for a model the registry lacks
+
+
+# ---- FOCI-Benchmark: per-model post-processing, then lower().startswith(letter) ----------------------
+
+# (model, generated text, the letter FOCI credits): each case is the reference's class applied to
+# the decoded prompt + this generated text
+FOCI_CASES = [
+    # Idefics2Model: the text after "Assistant:", every "Answer: " removed
+    ("idefics2", "Answer: C", "C"),
+    ("finedefics", "Answer: C", "C"),
+    ("idefics2", "Answer: C. Heermann Gull", "C"),
+    ("idefics2", "The bird is a gull", None),  # "t" is no option letter
+    ("idefics2", "b", "B"),  # lower-cased comparison
+    # IdeficsModel: split on "Assistant:", no "Answer: " removal
+    ("idefics1", "Answer: C", "A"),
+    ("idefics1", "D", "D"),
+    # InternLMXComposerModel: cut at [UNUSED_TOKEN_145], then what follows "The answer is "
+    ("internlm_xcomposer2", "The answer is B", "B"),
+    ("internlm_xcomposer2", "The answer is B.[UNUSED_TOKEN_145] The answer is C", "B"),
+    ("internlm_xcomposer2", "C", "C"),
+    # HFModel: the text after the first marker of the decoded text (the prompt's own one)
+    ("llava15", "B", "B"),
+    ("llava15", "D ASSISTANT: A", "D"),  # split(...)[1] stops at a second marker
+    ("llava_next_mistral", "Answer: C", "A"),
+    ("paligemma", "C", "C"),
+    ("phi3_vision", "d", "D"),
+    ("qwen_vl_chat", "A", "A"),
+    ("qwen_vl_chat", "Dassistant", "D"),
+    ("mobilevlm_v2", "B", "B"),
+    # encoder-decoder and InstructBLIP: only new tokens come back, read as they are
+    ("blip2_flant5", "c", "C"),
+    ("instructblip_flant5", "Answer: C", "A"),
+    # ... unless the generated text itself carries a marker: the reference splits there
+    ("instructblip_vicuna", "Assistant: B", "B"),
+]
+
+
+@pytest.mark.parametrize(("model", "generated", "expected"), FOCI_CASES)
+def test_foci_reads_each_models_answer_as_the_reference_does(model, generated, expected):
+    assert letter(score_row(doc(), [generated], "generate", foci(model))) == expected
+
+
+def test_idefics2_answer_prefix_is_credited_to_its_letter_under_foci_only():
+    """The flagship bug: "Answer: C" was credited to option A by the first-letter rule. The
+    reference's Idefics2 class drops "Answer: " first, so under foci it is C (right here)."""
+    row = score_row(doc(answer_index=2), ["Answer: C"], "generate", foci("idefics2"))
+    assert letter(row) == "C" and row.correct
+    harness = score_row(doc(answer_index=2), ["Answer: C"], "generate", AnswerProtocol())
+    assert letter(harness) == "A" and not harness.correct  # the harness protocol's plain rule
+    assert harness.robust_correct and row.robust_correct  # the lenient parser reads C under both
+
+
+def test_foci_answer_and_letter_rules_directly():
+    idefics2 = MODELS["idefics2"].foci
+    assert foci_answer("Answer: C", idefics2) == "C"
+    assert foci_answer("I think Answer: B is it", idefics2) == "I think B is it"  # every occurrence
+    assert foci_letter(" B", 4) is None  # no strip before the rule: a leading space is no letter
+    assert foci_letter("Dog", 4) == "D"  # any word starting with an option letter counts
+    assert foci_letter("E", 4) is None and foci_letter("E", 5) == "E"
+
+
+def test_generic_markers_are_the_references_order():
+    assert FOCI_GENERIC_MARKERS == ("ASSISTANT:", "[/INST]", "<|assistant|>", "Assistant:")
+
+
+@pytest.mark.parametrize(
+    ("model", "max_new", "min_new"),
+    [
+        ("idefics2", 1000, 0),
+        ("finedefics", 1000, 0),
+        ("idefics1", 10, 0),
+        ("qwen_vl_chat", 10, 0),
+        ("internlm_xcomposer2", 10, 0),
+        ("instructblip_vicuna", 10, 0),
+        ("mobilevlm_v2", 10, 1),
+        ("llava15", 100, 1),
+        ("llava_next_mistral", 100, 1),
+        ("blip2_flant5", 100, 1),
+        ("instructblip_flant5", 100, 1),
+        ("paligemma", 100, 1),
+        ("phi3_vision", 100, 1),
+    ],
+)
+def test_foci_generation_lengths_are_the_references(model, max_new, min_new):
+    recipe = MODELS[model].foci
+    assert (recipe.max_new_tokens, recipe.min_new_tokens) == (max_new, min_new)
+
+
+def test_idefics_prefix_follows_the_reference_path_rule():
+    """model_template gives "User: " to paths containing "idefics": Idefics2-8B's hub id does,
+    Finedefics' does not; Idefics1's class builds its own turn with it."""
+    assert "idefics" in MODELS["idefics2"].hub_id and MODELS["idefics2"].foci.question_prefix == "User: "
+    assert "idefics" not in MODELS["finedefics"].hub_id and MODELS["finedefics"].foci.question_prefix == ""
+    assert MODELS["idefics1"].foci.template.startswith("{images}User: {question}")
+    assert MODELS["idefics1"].foci.banned_tokens[0] == "<image>"
+
+
+# ---- VLMClassifier: the MMMU-style parser ---------------------------------------------------------
+
+MMMU_CASES = [
+    ("I think C is correct", "C"),  # " C " between spaces
+    ("A stretcher is used to carry patients", "A"),  # the flaw: the article "A" reads as option A
+    ("(B)", "B"),
+    ("The answer is (B), not (D).", "D"),  # several: the last occurrence wins
+    ("B.", "B"),  # surrounding punctuation stripped
+    ("So the final answer is the heermann gull of course", "C"),  # > 5 words: option text
+    ("heermann gull", None),  # 2 words: texts are not looked for
+    ("Let me think. It could be B or D, I choose D", "D"),
+    ("no idea", None),
+]
+
+
+@pytest.mark.parametrize(("response", "expected"), MMMU_CASES)
+def test_mmmu_parser_cases(response, expected):
+    assert mmmu_letter(response, OPTIONS) == expected
+
+
+def qa_doc(answer_index: int = 2) -> dict:
+    return doc(answer_index, protocol="cot")
+
+
+def test_vlmclassifier_guesses_from_seed_1234_in_file_order():
+    """Answers that name nothing get random.choice(["A".."D"]) from random.seed(1234), one draw per
+    such answer in file order; answers that parse draw nothing."""
+    responses = ["no idea", "I think C is correct", "hmm", "(B)", "nothing at all"]
+    rng = random.Random(VLMCLASSIFIER_SEED)
+    expected = [
+        rng.choice("ABCD") if mmmu_letter(r, OPTIONS) is None else mmmu_letter(r, OPTIONS) for r in responses
+    ]
+    protocol = AnswerProtocol("vlmclassifier").fresh()
+    rows = [score_row(qa_doc(), [r], "generate", protocol) for r in responses]
+    assert [letter(row) for row in rows] == expected
+    assert [row.unparseable for row in rows] == [True, False, True, False, True]
+    # a fresh pass draws the same letters again
+    again = AnswerProtocol("vlmclassifier").fresh()
+    assert [letter(score_row(qa_doc(), [r], "generate", again)) for r in responses] == expected
+
+
+def test_vlmclassifier_reports_our_parser_beside_without_random_credit():
+    row = score_row(
+        qa_doc(answer_index=0),
+        ["A stretcher is used to carry patients"],
+        "generate",
+        AnswerProtocol("vlmclassifier"),
+    )
+    assert row.correct  # the reference credits it
+    assert row.robust_correct is False  # ours (tasks.knowledge_qa.cot_letter) finds no stated option
+
+
+def test_hooks_read_the_active_protocol_and_harness_outside():
+    assert active_protocol().name == "harness"
+    with answering_under(foci("idefics2")) as protocol:
+        assert active_protocol() is protocol and protocol.name == "foci"
+        assert letter(score_row(doc(), ["Answer: C"], "generate")) == "C"
+    assert active_protocol().name == "harness"
+    assert letter(score_row(doc(), ["Answer: C"], "generate")) == "A"
