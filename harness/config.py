@@ -79,9 +79,9 @@ class RunConfig:
     protocol: str | None = field(
         default=None,
         metadata=flag(
-            "harness | foci | vlmclassifier (docs/protocols.md). Default: the protocol of the model's published "
-            "numbers: foci for the paper's thirteen models on the six tasks' generated answers, vlmclassifier for "
-            "knowledge-QA chain of thought, harness otherwise"
+            "harness | foci | vlmclassifier (docs/protocols.md): foci reproduces FOCI-Benchmark's evaluation of "
+            "the paper's thirteen models (use it for numbers that stand beside the paper's). Default: vlmclassifier "
+            "for knowledge-QA chain of thought, harness otherwise"
         ),
     )
     variant: str = field(

@@ -60,13 +60,12 @@ def answer_protocol(protocol: str, model: ModelSpec) -> AnswerProtocol:
 
 
 def resolve_protocol(config: RunConfig, model: ModelSpec, task: TaskSpec) -> str:
-    """--protocol, or by default the protocol of the model's published numbers: `foci` for the paper's
-    models on the six tasks' generated letters, `vlmclassifier` for knowledge-QA chain of thought,
-    else `harness`. A protocol that does not cover the run is refused."""
+    """--protocol, else `vlmclassifier` for knowledge-QA chain of thought and `harness` for the rest
+    (docs/protocols.md says why). A protocol that does not cover the run is refused."""
     cot = task.kind == "qa" and config.variant.endswith("cot")
     letters = task.kind == "fgvr" and config.scoring == "generate" and config.variant != "open"
     if config.protocol is None:
-        return "vlmclassifier" if cot else model.reference_protocol if letters else "harness"
+        return "vlmclassifier" if cot else "harness"
     if config.protocol == "foci" and not letters:
         raise UserError(
             "--protocol foci is FOCI-Benchmark's reading of generated letters on the six FGVR tasks: "

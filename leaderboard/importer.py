@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from harness.config import parse_model_args
 from harness.core.errors import UserError
 from harness.core.probe_results import PROBES_FILE, load_probe_report
+from harness.core.protocols import LEGACY_PROTOCOL
 from harness.core.results import SUMMARY_FILE, load_summary
 from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95, correct_count
 from leaderboard.spec import BY_KEY, MAIN_VARIANT
@@ -138,6 +139,7 @@ def lmms_summaries(data: dict[str, Any], digest: str, path: Path) -> list[dict[s
                 "task_version": _task_version(data, name),
                 "variant": variant,
                 "scoring": SCORING[match["scoring"]],
+                "protocol": config.get("protocol") or LEGACY_PROTOCOL,  # runs before protocols: harness
                 "limit": config.get("limit"),
                 "n": n,
                 "accuracy": accuracy,

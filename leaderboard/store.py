@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from harness.core.errors import UserError
 from harness.core.paths import looks_like_local_path
+from harness.core.protocols import LEGACY_PROTOCOL
 from harness.core.results import RunSummary
 from leaderboard import spec
 from leaderboard.db import (
@@ -273,6 +274,7 @@ class ResultStore:
                 task=row["task"],
                 source="reported",
                 scoring="paper",
+                protocol="foci",  # the paper's figures come from FOCI-Benchmark's evaluation code
                 variant=spec.MAIN_VARIANT,
                 accuracy=accuracy,
                 provenance=provenance,
@@ -309,6 +311,7 @@ class ResultStore:
         ResultRow.task,
         ResultRow.source,
         ResultRow.scoring,
+        ResultRow.protocol,
         ResultRow.variant,
         ResultRow.accuracy,
         ResultRow.sample_limit,
@@ -443,6 +446,7 @@ def summary_result_fields(summary: RunSummary) -> dict[str, Any]:
         "task": summary["task"],
         "source": "reproduced",
         "scoring": summary["scoring"],
+        "protocol": summary.get("protocol") or LEGACY_PROTOCOL,
         "variant": summary.get("variant") or spec.MAIN_VARIANT,
         "task_version": summary.get("task_version"),
         "accuracy": float(summary["accuracy"]),
