@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from harness import data_cli
+from harness import data_cli, rescore
 from harness.cli_config import add_dataclass_arguments, config_from_args
 from harness.config import RunConfig, parse_task_paths
 from harness.core.errors import EvaluationFailed, UserError
@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_list)
 
     data_cli.register(sub)
+    rescore.register(sub)
     probe_repr = probe_cli.register(sub)
     for plugin in _plugins():
         plugin.register(sub)

@@ -54,9 +54,9 @@ class RunPlan:
         return answer_protocol(self.protocol, self.model)
 
 
-def answer_protocol(protocol: str, model: ModelSpec) -> AnswerProtocol:
+def answer_protocol(protocol: str, model: ModelSpec | None) -> AnswerProtocol:
     """How answers of `model` are read under `protocol` (FOCI's per-model recipe from the registry)."""
-    return AnswerProtocol(protocol, model.foci if protocol == "foci" else None)
+    return AnswerProtocol(protocol, model.foci if protocol == "foci" and model is not None else None)
 
 
 def resolve_protocol(config: RunConfig, model: ModelSpec, task: TaskSpec) -> str:
