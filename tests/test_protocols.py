@@ -198,3 +198,87 @@ def test_hooks_read_the_active_protocol_and_harness_outside():
         assert letter(score_row(doc(), ["Answer: C"], "generate")) == "C"
     assert active_protocol().name == "harness"
     assert letter(score_row(doc(), ["Answer: C"], "generate")) == "A"
+
+
+# ---- the wrappers under each protocol -------------------------------------------------------------
+
+
+def test_wrappers_follow_the_protocols_prompts_and_generation_settings():
+    from tests.model_fixtures import load, requests, tiny_checkpoint
+
+    idefics1 = load("idefics1", tiny_checkpoint("idefics1"), protocol="foci")
+    banned = idefics1.tokenizer(["<image>", "<fake_token_around_image>"], add_special_tokens=False).input_ids
+    assert idefics1.generation_options() == {"bad_words_ids": banned}
+    assert idefics1.new_token_budget({"max_new_tokens": 24}) == 10  # FOCI's length, not the task's
+    stop = idefics1.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    assert stop in idefics1.stop_token_ids()
+    seen = {}
+    generate = idefics1.model.generate
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return generate(**kwargs)
+
+    idefics1.model.generate = spy
+    idefics1.generate_until(
+        requests("generate_until", [(0, "Which bird?", {"max_new_tokens": 24, "until": []})])
+    )
+    assert seen["max_new_tokens"] == 10 and seen["bad_words_ids"] == banned and stop in seen["eos_token_id"]
+
+    llava = load("llava15", tiny_checkpoint("llava15"), protocol="foci")
+    assert llava.generation_options() == {"min_new_tokens": 1} and llava.new_token_budget({}) == 100
+    llava.set_protocol("harness")
+    assert llava.generation_options() == {} and llava.new_token_budget({"max_new_tokens": 10}) == 10
+
+    # vlmclassifier: the trigger opens the assistant's turn (after "ASSISTANT:", with a space)
+    llava.set_protocol("vlmclassifier")
+    assert llava.prompt_for("Q?", 1) == "USER: <image>\nQ?\nASSISTANT: Let's think step by step."
+    assert llava.new_token_budget({"max_new_tokens": 10}) == 1024
+
+
+def test_the_cot_question_leaves_the_trigger_to_the_wrapper_under_vlmclassifier():
+    from tasks.lmms.qa_hooks import doc_to_text_cot
+
+    row = {"question": "What is it used for?", "options": OPTIONS}
+    assert doc_to_text_cot(row).endswith("Choose A, B, C, or D.\nLet's think step by step.")
+    with answering_under(AnswerProtocol("vlmclassifier")):
+        assert doc_to_text_cot(row).endswith("Choose A, B, C, or D.")
+
+
+@pytest.mark.parametrize(
+    ("model", "task", "extra", "expected"),
+    [
+        ("idefics2", "bird200", {}, "harness"),  # the default (docs/protocols.md)
+        ("idefics2", "bird200", {"protocol": "foci"}, "foci"),
+        ("idefics2", "imagewikiqa", {"variant": "cot"}, "vlmclassifier"),
+        ("idefics2", "bird200_wikiqa", {"variant": "oracle_cot"}, "vlmclassifier"),
+        ("idefics2", "imagewikiqa", {"variant": "cot", "protocol": "harness"}, "harness"),
+        ("qwen2_5_vl", "bird200", {"protocol": "foci"}, "is not one of the paper's models"),
+        ("idefics2", "bird200", {"protocol": "foci", "scoring": "loglik"}, "generated letters"),
+        ("idefics2", "bird200", {"protocol": "foci", "variant": "open"}, "generated letters"),
+        ("idefics2", "bird200", {"protocol": "vlmclassifier"}, "chain-of-thought"),
+        ("qwen_vl_chat", "imagewikiqa", {"variant": "cot", "protocol": "vlmclassifier"}, "model.chat"),
+    ],
+)
+def test_the_runs_protocol_is_resolved_or_refused_before_loading(model, task, extra, expected):
+    from harness.config import RunConfig
+    from harness.core.errors import UserError
+    from harness.runner import resolve_protocol
+    from tasks.registry import get_task
+
+    config = RunConfig(model=model, task=task, **extra)
+    if expected in ("harness", "foci", "vlmclassifier"):
+        assert resolve_protocol(config, MODELS[model], get_task(task)) == expected
+    else:
+        with pytest.raises(UserError, match=expected):
+            resolve_protocol(config, MODELS[model], get_task(task))
+
+
+def test_protocol_is_no_model_argument():
+    from harness.config import RunConfig
+    from harness.core.errors import UserError
+
+    with pytest.raises(UserError, match="use --protocol"):
+        RunConfig(model="idefics2", task="bird200", model_args={"protocol": "foci"})
+    with pytest.raises(UserError, match="--protocol must be one of harness, foci, vlmclassifier"):
+        RunConfig(model="idefics2", task="bird200", protocol="paper")
