@@ -55,7 +55,7 @@ def _is_flat(value) -> bool:
 
 
 def format_table(summaries: Sequence[dict]) -> str:
-    header = f"{'model':<14} {'task':<12} {'scoring':<11} {'n':>6} {'accuracy':>9} {'95% CI':>15} {'robust':>7} {'unparseable':>11}"
+    header = f"{'model':<14} {'task':<12} {'scoring':<11} {'protocol':<13} {'n':>6} {'accuracy':>9} {'95% CI':>15} {'robust':>7} {'unparseable':>11}"
     lines = [header, "-" * len(header)]
     for s in summaries:
         low, high = s["accuracy_ci95"]
@@ -63,7 +63,8 @@ def format_table(summaries: Sequence[dict]) -> str:
         unparseable = s["unparseable"] if s["scoring"] == "generate" else "-"
         task = s["task"] if s.get("variant", "k4") == "k4" else f"{s['task']}/{s['variant']}"
         lines.append(
-            f"{s['model']:<14} {task:<12} {s['scoring']:<11} {s['n']:>6} {100 * s['accuracy']:>8.2f}% "
+            f"{s['model']:<14} {task:<12} {s['scoring']:<11} {s.get('protocol', 'harness'):<13} {s['n']:>6} "
+            f"{100 * s['accuracy']:>8.2f}% "
             f"{f'[{100 * low:.1f}, {100 * high:.1f}]':>15} {robust:>7} {unparseable:>11}"
         )
     return "\n".join(lines)

@@ -200,3 +200,39 @@ def test_a_malformed_foci_file_is_refused_naming_the_problem(capsys, tmp_path, c
     source.write_text(content)
     code, _, err = _run(capsys, "rescore", str(source), "--protocol", "foci", "--task", "bird200")
     assert code == 2 and message in err and str(source) in err
+
+
+def test_the_protocol_keys_the_response_journal(tiny_idefics2, cub_root, cub_choices, tmp_path):
+    """Responses journalled under one protocol are never resumed under another."""
+    from harness.config import RunConfig
+    from harness.runner import journal_for, plan_run
+
+    def journal(protocol):
+        config = RunConfig(
+            model="idefics2", task="bird200", model_args={"pretrained": str(tiny_idefics2)},
+            data_root=cub_root, choices=cub_choices, protocol=protocol, output_dir=tmp_path,
+        )  # fmt: skip
+        return journal_for(plan_run(config)).path
+
+    assert journal("harness") == journal(None) != journal("foci")
+
+
+@pytest.mark.slow  # Idefics2 under foci generates up to 1,000 tokens: the random tiny model never stops
+def test_a_foci_run_end_to_end(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices):
+    args = _run_args(tiny_idefics2, cub_root, cub_choices, "--scoring", "generate", "--limit", "2")
+    code, out, err = _run(capsys, *args, "--protocol", "foci", "--no-record", "--output-dir", str(tmp_path))
+    assert code == 0, err
+    summary = load_summary(Path(json.loads(out.strip().splitlines()[-1])["summary_file"]))
+    assert summary["protocol"] == "foci"
+    results = json.loads(Path(summary["results_file"]).read_text())
+    assert results["config"]["protocol"] == "foci"
+    # lmms-eval's hooks read the answers under the same protocol as the summary
+    assert results["results"][summary["lmms_task"]]["accuracy,none"] == pytest.approx(summary["accuracy"])
+    samples = [json.loads(line) for line in Path(summary["samples_file"]).read_text().splitlines()]
+    recipe = MODELS["idefics2"].foci
+    right = {
+        s["doc_id"]: foci_letter(foci_answer(s["filtered_resps"][0], recipe), 4)
+        == "ABCD"[s["doc"]["answer_index"]]
+        for s in samples
+    }
+    assert summary["accuracy"] == pytest.approx(sum(right.values()) / len(right))
