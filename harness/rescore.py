@@ -30,7 +30,14 @@ from harness.core.errors import UserError
 from harness.core.io import file_sha256, write_json_atomic, write_lines_atomic
 from harness.core.paths import runs_root
 from harness.core.protocols import PROTOCOLS, FociRecipe, check_protocol
-from harness.core.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary, load_summary, validate_summary
+from harness.core.results import (
+    RESCORED_SUMMARY_FILE,
+    SCHEMA_VERSION,
+    SUMMARY_FILE,
+    RunSummary,
+    load_summary,
+    validate_summary,
+)
 from models.registry import MODELS, get_model_spec
 
 if TYPE_CHECKING:
@@ -150,7 +157,7 @@ def rescore_run(run_dir: Path, protocol: str, *, command: list[str] | None = Non
         )
     samples = read_samples(samples_path(run_dir, summary))
     rows, records = rescore_samples(samples, response_kind_of(summary), answer_protocol(protocol, model))
-    summary_file = run_dir / f"summary.rescored-{protocol}.json"
+    summary_file = run_dir / RESCORED_SUMMARY_FILE.format(protocol=protocol)
     records_file = run_dir / f"records.{protocol}.jsonl"
     new: RunSummary = {
         **summary,

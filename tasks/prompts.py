@@ -1,4 +1,5 @@
-"""The question text shown to the model. The wording is the Finedefics paper's protocol; the
+"""The question text shown to the model, in the Finedefics paper's wording (FOCI-Benchmark says "aircrafts"
+where we say "aircraft": `foci_question` puts it back under `--protocol foci`); the
 class nouns and option names come from the prepared data, never from here."""
 
 from __future__ import annotations

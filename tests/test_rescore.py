@@ -84,6 +84,19 @@ def test_rescore_round_trip_on_a_real_run(capsys, harness_run):
     assert Path(foci["summary"]).parent == run_dir
 
 
+def test_harness_import_takes_the_rescored_summary_as_its_own_row(capsys, harness_run, tmp_path):
+    from leaderboard.importer import import_path
+    from leaderboard.store import ResultStore
+
+    run_dir, _ = harness_run
+    assert main(["rescore", str(run_dir), "--protocol", "foci"]) == 0
+    store = ResultStore.open(f"sqlite:///{tmp_path / 'store.db'}")
+    report = import_path(store, run_dir)
+    assert report.added == 2 and not report.refused
+    frame = store.result_frame()
+    assert sorted(frame[frame["source"] == "reproduced"]["protocol"]) == ["foci", "harness"]
+
+
 def test_rescore_refuses_what_a_protocol_cannot_read(capsys, harness_run, tmp_path):
     run_dir, _ = harness_run
     code, _, err = _run(capsys, "rescore", str(run_dir), "--protocol", "vlmclassifier")

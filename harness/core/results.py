@@ -30,6 +30,13 @@ from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95, correct_count
 
 SCHEMA_VERSION = 3
 SUMMARY_FILE = "summary.json"
+RESCORED_SUMMARY_FILE = "summary.rescored-{protocol}.json"  # `harness rescore`, beside SUMMARY_FILE
+
+
+def is_summary_file(name: str) -> bool:
+    """A run's summary, or one `harness rescore` wrote beside it under another protocol."""
+    return name == SUMMARY_FILE or (name.startswith("summary.rescored-") and name.endswith(".json"))
+
 
 Scoring = Literal[
     "generate", "loglik", "loglik_name"
