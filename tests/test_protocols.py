@@ -282,3 +282,47 @@ def test_protocol_is_no_model_argument():
         RunConfig(model="idefics2", task="bird200", model_args={"protocol": "foci"})
     with pytest.raises(UserError, match="--protocol must be one of harness, foci, vlmclassifier"):
         RunConfig(model="idefics2", task="bird200", protocol="paper")
+
+
+def test_remote_code_models_under_foci(tmp_path):
+    """Qwen-VL-Chat: FOCI's raw prompt through model.generate (not model.chat), 10 new tokens;
+    XComposer2: model.chat with an empty system prompt, 10 new tokens (their stand-ins)."""
+    from tests.model_fixtures import load, requests
+    from tests.remote_code.build import build_standin
+
+    question = [(0, "Which bird?\nA. x\nB. y", {"max_new_tokens": 99, "until": []})]
+    qwen = load(
+        "qwen_vl_chat",
+        build_standin("qwen_vl_chat", tmp_path / "qwen"),
+        trust_remote_code="true",
+        protocol="foci",
+    )
+    seen = {}
+    generate = qwen.model.generate
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return generate(**kwargs)
+
+    qwen.model.generate = spy
+    assert qwen.generate_until(requests("generate_until", question)) and not qwen.request_failures
+    prompt = qwen.tokenizer.decode(seen["input_ids"][0])  # the stand-in's decode drops special tokens
+    assert prompt.startswith("Picture 1: ") and "user\nWhich bird?\nA. x\nB. y\n\nassistant\n" in prompt
+    assert "system" not in prompt and seen["max_new_tokens"] == 10
+
+    xcomposer = load(
+        "internlm_xcomposer2",
+        build_standin("internlm_xcomposer2", tmp_path / "xc"),
+        trust_remote_code="true",
+        protocol="foci",
+    )
+    chats = {}
+    chat = xcomposer.model.chat
+
+    def chat_spy(*args, **kwargs):
+        chats.update(kwargs)
+        return chat(*args, **kwargs)
+
+    xcomposer.model.chat = chat_spy
+    assert xcomposer.generate_until(requests("generate_until", question)) and not xcomposer.request_failures
+    assert chats["meta_instruction"] == "" and chats["max_new_tokens"] == 10
