@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from harness import data_cli
+from harness import data_cli, rescore
 from harness.cli_config import add_dataclass_arguments, config_from_args
 from harness.config import RunConfig, parse_task_paths
 from harness.core.errors import EvaluationFailed, UserError
@@ -53,7 +53,7 @@ def _is_flat(value) -> bool:
 
 
 def format_table(summaries: Sequence[dict]) -> str:
-    header = f"{'model':<14} {'task':<12} {'scoring':<11} {'n':>6} {'accuracy':>9} {'95% CI':>15} {'robust':>7} {'unparseable':>11}"
+    header = f"{'model':<14} {'task':<12} {'scoring':<11} {'protocol':<13} {'n':>6} {'accuracy':>9} {'95% CI':>15} {'robust':>7} {'unparseable':>11}"
     lines = [header, "-" * len(header)]
     for s in summaries:
         low, high = s["accuracy_ci95"]
@@ -61,7 +61,8 @@ def format_table(summaries: Sequence[dict]) -> str:
         unparseable = s["unparseable"] if s["scoring"] == "generate" else "-"
         task = s["task"] if s.get("variant", "k4") == "k4" else f"{s['task']}/{s['variant']}"
         lines.append(
-            f"{s['model']:<14} {task:<12} {s['scoring']:<11} {s['n']:>6} {100 * s['accuracy']:>8.2f}% "
+            f"{s['model']:<14} {task:<12} {s['scoring']:<11} {s.get('protocol', 'harness'):<13} {s['n']:>6} "
+            f"{100 * s['accuracy']:>8.2f}% "
             f"{f'[{100 * low:.1f}, {100 * high:.1f}]':>15} {robust:>7} {unparseable:>11}"
         )
     return "\n".join(lines)
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_list)
 
     data_cli.register(sub)
+    rescore.register(sub)
     probe_repr = probe_cli.register(sub)
     for plugin in _plugins():
         plugin.register(sub)

@@ -9,6 +9,7 @@ from typing import Literal, get_args
 
 from harness.cli_config import flag
 from harness.core.errors import UserError
+from harness.core.protocols import check_protocol
 from harness.core.results import SCORINGS, Scoring
 
 OptionSource = Literal["random", "clip"]  # without a choice file
@@ -75,6 +76,14 @@ class RunConfig:
             "generate an answer letter; or score each option letter's (loglik) or name's (loglik_name) log-likelihood"
         ),
     )
+    protocol: str | None = field(
+        default=None,
+        metadata=flag(
+            "harness | foci | vlmclassifier (docs/protocols.md): foci reproduces FOCI-Benchmark's evaluation of "
+            "the paper's thirteen models (use it for numbers that stand beside the paper's). Default: vlmclassifier "
+            "for knowledge-QA chain of thought, harness otherwise"
+        ),
+    )
     variant: str = field(
         default="k4",
         metadata=flag(
@@ -138,6 +147,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
             raise UserError(f"--scoring must be one of {', '.join(SCORINGS)}, got '{self.scoring}'")
+        if self.protocol is not None:
+            check_protocol(self.protocol)
+        if "protocol" in self.model_args:
+            raise UserError(
+                "the protocol is not a model argument: use --protocol instead of --model-args protocol="
+            )
         if self.options not in OPTION_SOURCES:
             raise UserError(f"--options must be one of {', '.join(OPTION_SOURCES)}, got '{self.options}'")
         if self.variant == "open" and self.scoring != "generate":

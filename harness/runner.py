@@ -30,7 +30,7 @@ from models.registry import ModelSpec, check_model_args, get_model_spec
 from tasks.options import variant_k
 from tasks.prepare import OptionPlan, PreparedTask, prepare_task
 from tasks.registry import TaskSpec, get_task
-from tasks.scoring import ResponseKind, RowScore, score_row
+from tasks.scoring import AnswerProtocol, ResponseKind, RowScore, answering_under, score_row
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class RunPlan:
     pretrained: str
     run_dir: Path
     identity: ComputationIdentity  # weights, output-changing model-args, prepared data, protocol
+    protocol: str = "harness"  # resolved by `resolve_protocol`: part of the run's identity
 
     @property
     def lmms_task(self) -> str:
@@ -53,6 +54,45 @@ class RunPlan:
     def model_revision(self) -> str | None:
         """The weights' content fingerprint (base and adapter; a hub checkpoint: its commit)."""
         return self.identity.weights
+
+    @property
+    def answer_protocol(self) -> AnswerProtocol:
+        return answer_protocol(self.protocol, self.model)
+
+
+def answer_protocol(protocol: str, model: ModelSpec | None) -> AnswerProtocol:
+    """How answers of `model` are read under `protocol` (FOCI's per-model recipe from the registry)."""
+    return AnswerProtocol(protocol, model.foci if protocol == "foci" and model is not None else None)
+
+
+def resolve_protocol(config: RunConfig, model: ModelSpec, task: TaskSpec) -> str:
+    """--protocol, else `vlmclassifier` for knowledge-QA chain of thought and `harness` for the rest
+    (docs/protocols.md says why). A protocol that does not cover the run is refused."""
+    cot = task.kind == "qa" and config.variant.endswith("cot")
+    letters = task.kind == "fgvr" and config.scoring == "generate" and config.variant != "open"
+    if config.protocol is None:
+        return "vlmclassifier" if cot else "harness"
+    if config.protocol == "foci" and not letters:
+        raise UserError(
+            "--protocol foci is FOCI-Benchmark's reading of generated letters on the six FGVR tasks: "
+            "use --scoring generate with a kN variant or a choice file, or --protocol harness"
+        )
+    if config.protocol == "foci" and model.foci is None:
+        raise UserError(
+            f"--protocol foci: {model.name} is not one of the paper's models, so FOCI-Benchmark never "
+            "evaluated it; use --protocol harness"
+        )
+    if config.protocol == "vlmclassifier" and not cot:
+        raise UserError(
+            "--protocol vlmclassifier is ImageWikiQA's chain-of-thought protocol: use it with a knowledge-QA "
+            "task and --variant cot or oracle_cot"
+        )
+    if config.protocol == "vlmclassifier" and getattr(model.load_wrapper(), "chat_interface", False):
+        raise UserError(
+            f"--protocol vlmclassifier opens the assistant's turn with its trigger, but {model.name} answers "
+            "through its own model.chat; use --protocol harness"
+        )
+    return config.protocol
 
 
 def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
@@ -218,22 +258,22 @@ def plan_run(config: RunConfig) -> RunPlan:
         plan = option_plan(config)
         split = read_split(task, config)
         prepared = prepare_task(task, split, plan, seed=config.seed)
+    protocol = resolve_protocol(config, model, task)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_name = (
-        f"{model.name}__{task.key}-{prepared.variant}__{config.scoring}__{stamp}-{uuid.uuid4().hex[:6]}"
+        f"{model.name}__{task.key}-{prepared.variant}__{config.scoring}-{protocol}__"
+        f"{stamp}-{uuid.uuid4().hex[:6]}"
     )
     run_dir = (config.output_dir or runs_root()) / run_name
-    return RunPlan(
-        config, model, task, prepared, pretrained, run_dir, run_identity(config, model, pretrained, prepared)
-    )
+    identity_ = run_identity(config, model, pretrained, prepared, protocol)
+    return RunPlan(config, model, task, prepared, pretrained, run_dir, identity_, protocol)
 
 
 def run_identity(
-    config: RunConfig, model: ModelSpec, pretrained: str, prepared: PreparedTask
+    config: RunConfig, model: ModelSpec, pretrained: str, prepared: PreparedTask, protocol: str
 ) -> ComputationIdentity:
     """What identifies this run's answers: the weights, the model-args, the prepared data (its content
     fingerprint, which covers the options and the seed), the scoring and the protocol."""
-    protocol = getattr(config, "protocol", None)  # `--protocol` (issue 16) once RunConfig has it
     return identity.identify(
         model.name,
         pretrained,
@@ -267,7 +307,9 @@ def launch_ranks(config: RunConfig, argv: list[str]) -> int:
 
 def load_model(plan: RunPlan):
     """The lmms-eval wrapper instance, loaded the way lmms-eval itself would create it."""
-    model_args = format_model_args({**plan.config.model_args, "pretrained": plan.pretrained})
+    model_args = format_model_args(
+        {**plan.config.model_args, "pretrained": plan.pretrained, "protocol": plan.protocol}
+    )
     try:
         return plan.model.load_wrapper().create_from_arg_string(
             model_args, {"batch_size": plan.config.batch_size}
@@ -289,7 +331,6 @@ def evaluate(
 ) -> tuple[dict, list[dict], list[str]] | None:
     """Run lmms-eval on the prepared task; returns (results, samples of our task, the model's request
     failures), or None on a data-parallel rank other than 0 (lmms-eval gathers everything on rank 0)."""
-    from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
     config = plan.config
@@ -299,22 +340,8 @@ def evaluate(
     try:
         lm = load_model(plan)
         journal.attach(lm)
-        results = simple_evaluate(
-            model=lm,
-            model_args=format_model_args({**config.model_args, "pretrained": plan.pretrained}),
-            tasks=[plan.lmms_task],
-            batch_size=config.batch_size,
-            limit=limit,
-            task_manager=manager,
-            log_samples=True,
-            bootstrap_iters=0,
-            random_seed=config.seed,
-            numpy_random_seed=config.seed,
-            torch_random_seed=config.seed,
-            fewshot_random_seed=config.seed,
-            datetime_str=datetime_str,
-            process_docs_parallel=1,
-        )
+        with answering_under(plan.answer_protocol):
+            results = evaluate_with_lmms(plan, lm, manager, limit, datetime_str)
     except UserError:
         raise
     except Exception as error:
@@ -331,6 +358,7 @@ def evaluate(
     if not results or plan.lmms_task not in results.get("results", {}):
         raise EvaluationFailed(f"lmms-eval returned no result for {plan.lmms_task}")
     results["config"]["model"] = plan.model.lmms_name
+    results["config"]["protocol"] = plan.protocol
     if getattr(lm, "qformer_truncated", 0):  # InstructBLIP: instructions cut to the Q-Former's positions
         results["config"]["qformer_truncated"] = lm.qformer_truncated
     samples = results.pop("samples", {}).get(plan.lmms_task, [])
@@ -340,16 +368,41 @@ def evaluate(
     return results, samples, list(getattr(lm, "request_failures", []))
 
 
+def evaluate_with_lmms(plan: RunPlan, lm, manager, limit: int | None, datetime_str: str) -> dict:
+    """lmms-eval's simple_evaluate on the prepared task, with the run's seeds."""
+    from lmms_eval.evaluator import simple_evaluate
+
+    config = plan.config
+    return simple_evaluate(
+        model=lm,
+        model_args=format_model_args({**config.model_args, "pretrained": plan.pretrained}),
+        tasks=[plan.lmms_task],
+        batch_size=config.batch_size,
+        limit=limit,
+        task_manager=manager,
+        log_samples=True,
+        bootstrap_iters=0,
+        random_seed=config.seed,
+        numpy_random_seed=config.seed,
+        torch_random_seed=config.seed,
+        fewshot_random_seed=config.seed,
+        datetime_str=datetime_str,
+        process_docs_parallel=1,
+    )
+
+
 def response_kind(plan: RunPlan) -> ResponseKind:
     if plan.prepared.variant == "open":
         return "open"
     return "generate" if plan.config.scoring == "generate" else "loglik"
 
 
-def score_samples(samples: list[dict], kind: ResponseKind) -> list[RowScore]:
-    """Every answered row, scored by the code lmms-eval's hooks ran on the same responses."""
+def score_samples(samples: list[dict], kind: ResponseKind, protocol: AnswerProtocol) -> list[RowScore]:
+    """Every answered row, scored by the code lmms-eval's hooks ran on the same responses, in file
+    (document) order: `vlmclassifier`'s random letters are drawn in that order from a fresh source."""
+    protocol = protocol.fresh()
     return [
-        score_row(sample["doc"], sample["filtered_resps"], kind)
+        score_row(sample["doc"], sample["filtered_resps"], kind, protocol)
         for sample in sorted(samples, key=lambda s: s["doc_id"])
     ]
 
@@ -416,7 +469,7 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
         journal.discard()
         return None
     results, samples, failures = evaluated
-    rows = score_samples(samples, response_kind(plan))
+    rows = score_samples(samples, response_kind(plan), plan.answer_protocol)
     check_failures(rows, failures, plan.lmms_task)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     results_file, samples_file = write_lmms_files(plan.run_dir, results, samples, plan.lmms_task, date_id)
@@ -436,6 +489,7 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
         "task_version": meta.task_version,
         "variant": plan.prepared.variant,
         "scoring": config.scoring,
+        "protocol": plan.protocol,
         "seed": config.seed,
         "option_source": meta.option_source,
         "option_source_detail": {

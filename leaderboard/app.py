@@ -186,7 +186,7 @@ def web_submitter(token: str, host: str) -> str:
 
 
 def _series_label(row: pd.Series) -> str:
-    scoring = "" if row["Scoring"] == "paper" else f" ({row['Scoring']})"
+    scoring = "" if row["Scoring"] == "paper" else f" ({row['Scoring']}, {row['Protocol']})"
     return f"{row['Model']} · {row['Source']}{scoring}"
 
 

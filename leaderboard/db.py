@@ -38,7 +38,7 @@ from harness.core.errors import UserError
 from harness.core.paths import harness_home
 from leaderboard import DB_URL_ENV
 
-SCHEMA_VERSION = 2  # 2: the probes table
+SCHEMA_VERSION = 3  # 2: the probes table; 3: results.protocol
 DB_FILE = "leaderboard.db"
 
 
@@ -108,6 +108,8 @@ class ResultRow(Base):
     task: Mapped[str] = mapped_column(String(64), index=True)
     source: Mapped[str] = mapped_column(String(16))  # "reported" | "reproduced"
     scoring: Mapped[str] = mapped_column(String(16))  # "generate" | "loglik" | "paper"
+    # harness.core.protocols: "harness" | "foci" | "vlmclassifier"; rows of two protocols never mix
+    protocol: Mapped[str] = mapped_column(String(16), default="harness", server_default="harness")
     variant: Mapped[str] = mapped_column(String(32), default="k4")
     task_version: Mapped[str | None] = mapped_column(String(32))
     accuracy: Mapped[float] = mapped_column(Float)  # a fraction in [0, 1]
@@ -175,7 +177,14 @@ def _add_probes_table(conn: Connection) -> None:
     ProbeRow.__table__.create(conn, checkfirst=True)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _add_probes_table}
+def _add_protocol_column(conn: Connection) -> None:
+    """Results recorded before protocols were: the harness's own runs, and the paper's reported
+    figures, which FOCI-Benchmark's code produced."""
+    conn.execute(text("ALTER TABLE results ADD COLUMN protocol VARCHAR(16) NOT NULL DEFAULT 'harness'"))
+    conn.execute(text("UPDATE results SET protocol = 'foci' WHERE source = 'reported'"))
+
+
+MIGRATIONS: dict[int, Migration] = {1: _add_probes_table, 2: _add_protocol_column}
 
 
 def resolve_db_url(db_url: str | None = None) -> str:

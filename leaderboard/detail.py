@@ -15,6 +15,7 @@ RESULT_COLUMNS = [
     "Task",
     "Source",
     "Scoring",
+    "Protocol",
     "Options",
     "Accuracy (%)",
     "95% CI",
@@ -76,6 +77,7 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 spec.BY_KEY[row["task"]].column,
                 row["source"],
                 row["scoring"],
+                row.get("protocol") or "harness",
                 spec.label_set_size(row["task"], row["variant"]),
                 _percent(row["accuracy"]),
                 _ci(row),
@@ -93,18 +95,24 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def comparison_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Reported vs reproduced per task (main protocol), with the difference in points."""
-    columns = ["Task", "Reported (%)", "Reproduced (%)", "Scoring", "Δ (points)"]
+    """Reported vs reproduced per task (main variant), with the difference in points where the
+    reproduced run used the reported figures' protocol (the paper's: foci)."""
+    columns = ["Task", "Reported (%)", "Reproduced (%)", "Scoring", "Protocol", "Δ (points)"]
     frame = pd.DataFrame(rows)
     if frame.empty or "reproduced" not in set(frame["source"]):
         return pd.DataFrame(columns=columns)
     best = best_runs(frame.assign(model="-"))
-    reported = best[best["source"] == "reported"].set_index("task")["accuracy"]
+    reported_rows = best[best["source"] == "reported"]
+    reported = reported_rows.set_index("task")["accuracy"]
+    paper_protocols = set(reported_rows["protocol"])
     records = []
     for _, run in best[best["source"] == "reproduced"].iterrows():
         paper = reported.get(run["task"])
-        delta = None if paper is None else round(100 * (run["accuracy"] - paper), 2)
-        records.append([run["task"], _percent(paper), _percent(run["accuracy"]), run["scoring"], delta])
+        comparable = paper is not None and run["protocol"] in paper_protocols
+        delta = round(100 * (run["accuracy"] - paper), 2) if comparable else None
+        records.append(
+            [run["task"], _percent(paper), _percent(run["accuracy"]), run["scoring"], run["protocol"], delta]
+        )
     records.sort(key=lambda record: (spec.COLUMN_KEYS.index(record[0]), record[3]))
     for record in records:
         record[0] = spec.BY_KEY[record[0]].column

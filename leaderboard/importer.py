@@ -3,7 +3,8 @@
 Two kinds of file: our `summary.json` (one run each, keyed by its run_id) and plain lmms-eval
 results JSON (`results: {task: {"accuracy,none": ...}}`, the metric our task templates define), keyed by the file's content hash and task. A
 run folder that has a summary is imported through it alone: lmms-eval's own results file beside it
-describes the same run.
+describes the same run. Summaries `harness rescore` wrote beside it (`summary.rescored-<protocol>.json`)
+are imported as their own rows, under their protocol.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from zoneinfo import ZoneInfo
 from harness.config import parse_model_args
 from harness.core.errors import UserError
 from harness.core.probe_results import PROBES_FILE, load_probe_report
-from harness.core.results import SUMMARY_FILE, load_summary
+from harness.core.protocols import LEGACY_PROTOCOL
+from harness.core.results import SUMMARY_FILE, is_summary_file, load_summary
 from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95, correct_count
 from leaderboard.spec import BY_KEY, MAIN_VARIANT
 from leaderboard.store import ResultStore
@@ -59,7 +61,7 @@ def import_path(store: ResultStore, root: Path) -> ImportReport:
     run_dirs = {path.parent for path in files if path.name == SUMMARY_FILE}
     report = ImportReport()
     for path in files:
-        if path.name != SUMMARY_FILE and any(folder in path.parents for folder in run_dirs):
+        if not is_summary_file(path.name) and any(folder in path.parents for folder in run_dirs):
             continue
         try:
             outcomes = _import_file(store, path, report)
@@ -76,7 +78,7 @@ def import_path(store: ResultStore, root: Path) -> ImportReport:
 def _import_file(store: ResultStore, path: Path, report: ImportReport) -> list[bool] | None:
     """True/False per result (added/already there); None when the file is not a results file. FGVR
     tasks of an lmms-eval file that cannot be imported are refused by name in `report`."""
-    if path.name == SUMMARY_FILE:
+    if is_summary_file(path.name):  # a run's, or a rescored one beside it (its own run_id and protocol)
         return [store.record_summary(load_summary(path))]
     if path.name == PROBES_FILE:
         return [store.record_probes(load_probe_report(path), path.parent)]
@@ -138,6 +140,7 @@ def lmms_summaries(data: dict[str, Any], digest: str, path: Path) -> list[dict[s
                 "task_version": _task_version(data, name),
                 "variant": variant,
                 "scoring": SCORING[match["scoring"]],
+                "protocol": config.get("protocol") or LEGACY_PROTOCOL,  # runs before protocols: harness
                 "limit": config.get("limit"),
                 "n": n,
                 "accuracy": accuracy,

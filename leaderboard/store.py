@@ -24,6 +24,7 @@ from harness.core import identity
 from harness.core.errors import UserError
 from harness.core.io import write_json_atomic
 from harness.core.paths import harness_home
+from harness.core.protocols import LEGACY_PROTOCOL
 from harness.core.results import RunSummary
 from leaderboard import spec
 from leaderboard.db import (
@@ -280,6 +281,7 @@ class ResultStore:
                 task=row["task"],
                 source="reported",
                 scoring="paper",
+                protocol="foci",  # the paper's figures come from FOCI-Benchmark's evaluation code
                 variant=spec.MAIN_VARIANT,
                 accuracy=accuracy,
                 provenance=provenance,
@@ -316,6 +318,7 @@ class ResultStore:
         ResultRow.task,
         ResultRow.source,
         ResultRow.scoring,
+        ResultRow.protocol,
         ResultRow.variant,
         ResultRow.accuracy,
         ResultRow.sample_limit,
@@ -482,6 +485,7 @@ def summary_result_fields(summary: RunSummary) -> dict[str, Any]:
         "task": summary["task"],
         "source": "reproduced",
         "scoring": summary["scoring"],
+        "protocol": summary.get("protocol") or LEGACY_PROTOCOL,
         "variant": summary.get("variant") or spec.MAIN_VARIANT,
         "task_version": summary.get("task_version"),
         "accuracy": float(summary["accuracy"]),

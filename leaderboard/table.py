@@ -1,4 +1,6 @@
-"""The leaderboard table: result rows -> one row per (model, source, scoring), filtered, averaged, ranked.
+"""The leaderboard table: result rows -> one row per (model, source, scoring, protocol), filtered,
+averaged, ranked. Numbers under different protocols are never averaged together: each protocol has
+its own row, and a reproduced row is compared with the paper's only under the paper's protocol.
 
 Pure pandas on the frame `ResultStore.result_frame()` returns, so it can be tested and benchmarked
 without a database or a server. Accuracies come in as fractions and go out as percent.
@@ -15,7 +17,7 @@ import pandas as pd
 
 from leaderboard import spec
 
-ROW_KEY = ["model", "source", "scoring"]
+ROW_KEY = ["model", "source", "scoring", "protocol"]
 MODEL_COLUMN = "Model"
 ID_COLUMN = "Model ID"
 AVERAGE = "Average"
@@ -28,6 +30,7 @@ INFO_COLUMNS = {
     "family": "Family",
     "source": "Source",
     "scoring": "Scoring",
+    "protocol": "Protocol",
 }
 
 
@@ -49,7 +52,7 @@ class TableQuery:
 
 
 def best_runs(results: pd.DataFrame) -> pd.DataFrame:
-    """One accuracy per (model, source, scoring, task) on the main protocol: full runs beat runs with a
+    """One accuracy per (model, source, scoring, protocol, task) on the main variant: full runs beat runs with a
     --limit, and among equals the latest wins."""
     main_variant = results["task"].map(
         lambda task: spec.BY_KEY[task].main_variant if task in spec.BY_KEY else None
@@ -98,7 +101,10 @@ def add_aggregates(frame: pd.DataFrame, wide: pd.DataFrame, tasks: Sequence[str]
     reported = wide[wide["source"] == "reported"].drop_duplicates("model").set_index("model")[list(tasks)]
     paper = reported.reindex(frame["model"]).set_axis(frame.index)
     delta = (frame[list(tasks)] - paper).mean(axis=1)
-    frame[DELTA] = delta.where(frame["source"] != "reported")
+    # like with like: the paper's figures were produced under FOCI-Benchmark's protocol
+    reported_protocol = wide.loc[wide["source"] == "reported", "protocol"].drop_duplicates()
+    same = frame["protocol"].isin(reported_protocol.tolist() or ["foci"])
+    frame[DELTA] = delta.where((frame["source"] != "reported") & same)
     return frame
 
 
@@ -151,6 +157,7 @@ def display_columns(tasks: Sequence[str]) -> list[str]:
         "Family",
         "Source",
         "Scoring",
+        "Protocol",
         AVERAGE,
         AVERAGE_RANK,
         DELTA,

@@ -35,6 +35,12 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
 from harness.core.errors import UserError
+from harness.core.protocols import (
+    VLMCLASSIFIER_MAX_NEW_TOKENS,
+    VLMCLASSIFIER_TRIGGER,
+    FociRecipe,
+    check_protocol,
+)
 from harness.core.requests import FAILED_GENERATION, FAILED_NLL
 from models import distributed
 from models.registry import ModelSpec, get_model_spec, known_model_args
@@ -224,6 +230,7 @@ class FGVRModel(lmms):
     prefetch_encoding: ClassVar[bool] = (
         True  # run `encode` ahead of the model (False: only decode images ahead)
     )
+    chat_interface: ClassVar[bool] = False  # answers through the checkpoint's own `model.chat`
 
     def __init__(
         self,
@@ -239,11 +246,13 @@ class FGVRModel(lmms):
         shared_prefix: bool | str = True,
         attn_implementation: str | None = None,
         use_safetensors: bool | str = False,
+        protocol: str = "harness",
         **extra: Any,
     ) -> None:
         super().__init__()
         self.request_failures: list[str] = []  # one "Type: message" per request that raised
         self.spec: ModelSpec = get_model_spec(self.registry_name)
+        self.set_protocol(protocol)
         self.accept_extra_args(extra)
         self.pretrained = pretrained or self.spec.hub_id
         self.revision = revision
@@ -287,6 +296,21 @@ class FGVRModel(lmms):
 
     def check_environment(self) -> None:
         """Refuse before loading when the model cannot run here (remote-code models check their opt-in)."""
+
+    def set_protocol(self, protocol: str) -> None:
+        """The evaluation protocol (harness.core.protocols) the prompts and generation follow."""
+        self.protocol = check_protocol(str(protocol))
+        self.foci: FociRecipe | None = self.spec.foci if self.protocol == "foci" else None
+        if self.protocol == "foci" and self.foci is None:
+            raise UserError(
+                f"--protocol foci: {self.spec.name} is not one of the paper's models, so FOCI-Benchmark "
+                "never evaluated it; use --protocol harness"
+            )
+        if self.protocol == "vlmclassifier" and self.chat_interface:
+            raise UserError(
+                f"--protocol vlmclassifier opens the assistant's turn with its trigger, but {self.spec.name} "
+                "answers through its own model.chat; use --protocol harness"
+            )
 
     # ---- loading -------------------------------------------------------------------------------
 
@@ -362,6 +386,20 @@ class FGVRModel(lmms):
         messages = [{"role": "user", "content": content}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    def prompt_for(self, question: str, n_images: int) -> str:
+        """The prompt under the run's protocol: `foci`, the reference's template for this model (or
+        the model's own prompt around the question with the reference's in-text prefix);
+        `vlmclassifier`, the model's prompt with the trigger opening the assistant's turn; else
+        `build_prompt`."""
+        if self.foci is not None:
+            if self.foci.template is not None:
+                return self.foci.template.format(images=self.image_token * n_images, question=question)
+            question = self.foci.question_prefix + question
+        prompt = self.build_prompt(question, n_images)
+        if self.protocol == "vlmclassifier":
+            prompt += ("" if prompt[-1:].isspace() else " ") + VLMCLASSIFIER_TRIGGER
+        return prompt
+
     def encode(self, prompts: list[str], images: list[list]) -> dict[str, torch.Tensor]:
         """Processor call for a left-padded batch; returns tensors on the model's device."""
         batch = self.processor(text=prompts, images=images, padding=True, return_tensors="pt")
@@ -416,14 +454,26 @@ class FGVRModel(lmms):
 
     def stop_token_ids(self) -> list[int]:
         ids = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
-        for token in self.stop_tokens:
+        extra = self.foci.stop_tokens if self.foci is not None else ()
+        for token in (*self.stop_tokens, *extra):
             token_id = self.tokenizer.convert_tokens_to_ids(token)
             if token_id is not None and token_id != self.tokenizer.unk_token_id:
                 ids.append(token_id)
         return ids
 
+    def generation_options(self) -> dict[str, Any]:
+        """generate() options of the protocol besides the length: FOCI's minimum length and banned tokens."""
+        options: dict[str, Any] = {}
+        if self.foci is not None and self.foci.min_new_tokens:
+            options["min_new_tokens"] = self.foci.min_new_tokens
+        if self.foci is not None and self.foci.banned_tokens:
+            options["bad_words_ids"] = self.tokenizer(
+                list(self.foci.banned_tokens), add_special_tokens=False
+            ).input_ids
+        return options
+
     def generation_inputs(self, batch: list[Request]) -> dict[str, torch.Tensor]:
-        prompts = [self.build_prompt(r.context, len(r.images)) for r in batch]
+        prompts = [self.prompt_for(r.context, len(r.images)) for r in batch]
         return self.encode(prompts, [r.images for r in batch])
 
     # ---- lmms-eval interface ---------------------------------------------------------------------
@@ -482,7 +532,7 @@ class FGVRModel(lmms):
             for start in tqdm(range(0, len(ordered), size), desc=desc, disable=self.rank != 0)
         )
         twin = self.prefetch_twin() if self.prefetch_encoding else self  # the twin is needed only to encode
-        prefetcher = EncodingPrefetcher(twin.encode, twin.build_prompt, self.prefetch_encoding)
+        prefetcher = EncodingPrefetcher(twin.encode, twin.prompt_for, self.prefetch_encoding)
         self.encode = prefetcher.encode  # the scorer's encode calls find the prefetched tensors
         try:
             yield from prefetcher.batches(chunks)
@@ -536,7 +586,7 @@ class FGVRModel(lmms):
         return [GenerationResult(text=(-results[i][0], results[i][1])) for i in range(len(requests))]
 
     def _score_naive(self, batch: list[Request]) -> list[Score]:
-        prompts = [self.build_prompt(r.context, len(r.images)) for r in batch]
+        prompts = [self.prompt_for(r.context, len(r.images)) for r in batch]
         return self.scorer.naive(prompts, [r.continuation for r in batch], [r.images for r in batch])
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
@@ -565,6 +615,7 @@ class FGVRModel(lmms):
                 do_sample=False,
                 eos_token_id=self.stop_token_ids(),
                 pad_token_id=self.tokenizer.pad_token_id,
+                **self.generation_options(),
             )
         if self.generate_returns_prompt:
             output = output[:, inputs["input_ids"].shape[1] :]
@@ -572,7 +623,12 @@ class FGVRModel(lmms):
         return [self.cut_at_stop(self.strip_thinking(text), until) for text in texts]
 
     def new_token_budget(self, gen_kwargs: dict) -> int:
-        """How many tokens to generate: the task's max_new_tokens, else the model's."""
+        """How many tokens to generate: the protocol's (FOCI's per model, VLMClassifier's 1,024), else
+        the task's max_new_tokens, else the model's."""
+        if self.foci is not None:
+            return self.foci.max_new_tokens
+        if self.protocol == "vlmclassifier":
+            return VLMCLASSIFIER_MAX_NEW_TOKENS
         return int(gen_kwargs.get("max_new_tokens", self.max_new_tokens))
 
     def strip_thinking(self, text: str) -> str:

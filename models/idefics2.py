@@ -37,8 +37,11 @@ class FinedeficsFGVR(Idefics2FGVR):
     peft on an Idefics2 base (`pretrained=`, else the adapter's recorded base, else idefics2-8b). The
     adapter is merged into the weights (`merge_adapter=false` keeps it separate; a 4-bit base always does).
 
-    The prompt is Idefics2's, "User:" prefix included, whatever the checkpoint's path is called (the
-    reference code drops it for paths containing "Finedefics"; that was a bug).
+    The prompt is Idefics2's. Under `--protocol foci` neither model gets the checkpoint's chat
+    template alone: FOCI-Benchmark adds an in-text "User: " before the question for checkpoint paths
+    containing "idefics" (so Idefics2-8B is asked "User:<image>User: Which of ..."), and none for a
+    path named "Finedefics" (models/registry.py, FOCI_RECIPES). The authors' released Finedefics result
+    files came from a checkpoint folder named "idefics2-8b-...", so they carry the prefix.
     """
 
     registry_name = "finedefics"

@@ -61,9 +61,14 @@ class MobileVLMV2FGVR(RemoteCodeModel):
         )
 
     def generate_one(self, question, images, max_new_tokens):
-        ids = self.input_ids(self.build_prompt(question, len(images)))
+        ids = self.input_ids(self.prompt_for(question, len(images)))
         output = self.model.generate(
-            ids, images=self.pixels(images), do_sample=False, max_new_tokens=max_new_tokens, use_cache=True
+            ids,
+            images=self.pixels(images),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            use_cache=True,
+            **self.generation_options(),
         )
         return self.tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
 

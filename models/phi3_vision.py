@@ -26,9 +26,13 @@ class Phi3VisionFGVR(RemoteCodeModel):
         return self.to_device(self.processor(text, images or None, return_tensors="pt"))
 
     def generate_one(self, question, images, max_new_tokens):
-        inputs = self.inputs(self.build_prompt(question, len(images)), images)
+        inputs = self.inputs(self.prompt_for(question, len(images)), images)
         output = self.model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.stop_token_ids()
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=self.stop_token_ids(),
+            **self.generation_options(),
         )
         return self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 

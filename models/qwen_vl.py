@@ -17,6 +17,7 @@ EMPTY_IMAGE = "<img></img>"  # build_prompt's placeholder, filled with the pictu
 
 class QwenVLChatFGVR(RemoteCodeModel):
     registry_name = "qwen_vl_chat"
+    chat_interface = True
 
     def query(self, question: str, paths: list[str]) -> str:
         return self.tokenizer.from_list_format([{"image": path} for path in paths] + [{"text": question}])
@@ -24,7 +25,15 @@ class QwenVLChatFGVR(RemoteCodeModel):
     def build_prompt(self, question, n_images):
         return CHATML.format(system=SYSTEM, query=self.query(question, [""] * n_images))
 
+    def prompt_for(self, question, n_images):
+        if self.foci is None:
+            return super().prompt_for(question, n_images)
+        # FOCI: the picture list first, then its template around the question; no system turn
+        return self.query(self.foci.template.format(question=question), [""] * n_images)
+
     def generate_one(self, question, images, max_new_tokens):
+        if self.foci is not None:
+            return self.generate_foci(question, images, max_new_tokens)
         with self.image_files(images) as paths:
             response, _ = self.model.chat(
                 self.tokenizer,
@@ -34,6 +43,14 @@ class QwenVLChatFGVR(RemoteCodeModel):
                 max_new_tokens=max_new_tokens,
             )
         return response
+
+    def generate_foci(self, question, images, max_new_tokens):
+        """QwenVLModel.generate: the raw prompt through model.generate (not model.chat)."""
+        with self.image_files(images) as paths:
+            text = self.query(self.foci.template.format(question=question), paths)
+            ids = torch.tensor([self.tokenizer(text)["input_ids"]], device=self.device)
+            output = self.model.generate(input_ids=ids, do_sample=False, max_new_tokens=max_new_tokens)
+        return self.tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
 
     def score_answer(self, prompt, answer, images):
         with self.image_files(images) as paths:

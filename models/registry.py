@@ -13,6 +13,7 @@ import inspect
 from dataclasses import asdict, dataclass
 
 from harness.core.errors import UserError, unknown_name
+from harness.core.protocols import FOCI_GENERIC_MARKERS, FociRecipe
 
 NATIVE_TRANSFORMERS = ">=5.0,<6"  # tested on 5.23 with tiny checkpoints of every native architecture
 
@@ -30,6 +31,7 @@ class ModelSpec:
     licence: str
     remote_code: bool = False
     transformers: str = NATIVE_TRANSFORMERS  # versions the wrapper is known to work with
+    foci: FociRecipe | None = None  # the paper's models: how FOCI-Benchmark evaluated them (--protocol foci)
 
     @property
     def lmms_name(self) -> str:
@@ -48,6 +50,82 @@ class ModelSpec:
     def as_dict(self) -> dict:
         return {**asdict(self), "lmms_name": self.lmms_name}
 
+    @property
+    def reference_protocol(self) -> str:
+        """The protocol of this model's published numbers: `foci` for the paper's models."""
+        return "foci" if self.foci is not None else "harness"
+
+
+# FOCI-Benchmark's evaluation of the paper's thirteen models (benchmark/data/dataset.py model_template,
+# benchmark/model/model.py and model_internlm_xcomposer2.py), applied to each model's hub id.
+# Generic class (HFModel): 100 new tokens, at least 1; answers after the first marker of the decoded text.
+_USER_ASSISTANT = "USER: {images}\n{question}\nASSISTANT:"
+FOCI_RECIPES: dict[str, FociRecipe] = {
+    "llava15": FociRecipe(_USER_ASSISTANT, 100, 1, prompt_end="\nASSISTANT:"),
+    "llava_next_mistral": FociRecipe("[INST] {images}\n{question} [/INST]", 100, 1, prompt_end=" [/INST]"),
+    "mobilevlm_v2": FociRecipe(
+        _USER_ASSISTANT, 10, 1, prompt_end="\nASSISTANT:", reference_class="MobileVLM"
+    ),
+    # max_new_tokens=10 without a minimum: the reference's one exception inside HFModel
+    "instructblip_vicuna": FociRecipe("{question}", 10),
+    "instructblip_flant5": FociRecipe("{question}", 100, 1),
+    "blip2_flant5": FociRecipe("{question}", 100, 1),
+    # "Phi-3-vision" and "pali" branches: the answer follows the decoded prompt's last words
+    "phi3_vision": FociRecipe(
+        None, 100, 1, prompt_end="directly. \n", markers=(*FOCI_GENERIC_MARKERS, "directly. \n")
+    ),
+    "paligemma": FociRecipe(
+        "{question}", 100, 1, prompt_end="directly.\n", markers=(*FOCI_GENERIC_MARKERS, "directly.\n")
+    ),
+    "internlm_xcomposer2": FociRecipe(
+        None,
+        10,
+        markers=(),
+        cut_at="[UNUSED_TOKEN_145]",
+        answer_after="The answer is ",
+        reference_class="InternLMXComposerModel",
+        system_prompt="",
+    ),
+    # IdeficsModel: [image, "User: ...", "<end_of_utterance>", "\nAssistant:"], stop and ban as below
+    "idefics1": FociRecipe(
+        "{images}User: {question}<end_of_utterance>\nAssistant:",
+        10,
+        prompt_end="\nAssistant:",
+        markers=("Assistant:",),
+        reference_class="IdeficsModel",
+        stop_tokens=("<end_of_utterance>",),
+        banned_tokens=("<image>", "<fake_token_around_image>"),
+    ),
+    # Idefics2Model: model_template's "User: " (paths containing "idefics") inside the chat template;
+    # "StevenHH2000/Finedefics" contains no "idefics", so Finedefics gets none
+    "idefics2": FociRecipe(
+        None,
+        1000,
+        question_prefix="User: ",
+        prompt_end="\nAssistant:",
+        markers=("Assistant:",),
+        drop="Answer: ",
+        reference_class="Idefics2Model",
+    ),
+    "finedefics": FociRecipe(
+        None,
+        1000,
+        prompt_end="\nAssistant:",
+        markers=("Assistant:",),
+        drop="Answer: ",
+        reference_class="Idefics2Model",
+    ),
+    # QwenVLModel: no system turn; the picture ("Picture 1: <img>PATH</img>\n") before the template
+    "qwen_vl_chat": FociRecipe(
+        "<|im_start|>user\n{question}\n<|im_end|>\n<|im_start|>assistant\n",
+        10,
+        prompt_end="assistant\n",
+        markers=("assistant",),
+        reference_class="QwenVLModel",
+        system_prompt="",
+    ),
+}
+
 
 def _spec(
     name: str,
@@ -61,6 +139,7 @@ def _spec(
     licence: str,
     **extra,
 ) -> ModelSpec:
+    extra.setdefault("foci", FOCI_RECIPES.get(name))
     return ModelSpec(
         name,
         f"models.{wrapper}",

@@ -91,7 +91,7 @@ class RequestScorer(AnswerScorer):
     def shared(self, groups):
         return [
             [
-                self.wrapper.score_answer(self.wrapper.build_prompt(g.context, len(g.images)), a, g.images)
+                self.wrapper.score_answer(self.wrapper.prompt_for(g.context, len(g.images)), a, g.images)
                 for a in g.continuations
             ]
             for g in groups
@@ -148,11 +148,7 @@ class RemoteCodeModel(FGVRModel):
             gen_kwargs = request.gen_kwargs or {}
             until = [s for s in gen_kwargs.get("until") or [] if s]
             with torch.inference_mode():
-                text = self.generate_one(
-                    request.context,
-                    request.images,
-                    int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)),
-                )
+                text = self.generate_one(request.context, request.images, self.new_token_budget(gen_kwargs))
             texts.append(self.cut_at_stop(text, until))
         return texts
 

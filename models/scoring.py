@@ -111,7 +111,7 @@ class AnswerScorer:
         """Scores of every option of every group; options whose tokens do not split cleanly after the
         prompt (answer_ids is None) go through the naive path, so both paths always agree."""
         w = self.wrapper
-        prompts = [w.build_prompt(g.context, len(g.images)) for g in groups]
+        prompts = [w.prompt_for(g.context, len(g.images)) for g in groups]
         ids = [[self.answer_ids(p, a) for a in g.continuations] for p, g in zip(prompts, groups)]
         todo = [
             (gi, oi)

@@ -17,10 +17,13 @@ IMAGE = "<ImageHere>"
 class XComposer2FGVR(RemoteCodeModel):
     registry_name = "internlm_xcomposer2"
     image_token = IMAGE
+    chat_interface = True
 
     @property
     def meta_instruction(self) -> str:
-        """The system prompt `model.chat` uses by default."""
+        """The system prompt: `model.chat`'s default; FOCI's (InternLMXComposerModel) is empty."""
+        if self.foci is not None and self.foci.system_prompt is not None:
+            return self.foci.system_prompt
         return inspect.signature(self.model.chat).parameters["meta_instruction"].default
 
     def build_prompt(self, question, n_images):
@@ -41,6 +44,7 @@ class XComposer2FGVR(RemoteCodeModel):
                 history=[],
                 do_sample=False,
                 max_new_tokens=max_new_tokens,
+                meta_instruction=self.meta_instruction,
             )
         return response
 

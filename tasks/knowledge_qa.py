@@ -31,15 +31,16 @@ from harness.core.errors import UserError
 from harness.core.io import file_sha256, write_json_atomic
 from harness.core.output import emit_json
 from harness.core.paths import prepared_root
+from harness.core.protocols import VLMCLASSIFIER_TRIGGER
 from harness.core.records import record_to_dict
 from tasks.datasets.base import DatasetSplit, TestItem
 from tasks.registry import TaskSpec, get_task
 
-QA_VERSION = "1.0"  # bump when question construction or scoring of the QA tasks changes
+QA_VERSION = "1.1"  # bump when question construction or scoring of the QA tasks changes
 LETTERS = ("A", "B", "C", "D")
 PLACEHOLDER = "this object"
 INSTRUCTION = "Choose A, B, C, or D."
-COT_TRIGGER = "Let's think step by step."
+COT_TRIGGER = VLMCLASSIFIER_TRIGGER  # ImageWikiQA's chain-of-thought trigger
 VARIANTS = ("direct", "cot", "oracle", "oracle_cot")
 TEMPLATE_DIR = Path(__file__).resolve().parent / "lmms"
 COT_TEMPLATE = TEMPLATE_DIR / "_fgvr_qa_cot.yaml"

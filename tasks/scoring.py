@@ -6,21 +6,31 @@ accuracy is the question: `question_accuracy` groups rows by their question, and
 several rows (circular evaluation: one row per rotation of its options) is right only if every row
 is. lmms-eval's `accuracy` aggregation and the summary both use it.
 
-Two parsers for generated answers:
-- `paper_letter`: the FOCI / Finedefics rule, reported as the primary accuracy so that numbers are
-  comparable with the paper: the lower-cased answer must start with the option letter.
-- `robust_letter`: also accepts "(B)", "B.", "B)", "Answer: B", "The answer is B" or the option's
-  own text; reported beside the primary accuracy.
+The primary reading of a generated answer depends on the run's protocol (harness.core.protocols):
+- `harness`: `paper_letter`, the first-letter rule on the stripped answer.
+- `foci`: FOCI-Benchmark's per-model post-processing of the decoded text (`foci_answer`, driven by
+  the model's `FociRecipe`), then its rule `answer.lower().startswith(letter)` (`foci_letter`).
+- `vlmclassifier` (knowledge-QA chain of thought): `mmmu_letter`, VLMClassifier's MMMU-style parser;
+  an answer that names nothing gets a letter drawn from `random.Random(1234)` in file order.
+Beside it, `robust_letter` (also "(B)", "B.", "Answer: B", "The answer is B" or the option's own
+text; knowledge QA: `cot_letter`) is reported as `robust_accuracy`; it never guesses.
+
+The protocol reaches lmms-eval's hooks through `answering_under` (a context the runner opens around
+the evaluation); the runner, `harness rescore` and the leaderboard pass it to `score_row` directly.
 """
 
 from __future__ import annotations
 
+import random
 import re
 import string
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from harness.core.protocols import VLMCLASSIFIER_SEED, FociRecipe, check_protocol
 from harness.core.requests import is_failed
 from tasks.names import normalize_class_name
 
@@ -41,6 +51,96 @@ def paper_letter(answer: str, n_options: int) -> str | None:
         return None
     first = text[0].upper()
     return first if first in LETTERS[:n_options] else None
+
+
+def foci_answer(decoded: str, recipe: FociRecipe) -> str:
+    """The answer FOCI-Benchmark's model class returns for this generated text: its post-processing
+    applied to what it decodes, the prompt's last words followed by the generated text."""
+    text = recipe.prompt_end + decoded
+    if recipe.cut_at is not None:
+        text = text.split(recipe.cut_at)[0].strip()
+    marker = next((m for m in recipe.markers if m in text), None)
+    if marker is not None:
+        text = text.split(marker)[1].strip()  # the part after the first marker (up to a second one)
+    if recipe.drop:
+        text = text.replace(recipe.drop, "")
+    if recipe.answer_after and recipe.answer_after.strip() in text:
+        parts = text.split(recipe.answer_after)
+        text = parts[1] if len(parts) > 1 else text
+    return text
+
+
+def foci_letter(answer: str, n_options: int) -> str | None:
+    """FOCI's rule (evaluate.py): the first option letter the lower-cased answer starts with."""
+    lowered = answer.lower()
+    return next((letter for letter in LETTERS[:n_options] if lowered.startswith(letter.lower())), None)
+
+
+def mmmu_letter(response: str, options: Sequence[str]) -> str | None:
+    """VLMClassifier's ImageWikiQA parser (MMMU's multiple-choice rule), None where it would guess.
+
+    Surrounding punctuation stripped; candidates are letters written "(X)"; else " X " between
+    spaces; else, only for a response of more than five words, option texts it contains (any case).
+    Several candidates: the one whose last occurrence comes last (ties: the earlier letter)."""
+    letters = LETTERS[: len(options)]
+    for char in ",.!?;:'":
+        response = response.strip(char)
+    padded = f" {response} "
+    bracketed = [x for x in letters if f"({x})" in padded]
+    spaced = [x for x in letters if f" {x} " in padded]
+    if bracketed or spaced:
+        form = "({})" if bracketed else " {} "
+        candidates = bracketed or spaced
+        positions = [padded.rfind(form.format(x)) for x in candidates]
+    elif len(padded.split()) > 5:
+        lowered = padded.lower()
+        candidates = [x for x, option in zip(letters, options) if option.lower() in lowered]
+        positions = [lowered.rfind(options[letters.index(x)].lower()) for x in candidates]
+    else:
+        return None
+    if not candidates:
+        return None
+    return candidates[positions.index(max(positions))]
+
+
+@dataclass(frozen=True)
+class AnswerProtocol:
+    """The protocol generated answers are read under: its name and, under `foci`, the answering
+    model's recipe. `guesses` is the random source of `vlmclassifier` for answers that name nothing:
+    one per run, drawn from in file order."""
+
+    name: str = "harness"
+    foci: FociRecipe | None = None
+    guesses: random.Random = field(
+        default_factory=lambda: random.Random(VLMCLASSIFIER_SEED), compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        check_protocol(self.name)
+        if self.name == "foci" and self.foci is None:
+            raise ValueError("the foci protocol needs the model's FociRecipe")
+
+    def fresh(self) -> AnswerProtocol:
+        """The same protocol with its random source reset (a new pass over a run's answers)."""
+        return AnswerProtocol(self.name, self.foci)
+
+
+_ACTIVE: ContextVar[AnswerProtocol | None] = ContextVar("fgvr_answer_protocol", default=None)
+
+
+@contextmanager
+def answering_under(protocol: AnswerProtocol) -> Iterator[AnswerProtocol]:
+    """lmms-eval's hooks (doc_to_text, process_results) read answers under `protocol` inside this block."""
+    token = _ACTIVE.set(protocol.fresh())
+    try:
+        yield _ACTIVE.get()
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active_protocol() -> AnswerProtocol:
+    """The protocol of the evaluation under way; `harness` outside `answering_under` (plain lmms-eval)."""
+    return _ACTIVE.get() or AnswerProtocol()
 
 
 _LETTER_PATTERNS = (
@@ -124,6 +224,7 @@ class RowScore:
     robust: int | None = None
     lenient: bool = False
     failed: bool = False
+    guessed: bool = False  # vlmclassifier: no option named, `predicted` drawn at random
 
     @property
     def correct(self) -> bool:
@@ -135,7 +236,7 @@ class RowScore:
 
     @property
     def unparseable(self) -> bool:
-        return self.predicted is None and not self.failed
+        return (self.predicted is None or self.guessed) and not self.failed
 
     def metrics(self) -> dict[str, Any]:
         """lmms-eval's per-row metrics; the accuracies carry their question for `question_accuracy`."""
@@ -154,8 +255,15 @@ def _nll(response: Any) -> float:
     return float(response[0])
 
 
-def score_row(doc: dict[str, Any], responses: Sequence[Any], kind: ResponseKind) -> RowScore:
-    """Score one prepared row from its responses: one generated text, or one (nll, is_greedy) per option."""
+def score_row(
+    doc: dict[str, Any],
+    responses: Sequence[Any],
+    kind: ResponseKind,
+    protocol: AnswerProtocol | None = None,
+) -> RowScore:
+    """Score one prepared row from its responses: one generated text, or one (nll, is_greedy) per
+    option. Generated answers are read under `protocol` (default: the active one, `harness` outside
+    an evaluation); the lenient reading beside it is the same under every protocol."""
     question, label = int(doc.get("group", 0)), int(doc["label"])
     if kind == "open":
         failed = not responses or is_failed(responses[0])
@@ -172,15 +280,11 @@ def score_row(doc: dict[str, Any], responses: Sequence[Any], kind: ResponseKind)
         predicted_label = None if chosen is None else labels[chosen]
         return RowScore(question, label, gold, chosen, predicted_label, len(options), failed=failed)
     failed = not responses or is_failed(responses[0])
-    answer = "" if failed else responses[0]
+    answer = "" if failed else str(responses[0])
     letters = option_letters(len(options))
-    strict, lenient = paper_letter(answer, len(options)), robust_letter(answer, options)
-    if doc.get("protocol") == "cot":  # knowledge QA, chain of thought: one parser for both readings
-        from tasks.knowledge_qa import cot_letter
-
-        strict = lenient = None if failed else cot_letter(answer, options)
-    chosen = None if failed or strict is None else letters.index(strict)
-    robust = None if failed or lenient is None else letters.index(lenient)
+    strict, lenient, guessed = read_letters(answer, options, doc, protocol or active_protocol(), failed)
+    chosen = None if strict is None else letters.index(strict)
+    robust = None if lenient is None else letters.index(lenient)
     return RowScore(
         question,
         label,
@@ -191,7 +295,30 @@ def score_row(doc: dict[str, Any], responses: Sequence[Any], kind: ResponseKind)
         robust=robust,
         lenient=True,
         failed=failed,
+        guessed=guessed,
     )
+
+
+def read_letters(
+    answer: str, options: Sequence[str], doc: dict[str, Any], protocol: AnswerProtocol, failed: bool
+) -> tuple[str | None, str | None, bool]:
+    """(the protocol's letter, the lenient letter, whether the protocol's letter is a random guess)."""
+    if failed:
+        return None, None, False
+    if doc.get("protocol") == "cot":  # knowledge QA, chain of thought
+        from tasks.knowledge_qa import cot_letter
+
+        ours = cot_letter(answer, options)
+        if protocol.name != "vlmclassifier":
+            return ours, ours, False
+        found = mmmu_letter(answer, options)
+        if found is not None:
+            return found, ours, False
+        return protocol.guesses.choice(option_letters(len(options))), ours, True
+    lenient = robust_letter(answer, options)
+    if protocol.name == "foci" and protocol.foci is not None:
+        return foci_letter(foci_answer(answer, protocol.foci), len(options)), lenient, False
+    return paper_letter(answer, len(options)), lenient, False
 
 
 def by_question(rows: Iterable[RowScore]) -> list[list[RowScore]]:

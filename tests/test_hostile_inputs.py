@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.core.results import SCHEMA_VERSION
 from tests.leaderboard.lb_factories import make_summary
 
 
@@ -326,7 +327,7 @@ def test_import_keeps_the_good_summary_and_names_every_bad_one(inputs, capsys):
     assert reasons["nan"] == "'accuracy' is nan: accuracies are fractions between 0 and 1"
     # the schema check (harness.core.results.validate_summary) refuses it first, naming the file and field
     assert reasons["taskless"].endswith(
-        "taskless/summary.json: not a valid version-2 summary: field 'task': Field required"
+        f"taskless/summary.json: not a valid version-{SCHEMA_VERSION} summary: field 'task': Field required"
     )
     assert len(reasons) == 3
 

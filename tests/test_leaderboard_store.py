@@ -61,6 +61,21 @@ def test_older_database_is_upgraded_through_the_migrations(db_url, store, monkey
     assert len(upgraded.result_frame()) == 14 * 6  # the data survived
 
 
+def test_a_version_2_database_gets_the_protocol_column(db_url, store):
+    """Version 2 had no protocol: its reproduced rows were the harness's own runs, its reported rows
+    the paper's figures (FOCI-Benchmark's code)."""
+    store.record_summary(make_summary())
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE results DROP COLUMN protocol"))
+        db.set_meta(conn, "schema_version", "2")
+    upgraded = ResultStore.open(db_url)
+    frame = upgraded.result_frame()
+    assert set(frame[frame["source"] == "reported"]["protocol"]) == {"foci"}
+    assert set(frame[frame["source"] == "reproduced"]["protocol"]) == {"harness"}
+    with upgraded.engine.connect() as conn:
+        assert db.get_meta(conn, "schema_version") == "3"
+
+
 def test_database_without_an_upgrade_path_says_what_to_do(db_url, store, monkeypatch):
     monkeypatch.setattr(db, "SCHEMA_VERSION", db.SCHEMA_VERSION + 1)
     with pytest.raises(db.SchemaError, match="no upgrade path.*harness import"):
@@ -90,17 +105,32 @@ def test_bad_url_is_a_user_error():
 
 
 def test_record_summary_is_idempotent_and_sits_beside_the_paper(db_url, store):
-    summary = make_summary()
+    summary = make_summary(protocol="foci")
     record_summary(summary, db_url)
     record_summary(summary, db_url)
     assert store.record_summary(summary) is False
     frame = leaderboard_table(store.result_frame())
     reproduced = _row(frame, "idefics2", "reproduced")
     assert reproduced["Bird-200"] == 47.12
-    assert reproduced["Scoring"] == "generate"
+    assert reproduced["Scoring"] == "generate" and reproduced["Protocol"] == "foci"
     assert reproduced["Δ vs paper"] == pytest.approx(47.12 - 47.17)
     assert reproduced["Average"] is None or reproduced["Average"] != reproduced["Average"]  # 1 of 6 tasks
     assert len(store.result_frame()) == 14 * 6 + 1
+    assert set(_row(frame, "idefics2")[["Protocol"]]) == {"foci"}  # the paper's figures: FOCI's code
+
+
+def test_rows_of_two_protocols_are_never_averaged_together(store):
+    """The same model and task under foci and harness: two rows, each with its own number; only the
+    foci row is compared with the paper's (its figures were produced under foci)."""
+    store.record_summary(make_summary(protocol="foci", accuracy=0.40))
+    store.record_summary(make_summary(protocol="harness", accuracy=0.10))
+    frame = leaderboard_table(store.result_frame())
+    rows = frame[(frame["Model ID"] == "idefics2") & (frame["Source"] == "reproduced")]
+    by_protocol = rows.set_index("Protocol")
+    assert sorted(by_protocol.index) == ["foci", "harness"]
+    assert by_protocol.loc["foci", "Bird-200"] == 40.0 and by_protocol.loc["harness", "Bird-200"] == 10.0
+    assert by_protocol.loc["foci", "Δ vs paper"] == pytest.approx(40.0 - 47.17)
+    assert by_protocol.loc["harness", "Δ vs paper"] != by_protocol.loc["harness", "Δ vs paper"]  # NaN
 
 
 def test_an_explicit_model_name_moves_an_already_recorded_run(store):

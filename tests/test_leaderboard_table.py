@@ -11,7 +11,7 @@ import pytest
 from harness.core.errors import UserError
 from leaderboard import detail, spec
 from leaderboard.plots import grouped_bar_svg
-from leaderboard.table import ID_COLUMN, TableQuery, display_columns, leaderboard_table
+from leaderboard.table import DELTA, ID_COLUMN, TableQuery, display_columns, leaderboard_table
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
@@ -28,6 +28,7 @@ def result(
     limit=None,
     day=0,
     display=None,
+    protocol="foci",
 ):
     return {
         "model": model,
@@ -38,6 +39,7 @@ def result(
         "task": task,
         "source": source,
         "scoring": scoring,
+        "protocol": protocol,
         "variant": variant,
         "accuracy": accuracy,
         "sample_limit": limit,
@@ -136,6 +138,17 @@ def test_average_needs_every_selected_task_and_follows_the_selection(results):
     assert list(only_bird.columns).count("Dog-120") == 0
 
 
+def test_a_protocol_is_its_own_row_and_only_the_papers_is_compared(results):
+    both = pd.concat(
+        [results, pd.DataFrame(full_row("beta", [0.1] * 6, params=8.0, family="B", protocol="harness"))]
+    )
+    frame = leaderboard_table(both)
+    beta = frame[(frame[ID_COLUMN] == "beta") & (frame["Source"] == "reproduced")].set_index("Protocol")
+    assert sorted(beta.index) == ["foci", "harness"]  # never averaged together
+    assert beta.loc["harness", "Average"] == 10.0 and beta.loc["foci", "Average"] == 55.0
+    assert math.isnan(beta.loc["harness", DELTA]) and not math.isnan(beta.loc["foci", DELTA])
+
+
 def test_average_rank_is_among_the_rows_shown(results):
     frame = leaderboard_table(results, TableQuery(tasks=("dog120", "car196")))
     # dog120: beta 60 (1), reported beta 55 (2), alpha 50 (3); car196: reported beta 55 (1), alpha 50 (2), beta 30 (3)
@@ -213,6 +226,7 @@ def detail_row(task="bird200", source="reproduced", variant="k4", accuracy=0.5, 
         "task": task,
         "source": source,
         "scoring": "generate",
+        "protocol": "foci",
         "variant": variant,
         "task_version": "1.0",
         "accuracy": accuracy,
@@ -256,6 +270,10 @@ def test_detail_frames():
     assert results.iloc[1]["Run"].startswith("Finedefics (He et al.")
     comparison = detail.comparison_frame(rows)
     assert comparison.set_index("Task").loc["Bird-200", "Δ (points)"] == -10.0
+    assert list(results["Protocol"]) == ["foci"] * 5
+    harness = detail.comparison_frame([rows[0], detail_row(accuracy=0.5, protocol="harness")])
+    assert harness.set_index("Task").loc["Bird-200", "Protocol"] == "harness"
+    assert harness.set_index("Task").loc["Bird-200", "Δ (points)"] is None  # not the paper's protocol
     curve = detail.label_set_curve(rows)
     assert list(curve["Options per question"]) == [2, 4, 200]  # only bird200 has several sizes
     confusions = detail.confusion_frame(rows)

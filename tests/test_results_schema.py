@@ -45,6 +45,18 @@ def test_version_1_is_upgraded_with_a_wilson_interval():
     assert summary["provenance"]["num_processes"] == 1
 
 
+def test_version_2_is_upgraded_as_the_harness_protocol():
+    """Summaries before version 3 recorded no protocol: every one came from the harness's own prompts
+    and first-letter rule."""
+    data = json.loads(CURRENT.read_text())
+    del data["protocol"]
+    summary = validate_summary({**data, "schema_version": 2}, "x")
+    assert summary["protocol"] == "harness" and summary["schema_version"] == SCHEMA_VERSION
+    assert load_summary(VERSION_1.parent)["protocol"] == "harness"  # 1 -> 2 -> 3
+    with pytest.raises(UserError, match=r"x: .*field 'protocol'"):
+        validate_summary({**data, "protocol": "paper"}, "x")
+
+
 def test_scoring_type_is_the_scoring_list():
     from harness.config import SCORINGS as CONFIG_SCORINGS
 
@@ -79,7 +91,8 @@ def test_missing_field_and_unknown_versions_are_refused_with_what_to_do(tmp_path
     del data["n_correct"]
     with pytest.raises(UserError, match="field 'n_correct': Field required"):
         validate_summary(data, "run/summary.json")
-    with pytest.raises(UserError, match=r"schema_version 3 .*newer fgvr-harness: upgrade"):
-        validate_summary({**data, "schema_version": 3}, "run/summary.json")
+    newer = SCHEMA_VERSION + 1
+    with pytest.raises(UserError, match=rf"schema_version {newer} .*newer fgvr-harness: upgrade"):
+        validate_summary({**data, "schema_version": newer}, "run/summary.json")
     with pytest.raises(UserError, match=r"schema_version None .*re-run the evaluation"):
         validate_summary({"accuracy": 0.5}, "run/summary.json")

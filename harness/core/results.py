@@ -11,6 +11,10 @@ Wilson's, `harness.core.stats`), `position_bias` and `provenance.num_processes`,
 count failed requests (it was always 0) and `scoring` take every scoring (`loglik_name`).
 The optional `provenance.training_run` (runs of `harness train --eval-after`) and `identity` (the
 computation key, harness.core.identity) need no new version.
+3 added `protocol` (harness.core.protocols) and `rescored_from` (a summary `harness rescore` wrote
+from another run's responses). Every summary before it was produced by the harness's own prompts and
+first-letter rule, so an upgraded one reads `protocol: "harness"`; its numbers are never mixed with
+`foci` or `vlmclassifier` numbers.
 """
 
 from __future__ import annotations
@@ -22,10 +26,18 @@ from typing import Any, Literal, NotRequired, get_args
 from typing_extensions import TypedDict  # pydantic validates typing_extensions' TypedDict on Python < 3.12
 
 from harness.core.errors import UserError
+from harness.core.protocols import LEGACY_PROTOCOL, Protocol
 from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95, correct_count
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SUMMARY_FILE = "summary.json"
+RESCORED_SUMMARY_FILE = "summary.rescored-{protocol}.json"  # `harness rescore`, beside SUMMARY_FILE
+
+
+def is_summary_file(name: str) -> bool:
+    """A run's summary, or one `harness rescore` wrote beside it under another protocol."""
+    return name == SUMMARY_FILE or (name.startswith("summary.rescored-") and name.endswith(".json"))
+
 
 Scoring = Literal[
     "generate", "loglik", "loglik_name"
@@ -74,6 +86,8 @@ class RunSummary(TypedDict):
     task_version: str
     variant: str  # e.g. "k4"
     scoring: Scoring
+    protocol: Protocol  # how questions were put and answers read (harness.core.protocols)
+    rescored_from: NotRequired[str | None]  # `harness rescore`: the summary whose responses were re-read
     seed: int
     option_source: str  # "choice_file", "random", "clip:<model>"
     option_source_detail: dict[str, Any]
@@ -116,7 +130,12 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-UPGRADES = {1: _upgrade_v1}  # version -> function returning the next version's dict
+def _upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 -> 3: protocols were not recorded; every earlier run used the harness's own."""
+    return {**data, "schema_version": 3, "protocol": LEGACY_PROTOCOL}
+
+
+UPGRADES = {1: _upgrade_v1, 2: _upgrade_v2}  # version -> function returning the next version's dict
 
 
 def upgrade_summary(data: dict[str, Any], where: str) -> dict[str, Any]:

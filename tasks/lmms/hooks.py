@@ -13,8 +13,8 @@ from typing import Any
 import datasets
 from PIL import Image
 
-from tasks.prompts import NAME_INSTRUCTION, render_question
-from tasks.scoring import option_letters, question_accuracy, score_row
+from tasks.prompts import NAME_INSTRUCTION, foci_question, render_question
+from tasks.scoring import active_protocol, option_letters, question_accuracy, score_row
 
 
 def images_undecoded(dataset: datasets.Dataset) -> datasets.Dataset:
@@ -32,7 +32,10 @@ def doc_to_visual(doc: dict[str, Any]) -> list:
 
 
 def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict | None = None) -> str:
-    return render_question(doc["question"], doc["options"])
+    question = doc["question"]
+    if active_protocol().name == "foci":
+        question = foci_question(question)
+    return render_question(question, doc["options"])
 
 
 def doc_to_text_name(doc: dict[str, Any], lmms_eval_specific_kwargs: dict | None = None) -> str:

@@ -1,5 +1,6 @@
-"""Stand-in for Qwen-VL-Chat's modeling_qwen.py: the published interface (`model.chat`, image paths
-inside `<img>` spans, `model(input_ids).logits`) on a tiny random network."""
+"""Stand-in for Qwen-VL-Chat's modeling_qwen.py: the published interface (`model.chat`,
+`model.generate(input_ids)` returning prompt + answer ids, image paths inside `<img>` spans,
+`model(input_ids).logits`) on a tiny random network."""
 
 import torch
 from PIL import Image
@@ -48,6 +49,15 @@ class QWenLMHeadModel(PreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, **kwargs):
         logits = self.transformer(self._embed(input_ids), attention_mask)
         return CausalLMOutputWithPast(logits=logits)
+
+    @torch.no_grad()
+    def generate(self, input_ids=None, max_new_tokens=16, do_sample=False, **kwargs):
+        """Greedy continuation of one raw prompt (FOCI-Benchmark's QwenVLModel calls this, not chat)."""
+        embeds = self._embed(input_ids)
+        new = greedy(
+            lambda e: self.transformer(e), embeds, self.transformer.tok_embeddings, max_new_tokens, set()
+        )
+        return torch.cat([input_ids, torch.tensor([new], device=input_ids.device)], dim=1)
 
     @torch.no_grad()
     def chat(
