@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import UserError
 from harness.core.io import file_sha256, write_json_atomic, write_lines_atomic
+from harness.core.output import JSON_HELP, emit_json
 from harness.core.paths import runs_root
 from harness.core.protocols import PROTOCOLS, FociRecipe, check_protocol
 from harness.core.results import (
@@ -314,7 +315,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--task", help="FOCI result files: the task key (default: from config.dataset)")
     parser.add_argument("--output-dir", type=Path, help="FOCI result files: where the new run folder goes")
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
     parser.set_defaults(func=cmd_rescore)
 
 
@@ -332,18 +333,16 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         raise UserError(f"{source}: neither a run folder nor a FOCI result .json file")
     summary = result.summary
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "summary": str(result.summary_file),
-                    "records": str(result.records_file),
-                    "protocol": protocol,
-                    "n": summary["n"],
-                    "accuracy": summary["accuracy"],
-                    "robust_accuracy": summary["robust_accuracy"],
-                    "unparseable": summary["unparseable"],
-                }
-            )
+        emit_json(
+            {
+                "summary": str(result.summary_file),
+                "records": str(result.records_file),
+                "protocol": protocol,
+                "n": summary["n"],
+                "accuracy": summary["accuracy"],
+                "robust_accuracy": summary["robust_accuracy"],
+                "unparseable": summary["unparseable"],
+            }
         )
     else:
         low, high = summary["accuracy_ci95"] or (0.0, 0.0)

@@ -91,8 +91,17 @@ def probe_args(env: dict) -> list[str]:
             "--probes", "alignment", "--out", str(env["root"] / "probe"), "--no-record"]  # fmt: skip
 
 
+def rescore_args(env: dict) -> list[str]:
+    from tests.test_rescore import write_foci_file
+
+    source = write_foci_file(env["root"] / "bird-200--idefics2.json")
+    return ["rescore", str(source), "--protocol", "foci", "--model", "finedefics", "--output-dir",
+            str(env["root"] / "rescored")]  # fmt: skip
+
+
 slow = pytest.mark.slow
 COMMANDS = {
+    ("rescore",): rescore_args,
     ("run",): run_args,
     ("demo",): pytest.param(lambda env: ["demo", "--limit", "2"], marks=slow),
     ("list",): lambda env: ["list", "models"],
