@@ -14,9 +14,9 @@ only its own K hard negatives (the others are masked out).
 - CCC (category-category): category c_i against the batch's categories and the hard-negative
   categories, target i.
 - Correct mode (default): a candidate of row i's own category other than its positive (the same
-  name elsewhere in the batch, or a shared hard negative that is row i's category) is masked out of
-  ACC, CCC and OCC: it is the same text, not a negative. OAC's candidates are descriptions of other
-  images and are kept.
+  name or a description of the same category elsewhere in the batch, or a shared hard negative of
+  row i's category) is masked out of every term: it is not a negative (class-level descriptions
+  are even the same text).
 - `reference_compat=True` reproduces the reference's `modeling_idefics2.py`: shared negatives,
   nothing masked, CCC target 0 on every row (only the first row's target is its own category), and
   frozen temperatures (peft trains LoRA parameters only, so the reference's temperatures stay at
@@ -248,16 +248,16 @@ class StageOneLoss(nn.Module):
             )
         self.reference_compat = reference_compat
         own = hard_negatives == "own"
-        contrast = {"own_negatives_only": own, "learnable_temperature": not reference_compat}
-        # a category repeated in the batch is the same text: masked (not a negative) unless reproducing
-        # the reference, which keeps it
-        named = {**contrast, "mask_same_category": not reference_compat}
+        shared = {"own_negatives_only": own, "learnable_temperature": not reference_compat}
+        # a candidate of the row's own category is not a negative: masked unless reproducing the
+        # reference, which keeps it
+        pairs = {**shared, "mask_same_category": not reference_compat}
         # a term with weight 0 has no module, so no temperature that nothing trains
         self.gen = GenerationLoss("gen", gen_weight) if gen_weight else None
-        self.oac = SymmetricInfoNCE("oac", oac_weight, **contrast) if oac_weight else None
-        self.acc = SymmetricInfoNCE("acc", acc_weight, **named) if acc_weight else None
-        self.occ = SymmetricInfoNCE("occ", occ_weight, **named) if occ_weight else None  # Table 3b
-        self.ccc = CategoryContrastive(ccc_weight, reference_compat, **contrast) if ccc_weight else None
+        self.oac = SymmetricInfoNCE("oac", oac_weight, **pairs) if oac_weight else None
+        self.acc = SymmetricInfoNCE("acc", acc_weight, **pairs) if acc_weight else None
+        self.occ = SymmetricInfoNCE("occ", occ_weight, **pairs) if occ_weight else None  # Table 3b
+        self.ccc = CategoryContrastive(ccc_weight, reference_compat, **shared) if ccc_weight else None
 
     @property
     def uses_attributes(self) -> bool:

@@ -156,11 +156,14 @@ def test_stage_one_total_is_gen_plus_half_the_contrastive_terms():
     logits, labels = torch.randn(B, 6, 11, generator=g), torch.randint(0, 11, (B, 6), generator=g)
     terms = StageOneLoss()(**inputs, logits=logits, gen_labels=labels)
     assert sorted(k for k in terms if k.endswith("_loss")) == ["acc_loss", "ccc_loss", "gen_loss", "oac_loss"]
-    unit, masked = SymmetricInfoNCE("x"), SymmetricInfoNCE("x", mask_same_category=True)
+    masked = SymmetricInfoNCE("x", mask_same_category=True)
     cat_labels, neg = inputs["labels"], inputs["neg_labels"]
     expected = (
         GenerationLoss()(logits, labels)["gen_loss"]
-        + 0.5 * unit(inputs["image"], inputs["attribute"], None, inputs["neg_attribute"])["x_loss"]
+        + 0.5
+        * masked(inputs["image"], inputs["attribute"], None, inputs["neg_attribute"], cat_labels, neg)[
+            "x_loss"
+        ]
         + 0.5
         * masked(
             inputs["attribute"],
@@ -175,6 +178,17 @@ def test_stage_one_total_is_gen_plus_half_the_contrastive_terms():
     assert float(total_loss(terms)) == pytest.approx(float(expected), rel=1e-5)
     # a zero weight removes the term entirely (the no_ccc recipe)
     assert "ccc_loss" not in StageOneLoss(ccc_weight=0.0)(**inputs, logits=logits, gen_labels=labels)
+
+
+def test_oac_masks_descriptions_of_the_rows_own_category():
+    inputs = stage_one_inputs(B, K, [0, 1, 0, 2], seed=4)
+    inputs["neg_labels"][3, 1] = 1  # row 3's negative is row 1's category: not a negative for row 1
+    got = StageOneLoss(gen_weight=0, acc_weight=0, ccc_weight=0)(**inputs)["oac_loss"]
+    t, labels, neg = TEMPERATURE_INIT, inputs["labels"], inputs["neg_labels"]
+    v, a = inputs["image"], inputs["attribute"]
+    expected = 0.5 * (direct_direction(v, a, inputs["neg_attribute"], t, labels=labels, hard_labels=neg)
+                      + direct_direction(a, v, None, t, labels=labels)) / 2  # fmt: skip
+    assert float(got.detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_acc_masks_a_repeated_category_unless_reproducing_the_reference():
