@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from harness.core.results import Provenance
 
@@ -29,6 +29,7 @@ class LinearProbeResult(TypedDict):
     epochs: int
     val_accuracy: float | None
     selection: str
+    selected_on: NotRequired[str]  # "validation" (ours; absent in older reports) or "test" (VLMClassifier's)
 
 
 class AlignmentResult(TypedDict):
@@ -67,6 +68,7 @@ class ProbeReport(TypedDict):
     n_train: int
     n_test: int
     seed: int
+    probe_recipe: NotRequired[str]  # harness.probes.representation.PROBE_RECIPES; absent: "harness"
     linear: dict[str, LinearProbeResult]
     knowledge: dict[str, LinearProbeResult]
     knowledge_left_out: list[str]  # classes with fewer than two descriptions
