@@ -112,7 +112,7 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
     """Resolves and checks every input; loads no weights."""
     from finedefics_train.config import load_config
     from finedefics_train.recipes import get_recipe
-    from finedefics_train.trainer import StageRun, prepare_stage
+    from finedefics_train.trainer import StageRun, prepare_stage, start_after
 
     recipe = get_recipe(args.recipe)
     config = load_config(args.config)
@@ -135,10 +135,7 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
                        init_adapter=args.init_adapter if index == 0 else None, num_processes=processes)  # fmt: skip
         prepare_stage(run)
         if index:  # starts from the stage before, whose adapter does not exist yet
-            if recipe.stage2_start == "merged":
-                run.merge_from = runs[-1].out
-            else:
-                run.init_adapter = runs[-1].out
+            start_after(run, runs[-1])
         runs.append(run)
     mark_resume(runs, args.resume)
     return TrainingPlan(runs, eval_configs(args, runs[-1].out, runs[-1].training_base))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from finedefics_train.training_data import (
     manifest_hash,
 )
 from harness.core.errors import UserError
-from harness.core.io import write_json_atomic
+from harness.core.io import file_sha256, write_json_atomic
 
 TEMPERATURES_FILE = "temperatures.safetensors"
 RECORD_FILE = "finedefics_training.json"
@@ -307,6 +308,16 @@ class StageRun:
         return self.base if self.merge_from is None else str(merged_path(self.merge_from))
 
 
+def start_after(run: StageRun, previous: StageRun) -> StageRun:
+    """Starts `run` from the stage before it, as the recipe says: `previous`'s adapter merged into the
+    base with a fresh LoRA on top (train.sh), or `previous`'s adapter trained on."""
+    if run.recipe.stage2_start == "merged":
+        run.merge_from = previous.out
+    else:
+        run.init_adapter = previous.out
+    return run
+
+
 def merged_path(adapter: Path) -> Path:
     """Where a stage's adapter merged into its base goes: beside the adapter folder, `<name>-merged`."""
     adapter = Path(adapter)
@@ -322,9 +333,19 @@ def ensure_merged_base(run: StageRun) -> Path:
 
     target = Path(run.training_base)
     with PartialState().main_process_first():
-        if not (target / "config.json").is_file():  # merge_adapter publishes the folder whole
+        if PartialState().is_main_process and not merged_from_current(target, run.merge_from):
+            shutil.rmtree(target, ignore_errors=True)  # absent, or merged from an earlier Stage I
             merge_adapter(run.merge_from, target, base=run.base)
     return target
+
+
+def merged_from_current(merged: Path, adapter: Path) -> bool:
+    """Whether `merged` holds `adapter`'s present weights merged (merge_adapter records their hash)."""
+    record = merged / RECORD_FILE
+    if not (merged / "config.json").is_file() or not record.is_file():
+        return False
+    recorded = json.loads(record.read_text()).get("merged_adapter_sha256")
+    return recorded == file_sha256(Path(adapter) / "adapter_model.safetensors")
 
 
 def prepare_stage(run: StageRun):

@@ -198,3 +198,18 @@ def test_train_run_plans_stage_two_on_the_merged_stage_one(data, base, tmp_path,
         )
     (evaluation,) = plan_training(args).eval_configs
     assert evaluation.model_args["pretrained"] == second.training_base
+
+
+def test_a_merged_stage_one_is_reused_only_for_the_adapter_it_was_merged_from(tmp_path):
+    from finedefics_train.trainer import RECORD_FILE, merged_from_current
+    from harness.core.io import file_sha256
+
+    adapter, merged = tmp_path / "stage1", tmp_path / "stage1-merged"
+    write(adapter / "adapter_model.safetensors", "weights of the first Stage I")
+    write(merged / "config.json", "{}")
+    assert not merged_from_current(merged, adapter)  # no record: not ours, merged again
+    record = {"merged_adapter_sha256": file_sha256(adapter / "adapter_model.safetensors")}
+    write(merged / RECORD_FILE, json.dumps(record))
+    assert merged_from_current(merged, adapter)  # --resume after the merge: reused
+    write(adapter / "adapter_model.safetensors", "weights of a retrained Stage I")
+    assert not merged_from_current(merged, adapter)  # stale: merged again
