@@ -122,7 +122,7 @@ class SymmetricInfoNCE(nn.Module):
     """InfoNCE in both directions between paired representations a_i <-> b_i, with hard negatives.
 
     `mask_same_category`: candidates of the row's own category other than its positive are left out
-    (used where one side is the category name itself)."""
+    (every term in correct mode; none with `reference_compat`)."""
 
     def __init__(
         self,
