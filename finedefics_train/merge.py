@@ -40,11 +40,11 @@ def merge_adapter(adapter: Path, out: Path, base: str | None = None) -> Path:
         merged.save_pretrained(str(staging))
         AutoProcessor.from_pretrained(base).save_pretrained(str(staging))
         weights = adapter / "adapter_model.safetensors"
-        merged = {
+        origin = {  # a later stage reuses this checkpoint only while the adapter is unchanged
             "merged_from": str(adapter),
             "merged_adapter_sha256": file_sha256(weights) if weights.is_file() else None,
         }
-        (staging / RECORD_FILE).write_text(json.dumps(record | merged, indent=2))
+        (staging / RECORD_FILE).write_text(json.dumps(record | origin, indent=2))
         if out.exists():
             out.rmdir()
         staging.rename(out)
