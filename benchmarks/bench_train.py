@@ -43,7 +43,7 @@ def build(work: Path, batch: int):
     adapter = ADAPTERS["idefics2"]
     processor = AutoProcessor.from_pretrained(base)
     peft = wrap_lora(Idefics2ForConditionalGeneration.from_pretrained(base), adapter, config, None)
-    model = FinedeficsTrainingModel(peft, adapter, stage_losses("stage1", config.loss.weights(), False),
+    model = FinedeficsTrainingModel(peft, adapter, stage_losses("stage1", config.loss.loss_options()),
                                     processor.tokenizer.eos_token_id).train()  # fmt: skip
     rows = load_stage(data.data_dir, "stage1").shuffle(seed=0).select(range(batch))
     return model, StageOneCollator(SequenceBuilder(processor, adapter))([rows[i] for i in range(batch)])

@@ -20,6 +20,7 @@ from harness.core.errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DTYPES = ("float32", "bfloat16", "float16")
+HARD_NEGATIVE_SCOPES = ("batch", "own")
 
 
 def help_field(default, help: str, **kwargs):
@@ -80,16 +81,38 @@ class LossConfig:
     )
     reference_compat: bool = help_field(
         False,
-        "reproduce the reference code: every CCC row has target 0 and L_gen trains on the prompt tokens too",
+        "reproduce the reference code's losses (docs/training-reference.md): shared hard negatives, "
+        "nothing masked, CCC target 0, frozen temperatures, every non-padding token a generation target",
+    )
+    hard_negatives: str = help_field(
+        "batch",
+        "batch: every row's hard negatives are candidates for every row (the reference's); "
+        "own: a row sees only its own",
     )
 
     def __post_init__(self):
         weights = self.weights()
         if any(w < 0 for w in weights.values()) or not any(weights.values()):
             raise UserError(f"loss: weights must be >= 0 and not all zero, got {weights}")
+        if self.hard_negatives not in HARD_NEGATIVE_SCOPES:
+            raise UserError(
+                f"loss.hard_negatives must be one of {', '.join(HARD_NEGATIVE_SCOPES)}, got {self.hard_negatives!r}"
+            )
+        if self.reference_compat and self.hard_negatives != "batch":
+            raise UserError(
+                "loss: reference_compat shares every row's hard negatives; set hard_negatives: batch "
+                "(or reference_compat: false)"
+            )
 
     def weights(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name.endswith("_weight")}
+
+    def loss_options(self) -> dict:
+        """The keyword arguments of the Stage I loss module."""
+        return self.weights() | {
+            "reference_compat": self.reference_compat,
+            "hard_negatives": self.hard_negatives,
+        }
 
 
 @dataclass

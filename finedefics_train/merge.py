@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 from harness.core.errors import UserError
+from harness.core.io import file_sha256
 
 
 def merge_adapter(adapter: Path, out: Path, base: str | None = None) -> Path:
@@ -38,8 +39,12 @@ def merge_adapter(adapter: Path, out: Path, base: str | None = None) -> Path:
     try:
         merged.save_pretrained(str(staging))
         AutoProcessor.from_pretrained(base).save_pretrained(str(staging))
-        if record:
-            (staging / RECORD_FILE).write_text(json.dumps(record | {"merged_from": str(adapter)}, indent=2))
+        weights = adapter / "adapter_model.safetensors"
+        origin = {  # a later stage reuses this checkpoint only while the adapter is unchanged
+            "merged_from": str(adapter),
+            "merged_adapter_sha256": file_sha256(weights) if weights.is_file() else None,
+        }
+        (staging / RECORD_FILE).write_text(json.dumps(record | origin, indent=2))
         if out.exists():
             out.rmdir()
         staging.rename(out)

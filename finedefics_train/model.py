@@ -64,6 +64,7 @@ class FinedeficsTrainingModel(nn.Module):
             neg_attribute=neg_attribute,
             neg_category=neg_category,
             labels=batch["category_labels"],
+            neg_labels=batch.get("neg_category_labels"),
             logits=self.logits(visual, batch) if with_gen else None,
             gen_labels=batch.get("labels"),
         )
@@ -91,7 +92,8 @@ class FinedeficsTrainingModel(nn.Module):
         return float((predicted == torch.tensor(labels)).float().mean())
 
 
-def stage_losses(stage: str, weights: dict[str, float], reference_compat: bool) -> nn.Module:
+def stage_losses(stage: str, options: dict) -> nn.Module:
+    """Stage I's loss module from `LossConfig.loss_options()`; Stage II's language-model loss."""
     if stage == "stage1":
-        return StageOneLoss(**weights, reference_compat=reference_compat)
+        return StageOneLoss(**options)
     return GenerationLoss("lm", 1.0)

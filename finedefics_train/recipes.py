@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from finedefics_train.config import TrainingConfig
 from harness.core.errors import unknown_name
 
+STAGE2_STARTS = ("merged", "adapter")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -20,6 +22,13 @@ class Recipe:
     loss_overrides: dict = field(default_factory=dict)
     use_attributes: bool = True
     random_negatives: bool = False
+    # how Stage II starts after Stage I: "merged" (Stage I's adapter merged into the base, a fresh
+    # LoRA on top: the reference's train.sh) or "adapter" (Stage I's adapter trained on)
+    stage2_start: str = "merged"
+
+    def __post_init__(self):
+        if self.stage2_start not in STAGE2_STARTS:
+            raise ValueError(f"recipe {self.name}: stage2_start must be one of {STAGE2_STARTS}")
 
 
 RECIPES: dict[str, Recipe] = {
@@ -27,8 +36,15 @@ RECIPES: dict[str, Recipe] = {
     for recipe in (
         Recipe(
             "finedefics",
-            "the full method: Stage I (OAC + ACC + CCC + L_gen), then Stage II",
+            "the full method: Stage I (OAC + ACC + CCC + L_gen), merged into the base, then Stage II "
+            "with a fresh LoRA",
             ("stage1", "stage2"),
+        ),
+        Recipe(
+            "finedefics_continued",
+            "the full method, Stage II training Stage I's adapter on (not merged, no fresh LoRA)",
+            ("stage1", "stage2"),
+            stage2_start="adapter",
         ),
         Recipe(
             "one_stage",

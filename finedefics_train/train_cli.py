@@ -2,7 +2,7 @@
 
     harness train stage1 --data DIR --base PATH_OR_ID --out DIR [--config FILE] [--recipe NAME] [--resume] [--json]
     harness train stage2 --data DIR --base PATH_OR_ID --out DIR [--init-adapter STAGE1_DIR] ...
-    harness train run    --data DIR --base PATH_OR_ID --out DIR ...   # the recipe's stages: OUT/stage1, then OUT
+    harness train run    --data DIR --base PATH_OR_ID --out DIR ...   # OUT/stage1, OUT/stage1-merged, then OUT
     harness train merge  --adapter DIR --out DIR [--base PATH_OR_ID]  # a merged safetensors checkpoint
 
 Every input is checked (data columns, base architecture, bitsandbytes, config, evaluation data)
@@ -26,7 +26,11 @@ def register(stages: argparse._SubParsersAction) -> None:
     for name, help_text in (
         ("stage1", "Stage I: attribute-augmented contrastive learning + description generation"),
         ("stage2", "Stage II: classification-centred instruction tuning"),
-        ("run", "both stages of the recipe, Stage II continuing Stage I's adapter"),
+        (
+            "run",
+            "the recipe's stages: Stage I, merged into the base, then Stage II with a fresh LoRA "
+            "(--recipe finedefics_continued: Stage II trains Stage I's adapter on)",
+        ),
     ):
         parser = stages.add_parser(name, help=help_text)
         _add_training_arguments(parser)
@@ -108,7 +112,7 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
     """Resolves and checks every input; loads no weights."""
     from finedefics_train.config import load_config
     from finedefics_train.recipes import get_recipe
-    from finedefics_train.trainer import StageRun, prepare_stage
+    from finedefics_train.trainer import StageRun, prepare_stage, start_after
 
     recipe = get_recipe(args.recipe)
     config = load_config(args.config)
@@ -130,11 +134,11 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
         run = StageRun(stage, args.data, args.base, out, config, recipe,
                        init_adapter=args.init_adapter if index == 0 else None, num_processes=processes)  # fmt: skip
         prepare_stage(run)
-        if index:  # continues the stage before, whose adapter does not exist yet
-            run.init_adapter = runs[-1].out
+        if index:  # starts from the stage before, whose adapter does not exist yet
+            start_after(run, runs[-1])
         runs.append(run)
     mark_resume(runs, args.resume)
-    return TrainingPlan(runs, eval_configs(args, runs[-1].out, args.base))
+    return TrainingPlan(runs, eval_configs(args, runs[-1].out, runs[-1].training_base))
 
 
 def mark_resume(runs: list, resume: bool) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from finedefics_train.training_data import (
     manifest_hash,
 )
 from harness.core.errors import UserError
-from harness.core.io import write_json_atomic
+from harness.core.io import file_sha256, write_json_atomic
 
 TEMPERATURES_FILE = "temperatures.safetensors"
 RECORD_FILE = "finedefics_training.json"
@@ -293,10 +294,58 @@ class StageRun:
     init_adapter: Path | None = None
     num_processes: int = 1
     done: bool = False  # --resume found this stage finished
+    # a previous stage's adapter, merged into `base` before this stage trains a fresh LoRA on the
+    # merged weights (the reference's train.sh); the merged checkpoint is `merged_path(merge_from)`
+    merge_from: Path | None = None
 
     @property
     def stage_config(self) -> StageConfig:
         return self.config.stage("stage1" if self.stage == "joint" else self.stage)
+
+    @property
+    def training_base(self) -> str:
+        """The checkpoint this stage loads: `base`, or the merged one."""
+        return self.base if self.merge_from is None else str(merged_path(self.merge_from))
+
+
+def start_after(run: StageRun, previous: StageRun) -> StageRun:
+    """Starts `run` from the stage before it, as the recipe says: `previous`'s adapter merged into the
+    base with a fresh LoRA on top (train.sh), or `previous`'s adapter trained on."""
+    if run.recipe.stage2_start == "merged":
+        run.merge_from = previous.out
+    else:
+        run.init_adapter = previous.out
+    return run
+
+
+def merged_path(adapter: Path) -> Path:
+    """Where a stage's adapter merged into its base goes: beside the adapter folder, `<name>-merged`."""
+    adapter = Path(adapter)
+    return adapter.with_name(f"{adapter.name}-merged")
+
+
+def ensure_merged_base(run: StageRun) -> Path:
+    """Merges `run.merge_from` into `run.base` once (the main process first; the others then find it),
+    in full precision as the reference's qlora_to_merge.py does; a finished merge is reused."""
+    from accelerate import PartialState
+
+    from finedefics_train.merge import merge_adapter
+
+    target = Path(run.training_base)
+    with PartialState().main_process_first():
+        if PartialState().is_main_process and not merged_from_current(target, run.merge_from):
+            shutil.rmtree(target, ignore_errors=True)  # absent, or merged from an earlier Stage I
+            merge_adapter(run.merge_from, target, base=run.base)
+    return target
+
+
+def merged_from_current(merged: Path, adapter: Path) -> bool:
+    """Whether `merged` holds `adapter`'s present weights merged (merge_adapter records their hash)."""
+    record = merged / RECORD_FILE
+    if not (merged / "config.json").is_file() or not record.is_file():
+        return False
+    recorded = json.loads(record.read_text()).get("merged_adapter_sha256")
+    return recorded == file_sha256(Path(adapter) / "adapter_model.safetensors")
 
 
 def prepare_stage(run: StageRun):
@@ -325,9 +374,11 @@ def last_checkpoint(out: Path) -> Path | None:
 
 
 def build_collator(run: StageRun, adapter: ArchAdapter, processor, datasets):
+    # the reference trains on every non-padding token in both stages; we train on the answers
+    mask_prompt = not run.config.loss.reference_compat
     if run.stage == "stage2":
-        return StageTwoCollator(SequenceBuilder(processor, adapter, mask_prompt=True))
-    builder = SequenceBuilder(processor, adapter, mask_prompt=not run.config.loss.reference_compat)
+        return StageTwoCollator(SequenceBuilder(processor, adapter, mask_prompt=mask_prompt))
+    builder = SequenceBuilder(processor, adapter, mask_prompt=mask_prompt)
     stage1 = datasets["stage1"]
     descriptions = (
         dict(zip(stage1["category"], stage1["attribute"], strict=True)) if run.recipe.random_negatives else {}
@@ -341,9 +392,7 @@ def build_collator(run: StageRun, adapter: ArchAdapter, processor, datasets):
         seed=run.stage_config.seed,
     )
     if run.stage == "joint":
-        collator = JointCollator(
-            collator, StageTwoCollator(SequenceBuilder(processor, adapter)), datasets["stage2"]
-        )
+        collator = JointCollator(collator, StageTwoCollator(builder), datasets["stage2"])
     return collator
 
 
@@ -400,13 +449,14 @@ def training_arguments(run: StageRun) -> TrainingArguments:
 def build_trainer(run: StageRun, progress: bool = True, callbacks: tuple = ()) -> FinedeficsTrainer:
     """Checks the input, loads the base, wraps it in LoRA and returns the ready Trainer."""
     adapter, datasets = prepare_stage(run)
-    base_model, processor = load_base(run.base, adapter, run.config)
+    if run.merge_from is not None:
+        ensure_merged_base(run)
+    base_model, processor = load_base(run.training_base, adapter, run.config)
     from transformers import set_seed
 
     set_seed(run.stage_config.seed)  # the LoRA initialisation too
     peft_model = wrap_lora(base_model, adapter, run.config, run.init_adapter)
-    losses = stage_losses("stage2" if run.stage == "stage2" else "stage1", run.config.loss.weights(),
-                          run.config.loss.reference_compat)  # fmt: skip
+    losses = stage_losses("stage2" if run.stage == "stage2" else "stage1", run.config.loss.loss_options())
     model = FinedeficsTrainingModel(peft_model, adapter, losses, processor.tokenizer.eos_token_id)
     if run.config.model.quantisation is not None:
         from transformers.utils.quantization_config import QuantizationMethod
@@ -450,7 +500,8 @@ def last_terms(trainer: Trainer) -> dict:
 
 def write_record(run: StageRun, adapter: ArchAdapter, metrics: dict, trainer: Trainer) -> dict:
     record = {
-        "base": run.base,
+        "base": run.training_base,
+        "merged_from": str(run.merge_from) if run.merge_from else None,
         "base_architecture": adapter.name,
         "stage": run.stage,
         "recipe": run.recipe.name,
@@ -476,7 +527,7 @@ def model_card(record: dict) -> str:
         f"Trained with fgvr-harness `harness train` (He et al., ICLR 2025): {record['recipe_description']}.\n\n"
         f"- base: `{record['base']}` ({record['base_architecture']})\n- data: `{record['data']}` "
         f"(manifest sha256 `{record['data_manifest_sha256']}`), {record['n_train']} rows\n"
-        f"- continued from: `{record['init_adapter']}`\n\n"
+        f"- continued from: `{record['init_adapter']}`; base merged from: `{record['merged_from']}`\n\n"
         f"Evaluate: `harness run --model finedefics --model-args adapter=<this folder> --task TASK ...`\n\n"
         f"| metric | value |\n|---|---|\n{metrics}\n\nThe full config is in `{RECORD_FILE}`.\n"
     )

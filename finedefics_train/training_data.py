@@ -7,9 +7,10 @@ On disk (HF `datasets` save_to_disk folders beside a `manifest.json`):
   prompt), answer (open: the category; mcq: the letter or the name, `mcq_row`), options.
 
 Collators build everything a step needs in one go: the pixels once, the generation sequences
-(prompt + answer + end of turn, right-padded, prompt tokens labelled -100 unless the reference's
-behaviour is asked for) and, for Stage I, every text of the batch in one right-padded block ending
-in EOS: descriptions, categories, negative descriptions, negative categories.
+(prompt + answer + end of turn, right-padded; prompt tokens labelled -100, or with the reference's
+behaviour every non-padding token, image placeholders included) and, for Stage I, every text of
+the batch in one right-padded block ending in EOS: descriptions, categories, negative descriptions,
+negative categories, with the category ids of the rows and of their negatives.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ STAGE_COLUMNS = {
 }  # fmt: skip
 DESCRIBE_PROMPT = "Describe the {superclass} in this image."
 IGNORE = -100
+
+
+def stage_one_turn(row: dict) -> tuple[str, str]:
+    """Stage I's generation turn for a stage1 row: (question, answer), the image's attribute description
+    asked for by its superclass. The one source for the trainer and the CSV export."""
+    return DESCRIBE_PROMPT.format(superclass=row["superclass"]), row["attribute"]
+
+
+def category_id(name: str) -> int:
+    """A category name's id for the contrastive masks: equal names, equal ids, in every process and
+    batch (a hash, not an index into one batch), so candidates gathered across processes compare."""
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=7).digest(), "big")
 
 
 def mcq_row(question: str, options: Sequence[str], answer_index: int, by_name: bool) -> dict:
@@ -123,13 +136,11 @@ class SequenceBuilder:
         ids, labels = [], []
         for prompt, answer in zip(prompt_rows, answer_rows):
             ids.append(prompt + answer)
+            # unmasked, every real token is a target, image placeholders included (the reference's)
             labels.append(([IGNORE] * len(prompt) if self.mask_prompt else prompt) + answer)
         input_ids, lengths = right_pad(ids, self.tokenizer.pad_token_id)
         label_ids, _ = right_pad(labels, IGNORE)
         attention = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
-        if not self.mask_prompt:  # the reference labels every real token, image placeholders included
-            image_id = self.tokenizer.convert_tokens_to_ids("<image>")
-            label_ids = label_ids.masked_fill(label_ids == image_id, IGNORE)
         return pixels | {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids}
 
     def text_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,20 +188,21 @@ class StageOneCollator:
         if self.use_attributes:
             texts += [row["attribute"] for row in rows] + [a for _, attrs in negs for a in attrs[:k]]
         text_ids, text_lengths = self.builder.text_batch(texts)
-        categories = sorted({row["category"] for row in rows})
         batch = {
             "text_ids": text_ids,
             "text_lengths": text_lengths,
-            "category_labels": torch.tensor([categories.index(row["category"]) for row in rows]),
+            "category_labels": torch.tensor([category_id(row["category"]) for row in rows]),
+            "neg_category_labels": torch.tensor(
+                [[category_id(c) for c in cats[:k]] for cats, _ in negs], dtype=torch.long
+            ).reshape(n, k),
             "n_negatives": torch.tensor(k),
         }
         if self.use_attributes and self.use_generation:
-            prompts = [
-                self.builder.adapter.prompt(DESCRIBE_PROMPT.format(superclass=row["superclass"]))
-                for row in rows
-            ]
+            turns = [stage_one_turn(row) for row in rows]
             gen = self.builder.generation_batch(
-                prompts, [row["attribute"] for row in rows], [row["image"] for row in rows]
+                [self.builder.adapter.prompt(question) for question, _ in turns],
+                [answer for _, answer in turns],
+                [row["image"] for row in rows],
             )
         else:
             gen, _ = self.builder.pixels_and_prompts(

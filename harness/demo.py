@@ -73,7 +73,7 @@ def run_train_demo(json_output: bool = False) -> int:
     from finedefics_train.evaluate import adapter_run_config, evaluate_adapter
     from finedefics_train.fixtures import build_training_base, make_training_data
     from finedefics_train.recipes import get_recipe
-    from finedefics_train.trainer import StageRun, train_stage
+    from finedefics_train.trainer import StageRun, start_after, train_stage
 
     root = harness_home() / "demo" / "train"
     data = make_training_data(
@@ -89,14 +89,12 @@ def run_train_demo(json_output: bool = False) -> int:
                                model_args={"pretrained": str(base), "dtype": "float32", "device": "cpu"}, **kw))]  # fmt: skip
     config, recipe, previous = load_config("tiny_cpu"), get_recipe("finedefics"), None
     for stage in recipe.stages:
-        out = root / "adapter" / stage
-        record = train_stage(
-            StageRun(stage, data.data_dir, str(base), out, config, recipe, init_adapter=previous)
-        )
+        run = StageRun(stage, data.data_dir, str(base), root / "adapter" / stage, config, recipe)
+        record = train_stage(run if previous is None else start_after(run, previous))
         print(f"{stage}: {record['metrics']['global_step']} steps in {record['metrics']['wall_s']:.0f} s")
-        previous = out
+        previous = run
     after = evaluate_adapter(demo_eval_configs(
-        lambda **kw: adapter_run_config(previous, "bird200", data.dataset, output_dir=runs, **kw)), previous,
+        lambda **kw: adapter_run_config(previous.out, "bird200", data.dataset, output_dir=runs, **kw)), previous.out,
         command=["harness", "demo", "--train"])  # fmt: skip
     print()
     print(format_table([*before, *after]))
@@ -106,7 +104,7 @@ def run_train_demo(json_output: bool = False) -> int:
         )
     if json_output:
         emit_json({"before": [summary_line(s) for s in before], "after": [summary_line(s) for s in after],
-                   "adapter": str(previous)})  # fmt: skip
+                   "adapter": str(previous.out)})  # fmt: skip
     return 0
 
 

@@ -168,6 +168,7 @@ PROBE_COLUMNS = [
     "Features",
     "Linear probe (%)",
     "95% CI",
+    "Selected on",
     "Knowledge probe (%)",
     "Alignment (cos)",
     "Object inter",
@@ -185,6 +186,14 @@ def _probe_percent(result: dict[str, Any] | None) -> tuple[float | None, str]:
     return _percent(result["accuracy"]), f"{100 * low:.1f}–{100 * high:.1f}"
 
 
+def _selected_on(result: dict[str, Any] | None) -> str:
+    """ "validation-selected" (our recipe) or "test-selected" (VLMClassifier's: the best test accuracy
+    over epochs, optimistic), so the two kinds of figure are never read as one."""
+    if not result:
+        return ""
+    return f"{result.get('selected_on', 'validation')}-selected"
+
+
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
@@ -197,6 +206,7 @@ def probes_frame(reports: list[dict[str, Any]]) -> pd.DataFrame:
         report = entry["report"]
         for view in report["views"]:
             linear, ci = _probe_percent(report["linear"].get(view))
+            selected = _selected_on(report["linear"].get(view))
             knowledge, _ = _probe_percent(report["knowledge"].get(view))
             alignment = report["alignment"].get(view)
             distances = report["distances"].get(view) or {}
@@ -207,6 +217,7 @@ def probes_frame(reports: list[dict[str, Any]]) -> pd.DataFrame:
                     view,
                     linear,
                     ci,
+                    selected,
                     knowledge,
                     _rounded(alignment and alignment["mean_cosine"]),
                     _rounded(objects.get("inter_class_distance")),

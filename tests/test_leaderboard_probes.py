@@ -33,6 +33,39 @@ def probe_folder(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def vlmclassifier_folder(probe_folder) -> Path:
+    """The same model and data under `--recipe vlmclassifier` (the linear probe only)."""
+    from harness.probes.representation import ReprConfig, run_repr
+
+    report = load_probe_report(probe_folder)
+    _, folder = run_repr(
+        ReprConfig(model=report["model"], task="bird200", data_root=Path(report["data_root"]),
+                   out=probe_folder.parent / "report-vlmclassifier", probes=("linear",), recipe="vlmclassifier")
+    )  # fmt: skip
+    return folder
+
+
+def test_the_reference_probe_recipe_is_labelled_test_selected_beside_ours(
+    store, probe_folder, vlmclassifier_folder
+):
+    from leaderboard.app import LeaderboardApp
+
+    ours, theirs = load_probe_report(probe_folder), load_probe_report(vlmclassifier_folder)
+    assert (ours["probe_recipe"], theirs["probe_recipe"]) == ("harness", "vlmclassifier")
+    assert theirs["linear"]["embed"]["selected_on"] == "test" and theirs["linear"]["embed"]["n_val"] == 0
+    assert ours["linear"]["embed"]["selected_on"] == "validation"
+    for report, folder in ((ours, probe_folder), (theirs, vlmclassifier_folder)):
+        store.record_probes(report, folder)
+    frame, _ = LeaderboardApp(store).probes(ours["model"])
+    by_run = frame.set_index("Run")["Selected on"].to_dict()
+    assert by_run == {ours["run_id"]: "validation-selected", theirs["run_id"]: "test-selected"}
+    from harness.probes.representation import format_report
+
+    assert "vlmclassifier (test-selected)" in format_report(theirs)
+    assert "harness (validation-selected)" in format_report(ours)
+
+
 @pytest.fixture()
 def store(tmp_path) -> ResultStore:
     opened = ResultStore.open(f"sqlite:///{tmp_path / 'lb.db'}")

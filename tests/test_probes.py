@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from harness.probes import analysis
 from harness.probes.data import read_test_split, read_train_split
 from harness.probes.descriptions import read_descriptions
 from models.features import pool
+from tasks.prompts import open_question_for
 from tasks.registry import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +65,87 @@ def test_linear_probe_choice_never_looks_at_test_labels():
     a = analysis.linear_probe(train_x, train_y, test_x, test_y, 4, max_epochs=15)
     b = analysis.linear_probe(train_x, train_y, test_x, np.roll(test_y, 7), 4, max_epochs=15)
     assert (a.weight_decay, a.epochs, a.val_accuracy) == (b.weight_decay, b.epochs, b.val_accuracy)
+
+
+def vlmclassifier_probe_directly(train_x, train_y, test_x, test_y, n_classes, seed, epochs, batch):
+    """VLMClassifier's probe.py loop written out: one fixed (seeded) train order, Adam at 1e-3 on the
+    raw features, the test accuracy after every epoch; the best one and its (first) epoch."""
+    order = np.random.default_rng(seed).permutation(len(train_y))
+    x, y = torch.tensor(train_x[order], dtype=torch.float32), torch.tensor(train_y[order])
+    torch.manual_seed(seed)
+    fc = torch.nn.Linear(x.shape[1], n_classes)
+    adam = torch.optim.Adam(fc.parameters(), lr=0.001)
+    accuracies = []
+    for _ in range(epochs):
+        for i in range(0, len(x), batch):
+            adam.zero_grad()
+            torch.nn.CrossEntropyLoss()(fc(x[i : i + batch]), y[i : i + batch]).backward()
+            adam.step()
+        with torch.no_grad():
+            predicted = fc(torch.tensor(test_x, dtype=torch.float32)).argmax(dim=1).numpy()
+        accuracies.append(float((predicted == test_y).mean()))
+    best = max(accuracies)
+    return best, accuracies.index(best) + 1, accuracies
+
+
+def overlapping_clusters(
+    seed=0, n_classes=4, dim=30, per_train=10, per_test=20, spread=1.2, offset=2.0, scale=5.0
+):
+    """Train and test points around the same class centres, overlapping (the accuracy moves between
+    epochs), far from the origin (standardisation would change the result)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim)) + offset
+
+    def draw(per):
+        labels = np.repeat(np.arange(n_classes), per)
+        return scale * (centres[labels] + spread * rng.normal(size=(len(labels), dim))), labels
+
+    return (*draw(per_train), *draw(per_test))
+
+
+def test_vlmclassifier_probe_equals_a_direct_reimplementation():
+    train_x, train_y, test_x, test_y = overlapping_clusters()
+    got = analysis.linear_probe_test_selected(
+        train_x, train_y, test_x, test_y, 4, seed=3, epochs=60, batch_size=16
+    )
+    best, epoch, curve = vlmclassifier_probe_directly(train_x, train_y, test_x, test_y, 4, 3, 60, 16)
+    assert (got.accuracy, got.epochs) == (pytest.approx(best, abs=1e-9), epoch)
+    assert len(set(curve)) > 3 and epoch not in (1, 60)  # a real choice among epochs, made on test
+    assert got.selected_on == "test" and got.selection.startswith("test") and got.n_val == 0
+    assert got.accuracy_ci95[0] <= got.accuracy <= got.accuracy_ci95[1] and got.weight_decay == 0.0
+    # the reference's numbers are the defaults: 500 epochs, batch 512, lr 1e-3
+    assert (analysis.REFERENCE_PROBE_EPOCHS, analysis.REFERENCE_PROBE_BATCH, analysis.REFERENCE_PROBE_LR) == (
+        500,
+        512,
+        1e-3,
+    )
+    defaults = inspect.signature(analysis.linear_probe_test_selected).parameters
+    assert (defaults["epochs"].default, defaults["batch_size"].default) == (500, 512)
+    assert defaults["learning_rate"].default == 1e-3
+    # ours never looks at test labels; this one does, and its figure is at least any single epoch's
+    ours = analysis.linear_probe(train_x, train_y, test_x, test_y, 4)
+    assert ours.selected_on == "validation" and got.accuracy == max(curve)
+
+
+def test_vlmclassifier_recipe_extracts_with_the_reference_prompt(tiny_idefics2, probe_cub):
+    from harness.probes.representation import ReprConfig, load_extractor
+
+    task = get_task("bird200")
+    args = {"pretrained": str(tiny_idefics2), "dtype": "float32", "device": "cpu"}
+    theirs, info = load_extractor(
+        ReprConfig(
+            model="idefics2", task="bird200", data_root=probe_cub, model_args=args, recipe="vlmclassifier"
+        ),
+        task,
+    )
+    assert info["prompt"] == theirs.question == "What type of object is in this photo?"
+    ours, _ = load_extractor(
+        ReprConfig(model="idefics2", task="bird200", data_root=probe_cub, model_args=args), task
+    )
+    assert ours.question == open_question_for("bird")
+    assert ours.identity != theirs.identity  # the prompt is in the feature cache's identity
+    with pytest.raises(UserError, match="vlmclassifier"):
+        ReprConfig(model="idefics2", task="bird200", data_root=probe_cub, recipe="vlmclasifier")
 
 
 def test_stratified_holdout_keeps_one_of_each_class_in_train():

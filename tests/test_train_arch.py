@@ -84,6 +84,16 @@ def test_stage_one_batch_layout_and_prompt_masking(tiny, training_data):
     assert labelled.strip().startswith(rows[0]["attribute"][:20]) and adapter.end_of_turn in labelled
     reference = StageOneCollator(SequenceBuilder(processor, adapter, mask_prompt=False))(rows)
     assert int((reference["labels"] != -100).sum()) > int((batch["labels"] != -100).sum())
+    # the reference's labels: every non-padding token, the image placeholders included
+    expected = reference["input_ids"].masked_fill(reference["attention_mask"] == 0, -100)
+    assert torch.equal(reference["labels"], expected)
+    image_token = processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert int((reference["labels"] == image_token).sum()) > 0
+    # category ids: equal names, equal ids, for the rows and their negatives alike
+    names = [row["category"] for row in rows] + [c for row in rows for c in row["neg_categories"][:3]]
+    ids = torch.cat([batch["category_labels"], batch["neg_category_labels"].reshape(-1)]).tolist()
+    assert batch["neg_category_labels"].shape == (3, 3)
+    assert all((ids[i] == ids[j]) == (names[i] == names[j]) for i in range(len(ids)) for j in range(len(ids)))
 
 
 def test_recipe_batches_one_stage_and_simple_negatives(tiny, training_data):
@@ -109,7 +119,7 @@ def test_recipe_batches_one_stage_and_simple_negatives(tiny, training_data):
     assert {"instr_input_ids", "instr_labels", "labels", "text_ids"} <= set(joint)
     config = load_config("tiny_cpu")
     trainable = FinedeficsTrainingModel(wrap_lora(copy.deepcopy(model), adapter, config, None), adapter,
-                                        stage_losses("stage1", config.loss.weights(), False),
+                                        stage_losses("stage1", config.loss.loss_options()),
                                         processor.tokenizer.eos_token_id)  # fmt: skip
     terms = trainable(**joint)
     assert {"gen_loss", "oac_loss", "acc_loss", "ccc_loss", "lm_loss"} <= set(terms)

@@ -171,3 +171,45 @@ def test_resume_through_the_cli_continues_from_the_last_checkpoint(tmp_path, cap
         assert torch.allclose(resumed[name], tensor, atol=1e-4, rtol=1e-3), name
     assert main([*argv, "--resume"]) == 0  # finished: nothing left to do
     assert "already trained" in capsys.readouterr().err  # with --json, notes go to stderr
+
+
+@pytest.mark.parametrize("recipe, merged", [("finedefics", True), ("finedefics_continued", False)])
+def test_train_run_plans_stage_two_on_the_merged_stage_one(data, base, tmp_path, monkeypatch, recipe, merged):
+    """finedefics: Stage II loads OUT/stage1 merged into the base (OUT/stage1-merged) with a fresh LoRA,
+    and the evaluation loads that base; finedefics_continued: Stage II trains OUT/stage1's adapter on."""
+    from finedefics_train.train_cli import plan_training
+    from harness.cli import build_parser
+
+    no_weights_loaded(monkeypatch)
+    out = tmp_path / "out"
+    args = build_parser().parse_args(["train", "run", "--data", str(data.data_dir), "--base", str(base), "--out",
+                                      str(out), "--recipe", recipe, "--eval-after", "bird200",
+                                      "--eval-data-root", str(data.dataset)])  # fmt: skip
+    first, second = plan_training(args).runs
+    assert (first.stage, first.out, second.stage, second.out) == ("stage1", out / "stage1", "stage2", out)
+    if merged:
+        assert (second.merge_from, second.init_adapter) == (out / "stage1", None)
+        assert second.training_base == str(out / "stage1-merged") and second.base == str(base)
+    else:
+        assert (second.merge_from, second.init_adapter, second.training_base) == (
+            None,
+            out / "stage1",
+            str(base),
+        )
+    (evaluation,) = plan_training(args).eval_configs
+    assert evaluation.model_args["pretrained"] == second.training_base
+
+
+def test_a_merged_stage_one_is_reused_only_for_the_adapter_it_was_merged_from(tmp_path):
+    from finedefics_train.trainer import RECORD_FILE, merged_from_current
+    from harness.core.io import file_sha256
+
+    adapter, merged = tmp_path / "stage1", tmp_path / "stage1-merged"
+    write(adapter / "adapter_model.safetensors", "weights of the first Stage I")
+    write(merged / "config.json", "{}")
+    assert not merged_from_current(merged, adapter)  # no record: not ours, merged again
+    record = {"merged_adapter_sha256": file_sha256(adapter / "adapter_model.safetensors")}
+    write(merged / RECORD_FILE, json.dumps(record))
+    assert merged_from_current(merged, adapter)  # --resume after the merge: reused
+    write(adapter / "adapter_model.safetensors", "weights of a retrained Stage I")
+    assert not merged_from_current(merged, adapter)  # stale: merged again

@@ -43,6 +43,8 @@ def test_paper_config_has_the_papers_settings():
         ("model: {dtype: float8}", "model.dtype"),
         ("loss: {gen_weight: 0, oac_weight: 0, acc_weight: 0, ccc_weight: 0}", "not all zero"),
         ("- a list", "expected a mapping"),
+        ("loss: {hard_negatives: mine}", "loss.hard_negatives must be one of batch, own"),
+        ("loss: {reference_compat: true, hard_negatives: own}", "set hard_negatives: batch"),
     ],
 )
 def test_bad_configs_are_clear_errors(tmp_path: Path, yaml_text, message):
@@ -60,6 +62,7 @@ def test_batch_not_divisible_by_processes():
 def test_recipes_by_name():
     assert set(RECIPES) == {
         "finedefics",
+        "finedefics_continued",
         "one_stage",
         "finetune_only",
         "cl_obj_cat",
@@ -76,6 +79,12 @@ def test_recipes_by_name():
         0.5,
     )
     assert get_recipe("finetune_only").stages == ("stage2",)
+    # the paper's recipe: Stage II on Stage I merged into the base (train.sh); the other, by name
+    assert (get_recipe("finedefics").stage2_start, get_recipe("finedefics_continued").stage2_start) == (
+        "merged",
+        "adapter",
+    )
+    assert config.loss.hard_negatives == "batch" and not config.loss.reference_compat
     with pytest.raises(UserError, match="did you mean 'no_ccc'|Did you mean 'no_ccc'"):
         get_recipe("no_cc")
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from finedefics_train.data.build import CSV_COLUMNS, OPEN_QUESTION
+from finedefics_train.training_data import stage_one_turn
 from harness.cli import main
 from tasks.fixtures import datasets as synthetic
 from tasks.lmms import hooks
@@ -217,6 +218,10 @@ def test_csv_export_in_the_reference_format(human_run):
         assert row["neg_category"].split("\t\n") == first["neg_categories"]
         assert row["neg_attribute"].split("\t\n") == first["neg_attributes"]
         assert Path(row["image_path"]).is_file()
+        # Stage I's turn is the one the trainer generates: the description, asked for by superclass
+        assert (row["question"], row["answer"]) == stage_one_turn(first)
+        assert row["question"] == f"Describe the {first['superclass']} in this image."
+        assert row["answer"] == first["attribute"] != first["category"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"]["bird200"]["n_train"] == 15 and manifest["counts"]["stage1"] == len(stage1)
     assert {"transformers", "datasets"} <= set(manifest["package_versions"])

@@ -3,6 +3,7 @@ NF4 on CPU with the AVX512-BF16 guard, and interrupt + resume."""
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 
@@ -177,3 +178,55 @@ def test_llava_base_learns_stage_one_too(data, tmp_path):
     after = trainer.model.category_retrieval(builder, images, labels, data.class_names)
     print(f"LLaVA held-out retrieval accuracy: {before:.2f} -> {after:.2f}")
     assert record["base_architecture"] == "llava15" and after >= 0.9 and after > before
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="bitsandbytes CPU path: x86-64")
+def test_stage_two_trains_a_fresh_lora_on_stage_one_merged_into_the_base_in_nf4(data, base, tmp_path):
+    """The reference's train.sh: Stage I's adapter merged into the full-precision base, then Stage II
+    loads the merged weights in NF4 and trains a new LoRA on them (non-zero gradients, all moved)."""
+    import bitsandbytes as bnb
+    from safetensors.torch import load_file
+
+    from finedefics_train.trainer import merged_path
+
+    config = four_bit_config(max_steps=3)
+    for key, value in {"max_steps": 3, "per_device_batch_size": 8, "global_batch_size": 8,
+                       "warmup_steps": 1, "learning_rate": 5e-3}.items():  # fmt: skip
+        setattr(config.stage2, key, value)
+    recipe = get_recipe("finedefics")
+    assert recipe.stage2_start == "merged"
+    stage1 = StageRun("stage1", data.data_dir, str(base), tmp_path / "stage1", config, recipe)
+    train_stage(stage1, progress=False)
+    stage2 = StageRun(
+        "stage2", data.data_dir, str(base), tmp_path / "out", config, recipe, merge_from=stage1.out
+    )
+    trainer = build_trainer(stage2, progress=False)
+    merged = merged_path(stage1.out)
+    assert stage2.training_base == str(merged) and (merged / "config.json").is_file()
+    # the merged weights are base + (alpha / r) B A of Stage I's adapter, computed here from the files
+    adapter = load_file(str(stage1.out / "adapter_model.safetensors"))
+    a_key = next(k for k in sorted(adapter) if k.endswith("lora_A.weight") and "q_proj" in k)
+    module = a_key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+    lora_a, lora_b = adapter[a_key], adapter[a_key.replace("lora_A", "lora_B")]
+    scale = config.model.lora_alpha / config.model.lora_r
+    original, folded = (
+        load_file(str(base / "model.safetensors")),
+        load_file(str(merged / "model.safetensors")),
+    )
+    expected = original[f"{module}.weight"] + scale * lora_b @ lora_a
+    assert not torch.allclose(original[f"{module}.weight"], expected)
+    torch.testing.assert_close(folded[f"{module}.weight"], expected, atol=1e-5, rtol=1e-4)
+    # a fresh LoRA (B = 0) on NF4 layers with the AVX512-BF16 guard
+    layers = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and all(layer.support_avx512bf16_for_cpu is False for layer in layers)
+    assert all(layer.weight.quant_state.quant_type == "nf4" for layer in layers)
+    before = parameters(trainer.model)
+    assert all(not before[n].any() for n in before if "lora_B" in n)
+    record = train_stage(stage2, trainer=trainer)  # LoraGradientCheck raises on a zero LoRA gradient
+    after = parameters(trainer.model)
+    lora = [name for name in before if "lora_" in name]
+    assert lora and all(not torch.equal(before[n], after[n]) for n in lora)
+    assert record["base"] == str(merged) and record["merged_from"] == str(stage1.out)
+    assert json.loads((stage2.out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        merged
+    )

@@ -32,7 +32,7 @@ from finedefics_train.data.negatives import (
 )
 from finedefics_train.data.prompts import DataPrompts, load_prompts
 from finedefics_train.data.sources import TrainSource, check_overlap, find_overlap, read_source
-from finedefics_train.training_data import mcq_row
+from finedefics_train.training_data import mcq_row, stage_one_turn
 from harness.core.errors import UserError
 from harness.core.io import write_json_atomic, write_lines_atomic
 from harness.provenance import package_versions
@@ -520,17 +520,14 @@ def _rows_with_images(rows_file: str, columns: str):
 def export_csv(out: Path, sources, stage1: list[dict], stage2: list[dict]) -> None:
     """stage1.csv and stage2.csv with the reference repository's columns (question, answer, type,
     image_path, attribute, neg_attribute, category, neg_category); a row's negatives are joined by a
-    tab and a newline, as its training script splits them."""
+    tab and a newline, as its training script splits them. Stage I's question and answer are the
+    trainer's (`stage_one_turn`: the description asked for by superclass)."""
     by_id = {row["image_id"]: row for row in stage1}
     stage1_csv = [
-        {
-            "question": OPEN_QUESTION.format(superclass=row["superclass"]),
-            "answer": row["category"],
-            "type": "stage1",
-            **_csv_common(row),
-        }
+        {**dict(zip(("question", "answer"), stage_one_turn(row), strict=True)), "type": "stage1",
+         **_csv_common(row)}
         for row in stage1
-    ]
+    ]  # fmt: skip
     stage2_csv = [
         {
             "question": r["question"],

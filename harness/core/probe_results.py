@@ -29,6 +29,7 @@ class LinearProbeResult(TypedDict):
     epochs: int
     val_accuracy: float | None
     selection: str
+    selected_on: NotRequired[str]  # "validation" (ours; absent in older reports) or "test" (VLMClassifier's)
 
 
 class AlignmentResult(TypedDict):
@@ -71,6 +72,7 @@ class ProbeReport(TypedDict):
     train_test_overlap: NotRequired[
         list[list[str]]
     ]  # [test key, train key] with equal pixels (--allow-overlap)
+    probe_recipe: NotRequired[str]  # harness.probes.representation.PROBE_RECIPES; absent: "harness"
     linear: dict[str, LinearProbeResult]
     knowledge: dict[str, LinearProbeResult]
     knowledge_left_out: list[str]  # classes with fewer than two descriptions

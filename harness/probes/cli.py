@@ -37,6 +37,7 @@ def cmd_repr(args: argparse.Namespace) -> int:
         allow_overlap=args.allow_overlap,
         describe_llm=args.describe_llm,
         descriptions_per_class=args.descriptions_per_class,
+        recipe=args.recipe,
     )
     report, folder = run_repr(config, command=["harness", *args.argv])
     print()
@@ -50,6 +51,7 @@ def cmd_repr(args: argparse.Namespace) -> int:
                 "model": report["model"],
                 "task": report["task"],
                 "views": report["views"],
+                "probe_recipe": report["probe_recipe"],
                 "probes_file": str(folder / PROBES_FILE),
                 "linear": report["linear"],
                 "knowledge": report["knowledge"],
@@ -170,6 +172,13 @@ def register(sub) -> argparse.ArgumentParser:
         "--descriptions-per-class", type=int, default=10, help="descriptions asked per class (--describe-llm)"
     )
     rep.add_argument("--classnames", type=Path, help="class names, one per line in label order (Flowers-102)")
+    rep.add_argument(
+        "--recipe",
+        default="harness",
+        help="the image linear probe: harness (default; epochs and weight decay chosen on a validation "
+        "split) or vlmclassifier (VLMClassifier's: prompt 'What type of object is in this photo?', Adam "
+        "1e-3, batch 512, 500 epochs, the best TEST accuracy; labelled test-selected)",
+    )
     rep.add_argument(
         "--out", type=Path, help="report folder (default: $HARNESS_HOME/probes/<model>__<task>__<time>)"
     )

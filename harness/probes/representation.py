@@ -9,6 +9,7 @@ import hashlib
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from harness import provenance
 from harness.core import identity
-from harness.core.errors import UserError
+from harness.core.errors import UserError, unknown_name
 from harness.core.io import write_json_atomic
 from harness.core.paths import harness_home
 from harness.core.probe_results import PROBE_SCHEMA_VERSION, PROBES_FILE, ProbeReport
@@ -41,6 +42,36 @@ DEFAULT_PROBES = ("linear", "alignment", "distances", "tsne")
 MLLM_VIEWS = ("last", "avg")
 
 
+@dataclass(frozen=True)
+class ProbeRecipe:
+    """How the image linear probe is run: the question whose hidden states are an MLLM's image
+    features (None: the task's open question) and the probe's training and selection."""
+
+    name: str
+    description: str
+    prompt: str | None
+    linear_probe: Callable[..., analysis.LinearProbe]
+
+
+PROBE_RECIPES = {
+    recipe.name: recipe
+    for recipe in (
+        ProbeRecipe(
+            "harness",
+            "standardised features, AdamW, weight decay and epochs chosen on a validation split of train",
+            None,
+            analysis.linear_probe,
+        ),
+        ProbeRecipe(
+            "vlmclassifier",
+            "VLMClassifier's probe: raw features, Adam 1e-3, batch 512, 500 epochs, best TEST accuracy",
+            "What type of object is in this photo?",  # VLMClassifier feature_analysis/extract_feature.py
+            analysis.linear_probe_test_selected,
+        ),
+    )
+}
+
+
 @dataclass
 class ReprConfig:
     model: str  # registry name or clip:SPEC
@@ -60,8 +91,11 @@ class ReprConfig:
     skip_missing: bool = False
     overwrite: bool = False  # replace the report in a non-empty --out
     allow_overlap: bool = False  # probe although train images have the pixels of test images (recorded)
+    recipe: str = "harness"  # a PROBE_RECIPES name: how the image linear probe is run
 
     def __post_init__(self) -> None:
+        if self.recipe not in PROBE_RECIPES:
+            raise unknown_name("probe recipe", self.recipe, PROBE_RECIPES)
         unknown = sorted(set(self.probes) - set(PROBES))
         if unknown:
             raise UserError(f"--probes: unknown {', '.join(unknown)}; choose from {', '.join(PROBES)}")
@@ -133,7 +167,7 @@ def load_extractor(config: ReprConfig, task: TaskSpec) -> tuple[FeatureExtractor
         pretrained = check_pretrained(spec, config.model_args)
         args = format_model_args({**config.model_args, "pretrained": pretrained})
         wrapper = spec.load_wrapper().create_from_arg_string(args, {"batch_size": config.batch_size})
-        question = open_question_for(task.singular)
+        question = PROBE_RECIPES[config.recipe].prompt or open_question_for(task.singular)
         recipe = f"features:{question}|{wrapper.torch_dtype}"  # the prompt and the dtype `auto` resolved to
         of = identity.identify(spec.name, pretrained, config.model_args, protocol=recipe)
         extractor = MLLMExtractor(wrapper, question, of, MLLM_VIEWS)
@@ -239,9 +273,13 @@ def probe_view(view: str, data: ProbeData, config: ReprConfig, task: TaskSpec, o
     results: dict = {}
     if "linear" in config.probes:
         train_labels = [item.label for item in data.train.items]
-        results["linear"] = analysis.linear_probe(
-            data.train_x[view], train_labels, data.test_x[view], labels, len(names), seed=config.seed
-        ).as_dict()
+        results["linear"] = (
+            PROBE_RECIPES[config.recipe]
+            .linear_probe(
+                data.train_x[view], train_labels, data.test_x[view], labels, len(names), seed=config.seed
+            )
+            .as_dict()
+        )
     split = data.descriptions
     if "knowledge" in config.probes and split is not None and split.train_labels and split.test_labels:
         results["knowledge"] = knowledge_probe(data.description_x[view], split, config.seed)
@@ -300,8 +338,15 @@ def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[Prob
         "n_train": 0 if data.train is None else len(data.train.items),
         "n_test": len(data.test.items),
         "seed": config.seed,
-        "identity": identity.computation_key(replace(extractor.identity, data=data.fingerprint)),
+        "identity": identity.computation_key(
+            replace(
+                extractor.identity,
+                data=data.fingerprint,
+                protocol=f"{extractor.identity.protocol}|probe:{config.recipe}",
+            )
+        ),
         "train_test_overlap": [list(pair) for pair in data.overlap],
+        "probe_recipe": config.recipe,
         "linear": {},
         "knowledge": {},
         "knowledge_left_out": data.descriptions.left_out if data.descriptions else [],
@@ -393,9 +438,11 @@ def format_report(report: ProbeReport) -> str:
         f"{'view':<6} {'linear probe % [95% CI]':>24} {'knowledge % [95% CI]':>22} {'align cos':>9} "
         f"{'obj inter':>9} {'obj intra':>9} {'cat inter':>9}"
     )
+    recipe = PROBE_RECIPES[report.get("probe_recipe", "harness")]
     lines = [
         f"{report['model']} on {report['task']}: {report['n_train']} train / {report['n_test']} test images, "
         f"{report['n_classes']} classes",
+        f"linear probe recipe {recipe.name} ({selection_label(report)}): {recipe.description}",
         header,
         "-" * len(header),
     ]
@@ -409,3 +456,10 @@ def format_report(report: ProbeReport) -> str:
             f"{num(dist.get('categories', {}).get('inter_class_distance')):>9}"
         )
     return "\n".join(lines)
+
+
+def selection_label(report: ProbeReport) -> str:
+    """How the image linear probe's figures were selected: "test-selected" (VLMClassifier's recipe:
+    the best test accuracy over epochs, optimistic) or "validation-selected" (ours)."""
+    chosen = {result.get("selected_on", "validation") for result in report["linear"].values()}
+    return "test-selected" if "test" in chosen else "validation-selected"
