@@ -279,12 +279,25 @@ def test_every_cache_journal_record_and_name_calls_the_identity(
         store.close()
 
 
+def test_a_local_llm_rewritten_in_place_is_another_backend(tmp_path):
+    from harness.probes.build_qa import ReplyJournal
+
+    folder = tmp_path / "llm"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"a" * 32)
+    before = ReplyJournal.key(f"hf:{folder}", "prompt")
+    (folder / "model.safetensors").write_bytes(b"b" * 32)
+    assert ReplyJournal.key(f"hf:{folder}", "prompt") != before  # build-qa asks the new weights again
+    assert identity.backend_identity("openai:http://h:1/v1#m") == "openai:http://h:1/v1#m"
+
+
 IDENTITY_FUNCTIONS = {
     "checkpoint_fingerprint",
     "weights_fingerprint",
     "model_name",
     "computation_key",
     "pixel_hash",
+    "backend_identity",
 }
 
 
