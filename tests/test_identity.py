@@ -279,20 +279,34 @@ def test_every_cache_journal_record_and_name_calls_the_identity(
         store.close()
 
 
+def test_a_local_llm_rewritten_in_place_is_another_backend(tmp_path):
+    from harness.probes.build_qa import ReplyJournal
+
+    folder = tmp_path / "llm"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"a" * 32)
+    before = ReplyJournal.key(f"hf:{folder}", "prompt")
+    (folder / "model.safetensors").write_bytes(b"b" * 32)
+    assert ReplyJournal.key(f"hf:{folder}", "prompt") != before  # build-qa asks the new weights again
+    assert identity.backend_identity("openai:http://h:1/v1#m") == "openai:http://h:1/v1#m"
+
+
 IDENTITY_FUNCTIONS = {
     "checkpoint_fingerprint",
     "weights_fingerprint",
     "model_name",
     "computation_key",
     "pixel_hash",
+    "backend_identity",
 }
 
 
 def test_the_identity_is_defined_once():
     """No other module defines its own fingerprint, key or leaderboard name (they would drift apart)."""
     twins = []
-    for path in ROOT.glob("*/**/*.py"):
-        if ".venv" in path.parts or path == ROOT / "harness" / "core" / "identity.py":
+    packages = ("harness", "tasks", "models", "finedefics_train", "leaderboard")
+    for path in (p for package in packages for p in (ROOT / package).rglob("*.py")):
+        if path == ROOT / "harness" / "core" / "identity.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef) and node.name in IDENTITY_FUNCTIONS:

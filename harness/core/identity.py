@@ -111,6 +111,16 @@ def model_name(
     return weights if revision in (None, "", "main") or adapter else f"{weights}@{revision}"
 
 
+def backend_identity(spec: str) -> str:
+    """An LLM backend spec (models.chat) as an identity: `hf:PATH` of a local model becomes
+    `hf:<weights fingerprint>` (its content); a hub id or a server's `openai:URL#MODEL` stays as
+    written (the server's weights are not ours to fingerprint)."""
+    kind, _, target = spec.partition(":")
+    if kind == "hf" and Path(target).expanduser().is_dir():
+        return f"hf:{weights_fingerprint(target, None)}"
+    return spec
+
+
 # ---- weights fingerprints ----------------------------------------------------------------------
 
 _FILE_DIGESTS: dict[tuple, str] = {}  # (path, device, inode, size, mtime_ns, ctime_ns) -> sha256 of the bytes

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.core import identity
 from harness.core.errors import UserError
 from harness.core.io import write_lines_atomic
 from harness.probes.descriptions import read_class_texts
@@ -190,7 +191,8 @@ class ReplyJournal:
 
     @staticmethod
     def key(spec: str, prompt: str) -> str:
-        return hashlib.sha256(f"{spec}\n{prompt}".encode()).hexdigest()
+        """A reply by the backend's identity (a local model's content, harness.core.identity) and prompt."""
+        return hashlib.sha256(f"{identity.backend_identity(spec)}\n{prompt}".encode()).hexdigest()
 
     def add(self, entries: dict[str, str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
