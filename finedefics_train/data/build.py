@@ -215,7 +215,7 @@ def _read(task: str, root: Path, config: DataConfig) -> TrainSource:
 def _backends(config: DataConfig):
     """The LLM and VQA backends; their specs are checked now, local models load on first use."""
     from finedefics_train.data.vqa import check_vqa_spec, load_vqa_backend
-    from models.chat import check_chat_spec, load_chat_backend
+    from harness.llm.chat import check_chat_spec, load_chat_backend
 
     llm = vqa = None
     if config.llm:
