@@ -37,11 +37,11 @@ from tqdm import tqdm
 from harness.core.errors import UserError
 from harness.core.requests import FAILED_GENERATION, FAILED_NLL
 from models import distributed
+from models.dtypes import DTYPES
 from models.registry import ModelSpec, get_model_spec, known_model_args
 from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, cache_of, join_answer, with_cache
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # A reasoning block, or one left open when generation stopped before the answer.
 THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
 
@@ -66,10 +66,9 @@ def resolve_device(device: str | None) -> str:
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return DTYPES[dtype]
-    except KeyError:
-        raise UserError(f"dtype={dtype} is not supported; use one of auto, {', '.join(DTYPES)}") from None
+    if dtype not in DTYPES:
+        raise UserError(f"dtype={dtype} is not supported; use one of auto, {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
 
 
 def dtype_keyword() -> str:
@@ -593,13 +592,13 @@ class FGVRModel(lmms):
     def features(self, questions: list[str], images: list[list]) -> dict[str, torch.Tensor]:
         """Last-layer hidden states of the language model for image prompts (the model's own prompt
         around each question): {"last": last token, "avg": token mean}, one row per prompt."""
-        from models.features import pooled_hidden_states
+        from models.features.hidden_states import pooled_hidden_states
 
         prompts = [self.build_prompt(q, len(i)) for q, i in zip(questions, images)]
         return pooled_hidden_states(self, self.encode(prompts, images))
 
     def text_features(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """The same for plain texts (category names, descriptions), tokenised without a prompt."""
-        from models.features import text_hidden_states
+        from models.features.hidden_states import text_hidden_states
 
         return text_hidden_states(self, texts)

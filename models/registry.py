@@ -13,6 +13,7 @@ import inspect
 from dataclasses import asdict, dataclass
 
 from harness.core.errors import UserError, unknown_name
+from models.dtypes import DTYPES
 
 NATIVE_TRANSFORMERS = ">=5.0,<6"  # tested on 5.23 with tiny checkpoints of every native architecture
 
@@ -398,8 +399,6 @@ def check_model_args(spec: ModelSpec, model_args: dict[str, str]) -> None:
 def _check_value(name: str, value: str, parameter: inspect.Parameter) -> None:
     annotation = str(parameter.annotation)
     if name == "dtype":
-        from models.base import DTYPES  # the wrapper's module is imported already
-
         if value not in ("auto", *DTYPES):
             raise UserError(
                 f"--model-args dtype={value} is not supported; use one of auto, {', '.join(DTYPES)}"
