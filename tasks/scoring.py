@@ -176,7 +176,7 @@ def score_row(doc: dict[str, Any], responses: Sequence[Any], kind: ResponseKind)
     letters = option_letters(len(options))
     strict, lenient = paper_letter(answer, len(options)), robust_letter(answer, options)
     if doc.get("protocol") == "cot":  # knowledge QA, chain of thought: one parser for both readings
-        from tasks.knowledge_qa import cot_letter
+        from tasks.answers import cot_letter
 
         strict = lenient = None if failed else cot_letter(answer, options)
     chosen = None if failed or strict is None else letters.index(strict)

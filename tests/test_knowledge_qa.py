@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import UserError
+from tasks.answers import cot_letter
 from tasks.fixtures.knowledge_qa import CLASSES, make_bank, make_imagenet_val, make_imagewikiqa
 from tasks.knowledge_qa import (
     ImageIndex,
-    cot_letter,
     load_qa_questions,
     oracle_question,
     parse_question_text,
@@ -226,7 +226,7 @@ def test_bank_runs_with_its_oracle_score(tiny_idefics2, cub_root, tmp_path):
 
 @pytest.mark.slow  # chain-of-thought generation runs to 1,024 new tokens on the random tiny model
 def test_imagewikiqa_cot_protocol_end_to_end(tiny_idefics2, qa_data):
-    from tasks.knowledge_qa import cot_letter as parse
+    from tasks.answers import cot_letter as parse
 
     val, questions = qa_data
     summary = _run(tiny_idefics2, "imagewikiqa", val, questions, "--variant", "cot")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.knowledge_qa import COT_TRIGGER, LETTERS, cot_letter, qa_prompt_text
+from tasks.answers import LETTERS, cot_letter
+from tasks.knowledge_qa import COT_TRIGGER, qa_prompt_text
 
 
 def doc_to_text_cot(doc: dict[str, Any], lmms_eval_specific_kwargs: dict | None = None) -> str:
