@@ -202,7 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     adapter = plan.runs[-1].out
     summaries = []
     if plan.eval_configs:
-        from harness.cli import plugin_hooks
+        from harness.plugins import plugin_hooks
 
         for check in plugin_hooks(
             "before_run"
