@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.errors import UserError
+from harness.core.scorings import SCORINGS
 
 STAGE_DIRS = {"stage1": "stage1", "stage2": "stage2", "joint": "joint"}
 
@@ -76,7 +77,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=["generate"],
         metavar="SCORING[:VARIANT]",
-        help="generate|loglik|loglik_name, each optionally with its variant: generate:open loglik_name",
+        help=f"{'|'.join(SCORINGS)}, each optionally with its variant: generate:open loglik_name",
     )
     parser.add_argument(
         "--eval-variant", default="k4", help="k4 (default), open, ...; ignored with a choice file"
@@ -155,7 +156,7 @@ def mark_resume(runs: list, resume: bool) -> None:
 
 def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
     from finedefics_train.evaluate import adapter_run_config
-    from harness.config import SCORINGS, parse_task_paths
+    from harness.config import parse_task_paths
     from tasks.registry import get_task
 
     if not args.eval_after:

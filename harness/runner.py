@@ -22,6 +22,7 @@ from harness.core.errors import EvaluationFailed, UserError
 from harness.core.io import write_json_atomic, write_lines_atomic
 from harness.core.paths import harness_home, looks_like_local_path, runs_root
 from harness.core.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary, validate_summary
+from harness.core.scorings import SCORING_KINDS
 from harness.journal import ResponseJournal
 from harness.metrics import summarise
 from models import distributed
@@ -307,7 +308,7 @@ def evaluate(
 def response_kind(plan: RunPlan) -> ResponseKind:
     if plan.prepared.variant == "open":
         return "open"
-    return "generate" if plan.config.scoring == "generate" else "loglik"
+    return SCORING_KINDS[plan.config.scoring].response
 
 
 def score_samples(samples: list[dict], kind: ResponseKind) -> list[RowScore]:

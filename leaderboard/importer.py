@@ -21,6 +21,7 @@ from harness.config import parse_model_args
 from harness.core.errors import UserError
 from harness.core.probe_results import PROBES_FILE, load_probe_report
 from harness.core.results import SUMMARY_FILE, load_summary
+from harness.core.scorings import BY_SUFFIX
 from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95, correct_count
 from leaderboard.spec import BY_KEY, MAIN_VARIANT
 from leaderboard.store import ResultStore
@@ -28,9 +29,8 @@ from tasks.scoring import ACCURACY_METRIC
 
 # fgvr_<task>[_<variant>]_<scoring>, as tasks.registry.TaskSpec.lmms_task_name writes them
 LMMS_TASK = re.compile(
-    r"^fgvr_(?P<task>[a-z]+\d+)(?:_(?P<variant>[a-z0-9_]+?))?_(?P<scoring>gen|loglik|logliknm)$"
+    rf"^fgvr_(?P<task>[a-z]+\d+)(?:_(?P<variant>[a-z0-9_]+?))?_(?P<scoring>{'|'.join(BY_SUFFIX)})$"
 )
-SCORING = {"gen": "generate", "loglik": "loglik", "logliknm": "loglik_name"}
 ACCURACY_KEY = f"{ACCURACY_METRIC},none"  # lmms-eval's "<metric>,<filter>" key of our tasks' accuracy
 LMMS_DEFAULT_ZONE = ZoneInfo("Asia/Singapore")  # lmms-eval's default --timezone for its "date" field
 
@@ -137,7 +137,7 @@ def lmms_summaries(data: dict[str, Any], digest: str, path: Path) -> list[dict[s
                 "lmms_task": name,
                 "task_version": _task_version(data, name),
                 "variant": variant,
-                "scoring": SCORING[match["scoring"]],
+                "scoring": BY_SUFFIX[match["scoring"]].name,
                 "limit": config.get("limit"),
                 "n": n,
                 "accuracy": accuracy,
