@@ -80,7 +80,7 @@ def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
 
 def check_architecture(model: ModelSpec, folder: Path) -> None:
     """A local checkpoint must be of an architecture the wrapper loads, said in one line before loading."""
-    from models.registry import MODEL_TYPES, models_of_type
+    from models.registry import models_of_type
 
     config_file = folder / "config.json"
     try:
@@ -89,7 +89,7 @@ def check_architecture(model: ModelSpec, folder: Path) -> None:
         raise UserError(f"pretrained={folder}: no config.json; pass the checkpoint folder itself") from None
     except (OSError, ValueError, AttributeError) as error:
         raise UserError(f"{config_file}: not a readable JSON config ({error})") from None
-    expected = MODEL_TYPES.get(model.name, ())
+    expected = model.model_types
     if expected and model_type not in expected:
         fits = models_of_type(str(model_type))
         hint = f" Did you mean --model {' or '.join(fits)}?" if fits else ""

@@ -38,7 +38,7 @@ from harness.core.errors import UserError
 from harness.core.requests import FAILED_GENERATION, FAILED_NLL
 from models import distributed
 from models.dtypes import DTYPES
-from models.registry import ModelSpec, get_model_spec, known_model_args
+from models.registry import ModelSpec, known_model_args, spec_of_wrapper
 from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, cache_of, join_answer, with_cache
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,6 @@ class FGVRModel(lmms):
     """Base class for the lmms-eval wrappers of Hugging Face MLLMs (decoder-only by default)."""
 
     is_simple = True
-    registry_name: ClassVar[str]  # key in models.registry.MODELS
     model_class: ClassVar[str]  # transformers class, e.g. "Idefics2ForConditionalGeneration"
     stop_tokens: ClassVar[tuple[str, ...]] = ()  # besides the tokenizer's eos
     default_max_new_tokens: ClassVar[int] = 10
@@ -242,7 +241,7 @@ class FGVRModel(lmms):
     ) -> None:
         super().__init__()
         self.request_failures: list[str] = []  # one "Type: message" per request that raised
-        self.spec: ModelSpec = get_model_spec(self.registry_name)
+        self.spec: ModelSpec = spec_of_wrapper(type(self))
         self.accept_extra_args(extra)
         self.pretrained = pretrained or self.spec.hub_id
         self.revision = revision

@@ -16,8 +16,6 @@ EMPTY_IMAGE = "<img></img>"  # build_prompt's placeholder, filled with the pictu
 
 
 class QwenVLChatFGVR(RemoteCodeModel):
-    registry_name = "qwen_vl_chat"
-
     def query(self, question: str, paths: list[str]) -> str:
         return self.tokenizer.from_list_format([{"image": path} for path in paths] + [{"text": question}])
 
