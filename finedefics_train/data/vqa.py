@@ -70,7 +70,7 @@ class WrapperVQA:
         return self.wrapper.batch_size
 
     def answer(self, questions: Sequence[tuple[Path, str]], *, max_new_tokens: int = 64) -> list[str]:
-        from models.base import DocumentImages, Request
+        from models.requests import DocumentImages, Request
 
         requests = [
             Request(
