@@ -30,13 +30,17 @@ def plugin_targets() -> dict[str, str]:
 
 
 def load_plugins() -> list[ModuleType]:
+    """The plugin modules (an entry point names a module, or `module:attribute`), in name order."""
     plugins = []
-    for module_name in plugin_targets().values():
+    for target in plugin_targets().values():
+        module_name, _, attribute = target.partition(":")
         try:
-            plugins.append(importlib.import_module(module_name))
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
             if error.name is None or not (module_name + ".").startswith(error.name + "."):
                 raise  # the plugin is there but something it imports is not: a real failure
+            continue
+        plugins.append(getattr(module, attribute) if attribute else module)
     return plugins
 
 

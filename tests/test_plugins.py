@@ -24,8 +24,9 @@ def _register(monkeypatch, **targets: str) -> None:
     )
 
 
-def test_a_registered_plugin_adds_its_command_and_hook(monkeypatch):
-    _register(monkeypatch, example="tests.plugin_example")
+@pytest.mark.parametrize("target", ["tests.plugin_example", "tests:plugin_example"])
+def test_a_registered_plugin_adds_its_command_and_hook(monkeypatch, target):
+    _register(monkeypatch, example=target)
     plugin_example.CALLS.clear()
     assert main(["hello", "--who", "plugins"]) == 0
     assert plugin_example.CALLS == ["hello plugins"]
