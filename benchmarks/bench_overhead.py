@@ -57,7 +57,6 @@ class InstantScorer(CausalScorer):
 class InstantIdefics2(Idefics2FGVR):
     """The Idefics2 wrapper without its model's forward pass (benchmark only)."""
 
-    registry_name = NAME
     scorer_class = InstantScorer
     model_seconds = 0.0  # per question, set by the benchmark
 

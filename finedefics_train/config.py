@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from harness.core.errors import UserError
+from models.dtypes import DTYPES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-DTYPES = ("float32", "bfloat16", "float16")
 HARD_NEGATIVE_SCOPES = ("batch", "own")
 
 

@@ -1,4 +1,4 @@
-"""Synthetic Finedefics training data in the real on-disk schema, for tests and `harness demo --train`.
+"""Synthetic Finedefics training data in the real on-disk schema, for tests and `harness train demo`.
 
 `make_training_data(root)` draws a CUB-200-2011-layout dataset (tasks/fixtures/datasets.py: each
 class has its own colour and shape), keeps its test split for evaluation through `harness run`, and

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.core.errors import UserError
 from harness.core.output import JSON_HELP, emit_json
+from harness.core.scorings import SCORINGS
 
 STAGE_DIRS = {"stage1": "stage1", "stage2": "stage2", "joint": "joint"}
 
@@ -80,7 +81,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=["generate"],
         metavar="SCORING[:VARIANT]",
-        help="generate|loglik|loglik_name, each optionally with its variant: generate:open loglik_name",
+        help=f"{'|'.join(SCORINGS)}, each optionally with its variant: generate:open loglik_name",
     )
     parser.add_argument(
         "--eval-variant", default="k4", help="k4 (default), open, ...; ignored with a choice file"
@@ -159,7 +160,7 @@ def mark_resume(runs: list, resume: bool) -> None:
 
 def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
     from finedefics_train.evaluate import adapter_run_config
-    from harness.config import SCORINGS, parse_task_paths
+    from harness.config import parse_task_paths
     from tasks.registry import get_task
 
     if not args.eval_after:
@@ -206,7 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     adapter = plan.runs[-1].out
     summaries = []
     if plan.eval_configs:
-        from harness.cli import plugin_hooks
+        from harness.plugins import plugin_hooks
 
         for check in plugin_hooks(
             "before_run"

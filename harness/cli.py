@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 
 from harness import data_cli, rescore
 from harness.cli_config import add_dataclass_arguments, config_from_args
 from harness.config import RunConfig, parse_task_paths
 from harness.core.errors import EvaluationFailed, UserError
 from harness.core.output import JSON_HELP, emit_json, json_document
+from harness.plugins import load_plugins
 from harness.probes import cli as probe_cli
+from harness.report import format_table, summary_line
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -35,37 +35,6 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         data_root=parse_task_paths(args.data_root, "--data-root").for_task(task),
         choices=parse_task_paths(args.choices, "--choices").for_task(task),
     )  # fmt: skip
-
-
-def summary_line(summary: dict) -> dict:
-    """The `--json` object: every flat field of the summary (names, numbers, intervals; not the
-    per-class tables, confusions or provenance), so a new headline metric appears without a change
-    here, and where the summary file is."""
-    out = {key: value for key, value in summary.items() if _is_flat(value)}
-    out["summary_file"] = str(Path(summary["results_file"]).parent / "summary.json")
-    return out
-
-
-def _is_flat(value) -> bool:
-    if isinstance(value, (list, tuple)):
-        return bool(value) and all(isinstance(item, (int, float)) for item in value)  # an interval
-    return value is None or isinstance(value, (str, int, float, bool))
-
-
-def format_table(summaries: Sequence[dict]) -> str:
-    header = f"{'model':<14} {'task':<12} {'scoring':<11} {'protocol':<13} {'n':>6} {'accuracy':>9} {'95% CI':>15} {'robust':>7} {'unparseable':>11}"
-    lines = [header, "-" * len(header)]
-    for s in summaries:
-        low, high = s["accuracy_ci95"]
-        robust = "-" if s.get("robust_accuracy") is None else f"{100 * s['robust_accuracy']:.2f}"
-        unparseable = s["unparseable"] if s["scoring"] == "generate" else "-"
-        task = s["task"] if s.get("variant", "k4") == "k4" else f"{s['task']}/{s['variant']}"
-        lines.append(
-            f"{s['model']:<14} {task:<12} {s['scoring']:<11} {s.get('protocol', 'harness'):<13} {s['n']:>6} "
-            f"{100 * s['accuracy']:>8.2f}% "
-            f"{f'[{100 * low:.1f}, {100 * high:.1f}]':>15} {robust:>7} {unparseable:>11}"
-        )
-    return "\n".join(lines)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -93,10 +62,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from harness.demo import run_demo
 
-    if args.train:
-        from harness.demo import run_train_demo
-
-        return run_train_demo(json_output=args.json)
     return run_demo(limit=args.limit, json_output=args.json)
 
 
@@ -156,11 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--limit", type=int, default=None)
     demo.add_argument("--json", action="store_true", help=JSON_HELP)
-    demo.add_argument(
-        "--train",
-        action="store_true",
-        help="train a tiny Finedefics on synthetic data and show held-out accuracy before and after",
-    )
     demo.set_defaults(func=cmd_demo)
 
     listing = sub.add_parser("list", help="list the registered models or tasks")
@@ -171,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.register(sub)
     rescore.register(sub)
     probe_repr = probe_cli.register(sub)
-    for plugin in _plugins():
+    for plugin in load_plugins():  # the leaderboard's and training's commands (harness.plugins)
         plugin.register(sub)
         for hook in ("before_run", "after_run"):
             if hasattr(plugin, hook):
@@ -179,31 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
         if hasattr(plugin, "after_probe"):  # e.g. the leaderboard's: record the report in its store
             probe_repr.set_defaults(after_probe=[*probe_repr.get_default("after_probe"), plugin.after_probe])
     return parser
-
-
-# The packages above the harness (layer 4) and beside it plug their commands in by name, so that the
-# harness never imports them: the one sanctioned upward reference, checked by `lint-imports`. A plugin
-# module has `register(subparsers)` and may have `before_run(config, args)`, called before `harness run`
-# plans anything (to refuse bad input early), `after_run(summary, args)`, called after it, and
-# `after_probe(folder, args)`, called after `harness probe repr` with its report folder.
-PLUGINS = ("leaderboard.cli", "finedefics_train.cli")
-
-
-def _plugins() -> list[ModuleType]:
-    plugins = []
-    for module_name in PLUGINS:
-        try:
-            plugins.append(importlib.import_module(module_name))
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-    return plugins
-
-
-def plugin_hooks(hook: str) -> list:
-    """The plugins' `hook` functions (`before_run`, `after_run`), for commands other than `harness run` that
-    evaluate a model through the runner (`harness train --eval-after`) and must be recorded the same way."""
-    return [getattr(plugin, hook) for plugin in _plugins() if hasattr(plugin, hook)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from harness.core.identity import ComputationIdentity
 from harness.core.io import write_json_atomic, write_lines_atomic
 from harness.core.paths import harness_home, looks_like_local_path, runs_root
 from harness.core.results import SCHEMA_VERSION, SUMMARY_FILE, RunSummary, validate_summary
+from harness.core.scorings import SCORING_KINDS
 from harness.journal import ResponseJournal
 from harness.metrics import summarise
 from models import distributed
@@ -125,7 +126,7 @@ def check_pretrained(model: ModelSpec, model_args: dict[str, str]) -> str:
 
 def check_architecture(model: ModelSpec, folder: Path) -> None:
     """A local checkpoint must be of an architecture the wrapper loads, said in one line before loading."""
-    from models.registry import MODEL_TYPES, models_of_type
+    from models.registry import models_of_type
 
     config_file = folder / "config.json"
     try:
@@ -134,7 +135,7 @@ def check_architecture(model: ModelSpec, folder: Path) -> None:
         raise UserError(f"pretrained={folder}: no config.json; pass the checkpoint folder itself") from None
     except (OSError, ValueError, AttributeError) as error:
         raise UserError(f"{config_file}: not a readable JSON config ({error})") from None
-    expected = MODEL_TYPES.get(model.name, ())
+    expected = model.model_types
     if expected and model_type not in expected:
         fits = models_of_type(str(model_type))
         hint = f" Did you mean --model {' or '.join(fits)}?" if fits else ""
@@ -394,7 +395,7 @@ def evaluate_with_lmms(plan: RunPlan, lm, manager, limit: int | None, datetime_s
 def response_kind(plan: RunPlan) -> ResponseKind:
     if plan.prepared.variant == "open":
         return "open"
-    return "generate" if plan.config.scoring == "generate" else "loglik"
+    return SCORING_KINDS[plan.config.scoring].response
 
 
 def score_samples(samples: list[dict], kind: ResponseKind, protocol: AnswerProtocol) -> list[RowScore]:

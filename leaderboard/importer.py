@@ -23,6 +23,7 @@ from harness.core.errors import UserError
 from harness.core.probe_results import PROBES_FILE, load_probe_report
 from harness.core.protocols import LEGACY_PROTOCOL
 from harness.core.results import SUMMARY_FILE, is_summary_file, load_summary
+from harness.core.scorings import BY_SUFFIX
 from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95, correct_count
 from leaderboard.spec import BY_KEY, MAIN_VARIANT
 from leaderboard.store import ResultStore
@@ -30,9 +31,8 @@ from tasks.scoring import ACCURACY_METRIC
 
 # fgvr_<task>[_<variant>]_<scoring>, as tasks.registry.TaskSpec.lmms_task_name writes them
 LMMS_TASK = re.compile(
-    r"^fgvr_(?P<task>[a-z]+\d+)(?:_(?P<variant>[a-z0-9_]+?))?_(?P<scoring>gen|loglik|logliknm)$"
+    rf"^fgvr_(?P<task>[a-z]+\d+)(?:_(?P<variant>[a-z0-9_]+?))?_(?P<scoring>{'|'.join(BY_SUFFIX)})$"
 )
-SCORING = {"gen": "generate", "loglik": "loglik", "logliknm": "loglik_name"}
 ACCURACY_KEY = f"{ACCURACY_METRIC},none"  # lmms-eval's "<metric>,<filter>" key of our tasks' accuracy
 LMMS_DEFAULT_ZONE = ZoneInfo("Asia/Singapore")  # lmms-eval's default --timezone for its "date" field
 
@@ -139,7 +139,7 @@ def lmms_summaries(data: dict[str, Any], digest: str, path: Path) -> list[dict[s
                 "lmms_task": name,
                 "task_version": _task_version(data, name),
                 "variant": variant,
-                "scoring": SCORING[match["scoring"]],
+                "scoring": BY_SUFFIX[match["scoring"]].name,
                 "protocol": config.get("protocol") or LEGACY_PROTOCOL,  # runs before protocols: harness
                 "limit": config.get("limit"),
                 "n": n,

@@ -303,9 +303,9 @@ def _check_checkpoint(
 
 def _check_architecture(checkpoint: CheckpointFiles, config: dict[str, Any], base: str) -> None:
     """The checkpoint's config must be the architecture --base names (a llava config is not idefics2)."""
-    from models.registry import MODEL_TYPES
+    from models.registry import MODELS
 
-    expected = MODEL_TYPES.get(base, ())
+    expected = MODELS[base].model_types if base in MODELS else ()
     if config.get("model_type") not in expected:
         raise SubmissionRefused(
             "base",

@@ -21,10 +21,8 @@ import logging
 import os
 import re
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,11 +41,12 @@ from harness.core.protocols import (
 )
 from harness.core.requests import FAILED_GENERATION, FAILED_NLL
 from models import distributed
-from models.registry import ModelSpec, get_model_spec, known_model_args
+from models.dtypes import DTYPES
+from models.registry import ModelSpec, known_model_args, spec_of_wrapper
+from models.requests import DocumentImages, Request, group_options
 from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, cache_of, join_answer, with_cache
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # A reasoning block, or one left open when generation stopped before the answer.
 THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
 
@@ -72,10 +71,9 @@ def resolve_device(device: str | None) -> str:
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return DTYPES[dtype]
-    except KeyError:
-        raise UserError(f"dtype={dtype} is not supported; use one of auto, {', '.join(DTYPES)}") from None
+    if dtype not in DTYPES:
+        raise UserError(f"dtype={dtype} is not supported; use one of auto, {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
 
 
 def dtype_keyword() -> str:
@@ -90,67 +88,6 @@ def as_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-class DocumentImages:
-    """One document's images, decoded on first use (by the prefetch thread, ahead of the model) and
-    released once its batch is answered, so a run never holds every decoded image at once."""
-
-    def __init__(self, load: Callable[[], list]):
-        self._load = load
-        self._images: list | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> list:
-        with self._lock:
-            if self._images is None:
-                self._images = self._load()
-            return self._images
-
-    def release(self) -> None:
-        self._images = None
-
-
-@dataclass(frozen=True, eq=False)
-class Request:
-    """One lmms-eval request, unpacked: the question text, its images, and a continuation or gen kwargs."""
-
-    index: int
-    context: str
-    source: DocumentImages
-    continuation: str | None = None
-    gen_kwargs: dict | None = None
-    doc_key: tuple = ()
-
-    @property
-    def images(self) -> list:
-        return self.source.get()
-
-
-@dataclass(eq=False)
-class OptionGroup:
-    """The options of one question: one context and image list, one continuation per option."""
-
-    context: str
-    source: DocumentImages
-    continuations: list[str] = field(default_factory=list)
-    indices: list[int] = field(default_factory=list)
-
-    @property
-    def images(self) -> list:
-        return self.source.get()
-
-
-def group_options(requests: Sequence[Request]) -> list[OptionGroup]:
-    """Requests of the same document and context, in first-seen order (lmms-eval sends one per option)."""
-    groups: dict[tuple, OptionGroup] = {}
-    for request in requests:
-        group = groups.setdefault(
-            (request.doc_key, request.context), OptionGroup(request.context, request.source)
-        )
-        group.continuations.append(request.continuation)
-        group.indices.append(request.index)
-    return list(groups.values())
 
 
 class EncodingPrefetcher:
@@ -213,7 +150,6 @@ class FGVRModel(lmms):
     """Base class for the lmms-eval wrappers of Hugging Face MLLMs (decoder-only by default)."""
 
     is_simple = True
-    registry_name: ClassVar[str]  # key in models.registry.MODELS
     model_class: ClassVar[str]  # transformers class, e.g. "Idefics2ForConditionalGeneration"
     stop_tokens: ClassVar[tuple[str, ...]] = ()  # besides the tokenizer's eos
     default_max_new_tokens: ClassVar[int] = 10
@@ -251,7 +187,7 @@ class FGVRModel(lmms):
     ) -> None:
         super().__init__()
         self.request_failures: list[str] = []  # one "Type: message" per request that raised
-        self.spec: ModelSpec = get_model_spec(self.registry_name)
+        self.spec: ModelSpec = spec_of_wrapper(type(self))
         self.set_protocol(protocol)
         self.accept_extra_args(extra)
         self.pretrained = pretrained or self.spec.hub_id
@@ -654,13 +590,13 @@ class FGVRModel(lmms):
     def features(self, questions: list[str], images: list[list]) -> dict[str, torch.Tensor]:
         """Last-layer hidden states of the language model for image prompts (the model's own prompt
         around each question): {"last": last token, "avg": token mean}, one row per prompt."""
-        from models.features import pooled_hidden_states
+        from models.features.hidden_states import pooled_hidden_states
 
         prompts = [self.build_prompt(q, len(i)) for q, i in zip(questions, images)]
         return pooled_hidden_states(self, self.encode(prompts, images))
 
     def text_features(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """The same for plain texts (category names, descriptions), tokenised without a prompt."""
-        from models.features import text_hidden_states
+        from models.features.hidden_states import text_hidden_states
 
         return text_hidden_states(self, texts)

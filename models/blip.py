@@ -76,7 +76,6 @@ class QueryTokenModel(FGVRModel):
 
 
 class InstructBlipVicunaFGVR(QueryTokenModel):
-    registry_name = "instructblip_vicuna"
     model_class = "InstructBlipForConditionalGeneration"
     generate_returns_prompt = True  # a decoder-only language model's generate() echoes the prompt ids
 
@@ -98,13 +97,11 @@ class InstructBlipVicunaFGVR(QueryTokenModel):
 
 
 class InstructBlipFlanT5FGVR(QueryTokenModel):
-    registry_name = "instructblip_flant5"
     model_class = "InstructBlipForConditionalGeneration"
     scorer_class = Seq2SeqScorer
 
 
 class Blip2FlanT5FGVR(QueryTokenModel):
-    registry_name = "blip2_flant5"
     model_class = "Blip2ForConditionalGeneration"
     prompt_template = "Question: {question} Answer:"
     scorer_class = Seq2SeqScorer

@@ -12,7 +12,6 @@ from models.processors import ImageOnlyProcessorModel
 
 
 class Gemma3FGVR(ImageOnlyProcessorModel):
-    registry_name = "gemma3_4b"
     model_class = "Gemma3ForConditionalGeneration"
     processor_class = "Gemma3Processor"
     stop_tokens = ("<end_of_turn>",)
@@ -24,4 +23,4 @@ class Gemma3FGVR(ImageOnlyProcessorModel):
 
 
 class Gemma3Large(Gemma3FGVR):
-    registry_name = "gemma3_12b"
+    """Gemma 3 12B: the 4B wrapper as it is; its own class so that its registry row is its own."""

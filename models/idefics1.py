@@ -11,7 +11,6 @@ from models.scoring import Prefix, cache_of, with_cache
 
 
 class Idefics1FGVR(FGVRModel):
-    registry_name = "idefics1"
     model_class = "IdeficsForVisionText2Text"
     prompt_template = "User:{images}{question}<end_of_utterance>\nAssistant:"
     stop_tokens = ("<end_of_utterance>",)

@@ -16,7 +16,6 @@ IDEFICS2_FORMAT = "User:{images}{question}<end_of_utterance>\nAssistant:"
 
 
 class Idefics2FGVR(FGVRModel):
-    registry_name = "idefics2"
     model_class = "Idefics2ForConditionalGeneration"
     stop_tokens = ("<end_of_utterance>",)
 
@@ -44,7 +43,6 @@ class FinedeficsFGVR(Idefics2FGVR):
     files came from a checkpoint folder named "idefics2-8b-...", so they carry the prefix.
     """
 
-    registry_name = "finedefics"
     extra_args = ("adapter", "merge_adapter")
 
     def accept_extra_args(self, extra):

@@ -13,7 +13,6 @@ from models.processors import ImageOnlyProcessorModel
 
 
 class InternVL3FGVR(ImageOnlyProcessorModel):
-    registry_name = "internvl3"
     model_class = "InternVLForConditionalGeneration"
     processor_class = "InternVLProcessor"
     stop_tokens = ("<|im_end|>",)

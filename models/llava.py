@@ -6,12 +6,10 @@ from models.base import FGVRModel
 
 
 class Llava15FGVR(FGVRModel):
-    registry_name = "llava15"
     model_class = "LlavaForConditionalGeneration"
     prompt_template = "USER: {images}\n{question}\nASSISTANT:"
 
 
 class LlavaNextMistralFGVR(FGVRModel):
-    registry_name = "llava_next_mistral"
     model_class = "LlavaNextForConditionalGeneration"
     prompt_template = "[INST] {images}\n{question} [/INST]"

@@ -12,7 +12,6 @@ from models.processors import ImageOnlyProcessorModel
 
 
 class LlavaOnevisionFGVR(ImageOnlyProcessorModel):
-    registry_name = "llava_onevision"
     model_class = "LlavaOnevisionForConditionalGeneration"
     processor_class = "LlavaOnevisionProcessor"
     stop_tokens = ("<|im_end|>",)

@@ -22,7 +22,6 @@ SYSTEM = (
 
 
 class MobileVLMV2FGVR(RemoteCodeModel):
-    registry_name = "mobilevlm_v2"
     prompt_template = SYSTEM + " USER: {images}\n{question} ASSISTANT:"
 
     def load_model(self, quantisation, path=None):

@@ -9,7 +9,6 @@ from models.scoring import SuffixScorer
 
 
 class PaliGemmaFGVR(FGVRModel):
-    registry_name = "paligemma"
     model_class = "PaliGemmaForConditionalGeneration"
     prompt_template = "answer en {question}"
     scorer_class = SuffixScorer

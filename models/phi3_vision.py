@@ -10,7 +10,6 @@ from models.scoring import join_answer, tail_score
 
 
 class Phi3VisionFGVR(RemoteCodeModel):
-    registry_name = "phi3_vision"
     stop_tokens = ("<|end|>",)
 
     def build_prompt(self, question, n_images):

@@ -36,7 +36,6 @@ def thinking_budget(value) -> int:
 class QwenVLFGVR(ImageOnlyProcessorModel):
     """Qwen2.5-VL-7B-Instruct; the base of the Qwen3-VL and Fine-R1 wrappers."""
 
-    registry_name = "qwen2_5_vl"
     model_class = "Qwen2_5_VLForConditionalGeneration"
     processor_class = "Qwen2_5_VLProcessor"
     stop_tokens = ("<|im_end|>", "<|endoftext|>")
@@ -77,7 +76,6 @@ class QwenVLFGVR(ImageOnlyProcessorModel):
 
 
 class Qwen3VLFGVR(QwenVLFGVR):
-    registry_name = "qwen3_vl"
     model_class = "Qwen3VLForConditionalGeneration"
     processor_class = "Qwen3VLProcessor"
 
@@ -87,7 +85,6 @@ class FineR1FGVR(QwenVLFGVR):
     budget gets `thinking_tokens=` (default 2048, as in the authors' evaluation) on top; the thinking
     is stripped and the answer taken out of its <answer>...</answer> tags before it is parsed."""
 
-    registry_name = "fine_r1"
     extra_args = (*PIXEL_BUDGET, "thinking_tokens")
 
     @classmethod

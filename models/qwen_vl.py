@@ -16,7 +16,6 @@ EMPTY_IMAGE = "<img></img>"  # build_prompt's placeholder, filled with the pictu
 
 
 class QwenVLChatFGVR(RemoteCodeModel):
-    registry_name = "qwen_vl_chat"
     chat_interface = True
 
     def query(self, question: str, paths: list[str]) -> str:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 from harness.core.errors import UserError, unknown_name
 from harness.core.protocols import FOCI_GENERIC_MARKERS, FociRecipe
+from models.dtypes import DTYPES
 
 NATIVE_TRANSFORMERS = ">=5.0,<6"  # tested on 5.23 with tiny checkpoints of every native architecture
 
@@ -32,6 +33,8 @@ class ModelSpec:
     remote_code: bool = False
     transformers: str = NATIVE_TRANSFORMERS  # versions the wrapper is known to work with
     foci: FociRecipe | None = None  # the paper's models: how FOCI-Benchmark evaluated them (--protocol foci)
+    # config.json model_type(s) the wrapper loads (a checkpoint of another type is another architecture)
+    model_types: tuple[str, ...] = ()
 
     @property
     def lmms_name(self) -> str:
@@ -167,6 +170,7 @@ MODELS: dict[str, ModelSpec] = {
             "Vicuna-7B-v1.5",
             "CLIP ViT-L/14-336",
             "Llama 2 Community License",
+            model_types=("llava",),
         ),
         _spec(
             "llava_next_mistral",
@@ -178,6 +182,7 @@ MODELS: dict[str, ModelSpec] = {
             "Mistral-7B-Instruct-v0.2",
             "CLIP ViT-L/14-336",
             "Apache-2.0",
+            model_types=("llava_next",),
         ),
         _spec(
             "mobilevlm_v2",
@@ -191,6 +196,7 @@ MODELS: dict[str, ModelSpec] = {
             "Apache-2.0 (Llama 2 licence for the LM)",
             remote_code=True,
             transformers=">=4.33.1,<4.41",
+            model_types=("mobilevlm",),
         ),
         _spec(
             "instructblip_vicuna",
@@ -202,6 +208,7 @@ MODELS: dict[str, ModelSpec] = {
             "Vicuna-7B-v1.1",
             "EVA-CLIP ViT-g/14 + Q-Former",
             "Llama licence (non-commercial)",
+            model_types=("instructblip",),
         ),
         _spec(
             "instructblip_flant5",
@@ -213,6 +220,7 @@ MODELS: dict[str, ModelSpec] = {
             "Flan-T5-XL",
             "EVA-CLIP ViT-g/14 + Q-Former",
             "MIT",
+            model_types=("instructblip",),
         ),
         _spec(
             "phi3_vision",
@@ -226,6 +234,7 @@ MODELS: dict[str, ModelSpec] = {
             "MIT",
             remote_code=True,
             transformers=">=4.40.2,<4.49",
+            model_types=("phi3_v",),
         ),
         _spec(
             "blip2_flant5",
@@ -237,6 +246,7 @@ MODELS: dict[str, ModelSpec] = {
             "Flan-T5-XL",
             "EVA-CLIP ViT-g/14 + Q-Former",
             "MIT",
+            model_types=("blip-2",),
         ),
         _spec(
             "internlm_xcomposer2",
@@ -250,6 +260,7 @@ MODELS: dict[str, ModelSpec] = {
             "InternLM licence (free commercial use on application)",
             remote_code=True,
             transformers=">=4.33.1,<4.46",
+            model_types=("internlmxcomposer2",),
         ),
         _spec(
             "paligemma",
@@ -261,6 +272,7 @@ MODELS: dict[str, ModelSpec] = {
             "Gemma-2B",
             "SigLIP-So400m/14-224",
             "Gemma Terms of Use",
+            model_types=("paligemma",),
         ),
         _spec(
             "idefics1",
@@ -272,6 +284,7 @@ MODELS: dict[str, ModelSpec] = {
             "LLaMA-7B",
             "OpenCLIP ViT-H/14",
             "LLaMA licence (non-commercial)",
+            model_types=("idefics",),
         ),
         _spec(
             "idefics2",
@@ -283,6 +296,7 @@ MODELS: dict[str, ModelSpec] = {
             "Mistral-7B-v0.1",
             "SigLIP-SO400M",
             "Apache-2.0",
+            model_types=("idefics2",),
         ),
         _spec(
             "qwen_vl_chat",
@@ -296,6 +310,7 @@ MODELS: dict[str, ModelSpec] = {
             "Tongyi Qianwen licence",
             remote_code=True,
             transformers=">=4.32,<4.46",
+            model_types=("qwen",),
         ),
         _spec(
             "finedefics",
@@ -307,6 +322,7 @@ MODELS: dict[str, ModelSpec] = {
             "Mistral-7B-v0.1",
             "SigLIP-SO400M",
             "Apache-2.0",
+            model_types=("idefics2",),
         ),
         # current open MLLMs beside the paper's thirteen
         _spec(
@@ -319,6 +335,7 @@ MODELS: dict[str, ModelSpec] = {
             "Qwen2.5-7B",
             "Qwen2.5-VL ViT (675M, window attention)",
             "Apache-2.0",
+            model_types=("qwen2_5_vl",),
         ),
         _spec(
             "qwen3_vl",
@@ -330,6 +347,7 @@ MODELS: dict[str, ModelSpec] = {
             "Qwen3-8B",
             "Qwen3-VL ViT (SigLIP-2 based, DeepStack)",
             "Apache-2.0",
+            model_types=("qwen3_vl",),
         ),
         _spec(
             "fine_r1",
@@ -341,6 +359,7 @@ MODELS: dict[str, ModelSpec] = {
             "Qwen2.5-7B",
             "Qwen2.5-VL ViT (675M, window attention)",
             "MIT",
+            model_types=("qwen2_5_vl",),
         ),
         _spec(
             "gemma3_4b",
@@ -352,6 +371,7 @@ MODELS: dict[str, ModelSpec] = {
             "Gemma 3 4B",
             "SigLIP-So400m/14-896",
             "Gemma Terms of Use",
+            model_types=("gemma3",),
         ),
         _spec(
             "gemma3_12b",
@@ -363,6 +383,7 @@ MODELS: dict[str, ModelSpec] = {
             "Gemma 3 12B",
             "SigLIP-So400m/14-896",
             "Gemma Terms of Use",
+            model_types=("gemma3",),
         ),
         _spec(
             "internvl3",
@@ -374,6 +395,7 @@ MODELS: dict[str, ModelSpec] = {
             "Qwen2.5-7B",
             "InternViT-300M-448px-V2.5",
             "MIT (Qwen2.5 language model: Apache-2.0)",
+            model_types=("internvl",),
         ),
         _spec(
             "llava_onevision",
@@ -385,6 +407,7 @@ MODELS: dict[str, ModelSpec] = {
             "Qwen2-7B",
             "SigLIP-So400m/14-384",
             "Apache-2.0",
+            model_types=("llava_onevision",),
         ),
         _spec(
             "smolvlm2",
@@ -396,40 +419,34 @@ MODELS: dict[str, ModelSpec] = {
             "SmolLM2-1.7B",
             "SigLIP-So400m/14-384 (shape-optimised)",
             "Apache-2.0",
+            model_types=("smolvlm",),
         ),
     )
 }
 
 
-# config.json model_type(s) each wrapper loads (a checkpoint of another type is another architecture)
-MODEL_TYPES: dict[str, tuple[str, ...]] = {
-    "llava15": ("llava",),
-    "llava_next_mistral": ("llava_next",),
-    "mobilevlm_v2": ("mobilevlm",),
-    "instructblip_vicuna": ("instructblip",),
-    "instructblip_flant5": ("instructblip",),
-    "phi3_vision": ("phi3_v",),
-    "blip2_flant5": ("blip-2",),
-    "internlm_xcomposer2": ("internlmxcomposer2",),
-    "paligemma": ("paligemma",),
-    "idefics1": ("idefics",),
-    "idefics2": ("idefics2",),
-    "qwen_vl_chat": ("qwen",),
-    "finedefics": ("idefics2",),
-    "qwen2_5_vl": ("qwen2_5_vl",),
-    "qwen3_vl": ("qwen3_vl",),
-    "fine_r1": ("qwen2_5_vl",),
-    "gemma3_4b": ("gemma3",),
-    "gemma3_12b": ("gemma3",),
-    "internvl3": ("internvl",),
-    "llava_onevision": ("llava_onevision",),
-    "smolvlm2": ("smolvlm",),
-}
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a model, as a row of `MODELS` does (lmms-eval finds it through models.manifest)."""
+    if spec.name in MODELS:
+        raise ValueError(f"model {spec.name!r} is registered already")
+    MODELS[spec.name] = spec
+    return spec
 
 
 def models_of_type(model_type: str) -> list[str]:
     """Registry names whose wrapper loads checkpoints of `model_type`."""
-    return [name for name, types in MODEL_TYPES.items() if model_type in types]
+    return [name for name, spec in MODELS.items() if model_type in spec.model_types]
+
+
+def spec_of_wrapper(wrapper: type) -> ModelSpec:
+    """The registry entry of a wrapper class (or of the nearest registered class it derives from):
+    a model's name is written once, in its registry row, never repeated on the class."""
+    paths = {spec.wrapper: spec for spec in MODELS.values()}
+    for cls in wrapper.__mro__:
+        spec = paths.get(f"{cls.__module__}:{cls.__qualname__}")
+        if spec is not None:
+            return spec
+    raise UserError(f"{wrapper.__module__}.{wrapper.__qualname__} is not a wrapper of models/registry.py")
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -478,8 +495,6 @@ def check_model_args(spec: ModelSpec, model_args: dict[str, str]) -> None:
 def _check_value(name: str, value: str, parameter: inspect.Parameter) -> None:
     annotation = str(parameter.annotation)
     if name == "dtype":
-        from models.base import DTYPES  # the wrapper's module is imported already
-
         if value not in ("auto", *DTYPES):
             raise UserError(
                 f"--model-args dtype={value} is not supported; use one of auto, {', '.join(DTYPES)}"

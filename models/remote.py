@@ -29,8 +29,9 @@ from typing import ClassVar
 import torch
 
 from harness.core.errors import UserError
-from models.base import FGVRModel, Request
+from models.base import FGVRModel
 from models.registry import ModelSpec
+from models.requests import Request
 from models.scoring import AnswerScorer, Score
 
 CHECKPOINT_RANGE_KEY = "fgvr_transformers"

@@ -21,12 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from models.base import FGVRModel, OptionGroup
+from models.requests import OptionGroup
 
 Score = tuple[float, bool]  # (log p(answer tokens | prompt, images), every answer token is the argmax)
 
@@ -95,10 +94,28 @@ def pad_right(rows: Sequence[Sequence[int]], value: int, device) -> tuple[torch.
     return ids.to(device), mask.to(device)
 
 
+class ScoredWrapper(Protocol):
+    """What a scorer uses of its wrapper (models.base.FGVRModel provides all of it)."""
+
+    tokenizer: Any
+    processor: Any
+    model: Any
+    device: Any
+    position_offset: int
+
+    def build_prompt(self, question: str, n_images: int) -> str: ...
+    def encode(self, prompts: list[str], images: list[list]) -> dict[str, torch.Tensor]: ...
+    def encode_answered(self, *args, **kwargs) -> dict[str, torch.Tensor]: ...
+    def to_device(self, batch) -> dict[str, torch.Tensor]: ...
+    def positions(self, attention_mask: torch.Tensor) -> torch.Tensor: ...
+    def prefix_forward(self, inputs: dict[str, torch.Tensor]) -> Prefix: ...
+    def continuation_logits(self, *args, **kwargs) -> torch.Tensor: ...
+
+
 class AnswerScorer:
     """Scores answers for one wrapper; subclasses fix the answer convention."""
 
-    def __init__(self, wrapper: FGVRModel):
+    def __init__(self, wrapper: ScoredWrapper):
         self.wrapper = wrapper
 
     def answer_ids(self, prompt: str, answer: str) -> list[int] | None:

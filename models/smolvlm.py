@@ -12,7 +12,6 @@ from models.processors import ImageOnlyProcessorModel
 
 
 class SmolVLM2FGVR(ImageOnlyProcessorModel):
-    registry_name = "smolvlm2"
     model_class = "SmolVLMForConditionalGeneration"
     processor_class = "SmolVLMProcessor"
     stop_tokens = ("<end_of_utterance>",)

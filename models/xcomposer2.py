@@ -15,7 +15,6 @@ IMAGE = "<ImageHere>"
 
 
 class XComposer2FGVR(RemoteCodeModel):
-    registry_name = "internlm_xcomposer2"
     image_token = IMAGE
     chat_interface = True
 

@@ -11,6 +11,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 from harness.core.errors import UserError, did_you_mean
@@ -82,6 +83,14 @@ def read_choice_file(path: Path) -> list[ChoiceEntry]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{path}: choice file not found")
+    stat = path.stat()
+    return list(_read_entries(path, stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=4)
+def _read_entries(path: Path, mtime_ns: int, size: int) -> tuple[ChoiceEntry, ...]:
+    """Parsed once per file content: a reader that names its classes from the choice file
+    (Flowers-102) and the option matching of the same run read the same entries."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -101,7 +110,7 @@ def read_choice_file(path: Path) -> list[ChoiceEntry]:
         entries.extend(_parse_entry(path, class_key, i, raw) for i, raw in enumerate(items))
     if not entries:
         raise UserError(f"{path}: the choice file has no entries")
-    return entries
+    return tuple(entries)
 
 
 def _parse_entry(path: Path, class_key: str, index: int, raw: object) -> ChoiceEntry:

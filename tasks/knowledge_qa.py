@@ -13,7 +13,7 @@ A question file is ImageWikiQA's released JSONL: one object a line with `image` 
 
 Variants (`--variant`): `direct` (the six tasks' letter prompt, generation or log-likelihood), `cot`
 (ImageWikiQA's text followed by "Let's think step by step.", a long generation read by
-`cot_letter`), and `oracle` / `oracle_cot`, where "this object" is replaced by the class name, so
+`tasks.answers.cot_letter`), and `oracle` / `oracle_cot`, where "this object" is replaced by the class name, so
 that a model's score separates not recognising the object from not knowing the fact.
 """
 
@@ -33,11 +33,11 @@ from harness.core.output import emit_json
 from harness.core.paths import prepared_root
 from harness.core.protocols import VLMCLASSIFIER_TRIGGER
 from harness.core.records import record_to_dict
+from tasks.answers import LETTERS
 from tasks.datasets.base import DatasetSplit, TestItem
 from tasks.registry import TaskSpec, get_task
 
 QA_VERSION = "1.1"  # bump when question construction or scoring of the QA tasks changes
-LETTERS = ("A", "B", "C", "D")
 PLACEHOLDER = "this object"
 INSTRUCTION = "Choose A, B, C, or D."
 COT_TRIGGER = VLMCLASSIFIER_TRIGGER  # ImageWikiQA's chain-of-thought trigger
@@ -284,34 +284,6 @@ def qa_prompt_text(question: str, options: Sequence[str]) -> str:
 
 
 # ---- the chain-of-thought answer parser ---------------------------------------------------------
-
-
-def cot_letter(response: str, options: Sequence[str]) -> str | None:
-    """The option a long (chain-of-thought) answer settles on, in the spirit of MMMU's parser; None
-    when it names none (scored wrong and counted as unparseable, never replaced by a guess).
-
-    In order: the last explicit statement ("the answer is (C)", "Answer: C"); else, among letters
-    written as options ("(C)", "C.", "C)", "C:" or a bare "C") and option texts quoted in the answer,
-    the one mentioned last."""
-    letters = LETTERS[: len(options)]
-    text = response.strip()
-    stated = re.findall(r"(?i:answer|option|choice)\s*(?i:is|would be|:)?\s*:?\s*\(?\b([A-D])\b\)?", text)
-    stated = [s for s in stated if s in letters]
-    if stated:
-        return stated[-1]
-    positions: dict[str, int] = {}
-    for match in re.finditer(r"\(([A-D])\)|(?<![\w'])([A-D])(?:[.):]|(?=\s*$))", text):
-        letter = match.group(1) or match.group(2)
-        if letter in letters:
-            positions[letter] = match.start()
-    lowered = text.lower()
-    for letter, option in zip(letters, options):
-        found = lowered.rfind(option.lower().strip(" .")) if option.strip(" .") else -1
-        if found >= 0:
-            positions[letter] = max(positions.get(letter, -1), found)
-    if not positions:
-        return None
-    return max(positions, key=positions.__getitem__)
 
 
 def qa_info(

@@ -29,6 +29,7 @@ from harness.core.errors import UserError
 from harness.core.io import file_sha256, write_json_atomic
 from harness.core.paths import prepared_root
 from harness.core.records import read_record, record_to_dict
+from harness.core.scorings import SCORING_KINDS
 from tasks import options as option_builders
 from tasks.datasets.base import DatasetSplit
 from tasks.prompts import open_question_for, question_for
@@ -36,11 +37,7 @@ from tasks.registry import TASK_VERSION, TaskSpec
 from tasks.scoring import option_letters
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "lmms"
-TEMPLATES = {
-    "generate": TEMPLATE_DIR / "_fgvr_generate.yaml",
-    "loglik": TEMPLATE_DIR / "_fgvr_loglik.yaml",
-    "loglik_name": TEMPLATE_DIR / "_fgvr_loglik_name.yaml",
-}
+TEMPLATES = {name: TEMPLATE_DIR / kind.template for name, kind in SCORING_KINDS.items()}
 OPEN_TEMPLATE = TEMPLATE_DIR / "_fgvr_open.yaml"
 META_FILE = "prepared.json"
 

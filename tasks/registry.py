@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Literal
 
 from harness.core.errors import UserError, unknown_name
+from harness.core.scorings import SCORING_KINDS
 from tasks.datasets import aircraft, cars, cub, dogs, flowers, pets
 from tasks.datasets.base import DatasetSplit, TestItem
 from tasks.datasets.layout import locate_dataset_dir
@@ -28,7 +29,6 @@ TASK_VERSION = "1.0"  # bump when question construction or scoring changes
 # "fgvr": multiple-choice recognition of one image's class; "qa": knowledge questions about the object
 # in an image, from a question file (tasks.knowledge_qa)
 TaskKind = Literal["fgvr", "qa"]
-SCORING_SUFFIX = {"generate": "gen", "loglik": "loglik", "loglik_name": "logliknm"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,12 @@ class TaskSpec:
     kind: TaskKind = "fgvr"
     main_variant: str = "k4"  # the protocol whose runs fill the leaderboard column (k4: the paper's)
     base: str | None = None  # qa tasks: the fgvr task whose test images a question bank is asked about
+    # training data (finedefics_train.data): the split that adds the validation images to the train
+    # images (`harness train data --flowers-val`), and whether the archive has per-image attribute
+    # annotations (`--attributes human`)
+    trainval_split: str | None = None
+    attribute_annotations: bool = False
+    unit: str = "categories"  # what the classes are: "distinguishing bird species" (training-data prompts)
 
     @property
     def marker(self) -> str:
@@ -136,7 +142,7 @@ class TaskSpec:
         """fgvr_<key>[_<variant>]_<scoring>; the main variant adds no middle part (k4_circular: _circular)."""
         variant = variant or self.main_variant
         middle = "" if variant == self.main_variant else f"_{variant.removeprefix(self.main_variant + '_')}"
-        return f"fgvr_{self.key}{middle}_{SCORING_SUFFIX[scoring]}"
+        return f"fgvr_{self.key}{middle}_{SCORING_KINDS[scoring].suffix}"
 
 
 def _renamed(split: DatasetSplit, class_names: list[str] | None) -> DatasetSplit:
@@ -153,18 +159,19 @@ _FIXTURES = "tasks.fixtures.datasets"
 
 _FGVR: tuple[TaskSpec, ...] = (
         TaskSpec("bird200", "CUB-200-2011", "birds", "bird", 200, 5794, "Bird-200",
-                   cub, cub.read_cub, f"{_FIXTURES}:make_cub"),
+                   cub, cub.read_cub, f"{_FIXTURES}:make_cub", unit="species", attribute_annotations=True),
         TaskSpec("car196", "Stanford Cars", "cars", "car", 196, 8041, "Car-196",
-                   cars, cars.read_cars, f"{_FIXTURES}:make_cars"),
+                   cars, cars.read_cars, f"{_FIXTURES}:make_cars", unit="models"),
         TaskSpec("dog120", "Stanford Dogs", "dogs", "dog", 120, 8580, "Dog-120",
-                   dogs, dogs.read_dogs, f"{_FIXTURES}:make_dogs"),
+                   dogs, dogs.read_dogs, f"{_FIXTURES}:make_dogs", unit="breeds"),
         TaskSpec("flower102", "Oxford Flowers-102", "flowers", "flower", 102, 6149, "Flower-102",
-                   flowers, flowers.read_flowers, f"{_FIXTURES}:make_flowers", names_in_archive=False),
+                   flowers, flowers.read_flowers, f"{_FIXTURES}:make_flowers", unit="species", names_in_archive=False,
+                   trainval_split="trainval"),
         TaskSpec("pet37", "Oxford-IIIT Pet", "pets", "pet", 37, 3669, "Pet-37",
-                   pets, pets.read_pets, f"{_FIXTURES}:make_pets"),
+                   pets, pets.read_pets, f"{_FIXTURES}:make_pets", unit="breeds"),
         # the paper's name is kept: the variant level has 100 classes
         TaskSpec("aircraft102", "FGVC-Aircraft (variants)", "aircraft", "aircraft", 100, 3333, "Aircraft-102",
-                   aircraft, aircraft.read_aircraft, f"{_FIXTURES}:make_aircraft"),
+                   aircraft, aircraft.read_aircraft, f"{_FIXTURES}:make_aircraft", unit="models"),
 )  # fmt: skip
 
 
@@ -205,6 +212,20 @@ def _knowledge_qa_rows(fgvr: tuple[TaskSpec, ...]) -> tuple[TaskSpec, ...]:
 
 TASKS: dict[str, TaskSpec] = {task.key: task for task in (*_FGVR, *_knowledge_qa_rows(_FGVR))}
 FGVR_TASKS: dict[str, TaskSpec] = {key: task for key, task in TASKS.items() if task.kind == "fgvr"}  # the six
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a task, as a row of `_FGVR` does (an fgvr task brings its knowledge-QA bank `<key>_wikiqa`).
+    Register before `leaderboard.spec` is imported: it derives the columns and the average once."""
+    rows = (spec, *_knowledge_qa_rows((spec,))[1:]) if spec.kind == "fgvr" else (spec,)
+    taken = [row.key for row in rows if row.key in TASKS]
+    if taken:
+        raise ValueError(f"task(s) {', '.join(taken)} are registered already")
+    for row in rows:
+        TASKS[row.key] = row
+        if row.kind == "fgvr":
+            FGVR_TASKS[row.key] = row
+    return spec
 
 
 def get_task(name: str) -> TaskSpec:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from harness.core.protocols import VLMCLASSIFIER_SEED, FociRecipe, check_protocol
 from harness.core.requests import is_failed
+from tasks.answers import cot_letter
 from tasks.names import normalize_class_name
 
 LETTERS = string.ascii_uppercase
@@ -306,8 +307,6 @@ def read_letters(
     if failed:
         return None, None, False
     if doc.get("protocol") == "cot":  # knowledge QA, chain of thought
-        from tasks.knowledge_qa import cot_letter
-
         ours = cot_letter(answer, options)
         if protocol.name != "vlmclassifier":
             return ours, ours, False

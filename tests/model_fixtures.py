@@ -8,14 +8,24 @@ from pathlib import Path
 from lmms_eval.api.instance import Instance
 from PIL import Image, ImageDraw
 
-from models.registry import MODELS
+from models.registry import MODELS, models_of_type
 from tasks.prompts import render_question
 
-# A registry model runs on the tiny architecture of its own name in models.fixtures.tiny_models, except
-# those that share another's (Finedefics is an Idefics2, Fine-R1 a Qwen2.5-VL, both Gemma 3 sizes alike).
-SAME_ARCH = {"finedefics": "idefics2", "fine_r1": "qwen2_5_vl", "gemma3_12b": "gemma3_4b"}
+
+def tiny_arch(name: str) -> str:
+    """The tiny architecture (models.fixtures.tiny_models) a registry model runs on: the one of its own
+    name, else that of the first model loading the same config type (Finedefics is an Idefics2,
+    Fine-R1 a Qwen2.5-VL, both Gemma 3 sizes alike)."""
+    from models.fixtures.tiny_models import ARCHS
+
+    if name in ARCHS:
+        return name
+    return next(other for other in models_of_type(MODELS[name].model_types[0]) if other in ARCHS)
+
+
 # registry name -> tiny architecture, for every native (not remote-code) model of the registry
-NATIVE = {name: SAME_ARCH.get(name, name) for name, spec in MODELS.items() if not spec.remote_code}
+NATIVE = {name: tiny_arch(name) for name, spec in MODELS.items() if not spec.remote_code}
+SAME_ARCH = {name: arch for name, arch in NATIVE.items() if arch != name}
 # one registry name per architecture
 NATIVE_ARCHS = tuple(name for name in NATIVE if name not in SAME_ARCH)
 # The current open MLLMs beside the paper's models; all but Qwen2.5-VL run `harness run` end to end in

@@ -1,4 +1,4 @@
-"""LLM chat backends (models/chat.py): a local transformers model, and a real `transformers serve`
+"""LLM chat backends (harness/llm/chat.py): a local transformers model, and a real `transformers serve`
 endpoint on 127.0.0.1 serving the same tiny folder offline."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness.core.errors import UserError
-from models.chat import load_chat_backend
+from harness.llm.chat import load_chat_backend
 from models.fixtures.serve import free_port, transformers_serve
 
 PROMPTS = ["What are useful attributes for distinguishing bird species?", "hello", "Describe the wings."]

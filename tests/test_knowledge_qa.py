@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import UserError
+from tasks.answers import cot_letter
 from tasks.fixtures.knowledge_qa import CLASSES, make_bank, make_imagenet_val, make_imagewikiqa
 from tasks.knowledge_qa import (
     ImageIndex,
-    cot_letter,
     load_qa_questions,
     oracle_question,
     parse_question_text,
@@ -231,7 +231,7 @@ def test_imagewikiqa_cot_protocol_end_to_end(tiny_idefics2, qa_data):
     import random
 
     from harness.core.protocols import VLMCLASSIFIER_SEED
-    from tasks.knowledge_qa import cot_letter as parse
+    from tasks.answers import cot_letter as parse
     from tasks.scoring import mmmu_letter
 
     val, questions = qa_data

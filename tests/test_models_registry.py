@@ -10,7 +10,7 @@ import pytest
 from harness.cli import main
 from harness.core.errors import UserError
 from models.base import FGVRModel
-from models.registry import MODELS, get_model_spec
+from models.registry import MODELS, get_model_spec, spec_of_wrapper
 
 PAPER_MODELS = {
     "llava15",
@@ -41,8 +41,8 @@ REMOTE_CODE = {"mobilevlm_v2", "phi3_vision", "internlm_xcomposer2", "qwen_vl_ch
 
 
 def test_the_thirteen_models_of_the_paper_and_the_current_ones_are_registered():
-    assert set(MODELS) == PAPER_MODELS | CURRENT_MODELS
-    assert {name for name, spec in MODELS.items() if spec.remote_code} == REMOTE_CODE
+    assert PAPER_MODELS | CURRENT_MODELS <= set(MODELS)  # a model added later is no failure here
+    assert {name for name in PAPER_MODELS | CURRENT_MODELS if MODELS[name].remote_code} == REMOTE_CODE
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))  # a model added to the registry is checked here too
@@ -51,7 +51,7 @@ def test_every_entry_resolves_imports_and_is_complete(name):
 
     spec = MODELS[name]
     wrapper = spec.load_wrapper()
-    assert issubclass(wrapper, FGVRModel) and wrapper.registry_name == name
+    assert issubclass(wrapper, FGVRModel) and spec_of_wrapper(wrapper) is spec
     assert "/" in spec.hub_id and spec.params_b > 0
     for field in ("display_name", "family", "language_model", "vision_encoder", "licence"):
         assert getattr(spec, field), f"{name}: {field} is empty"
@@ -80,7 +80,7 @@ def test_lmms_eval_entry_point_registers_every_model():
 def test_list_models_json(capsys):
     assert main(["list", "models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {row["name"] for row in rows} == PAPER_MODELS | CURRENT_MODELS
+    assert [row["name"] for row in rows] == list(MODELS)
     for row in rows:
         assert {"name", "hub_id", "params_b", "remote_code", "transformers", "licence"} <= set(row)
 
@@ -115,19 +115,19 @@ def test_list_models_shows_family_size_and_licence(capsys):
 
 def test_every_model_names_the_config_types_it_loads():
     """Submissions and `harness run` refuse a checkpoint of another architecture by these types."""
-    from models.registry import MODEL_TYPES, MODELS, models_of_type
+    from models.registry import MODELS, models_of_type
 
-    assert set(MODEL_TYPES) == set(MODELS)
-    assert models_of_type("idefics2") == ["idefics2", "finedefics"]
+    for name, spec in MODELS.items():
+        assert spec.model_types, f"{name}: no config model_type"
+        for model_type in spec.model_types:
+            assert name in models_of_type(model_type)
+    assert models_of_type("idefics2") == ["idefics2", "finedefics"]  # a fine-tune loads its base's type
     assert models_of_type("qwen2_5_vl") == ["qwen2_5_vl", "fine_r1"]
-    assert models_of_type("gemma3") == ["gemma3_4b", "gemma3_12b"]
 
 
 @pytest.mark.parametrize("name", sorted(name for name, spec in MODELS.items() if not spec.remote_code))
 def test_native_model_types_are_those_of_the_class_each_wrapper_loads(name):
     import transformers
 
-    from models.registry import MODEL_TYPES
-
     model_class = getattr(transformers, MODELS[name].load_wrapper().model_class)
-    assert MODEL_TYPES[name] == (model_class.config_class.model_type,)
+    assert MODELS[name].model_types == (model_class.config_class.model_type,)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from models.base import DocumentImages, EncodingPrefetcher
+from models.base import EncodingPrefetcher
+from models.requests import DocumentImages
 
 
 @dataclass

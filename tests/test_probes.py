@@ -21,7 +21,7 @@ from harness.core.errors import UserError
 from harness.probes import analysis
 from harness.probes.data import read_test_split, read_train_split
 from harness.probes.descriptions import read_descriptions
-from models.features import pool
+from models.features.hidden_states import pool
 from tasks.prompts import open_question_for
 from tasks.registry import get_task
 

@@ -16,31 +16,6 @@ from transformers import AutoProcessor  # noqa: E402
 from models.fixtures import tokenizer  # noqa: E402
 from models.fixtures.tiny_models import ARCHS, BUILD_MARKER, TINY_ARCHS, build_tiny_model  # noqa: E402
 
-PROCESSOR_CLASSES = {
-    "idefics2": "Idefics2Processor",
-    "llava15": "LlavaProcessor",
-    "llava_next_mistral": "LlavaNextProcessor",
-    "instructblip_vicuna": "InstructBlipProcessor",
-    "instructblip_flant5": "InstructBlipProcessor",
-    "blip2_flant5": "Blip2Processor",
-    "paligemma": "PaliGemmaProcessor",
-    "idefics1": "IdeficsProcessor",
-    "qwen2_5_vl": "Qwen2_5_VLProcessor",
-    "qwen3_vl": "Qwen3VLProcessor",
-    "gemma3_4b": "Gemma3Processor",
-    "internvl3": "InternVLProcessor",
-    "llava_onevision": "LlavaOnevisionProcessor",
-    "smolvlm2": "SmolVLMProcessor",
-}
-# The processors that also take a video processor load for images only (models.processors.image_only).
-IMAGE_TOKENS = {
-    "qwen2_5_vl": "<|image_pad|>",
-    "qwen3_vl": "<|image_pad|>",
-    "gemma3_4b": "<image_soft_token>",
-    "internvl3": "<IMG_CONTEXT>",
-}
-IMAGE_ONLY = {"qwen2_5_vl", "qwen3_vl", "internvl3", "llava_onevision", "smolvlm2"}
-
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory):
@@ -85,23 +60,20 @@ def next_token_logits(model, inputs) -> torch.Tensor:
         return model(**inputs, **extra).logits[0, -1]
 
 
-def test_every_architecture_has_a_processor_expectation():
-    assert set(PROCESSOR_CLASSES) == set(TINY_ARCHS)
-
-
 @pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_loads_through_auto_processor_and_model_class(arch, loaded):
     processor, model = loaded(arch)
-    assert type(processor).__name__ == PROCESSOR_CLASSES[arch]
-    assert isinstance(processor, getattr(transformers, PROCESSOR_CLASSES[arch]))
-    assert ("video_processor" in type(processor).__mro__[1].get_attributes()) == (arch in IMAGE_ONLY)
+    record = ARCHS[arch]  # what the architecture's one record says its processor is
+    assert type(processor).__name__ == record.processor
+    assert isinstance(processor, getattr(transformers, record.processor))
+    assert ("video_processor" in type(processor).__mro__[1].get_attributes()) == record.image_only
     assert type(model) is ARCHS[arch].model_class
     # Idefics1 finds images through image_attention_mask, so only the processor knows the token id.
     config_ids = [getattr(model.config, name, None) for name in ("image_token_id", "image_token_index")]
     image_token = next((token for token in config_ids if token is not None), None)
     if image_token is None:
         image_token = processor.image_token_id
-    assert processor.tokenizer.convert_ids_to_tokens(image_token) == IMAGE_TOKENS.get(arch, "<image>")
+    assert processor.tokenizer.convert_ids_to_tokens(image_token) == record.image_token
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)

@@ -1,4 +1,4 @@
-"""`harness demo --train`: a tiny Finedefics trained offline, held-out accuracy before and after."""
+"""`harness train demo`: a tiny Finedefics trained offline, held-out accuracy before and after."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from harness.cli import main
 
 @pytest.mark.slow
 def test_train_demo_lifts_held_out_accuracy(capsys):
-    assert main(["demo", "--train", "--json"]) == 0
+    assert main(["train", "demo", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [row["scoring"] for row in result["after"]] == ["generate", "loglik_name"]
     for before, after in zip(result["before"], result["after"], strict=True):

@@ -10,17 +10,10 @@ import pytest
 
 from harness.core.errors import UserError
 from tasks.fixtures import datasets as synthetic
-from tasks.registry import detect_and_read
+from tasks.registry import FGVR_TASKS, detect_and_read
 
 N_CLASSES, PER_TEST, PER_TRAIN = 4, 1, 2
-MAKERS = {
-    "bird200": synthetic.make_cub,
-    "car196": synthetic.make_cars,
-    "dog120": synthetic.make_dogs,
-    "flower102": synthetic.make_flowers,
-    "pet37": synthetic.make_pets,
-    "aircraft102": synthetic.make_aircraft,
-}
+MAKERS = {key: task.make_synthetic() for key, task in FGVR_TASKS.items()}  # every registered layout
 TRAIN_LISTS = {  # the file the train split comes from, relative to the archive folder
     "bird200": "train_test_split.txt",
     "car196": "devkit/cars_train_annos.mat",
@@ -76,8 +69,11 @@ def test_train_labels_match_the_drawn_class(archive):
         assert nearest == item.label, item.key
 
 
-def test_missing_train_list_names_the_file(archive):
-    task, root = archive
+@pytest.mark.parametrize("task", list(TRAIN_LISTS))  # the readers whose train list this test knows
+def test_missing_train_list_names_the_file(task, tmp_path):
+    root = MAKERS[task](
+        tmp_path, n_classes=N_CLASSES, per_class_test=PER_TEST, per_class_train=PER_TRAIN, seed=1
+    )
     path = root / TRAIN_LISTS[task]
     if task == "bird200":  # the split lives in a file shared with the test split: keep only test entries
         path.write_text("".join(f"{line.split()[0]} 0\n" for line in path.read_text().splitlines()))

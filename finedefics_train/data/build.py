@@ -31,7 +31,7 @@ from finedefics_train.data.negatives import (
     random_negative_labels,
 )
 from finedefics_train.data.prompts import DataPrompts, load_prompts
-from finedefics_train.data.sources import TrainSource, check_overlap, find_overlap, read_source
+from finedefics_train.data.sources import TrainSource, check_overlap, find_overlap, read_source, train_split
 from finedefics_train.training_data import mcq_row, stage_one_turn
 from harness.core.errors import UserError
 from harness.core.io import write_json_atomic, write_lines_atomic
@@ -40,6 +40,7 @@ from tasks.clip_miner import DEFAULT_CLIP
 from tasks.datasets.base import TestItem
 from tasks.options import order_options
 from tasks.prompts import question_for
+from tasks.registry import FGVR_TASKS, get_task
 
 ATTRIBUTE_SOURCES = ("human", "llm-vqa", "class-tags")
 NEGATIVE_SOURCES = ("clip", "random")
@@ -127,10 +128,12 @@ class DataConfig:
             raise UserError(f"--mcq-ratio must lie in [0, 1], got {self.mcq_ratio}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1 image per class, got {self.limit}")
-        if self.attributes == "human" and set(self.sources) != {"bird200"}:
-            others = ", ".join(sorted(set(self.sources) - {"bird200"}))
+        unannotated = sorted(key for key in self.sources if not get_task(key).attribute_annotations)
+        if self.attributes == "human" and unannotated:
+            annotated = [spec.key for spec in FGVR_TASKS.values() if spec.attribute_annotations]
             raise UserError(
-                f"--attributes human uses CUB-200's attribute annotations: only bird200 has them, not {others}"
+                f"--attributes human uses per-image attribute annotations: only {', '.join(annotated)} "
+                f"has them, not {', '.join(unannotated)}"
             )
         needs = {"llm-vqa": ("llm", "vqa"), "class-tags": ("llm",), "human": ()}[self.attributes]
         for backend in needs:
@@ -215,7 +218,7 @@ def _read(task: str, root: Path, config: DataConfig) -> TrainSource:
 def _backends(config: DataConfig):
     """The LLM and VQA backends; their specs are checked now, local models load on first use."""
     from finedefics_train.data.vqa import check_vqa_spec, load_vqa_backend
-    from models.chat import check_chat_spec, load_chat_backend
+    from harness.llm.chat import check_chat_spec, load_chat_backend
 
     llm = vqa = None
     if config.llm:
@@ -561,7 +564,7 @@ def _manifest(
     for task, source in sources.items():
         listing = "\n".join(f"{key} {digest}" for key, digest in sorted(pixel_hashes[task].items()))
         inputs[task] = {
-            "source": str(source.root), "format": source.train.format, "train_split": _split_name(task, config),
+            "source": str(source.root), "format": source.train.format, "train_split": train_split(get_task(task), config.flowers_val),
             "n_train": len(source.train.items), "n_test": len(source.test.items), "n_classes": source.train.n_classes,
             "class_names": source.train.class_names,
             "train_pixels_sha256": hashlib.sha256(listing.encode()).hexdigest(),
@@ -595,10 +598,6 @@ def _manifest(
         },  # fmt: skip
         "package_versions": package_versions(PACKAGES),
     }
-
-
-def _split_name(task: str, config: DataConfig) -> str:
-    return "trainval" if task == "flower102" and config.flowers_val else "train"
 
 
 def _report_dicts(reports: dict[str, StageReport]) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 from harness.config import parse_task_paths
 from harness.core.errors import UserError
 from harness.core.output import JSON_HELP, emit_json
+from tasks.registry import FGVR_TASKS
 
 EPILOG = """\
 backends:
@@ -26,9 +27,7 @@ def register(stages: argparse._SubParsersAction) -> None:
         "data", help="build the Stage I / Stage II training sets from the datasets' train splits",
         description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    parser.add_argument(
-        "tasks", nargs="+", metavar="TASK", help="bird200 car196 dog120 flower102 pet37 aircraft102"
-    )
+    parser.add_argument("tasks", nargs="+", metavar="TASK", help=" ".join(FGVR_TASKS))
     parser.add_argument(
         "--source",
         action="append",

@@ -1,5 +1,6 @@
-"""The data-construction prompts of each dataset: prompts/common.yaml overlaid with prompts/<task>.yaml
-(its super-category and unit), or a user's file given with `--prompts TASK=FILE`."""
+"""The data-construction prompts of each dataset: prompts/common.yaml with the task's super-category
+and unit from its registry row (`TaskSpec.singular`, `TaskSpec.unit`), overlaid with a user's file
+given with `--prompts TASK=FILE`."""
 
 from __future__ import annotations
 
@@ -40,8 +41,11 @@ class DataPrompts:
 
 
 def load_prompts(task: str, override: Path | None = None) -> DataPrompts:
-    files = [PROMPT_DIR / "common.yaml", override or PROMPT_DIR / f"{task}.yaml"]
-    merged: dict = {}
+    from tasks.registry import get_task
+
+    spec = get_task(task)
+    files = [PROMPT_DIR / "common.yaml", *([override] if override else [])]
+    merged: dict = {"superclass": spec.singular, "unit": spec.unit}
     for path in files:
         if not path.is_file():
             raise UserError(
@@ -62,7 +66,8 @@ def load_prompts(task: str, override: Path | None = None) -> DataPrompts:
         raise UserError(f"{files[-1]}: no text for {', '.join(missing)}")
     for name, allowed in PLACEHOLDERS.items():
         _check_placeholders(merged[name], allowed, f"{files[-1]}: '{name}'")
-    return DataPrompts(**{name: merged[name].strip() for name in FIELDS}, source=" + ".join(map(str, files)))
+    source = " + ".join([*map(str, files), *([] if override else [f"tasks.registry {task}"])])
+    return DataPrompts(**{name: merged[name].strip() for name in FIELDS}, source=source)
 
 
 def _check_placeholders(template: str, allowed: set[str], where: str) -> None:

@@ -43,12 +43,17 @@ def read_source(
     from tasks.registry import detect_and_read
 
     spec = get_task(task)
-    train_split = "trainval" if flowers_val and task == "flower102" else "train"
-    train = detect_and_read(task, root, classnames=classnames, split=train_split)
+    train = detect_and_read(task, root, classnames=classnames, split=train_split(spec, flowers_val))
     test = detect_and_read(task, root, classnames=classnames, class_names=train.class_names, split="test")
     if limit is not None:
         train.items = first_per_class(train.items, limit)
     return TrainSource(spec, Path(root), train, test)
+
+
+def train_split(spec: TaskSpec, with_val: bool) -> str:
+    """The split training data is built from: the train split, or with `with_val` (--flowers-val) the
+    task's train + validation split where it has one."""
+    return spec.trainval_split if with_val and spec.trainval_split else "train"
 
 
 def first_per_class(items: list[TestItem], limit: int) -> list[TestItem]:

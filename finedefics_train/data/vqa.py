@@ -4,7 +4,7 @@
   wrapper's own generation path (prompt template, processor, left-padded batches, greedy decoding),
   as in evaluation;
 - `openai:BASE_URL#MODEL`: a vision-language model behind an OpenAI-compatible server (vLLM, SGLang,
-  `transformers serve`), images sent inline (models/chat.py)."""
+  `transformers serve`), images sent inline (harness/llm/chat.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from harness.core.errors import UserError
 def check_vqa_spec(spec: str) -> None:
     """A malformed spec or an unknown model name is an error before anything loads."""
     if spec.startswith("openai:"):
-        from models.chat import check_chat_spec
+        from harness.llm.chat import check_chat_spec
 
         check_chat_spec(spec)
     else:
@@ -29,7 +29,7 @@ def check_vqa_spec(spec: str) -> None:
 def load_vqa_backend(spec: str, *, batch_size: int = 8, concurrency: int = 8):
     """An object with `spec`, `batch_size` and `answer([(image, question), ...], max_new_tokens=)`."""
     if spec.startswith("openai:"):
-        from models.chat import load_chat_backend
+        from harness.llm.chat import load_chat_backend
 
         return load_chat_backend(spec, concurrency=concurrency)
     return WrapperVQA(spec, batch_size=batch_size)
@@ -70,7 +70,7 @@ class WrapperVQA:
         return self.wrapper.batch_size
 
     def answer(self, questions: Sequence[tuple[Path, str]], *, max_new_tokens: int = 64) -> list[str]:
-        from models.base import DocumentImages, Request
+        from models.requests import DocumentImages, Request
 
         requests = [
             Request(

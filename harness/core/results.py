@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, NotRequired, get_args
+from typing import Any, Literal, NotRequired
 
 from typing_extensions import TypedDict  # pydantic validates typing_extensions' TypedDict on Python < 3.12
 
 from harness.core.errors import UserError
 from harness.core.protocols import LEGACY_PROTOCOL, Protocol
+from harness.core.scorings import SCORINGS
 from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95, correct_count
 
 SCHEMA_VERSION = 3
@@ -39,10 +40,7 @@ def is_summary_file(name: str) -> bool:
     return name == SUMMARY_FILE or (name.startswith("summary.rescored-") and name.endswith(".json"))
 
 
-Scoring = Literal[
-    "generate", "loglik", "loglik_name"
-]  # a letter generated; each option letter's / name's log-likelihood
-SCORINGS: tuple[str, ...] = get_args(Scoring)
+Scoring = Literal[SCORINGS]  # the kinds named in harness.core.scorings
 
 
 class Confusion(TypedDict):

@@ -1,7 +1,7 @@
 """`harness probe build-qa`: ImageWikiQA-style knowledge questions for a fine-grained dataset.
 
 From per-class knowledge text (Wikipedia extracts the user supplies), an LLM backend
-(models.chat: a local transformers model or an OpenAI-compatible server) writes one multiple-choice
+(harness.llm.chat: a local transformers model or an OpenAI-compatible server) writes one multiple-choice
 question per passage about "this object", with four options and the evidence sentence. Every reply
 is validated (a JSON object with the fields; four distinct options; an answer letter; evidence
 quoted from the passage that supports the answer; the class name absent from question and options;

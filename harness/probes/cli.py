@@ -64,8 +64,8 @@ def cmd_repr(args: argparse.Namespace) -> int:
 
 
 def cmd_build_qa(args: argparse.Namespace) -> int:
+    from harness.llm.chat import check_chat_spec, load_chat_backend
     from harness.probes.build_qa import build_questions, read_knowledge
-    from models.chat import check_chat_spec, load_chat_backend
     from tasks.registry import FGVR_TASKS
 
     check_build_args(args)

@@ -1,6 +1,6 @@
 """Per-class texts: category descriptions for the knowledge probe and knowledge passages for
 build-qa, read from files (`read_class_texts`) or, for descriptions, written by an LLM backend
-(models.chat)."""
+(harness.llm.chat)."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def description_lines(reply: str) -> list[str]:
 def describe_classes(
     backend, class_names: Sequence[str], singular: str, per_class: int, max_new_tokens: int = 512
 ) -> dict[str, list[str]]:
-    """{class name: up to `per_class` descriptions} written by an LLM backend (models.chat)."""
+    """{class name: up to `per_class` descriptions} written by an LLM backend (harness.llm.chat)."""
     prompts = [
         DESCRIBE_PROMPT.format(n=per_class, singular=singular, name=name.replace("_", " "))
         for name in class_names

@@ -81,7 +81,7 @@ class ReprConfig:
     views: tuple[str, ...] | None = None  # None: every view of the extractor
     probes: tuple[str, ...] = DEFAULT_PROBES
     descriptions: Path | None = None
-    describe_llm: str | None = None  # models.chat spec: the LLM writes the descriptions instead
+    describe_llm: str | None = None  # harness.llm.chat spec: the LLM writes the descriptions instead
     descriptions_per_class: int = 10
     classnames: Path | None = None
     out: Path | None = None
@@ -106,7 +106,7 @@ class ReprConfig:
         if self.descriptions is not None and self.describe_llm is not None:
             raise UserError("give --descriptions FILE or --describe-llm SPEC, not both")
         if self.describe_llm is not None:
-            from models.chat import check_chat_spec
+            from harness.llm.chat import check_chat_spec
 
             check_chat_spec(self.describe_llm)
         if self.batch_size < 1 or self.tsne_classes < 2:
@@ -368,8 +368,8 @@ def llm_descriptions(
     """Descriptions written by `--describe-llm`, saved as `descriptions.json` in the report folder (the
     format --descriptions reads), and kept under $HARNESS_HOME/descriptions by the request (LLM spec,
     task, count, class names) so that probing again, into any folder, asks the LLM nothing."""
+    from harness.llm.chat import load_chat_backend
     from harness.probes.descriptions import describe_classes, read_descriptions
-    from models.chat import load_chat_backend
 
     request = [config.describe_llm, task.singular, config.descriptions_per_class, class_names]
     cached = (

@@ -1,0 +1,1 @@
+"""Representation features of a wrapped MLLM (hidden states), for the representation probes."""

@@ -1,0 +1,70 @@
+"""The requests a wrapper answers, unpacked from lmms-eval's `Instance`s: one document's images
+(decoded lazily), one request, and the options of one question grouped for shared-prefix scoring.
+Below the base class and the answer scorers, which both read them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+
+class DocumentImages:
+    """One document's images, decoded on first use (by the prefetch thread, ahead of the model) and
+    released once its batch is answered, so a run never holds every decoded image at once."""
+
+    def __init__(self, load: Callable[[], list]):
+        self._load = load
+        self._images: list | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> list:
+        with self._lock:
+            if self._images is None:
+                self._images = self._load()
+            return self._images
+
+    def release(self) -> None:
+        self._images = None
+
+
+@dataclass(frozen=True, eq=False)
+class Request:
+    """One lmms-eval request, unpacked: the question text, its images, and a continuation or gen kwargs."""
+
+    index: int
+    context: str
+    source: DocumentImages
+    continuation: str | None = None
+    gen_kwargs: dict | None = None
+    doc_key: tuple = ()
+
+    @property
+    def images(self) -> list:
+        return self.source.get()
+
+
+@dataclass(eq=False)
+class OptionGroup:
+    """The options of one question: one context and image list, one continuation per option."""
+
+    context: str
+    source: DocumentImages
+    continuations: list[str] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+
+    @property
+    def images(self) -> list:
+        return self.source.get()
+
+
+def group_options(requests: Sequence[Request]) -> list[OptionGroup]:
+    """Requests of the same document and context, in first-seen order (lmms-eval sends one per option)."""
+    groups: dict[tuple, OptionGroup] = {}
+    for request in requests:
+        group = groups.setdefault(
+            (request.doc_key, request.context), OptionGroup(request.context, request.source)
+        )
+        group.continuations.append(request.continuation)
+        group.indices.append(request.index)
+    return list(groups.values())
