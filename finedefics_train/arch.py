@@ -13,7 +13,9 @@ picks it from a checkpoint's config.json `architectures`/`model_type` before any
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,6 +23,32 @@ from torch import nn
 from harness.core.errors import UserError
 from models.idefics2 import IDEFICS2_FORMAT
 from models.llava import Llava15FGVR
+
+RECORD_FILE = "finedefics_training.json"  # a training run's record, beside its adapter
+
+
+def read_base_config(base: str) -> dict:
+    """config.json of a local folder or a cached hub id; a clear error otherwise."""
+    folder = Path(base).expanduser()
+    if folder.is_dir():
+        path = folder / "config.json"
+        if not path.is_file():
+            raise UserError(f"--base {base}: no config.json in the folder (not a transformers checkpoint)")
+    elif base.startswith(("/", ".", "~")):
+        raise UserError(f"--base {base}: no such folder")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(base, "config.json"))
+        except Exception as error:  # offline, unknown id, no access: all mean the same to the user
+            raise UserError(f"--base {base}: cannot read its config.json ({type(error).__name__}); "
+                            "pass a local checkpoint folder") from error  # fmt: skip
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise UserError(f"{path}: not valid JSON ({error})") from error
+
 
 LORA_PROJECTIONS = r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 

@@ -17,8 +17,7 @@ def merge_adapter(adapter: Path, out: Path, base: str | None = None) -> Path:
     from peft import PeftModel
     from transformers import AutoProcessor
 
-    from finedefics_train.arch import adapter_for
-    from finedefics_train.trainer import RECORD_FILE, read_base_config
+    from finedefics_train.arch import RECORD_FILE, adapter_for, read_base_config
     from models.idefics2 import adapter_base
 
     adapter, out = Path(adapter).expanduser(), Path(out).expanduser()

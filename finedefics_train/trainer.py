@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from finedefics_train.arch import ArchAdapter, adapter_for
+from finedefics_train.arch import RECORD_FILE, ArchAdapter, adapter_for, read_base_config
 from finedefics_train.config import StageConfig, TrainingConfig
 from finedefics_train.model import FinedeficsTrainingModel, stage_losses
 from finedefics_train.recipes import Recipe, apply_recipe
@@ -42,34 +42,10 @@ from harness.core.errors import UserError
 from harness.core.io import file_sha256, write_json_atomic
 
 TEMPERATURES_FILE = "temperatures.safetensors"
-RECORD_FILE = "finedefics_training.json"
 CHECKPOINTS = "checkpoints"
 
 
 # ---------------------------------------------------------------- checks before any weights load
-
-
-def read_base_config(base: str) -> dict:
-    """config.json of a local folder or a cached hub id; a clear error otherwise."""
-    folder = Path(base).expanduser()
-    if folder.is_dir():
-        path = folder / "config.json"
-        if not path.is_file():
-            raise UserError(f"--base {base}: no config.json in the folder (not a transformers checkpoint)")
-    elif base.startswith(("/", ".", "~")):
-        raise UserError(f"--base {base}: no such folder")
-    else:
-        from huggingface_hub import hf_hub_download
-
-        try:
-            path = Path(hf_hub_download(base, "config.json"))
-        except Exception as error:  # offline, unknown id, no access: all mean the same to the user
-            raise UserError(f"--base {base}: cannot read its config.json ({type(error).__name__}); "
-                            "pass a local checkpoint folder") from error  # fmt: skip
-    try:
-        return json.loads(path.read_text())
-    except ValueError as error:
-        raise UserError(f"{path}: not valid JSON ({error})") from error
 
 
 def check_quantisation(config: TrainingConfig) -> None:
