@@ -104,6 +104,7 @@ COMMANDS = {
     ("rescore",): rescore_args,
     ("run",): run_args,
     ("demo",): pytest.param(lambda env: ["demo", "--limit", "2"], marks=slow),
+    ("train", "demo"): pytest.param(lambda env: ["train", "demo"], marks=slow),
     ("list",): lambda env: ["list", "models"],
     ("prepare",): lambda env: ["prepare", "bird200", "--source", str(env["cub"])],
     ("data", "info"): lambda env: ["data", "info", "bird200", "--source", str(env["cub"])],
