@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def register(stages: argparse._SubParsersAction) -> None:
     merge.add_argument("--out", type=Path, required=True, help="where the merged checkpoint goes")
     merge.add_argument(
         "--base", default=None, help="the base checkpoint (default: the one the adapter records)"
+    )
+    merge.add_argument(
+        "--force",
+        action="store_true",
+        help="merge onto a --base other than the one the adapter was trained on",
     )
     merge.add_argument("--json", action="store_true")
     merge.set_defaults(func=cmd_merge)
@@ -138,18 +144,24 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
 
 
 def mark_resume(runs: list, resume: bool) -> None:
-    """--resume: finished stages (an adapter record exists) are skipped, the first unfinished one resumes."""
-    from finedefics_train.trainer import RECORD_FILE, last_checkpoint
+    """--resume: finished stages (an adapter record of the same run) are skipped, the first unfinished one
+    resumes from its last complete checkpoint, or starts from the stage before's adapter when it was
+    stopped before its first checkpoint. A stage trained with other settings is refused, naming them."""
+    from finedefics_train.trainer import RECORD_FILE, check_same_run, last_checkpoint, recorded_identity
 
     if not resume:
         return
-    for run in runs:
+    for index, run in enumerate(runs):
+        check_same_run(run, *recorded_identity(run))
         if (run.out / RECORD_FILE).is_file():
             run.done = True
             continue
-        if last_checkpoint(run.out) is None:
-            raise UserError(f"--resume: no checkpoint under {run.out / 'checkpoints'} to resume from")
-        run.resume = True
+        if last_checkpoint(run.out) is not None:
+            run.resume = True
+        elif not (index and runs[index - 1].done):
+            raise UserError(
+                f"--resume: no complete checkpoint under {run.out / 'checkpoints'} to resume from"
+            )
         return
 
 
@@ -187,10 +199,23 @@ def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from finedefics_train.evaluate import evaluate_adapter
-    from finedefics_train.trainer import train_stage
+    from harness.core.io import folder_lock
 
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; pass the adapter folder")
     plan = plan_training(args)
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # one process of a multi-process run holds the lock
+    with folder_lock(args.out, "`harness train`") if rank0 else nullcontext():
+        return train_plan(plan, args)
+
+
+def train_plan(plan: TrainingPlan, args: argparse.Namespace) -> int:
+    from finedefics_train.evaluate import evaluate_adapter
+    from finedefics_train.trainer import start_afresh, train_stage
+
+    if not args.resume and int(os.environ.get("RANK", "0")) == 0:
+        for run in plan.runs:  # the previous run's records and checkpoints no longer describe OUT
+            start_afresh(run)
     records = []
     for run in plan.runs:
         if getattr(run, "done", False):
@@ -236,8 +261,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from finedefics_train.merge import merge_adapter
 
-    out = merge_adapter(args.adapter, args.out, args.base)
-    print(f"merged checkpoint in {out}")
+    out = merge_adapter(args.adapter, args.out, args.base, force=args.force)
+    base = json.loads((out / "finedefics_training.json").read_text())["merged_onto"]
+    print(f"merged checkpoint in {out} (onto {base})")
     if args.json:
-        print(json.dumps({"out": str(out), "adapter": str(args.adapter)}))
+        print(json.dumps({"out": str(out), "adapter": str(args.adapter), "base": base}))
     return 0

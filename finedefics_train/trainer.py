@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,10 @@ from harness.core.io import write_json_atomic
 TEMPERATURES_FILE = "temperatures.safetensors"
 RECORD_FILE = "finedefics_training.json"
 CHECKPOINTS = "checkpoints"
+IDENTITY_FILE = "run.json"  # OUT/checkpoints/run.json: what the checkpoints were trained with
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", TEMPERATURES_FILE)
+# settings that change what is saved or logged, not what is learnt: a resume may change them
+BOOKKEEPING = ("save_steps", "save_total_limit", "logging_steps", "report_to", "dataloader_num_workers")
 
 
 # ---------------------------------------------------------------- checks before any weights load
@@ -230,6 +236,27 @@ class LoraGradientCheck(TrainerCallback):
         self.checked = True
 
 
+class FiniteCheck(TrainerCallback):
+    """Stops the run when a trainable weight stops being finite after an optimiser step (a learning rate
+    far too high, an overflow): without it the Trainer goes on and writes a NaN adapter with exit 0."""
+
+    def __init__(self, model: FinedeficsTrainingModel, stage: str):
+        self.model, self.stage = model, stage
+
+    def on_step_end(self, args, state, control, **kwargs):
+        bad = next((name for name, p in self.model.named_parameters()
+                    if p.requires_grad and not bool(torch.isfinite(p).all())), None)  # fmt: skip
+        if bad is not None:
+            raise NonFiniteTraining(
+                f"{self.stage}: weight {bad} is not finite after step {state.global_step}: training diverged "
+                f"(learning rate {args.learning_rate:g} too high?); no adapter was written"
+            )
+
+
+class NonFiniteTraining(UserError):
+    """The loss or a weight became inf/NaN: the run stops and writes no adapter."""
+
+
 class FinedeficsTrainer(Trainer):
     """`Trainer` with the loss terms logged, throughput, and adapter-only checkpoints."""
 
@@ -244,6 +271,13 @@ class FinedeficsTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
+        if not bool(torch.isfinite(outputs["loss"].detach()).all()):
+            terms = {k: float(v.detach()) for k, v in outputs.items() if k != "loss" and v.numel() == 1}
+            raise NonFiniteTraining(
+                f"the loss is {float(outputs['loss'].detach())} at step {self.state.global_step + 1} "
+                f"(terms: {terms}): training diverged (learning rate {self.args.learning_rate:g} too high, or a "
+                "loss weight too large?); no adapter was written"
+            )
         for key, value in outputs.items():
             if key != "loss":
                 self._term_sums[key] = self._term_sums.get(key, 0.0) + float(value.detach())
@@ -317,11 +351,117 @@ def prepare_stage(run: StageRun):
 
 
 def last_checkpoint(out: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest complete checkpoint under OUT/checkpoints: one killed while being written (no
+    trainer_state.json, which the Trainer writes last, or unreadable weights) is passed over."""
     folder = Path(out) / CHECKPOINTS
-    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-    return Path(found) if found else None
+    found = folder.glob("checkpoint-*") if folder.is_dir() else []
+    numbered = [(int(m.group(1)), p) for p in found if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    return next((p for _, p in sorted(numbered, reverse=True) if checkpoint_complete(p)), None)
+
+
+def checkpoint_complete(folder: Path) -> bool:
+    from safetensors import safe_open
+
+    needed = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+    if not all((folder / name).is_file() for name in needed):
+        return False
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+        with safe_open(str(folder / "adapter_model.safetensors"), framework="pt") as weights:
+            weights.keys()
+    except Exception:  # noqa: BLE001 - torn JSON or safetensors: whatever the error, not resumable
+        return False
+    return True
+
+
+def incomplete_checkpoints(out: Path) -> list[Path]:
+    folder = Path(out) / CHECKPOINTS
+    found = folder.glob("checkpoint-*") if folder.is_dir() else []
+    return sorted(p for p in found if p.is_dir() and not checkpoint_complete(p))
+
+
+# ---------------------------------------------------------------- what a run is, checked on resume
+
+
+def run_identity(run: StageRun) -> dict:
+    """What decides the weights a stage learns: compared with the checkpoints' and the record's on --resume."""
+    config = run.config.to_dict()
+    stage = config["stage1" if run.stage == "joint" else run.stage]
+    base = Path(run.base).expanduser()
+    return {
+        "stage": run.stage,
+        "base": str(base.resolve()) if base.exists() else run.base,
+        "recipe": run.recipe.name,
+        "init_adapter": str(Path(run.init_adapter).resolve()) if run.init_adapter else None,
+        "data_manifest_sha256": manifest_hash(run.data),
+        "config": {
+            "model": config["model"],
+            "loss": config["loss"],
+            "stage": {k: v for k, v in stage.items() if k not in BOOKKEEPING},
+        },  # fmt: skip
+    }
+
+
+def identity_differences(recorded: dict, ours: dict, prefix: str = "") -> list[str]:
+    """The dotted names of the fields that differ, e.g. ['base', 'config.stage.learning_rate']."""
+    differ = []
+    for key in sorted(set(recorded) | set(ours)):
+        a, b = recorded.get(key), ours.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differ += identity_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            differ.append(f"{prefix}{key}")
+    return differ
+
+
+def check_same_run(run: StageRun, recorded: dict | None, where: Path) -> None:
+    """--resume continues only the run it was started as; anything else is refused, naming what differs."""
+    if recorded is None:
+        return
+    ours = run_identity(run)
+    differ = identity_differences(recorded, ours)
+    if differ:
+        shown = "; ".join(
+            f"{name}: {lookup(recorded, name)!r} there, {lookup(ours, name)!r} now" for name in differ[:6]
+        )
+        raise UserError(
+            f"--resume: {where} was trained with other settings ({shown}); resume with the same --base, "
+            "--config, --recipe and --data, or run without --resume to start afresh"
+        )
+
+
+def lookup(mapping: dict, dotted: str):
+    for part in dotted.split("."):
+        mapping = mapping.get(part) if isinstance(mapping, dict) else None
+    return mapping
+
+
+def recorded_identity(run: StageRun) -> tuple[dict | None, Path]:
+    """The identity of the finished adapter (its record) or else of the checkpoints (run.json)."""
+    for path in (run.out / RECORD_FILE, run.out / CHECKPOINTS / IDENTITY_FILE):
+        if path.is_file():
+            try:
+                return json.loads(path.read_text()).get("identity"), path
+            except ValueError as error:
+                raise UserError(
+                    f"{path}: not valid JSON ({error}); run without --resume to start afresh"
+                ) from None
+    return None, run.out
+
+
+def start_afresh(run: StageRun) -> None:
+    """A run without --resume: the previous run's record, adapter and checkpoints in OUT no longer
+    describe what will be there, so they go (later stages' folders inside OUT are left alone)."""
+    for name in (RECORD_FILE, *ADAPTER_FILES):
+        (run.out / name).unlink(missing_ok=True)
+    shutil.rmtree(run.out / CHECKPOINTS, ignore_errors=True)
+    write_json_atomic(run.out / CHECKPOINTS / IDENTITY_FILE, {"identity": run_identity(run)})
+
+
+def drop_incomplete_checkpoints(run: StageRun) -> None:
+    for folder in incomplete_checkpoints(run.out):
+        print(f"{run.stage}: {folder} was not completely written (interrupted); removed")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def build_collator(run: StageRun, adapter: ArchAdapter, processor, datasets):
@@ -420,15 +560,22 @@ def build_trainer(run: StageRun, progress: bool = True, callbacks: tuple = ()) -
         train_dataset=datasets["stage2" if run.stage == "stage2" else "stage1"],
         data_collator=build_collator(run, adapter, processor, datasets),
         processing_class=processor,
-        callbacks=[LoraGradientCheck(model), *callbacks],
+        callbacks=[LoraGradientCheck(model), FiniteCheck(model, run.stage), *callbacks],
     )
 
 
 def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer | None = None) -> dict:
     """Trains one stage and writes the adapter folder `run.out`; returns the record it wrote."""
     trainer = trainer or build_trainer(run, progress)
+    checkpoint = None
+    if run.resume:
+        check_same_run(run, *recorded_identity(run))
+        checkpoint = last_checkpoint(run.out)
+        drop_incomplete_checkpoints(run)
+    elif trainer.args.should_save:
+        start_afresh(run)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(last_checkpoint(run.out)) if run.resume else None)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     metrics = dict(result.metrics) | {"global_step": trainer.state.global_step,
                                       "wall_s": round(time.perf_counter() - started, 2)}  # fmt: skip
     metrics |= last_terms(trainer)
@@ -462,6 +609,7 @@ def write_record(run: StageRun, adapter: ArchAdapter, metrics: dict, trainer: Tr
         "n_train": len(trainer.train_dataset),
         "num_processes": trainer.args.world_size,
         "metrics": metrics,
+        "identity": run_identity(run),
     }
     write_json_atomic(run.out / RECORD_FILE, record)
     (run.out / "README.md").write_text(model_card(record), encoding="utf-8")

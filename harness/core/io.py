@@ -18,13 +18,60 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     removed when it fails, so readers never see a half-written file and a failure keeps the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, new_file_mode())  # mkstemp's 0600 would hide results from the rest of a shared folder
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file under this process's current umask."""
+    return 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    """Linux reports the umask in /proc without changing it; elsewhere it is set and put back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str) -> Iterator[None]:
+    """Holds FOLDER/.lock while a command writes into the folder: a second command into the same folder
+    is refused at once (not left to overwrite the first's files)."""
+    from filelock import FileLock, Timeout
+
+    from harness.core.errors import UserError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file, not a folder; choose another output folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / ".lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(
+            f"{folder} is in use by another {what} (it holds {folder / '.lock'}); wait for it to finish, "
+            "or choose another output folder"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
