@@ -62,6 +62,22 @@ def adapter_run_config(
     )  # fmt: skip
 
 
+def check_eval_config(config: RunConfig) -> None:
+    """What `harness run` would refuse about an --eval-after evaluation, found before training starts
+    (the adapter does not exist yet; everything else does; a knowledge-QA task is refused by the CLI): model args and device, the task's test data,
+    its choice file or variant, the scoring. The prepared task is cached, so the evaluation reuses it."""
+    from harness.runner import option_plan, read_split
+    from models.base import resolve_device
+    from models.registry import check_model_args, get_model_spec
+    from tasks.prepare import prepare_task
+    from tasks.registry import get_task
+
+    task = get_task(config.task)
+    check_model_args(get_model_spec(config.model), config.model_args)
+    resolve_device(config.model_args.get("device"))
+    prepare_task(task, read_split(task, config), option_plan(config), seed=config.seed)
+
+
 def evaluate_adapter(
     configs: Sequence[RunConfig], adapter: Path, command: list[str], record=None
 ) -> list[dict]:

@@ -166,12 +166,15 @@ def mark_resume(runs: list, resume: bool) -> None:
 
 
 def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
-    from finedefics_train.evaluate import adapter_run_config
+    from finedefics_train.evaluate import adapter_run_config, check_eval_config
+    from harness.cli import plugin_hooks
     from harness.config import SCORINGS, parse_task_paths
     from tasks.registry import get_task
 
     if not args.eval_after:
         return []
+    for check in plugin_hooks("before_train"):  # e.g. the leaderboard's: the format of --name
+        check(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError(
             "--eval-after runs in a single process; under accelerate launch, evaluate afterwards with "
@@ -181,7 +184,14 @@ def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
     choices = parse_task_paths(args.eval_choices, "--eval-choices")
     configs = []
     for name in args.eval_after:
-        task = get_task(name).key
+        spec = get_task(name)
+        if spec.kind != "fgvr":
+            raise UserError(
+                f"--eval-after {name}: a knowledge-QA task needs a question file, which --eval-after cannot "
+                f"pass; after training, run `harness run --model finedefics --model-args adapter={adapter} "
+                f"--task {name} --questions FILE`"
+            )
+        task = spec.key
         root = roots.for_task(task)
         if root is None or not root.exists():
             raise UserError(
@@ -195,6 +205,7 @@ def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
                 adapter, task, root, scoring=scoring, variant=variant or args.eval_variant, choices=choices.for_task(task),
                 base=base, device=args.eval_device, dtype=args.eval_dtype, limit=args.eval_limit,
             ))  # fmt: skip
+            check_eval_config(configs[-1])
     return configs
 
 

@@ -15,6 +15,7 @@ in EOS: descriptions, categories, negative descriptions, negative categories.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -84,7 +85,28 @@ def load_stage(data: Path, stage: str):
     check_columns(list(dataset.column_names), stage, folder)
     if len(dataset) == 0:
         raise UserError(f"{folder}: the {stage} dataset is empty")
+    check_same_build(folder)
     return dataset
+
+
+BUILD_FILE = (
+    "fgvr_build.json"  # in stage1/ and stage2/: the id of the `harness train data` run that wrote them
+)
+
+
+def check_same_build(folder: Path) -> None:
+    """stage1/, stage2/ and manifest.json are published as one set with one build id; a folder whose
+    parts come from different runs (a run killed while publishing) is refused."""
+    build_file, manifest_file = folder / BUILD_FILE, folder.parent / "manifest.json"
+    if not build_file.is_file():
+        return  # written by something other than `harness train data` (the synthetic fixtures)
+    ours = json.loads(build_file.read_text()).get("build_id")
+    theirs = json.loads(manifest_file.read_text()).get("build_id") if manifest_file.is_file() else None
+    if ours != theirs:
+        raise UserError(
+            f"{folder} and {manifest_file} come from different `harness train data` runs (one was interrupted "
+            "while publishing); run `harness train data` into that folder again"
+        )
 
 
 def manifest_hash(data: Path) -> str | None:

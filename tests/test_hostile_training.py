@@ -153,12 +153,15 @@ def test_a_new_run_in_a_finished_folder_invalidates_its_record(finished, data, b
     old = (out / "adapter_model.safetensors").read_bytes()
     other = write(tmp_path / "other.yaml", TINY.replace("seed: 0", "seed: 1", 1))
 
-    def killed_at_step_3(self, args, state, control, **kwargs):
-        if state.global_step == 3:
+    real = trainer.FinedeficsTrainer.compute_loss
+
+    def killed_at_step_3(self, *args, **kwargs):
+        if self.state.global_step == 2:  # the third step's forward, after checkpoint-2
             raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(trainer.FiniteCheck, "on_step_end", killed_at_step_3)
+        patch.setattr(trainer.FinedeficsTrainer, "compute_loss", killed_at_step_3)
         assert main(stage1_argv(data, base, out, other)) != 0  # the CLI reports the interruption
     assert not (out / "finedefics_training.json").exists()
     capsys.readouterr()
@@ -219,11 +222,12 @@ def test_train_run_stopped_before_stage_two_checkpoints_resumes_from_stage_one(d
 
 
 def test_a_second_training_into_a_busy_folder_is_refused(data, base, config, tmp_path, capsys, monkeypatch):
-    from harness.core.io import folder_lock
+    from filelock import FileLock
 
     no_weights_loaded(monkeypatch)
     out = tmp_path / "busy"
-    with folder_lock(out, "test"):
+    out.mkdir()
+    with FileLock(str(out / ".lock")):  # what another `harness train` into OUT holds
         refused(capsys, stage1_argv(data, base, out, config), "is in use by another")
 
 
@@ -266,3 +270,35 @@ def test_merge_refuses_bad_folders_and_torn_weights(finished, tmp_path, capsys):
     torn = no_weights / "adapter_model.safetensors"
     torn.write_bytes((finished / "adapter_model.safetensors").read_bytes()[:-64])
     refused(capsys, [*merge, str(no_weights), "--out", str(tmp_path / "m2")], "not a readable safetensors")
+
+
+# ---------------------------------------------------------------- --eval-after, checked before training
+
+
+def eval_after_cases(data, tmp_path) -> dict:
+    from tasks.fixtures import datasets as synthetic
+
+    cars = synthetic.make_cars(tmp_path / "cars", n_classes=4, per_class_test=1, per_class_train=1, seed=3)
+    broken = write(tmp_path / "choices.json", '{"not": "a choice file"')
+    root = ["--eval-data-root", str(data.dataset)]
+    cases = {
+        "a broken choice file": ([*root, "--eval-choices", str(broken)], "choices.json"),
+        "more options than classes": ([*root, "--eval-variant", "k99"], "k99"),
+        "an unknown variant": ([*root, "--eval-scoring", "generate:bogus"], "bogus"),
+        "a malformed --name": ([*root, "--name", "bad name!!"], "--name 'bad name!!'"),
+        "the wrong dataset folder": (["--eval-data-root", str(cars)], str(cars)),
+    }
+    if not torch.cuda.is_available():
+        cases["cuda without a GPU"] = ([*root, "--eval-device", "cuda"], "no CUDA device")
+    return cases
+
+
+def test_eval_after_is_checked_before_training(data, base, config, tmp_path, capsys, monkeypatch):
+    """Each of these was found only after training; now before any weights load."""
+    no_weights_loaded(monkeypatch)
+    for case, (extra, message) in eval_after_cases(data, tmp_path).items():
+        argv = stage1_argv(data, base, tmp_path / "o", config, "--eval-after", "bird200", *extra)
+        print(case)
+        refused(capsys, argv, message)
+    refused(capsys, stage1_argv(data, base, tmp_path / "o", config, "--eval-after", "imagewikiqa"),
+            "knowledge-QA task needs a question file")  # fmt: skip

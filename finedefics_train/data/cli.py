@@ -137,8 +137,11 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from finedefics_train.data.build import build
+    from harness.core.io import folder_lock
 
-    summary = build(config_from_args(args))
+    config = config_from_args(args)
+    with folder_lock(config.out, "`harness train data`"):
+        summary = build(config)
     if args.json:
         print(json.dumps(summary))
     else:

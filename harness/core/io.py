@@ -88,6 +88,35 @@ def write_lines_atomic(path: Path, lines: Iterable[str]) -> None:
             handle.write(line + "\n")
 
 
+def append_lines(path: Path, lines: Iterable[str]) -> None:
+    """Append text lines (each without its newline) and flush them to disk. A last line torn by an
+    interrupted writer is cut off first, so the first new line is never glued onto it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        cut_torn_tail(handle)
+        handle.write("".join(line + "\n" for line in lines).encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def cut_torn_tail(handle) -> None:
+    """Truncates a binary file open for reading and appending after its last newline."""
+    end = handle.seek(0, os.SEEK_END)
+    position = end
+    while position > 0:
+        start = max(0, position - (1 << 16))
+        handle.seek(start)
+        newline = handle.read(position - start).rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            break
+        position = start
+    else:
+        keep = 0
+    if keep < end:
+        handle.truncate(keep)
+
+
 def file_sha256(path: Path) -> str:
     """The SHA-256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
