@@ -26,6 +26,8 @@ def training_provenance(adapter: Path) -> dict:
         "recipe": record.get("recipe"),
         "stage": record.get("stage"),
         "data_manifest_sha256": record.get("data_manifest_sha256"),
+        # test images in the training data (--allow-overlap): shown beside every result of this adapter
+        "contamination": record.get("contamination"),
         "final_metrics": record.get("metrics"),
     }
 

@@ -227,6 +227,12 @@ def train_plan(plan: TrainingPlan, args: argparse.Namespace) -> int:
     if not args.resume and int(os.environ.get("RANK", "0")) == 0:
         for run in plan.runs:  # the previous run's records and checkpoints no longer describe OUT
             start_afresh(run)
+    from finedefics_train.training_data import data_contamination
+
+    contamination = data_contamination(plan.runs[0].data)
+    if contamination:
+        print(f"warning: {plan.runs[0].data} holds {contamination['test_images_in_training']} test image(s) "
+              "(--allow-overlap); the adapter's record and every evaluation of it say so")  # fmt: skip
     records = []
     for run in plan.runs:
         if getattr(run, "done", False):

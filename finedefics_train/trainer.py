@@ -36,6 +36,7 @@ from finedefics_train.training_data import (
     SequenceBuilder,
     StageOneCollator,
     StageTwoCollator,
+    data_contamination,
     load_stage,
     manifest_hash,
 )
@@ -606,6 +607,7 @@ def write_record(run: StageRun, adapter: ArchAdapter, metrics: dict, trainer: Tr
         "config": run.config.to_dict(),
         "data": str(run.data),
         "data_manifest_sha256": manifest_hash(run.data),
+        "contamination": data_contamination(run.data),
         "n_train": len(trainer.train_dataset),
         "num_processes": trainer.args.world_size,
         "metrics": metrics,

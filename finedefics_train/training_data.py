@@ -109,6 +109,24 @@ def check_same_build(folder: Path) -> None:
         )
 
 
+def data_contamination(data: Path) -> dict | None:
+    """The test images `harness train data --allow-overlap` let into the training data (identical or
+    near-duplicate pixels, from its manifest), counted; None when there are none."""
+    path = Path(data) / "manifest.json"
+    try:
+        pairs = (json.loads(path.read_text()).get("overlap") or {}).get("pairs") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not pairs:
+        return None
+    identical = sum(pair.get("differing_bits") is None for pair in pairs)
+    return {
+        "test_images_in_training": len(pairs),
+        "identical": identical,
+        "near_duplicates": len(pairs) - identical,
+    }
+
+
 def manifest_hash(data: Path) -> str | None:
     path = Path(data) / "manifest.json"
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None

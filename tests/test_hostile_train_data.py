@@ -159,3 +159,69 @@ def test_a_torn_last_line_is_not_glued_to_the_next(journal, tmp_path):
         path.write_text(path.read_text() + '{"key": "k2", "rep')
         ReplyJournal(path).add({"k3": "three"})
         assert ReplyJournal(path).replies == {"k1": "one", "k3": "three"}
+
+
+def smooth_photo(seed: int) -> Image.Image:
+    """A 256-pixel picture with the smooth structure of a photograph (gradients and blobs, no pixel noise)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:256, 0:256] / 255.0
+    channels = []
+    for _ in range(3):
+        field = rng.uniform(0.2, 0.8) * x + rng.uniform(0.2, 0.8) * y
+        for _ in range(4):
+            cx, cy, r = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.05, 0.2)
+            field += rng.uniform(-1, 1) * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / r**2)
+        channels.append((255 * (field - field.min()) / np.ptp(field)).astype("uint8"))
+    return Image.fromarray(np.stack(channels, axis=-1), "RGB")
+
+
+def plant_near_duplicate(cub: Path) -> tuple[str, str]:
+    """A test image, and a train image that is the same picture resized and re-saved as a lower-quality
+    JPEG (different pixels, so the exact check passes it)."""
+    from finedefics_train.data.sources import read_source
+
+    source = read_source("bird200", cub)
+    test, train = source.test.items[0], source.train.items[-1]
+    photo = smooth_photo(7)
+    photo.save(test.image, "JPEG", quality=95)
+    photo.resize((200, 200), Image.Resampling.BICUBIC).save(train.image, "JPEG", quality=70)
+    return test.key, train.key
+
+
+def test_a_resaved_test_image_in_the_train_split_is_found(tmp_path, capsys):
+    cub = synthetic.make_cub(tmp_path / "cub", n_classes=4, per_class_test=1, per_class_train=2, seed=3)
+    test_key, train_key = plant_near_duplicate(cub)
+    refused(capsys, human_argv(cub, tmp_path / "out"), "near duplicate", test_key, train_key)
+    assert main([*human_argv(cub, tmp_path / "out"), "--allow-overlap"]) == 0
+    [pair] = json.loads((tmp_path / "out" / "manifest.json").read_text())["overlap"]["pairs"]
+    assert (pair["test_key"], pair["train_key"]) == (test_key, train_key) and pair["differing_bits"] <= 4
+
+
+def test_allowed_overlap_is_flagged_on_the_adapter_its_evaluations_and_the_leaderboard(tmp_path, capsys):
+    from finedefics_train.fixtures import build_training_base
+    from leaderboard.detail import results_frame
+    from leaderboard.store import ResultStore, model_name_for
+
+    cub = synthetic.make_cub(tmp_path / "cub", n_classes=4, per_class_test=1, per_class_train=3, seed=3)
+    synthetic.plant_overlap("bird200", cub, n=1)
+    data, adapter = tmp_path / "data", tmp_path / "adapter"
+    assert main([*human_argv(cub, data), "--allow-overlap"]) == 0
+    base = build_training_base(tmp_path / "base")
+    capsys.readouterr()
+    assert main(["train", "stage1", "--data", str(data), "--base", str(base), "--out", str(adapter), "--config",
+                 "tiny_cpu", "--max-steps", "1", "--quiet", "--eval-after", "bird200", "--eval-data-root", str(cub),
+                 "--eval-scoring", "loglik_name", "--json"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "holds 1 test image(s)" in printed
+    flag = {"test_images_in_training": 1, "identical": 1, "near_duplicates": 0}
+    assert json.loads((adapter / "finedefics_training.json").read_text())["contamination"] == flag
+    summary = json.loads(Path(json.loads(printed.strip().splitlines()[-1])["eval"][0]["summary"]).read_text())
+    assert summary["provenance"]["training_run"]["contamination"] == flag
+    store = ResultStore.open()
+    try:
+        _, rows = store.model_info(model_name_for(summary))
+    finally:
+        store.close()
+    assert "⚠ trained on 1 test image(s)" in results_frame(rows).iloc[0, 1]

@@ -63,17 +63,29 @@ def first_per_class(items: list[TestItem], limit: int) -> list[TestItem]:
     return kept
 
 
+NEAR_DUPLICATE_BITS = 4  # of the 64 bits of a difference hash: a re-saved or resized copy, not another photo
+
+
 def pixel_hash(path: Path) -> str:
     """sha256 of the decoded RGB pixels and the size: the same picture under another name or container
     hashes the same, while the file name plays no part (Stanford Cars reuses names across its splits)."""
+    return image_hashes(path)[0]
+
+
+def image_hashes(path: Path) -> tuple[str, int]:
+    """The exact pixel hash and a 64-bit difference hash (whether each of 8x8 cells of the grey image,
+    area-averaged, is brighter than its right neighbour), which a JPEG re-save or a resize barely moves."""
     try:
         with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
+            rgb = image.convert("RGB")
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: not a readable image ({error}); restore the file") from error
-    digest = hashlib.sha256(f"{rgb.shape}".encode())
-    digest.update(np.ascontiguousarray(rgb).tobytes())
-    return digest.hexdigest()
+    pixels = np.asarray(rgb)
+    digest = hashlib.sha256(f"{pixels.shape}".encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    grey = np.asarray(rgb.convert("L").resize((9, 8), Image.Resampling.BOX), dtype=np.float32)
+    bits = (grey[:, 1:] > grey[:, :-1]).flatten()
+    return digest.hexdigest(), int(np.packbits(bits).view(">u8")[0])
 
 
 @dataclass(frozen=True)
@@ -81,24 +93,42 @@ class Overlap:
     task: str
     test_key: str
     train_key: str
+    differing_bits: int | None = None  # None: identical pixels; else a near duplicate this far apart
 
     def __str__(self) -> str:
-        return f"{self.task}: test {self.test_key} == train {self.train_key}"
+        if self.differing_bits is None:
+            return f"{self.task}: test {self.test_key} == train {self.train_key}"
+        return (
+            f"{self.task}: test {self.test_key} ~ train {self.train_key} (near duplicate, "
+            f"{self.differing_bits}/64 bits of the difference hash differ)"
+        )
 
 
 def find_overlap(source: TrainSource) -> tuple[list[Overlap], dict[str, str]]:
-    """Train images whose pixels equal a test image's, and every train image's pixel hash (by key)."""
+    """Train images whose pixels equal a test image's, then those that nearly equal one (a re-saved or
+    resized copy: difference hashes at most NEAR_DUPLICATE_BITS apart); and every train image's pixel hash."""
     from tqdm import tqdm
 
     test_hashes: dict[str, str] = {}
+    test_keys, test_near = [], []
     for item in tqdm(source.test.items, desc=f"Hashing {source.task} test images", unit="img"):
-        test_hashes.setdefault(pixel_hash(item.image), item.key)
-    train_hashes, overlaps = {}, []
+        exact, near = image_hashes(item.image)
+        test_hashes.setdefault(exact, item.key)
+        test_keys.append(item.key)
+        test_near.append(near)
+    near_array = np.array(test_near, dtype=np.uint64)
+    train_hashes, overlaps, near_ones = {}, [], []
     for item in tqdm(source.train.items, desc=f"Hashing {source.task} train images", unit="img"):
-        train_hashes[item.key] = digest = pixel_hash(item.image)
-        if digest in test_hashes:
-            overlaps.append(Overlap(source.task, test_hashes[digest], item.key))
-    return overlaps, train_hashes
+        exact, near = image_hashes(item.image)
+        train_hashes[item.key] = exact
+        if exact in test_hashes:
+            overlaps.append(Overlap(source.task, test_hashes[exact], item.key))
+        elif len(near_array):
+            distances = np.bitwise_count(near_array ^ np.uint64(near))
+            closest = int(distances.argmin())
+            if distances[closest] <= NEAR_DUPLICATE_BITS:
+                near_ones.append(Overlap(source.task, test_keys[closest], item.key, int(distances[closest])))
+    return overlaps + near_ones, train_hashes
 
 
 def check_overlap(overlaps: list[Overlap], allow: bool) -> None:
@@ -107,6 +137,7 @@ def check_overlap(overlaps: list[Overlap], allow: bool) -> None:
         shown = "\n  ".join(str(pair) for pair in overlaps[:20])
         more = f"\n  ... and {len(overlaps) - 20} more" if len(overlaps) > 20 else ""
         raise UserError(
-            f"{len(overlaps)} train image(s) have the same pixels as test images (train/test leakage):\n  "
+            f"{len(overlaps)} train image(s) have the same or nearly the same pixels as test images "
+            f"(train/test leakage):\n  "
             f"{shown}{more}\nRemove them from the train split, or pass --allow-overlap to record them and go on."
         )
