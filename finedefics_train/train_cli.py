@@ -147,7 +147,13 @@ def mark_resume(runs: list, resume: bool) -> None:
     """--resume: finished stages (an adapter record of the same run) are skipped, the first unfinished one
     resumes from its last complete checkpoint, or starts from the stage before's adapter when it was
     stopped before its first checkpoint. A stage trained with other settings is refused, naming them."""
-    from finedefics_train.trainer import RECORD_FILE, check_same_run, last_checkpoint, recorded_identity
+    from finedefics_train.trainer import (
+        RECORD_FILE,
+        check_same_run,
+        incomplete_checkpoints,
+        last_checkpoint,
+        recorded_identity,
+    )
 
     if not resume:
         return
@@ -159,9 +165,9 @@ def mark_resume(runs: list, resume: bool) -> None:
         if last_checkpoint(run.out) is not None:
             run.resume = True
         elif not (index and runs[index - 1].done):
-            raise UserError(
-                f"--resume: no complete checkpoint under {run.out / 'checkpoints'} to resume from"
-            )
+            torn = incomplete_checkpoints(run.out)
+            passed = f" ({len(torn)} incomplete one(s) passed over)" if torn else ""
+            raise UserError(f"--resume: no checkpoint under {run.out / 'checkpoints'} to resume from{passed}")
         return
 
 
