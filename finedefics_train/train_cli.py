@@ -211,7 +211,7 @@ def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
                 adapter, task, root, scoring=scoring, variant=variant or args.eval_variant, choices=choices.for_task(task),
                 base=base, device=args.eval_device, dtype=args.eval_dtype, limit=args.eval_limit,
             ))  # fmt: skip
-            check_eval_config(configs[-1])
+            check_eval_config(configs[-1], args.data)
     return configs
 
 

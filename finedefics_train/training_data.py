@@ -127,6 +127,15 @@ def data_contamination(data: Path) -> dict | None:
     }
 
 
+def class_name_forms(data: Path) -> dict[str, str] | None:
+    """Per task, the spelling of the class names the data teaches: "archive" or "choices:FILE"."""
+    try:
+        inputs = json.loads((Path(data) / "manifest.json").read_text())["inputs"]
+        return {task: entry.get("class_name_form", "archive") for task, entry in inputs.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def manifest_hash(data: Path) -> str | None:
     path = Path(data) / "manifest.json"
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None

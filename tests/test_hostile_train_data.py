@@ -225,3 +225,45 @@ def test_allowed_overlap_is_flagged_on_the_adapter_its_evaluations_and_the_leade
     finally:
         store.close()
     assert "⚠ trained on 1 test image(s)" in results_frame(rows).iloc[0, 1]
+
+
+def spaced_choice_file(cub: Path, path: Path) -> Path:
+    """A hand-made choice file writing "Black footed Albatross" where the archive has "Black_footed_Albatross"."""
+    synthetic.make_choice_file("bird200", cub, path)
+    data = json.loads(path.read_text())
+    respell = lambda name: name.replace("_", " ")  # noqa: E731
+    path.write_text(json.dumps({respell(key): [
+        {**entry, "options": [respell(o) for o in entry["options"]], "groundtruth": respell(entry["groundtruth"])}
+        for entry in entries] for key, entries in data.items()}))  # fmt: skip
+    return path
+
+
+def test_training_and_evaluation_show_one_spelling_of_each_class(tmp_path, capsys, monkeypatch):
+    """Trained on the archive's 'Black_footed_Albatross' and asked about 'Black footed Albatross' (a
+    hand-made choice file) is refused before training; `train data --choices` teaches the file's spelling."""
+    import finedefics_train.trainer as trainer
+    from harness.core.errors import UserError
+
+    cub = synthetic.make_cub(tmp_path / "cub", n_classes=5, per_class_test=1, per_class_train=2, seed=1)
+    choices = spaced_choice_file(cub, tmp_path / "choices.json")
+    archive, respelt = tmp_path / "archive-data", tmp_path / "choice-data"
+    assert main(human_argv(cub, archive)) == 0
+    assert main([*human_argv(cub, respelt), "--choices", f"bird200={choices}"]) == 0
+    taught = {row["category"] for row in rows(respelt / "stage1")} | {
+        option for row in rows(respelt / "stage2") for option in row["options"]}  # fmt: skip
+    assert taught and all("_" not in name for name in taught)
+    inputs = json.loads((respelt / "manifest.json").read_text())["inputs"]["bird200"]
+    assert inputs["class_name_form"] == f"choices:{choices}" and inputs["renamed_class_names"] == 5
+
+    def loaded(*args, **kwargs):
+        raise UserError("the plan passed: weights would load now")
+
+    monkeypatch.setattr(trainer, "load_base", loaded)
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"architectures": ["Idefics2ForConditionalGeneration"]}))
+    argv = ["train", "stage1", "--base", str(base), "--out", str(tmp_path / "a"), "--eval-after", "bird200",
+            "--eval-data-root", str(cub), "--eval-choices", str(choices), "--data"]  # fmt: skip
+    refused(capsys, [*argv, str(archive)], "'Black footed Albatross' for 'Black_footed_Albatross'",
+            f"--choices bird200={choices}")  # fmt: skip
+    refused(capsys, [*argv, str(respelt)], "the plan passed")

@@ -33,7 +33,13 @@ from finedefics_train.data.negatives import (
     random_negative_labels,
 )
 from finedefics_train.data.prompts import DataPrompts, load_prompts
-from finedefics_train.data.sources import TrainSource, check_overlap, find_overlap, read_source
+from finedefics_train.data.sources import (
+    TrainSource,
+    check_overlap,
+    find_overlap,
+    read_source,
+    spell_as_choice_file,
+)
 from finedefics_train.training_data import BUILD_FILE, mcq_row
 from harness.core.errors import UserError
 from harness.core.io import write_json_atomic, write_lines_atomic
@@ -104,6 +110,9 @@ class DataConfig:
     classnames: dict[str, Path] = field(
         default_factory=dict
     )  # task -> class-name file (Flowers-102 needs one)
+    choices: dict[str, Path] = field(
+        default_factory=dict
+    )  # task -> a choice file whose spelling of the class names the training data takes
     stop_after: str | None = None  # run the stages up to this one, then stop (no datasets written)
     retry_failed: bool = False
     export_csv: bool = False
@@ -220,9 +229,12 @@ def build(config: DataConfig) -> dict:
 
 
 def _read(task: str, root: Path, config: DataConfig) -> TrainSource:
-    return read_source(
+    source = read_source(
         task, root, classnames=config.classnames.get(task), flowers_val=config.flowers_val, limit=config.limit
     )
+    if task in config.choices:
+        source.renamed = spell_as_choice_file(source, config.choices[task])
+    return source
 
 
 def _backends(config: DataConfig):
@@ -608,6 +620,9 @@ def _manifest(
             "source": str(source.root), "format": source.train.format, "train_split": _split_name(task, config),
             "n_train": len(source.train.items), "n_test": len(source.test.items), "n_classes": source.train.n_classes,
             "class_names": source.train.class_names,
+            # the surface form of the names taught: the archive's, or a choice file's (`--choices`)
+            "class_name_form": f"choices:{config.choices[task]}" if task in config.choices else "archive",
+            "renamed_class_names": source.renamed,
             "train_pixels_sha256": hashlib.sha256(listing.encode()).hexdigest(),
         }  # fmt: skip
     failed = sum(len(report.failures) for report in reports.values())

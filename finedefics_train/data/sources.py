@@ -23,6 +23,7 @@ class TrainSource:
     root: Path
     train: DatasetSplit
     test: DatasetSplit
+    renamed: int = 0  # class names respelled as a choice file writes them (spell_as_choice_file)
 
     @property
     def task(self) -> str:
@@ -52,6 +53,31 @@ def read_source(
     if limit is not None:
         train.items = first_per_class(train.items, limit)
     return TrainSource(spec, Path(root), train, test)
+
+
+def spell_as_choice_file(source: TrainSource, choices: Path) -> int:
+    """Writes the class names as the choice file `choices` does (matched by `normalize_class_name`), so the
+    training data teaches the surface form an evaluation with that file shows ("Western Gull", not the
+    archive's "Western_Gull"); returns how many names changed. A name of no class is refused."""
+    from harness.core.errors import did_you_mean
+    from tasks.choices import read_choice_file
+    from tasks.names import normalize_class_name
+
+    spelled: dict[str, str] = {}
+    for entry in read_choice_file(choices):
+        for name in (entry.class_key, entry.groundtruth, *entry.options):
+            spelled.setdefault(normalize_class_name(name), name)
+    ours = {normalize_class_name(name) for name in source.train.class_names}
+    unknown = sorted(name for key, name in spelled.items() if key not in ours)
+    if unknown:
+        raise UserError(
+            f"--choices {choices}: {len(unknown)} name(s) are not classes of {source.task}, e.g. "
+            f"'{unknown[0]}'{did_you_mean(unknown[0], source.train.class_names)}"
+        )
+    names = [spelled.get(normalize_class_name(name), name) for name in source.train.class_names]
+    changed = sum(a != b for a, b in zip(names, source.train.class_names, strict=True))
+    source.train.class_names = source.test.class_names = names
+    return changed
 
 
 def first_per_class(items: list[TestItem], limit: int) -> list[TestItem]:
