@@ -454,8 +454,12 @@ def recorded_identity(run: StageRun) -> tuple[dict | None, Path]:
 def start_afresh(run: StageRun) -> None:
     """A run without --resume: the previous run's record, adapter and checkpoints in OUT no longer
     describe what will be there, so they go (later stages' folders inside OUT are left alone)."""
-    for name in (RECORD_FILE, *ADAPTER_FILES):
-        (run.out / name).unlink(missing_ok=True)
+    old = [run.out / name for name in (RECORD_FILE, *ADAPTER_FILES) if (run.out / name).exists()]
+    if last_checkpoint(run.out) is not None or (run.out / RECORD_FILE).exists():
+        print(f"{run.stage}: starting afresh in {run.out}; the previous run's record and checkpoints are "
+              "removed (--resume continues a run instead)")  # fmt: skip
+    for path in old:
+        path.unlink()
     shutil.rmtree(run.out / CHECKPOINTS, ignore_errors=True)
     write_json_atomic(run.out / CHECKPOINTS / IDENTITY_FILE, {"identity": run_identity(run)})
 
