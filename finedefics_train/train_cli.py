@@ -147,7 +147,7 @@ def mark_resume(runs: list, resume: bool) -> None:
     """--resume: finished stages (an adapter record of the same run) are skipped, the first unfinished one
     resumes from its last complete checkpoint, or starts from the stage before's adapter when it was
     stopped before its first checkpoint. A stage trained with other settings is refused, naming them."""
-    from finedefics_train.trainer import (
+    from finedefics_train.resume import (
         RECORD_FILE,
         check_same_run,
         incomplete_checkpoints,
@@ -228,7 +228,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def train_plan(plan: TrainingPlan, args: argparse.Namespace) -> int:
     from finedefics_train.evaluate import evaluate_adapter
-    from finedefics_train.trainer import start_afresh, train_stage
+    from finedefics_train.resume import start_afresh
+    from finedefics_train.trainer import train_stage
 
     if not args.resume and int(os.environ.get("RANK", "0")) == 0:
         for run in plan.runs:  # the previous run's records and checkpoints no longer describe OUT
