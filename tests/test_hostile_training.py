@@ -127,6 +127,26 @@ def test_a_diverging_run_stops_and_writes_no_adapter(data, base, tmp_path, capsy
     assert not (out / "finedefics_training.json").exists()
 
 
+def test_a_non_finite_weight_after_a_step_stops_the_run():
+    """The weight check behind the loss check: a step that leaves a trainable weight inf/NaN stops the
+    run naming the weight; frozen weights are not its business."""
+    from types import SimpleNamespace
+
+    from finedefics_train.trainer import FiniteCheck, NonFiniteTraining
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model[1].weight.requires_grad_(False)
+    check = FiniteCheck(model, "stage1")
+    args, state = SimpleNamespace(learning_rate=1e-3), SimpleNamespace(global_step=7)
+    with torch.no_grad():
+        model[1].weight[0, 0] = float("nan")
+    check.on_step_end(args, state, None)  # frozen: not checked
+    with torch.no_grad():
+        model[0].bias[1] = float("inf")
+    with pytest.raises(NonFiniteTraining, match=r"weight 0\.bias is not finite after step 7"):
+        check.on_step_end(args, state, None)
+
+
 # ---------------------------------------------------------------- items 7 and 8: resume checks
 
 
