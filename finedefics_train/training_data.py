@@ -100,8 +100,12 @@ def check_same_build(folder: Path) -> None:
     build_file, manifest_file = folder / BUILD_FILE, folder.parent / "manifest.json"
     if not build_file.is_file():
         return  # written by something other than `harness train data` (the synthetic fixtures)
-    ours = json.loads(build_file.read_text()).get("build_id")
-    theirs = json.loads(manifest_file.read_text()).get("build_id") if manifest_file.is_file() else None
+    try:
+        ours = json.loads(build_file.read_text()).get("build_id")
+        theirs = json.loads(manifest_file.read_text()).get("build_id") if manifest_file.is_file() else None
+    except (ValueError, AttributeError) as error:
+        raise UserError(f"{folder}: its build record or manifest is not valid JSON ({error}); run "
+                        "`harness train data` into that folder again") from None  # fmt: skip
     if ours != theirs:
         raise UserError(
             f"{folder} and {manifest_file} come from different `harness train data` runs (one was interrupted "
