@@ -265,6 +265,18 @@ def test_atomic_writes_honour_the_umask(tmp_path):
     assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
 
 
+def test_staged_cache_folders_honour_the_umask(tmp_path):
+    from tasks.prepare import staged_entry
+
+    old = os.umask(0o022)
+    try:
+        with staged_entry(tmp_path / "entry") as staging:
+            (staging / "a").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "entry").stat().st_mode & 0o777 == 0o755
+
+
 # ---------------------------------------------------------------- item 10 and the merge bullets
 
 

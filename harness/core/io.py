@@ -35,6 +35,11 @@ def new_file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
+def new_folder_mode() -> int:
+    """The mode `mkdir` gives a new folder under this process's current umask (mkdtemp's is 0700)."""
+    return 0o777 & ~current_umask()
+
+
 def current_umask() -> int:
     """Linux reports the umask in /proc without changing it; elsewhere it is set and put back."""
     try:
