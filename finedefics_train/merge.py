@@ -11,7 +11,11 @@ from pathlib import Path
 from harness.core.errors import UserError
 
 
-def merge_adapter(adapter: Path, out: Path, base: str | None = None, *, force: bool = False) -> Path:
+def merge_adapter(
+    adapter: Path, out: Path, base: str | None = None, *, force: bool = False
+) -> tuple[Path, str]:
+    """Merges `adapter` into `base` (default: the base it was trained on); returns the merged folder and
+    the base actually used."""
     import transformers
     from peft import PeftModel
     from transformers import AutoProcessor
@@ -46,7 +50,7 @@ def merge_adapter(adapter: Path, out: Path, base: str | None = None, *, force: b
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return out
+    return out, base
 
 
 def trained_base(adapter: Path) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,16 +231,15 @@ def train_plan(plan: TrainingPlan, args: argparse.Namespace) -> int:
     from finedefics_train.evaluate import evaluate_adapter
     from finedefics_train.resume import start_afresh
     from finedefics_train.trainer import train_stage
+    from finedefics_train.training_data import data_contamination
 
     if not args.resume and int(os.environ.get("RANK", "0")) == 0:
         for run in plan.runs:  # the previous run's records and checkpoints no longer describe OUT
             start_afresh(run)
-    from finedefics_train.training_data import data_contamination
-
     contamination = data_contamination(plan.runs[0].data)
     if contamination:
         print(f"warning: {plan.runs[0].data} holds {contamination['test_images_in_training']} test image(s) "
-              "(--allow-overlap); the adapter's record and every evaluation of it say so")  # fmt: skip
+              "(--allow-overlap); the adapter's record and every evaluation of it say so", file=sys.stderr)  # fmt: skip
     records = []
     for run in plan.runs:
         if getattr(run, "done", False):
@@ -285,8 +285,7 @@ def train_plan(plan: TrainingPlan, args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from finedefics_train.merge import merge_adapter
 
-    out = merge_adapter(args.adapter, args.out, args.base, force=args.force)
-    base = json.loads((out / "finedefics_training.json").read_text())["merged_onto"]
+    out, base = merge_adapter(args.adapter, args.out, args.base, force=args.force)
     print(f"merged checkpoint in {out} (onto {base})")
     if args.json:
         print(json.dumps({"out": str(out), "adapter": str(args.adapter), "base": base}))

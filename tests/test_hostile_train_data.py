@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import datasets
-import pytest
 from PIL import Image, ImageOps
 
 from harness.cli import main
@@ -142,23 +141,15 @@ def test_a_second_build_into_a_busy_folder_is_refused(tmp_path, capsys):
         refused(capsys, human_argv(cub, tmp_path / "out"), "is in use by another")
 
 
-@pytest.mark.parametrize("journal", ["reply cache", "build-qa journal"])
-def test_a_torn_last_line_is_not_glued_to_the_next(journal, tmp_path):
+def test_a_torn_last_line_is_not_glued_to_the_next(tmp_path):
+    """The data builder's reply cache (build-qa's journal has its own test, tests/test_build_qa.py)."""
     from finedefics_train.data.cache import Reply, ReplyCache
-    from harness.probes.build_qa import ReplyJournal
 
     path = tmp_path / "replies.jsonl"
-    if journal == "reply cache":
-        reply = Reply("k1", "s", "p", "b", "text", True, "text")
-        ReplyCache(path).add([reply])
-        path.write_text(path.read_text() + '{"key": "k2", "subj')  # killed mid-line
-        ReplyCache(path).add([Reply("k3", "s", "p", "b", "more", True, "more")])
-        assert set(ReplyCache(path).replies) == {"k1", "k3"}
-    else:
-        ReplyJournal(path).add({"k1": "one"})
-        path.write_text(path.read_text() + '{"key": "k2", "rep')
-        ReplyJournal(path).add({"k3": "three"})
-        assert ReplyJournal(path).replies == {"k1": "one", "k3": "three"}
+    ReplyCache(path).add([Reply("k1", "s", "p", "b", "text", True, "text")])
+    path.write_text(path.read_text() + '{"key": "k2", "subj')  # killed mid-line
+    ReplyCache(path).add([Reply("k3", "s", "p", "b", "more", True, "more")])
+    assert set(ReplyCache(path).replies) == {"k1", "k3"}
 
 
 def smooth_photo(seed: int) -> Image.Image:
@@ -213,11 +204,13 @@ def test_allowed_overlap_is_flagged_on_the_adapter_its_evaluations_and_the_leade
     assert main(["train", "stage1", "--data", str(data), "--base", str(base), "--out", str(adapter), "--config",
                  "tiny_cpu", "--max-steps", "1", "--quiet", "--eval-after", "bird200", "--eval-data-root", str(cub),
                  "--eval-scoring", "loglik_name", "--json"]) == 0  # fmt: skip
-    printed = capsys.readouterr().out
-    assert "holds 1 test image(s)" in printed
+    printed = capsys.readouterr()
+    assert "holds 1 test image(s)" in printed.err
     flag = {"test_images_in_training": 1, "identical": 1, "near_duplicates": 0}
     assert json.loads((adapter / "finedefics_training.json").read_text())["contamination"] == flag
-    summary = json.loads(Path(json.loads(printed.strip().splitlines()[-1])["eval"][0]["summary"]).read_text())
+    summary = json.loads(
+        Path(json.loads(printed.out.strip().splitlines()[-1])["eval"][0]["summary"]).read_text()
+    )
     assert summary["provenance"]["training_run"]["contamination"] == flag
     store = ResultStore.open()
     try:

@@ -186,9 +186,9 @@ def test_a_new_run_in_a_finished_folder_invalidates_its_record(finished, data, b
     assert not (out / "finedefics_training.json").exists()
     capsys.readouterr()
     assert main(stage1_argv(data, base, out, other, "--resume", "--json")) == 0
-    printed = capsys.readouterr().out
-    assert "already trained" not in printed
-    assert json.loads(printed.strip().splitlines()[-1])["metrics"]["stage1"]["global_step"] == 4
+    printed = capsys.readouterr()
+    assert "already trained" not in printed.out + printed.err
+    assert json.loads(printed.out.strip().splitlines()[-1])["metrics"]["stage1"]["global_step"] == 4
     assert (out / "adapter_model.safetensors").read_bytes() != old
     record = json.loads((out / "finedefics_training.json").read_text())
     assert record["config"]["stage1"]["seed"] == 1

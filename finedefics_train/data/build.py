@@ -42,7 +42,7 @@ from finedefics_train.data.sources import (
 )
 from finedefics_train.training_data import BUILD_FILE, mcq_row
 from harness.core.errors import UserError
-from harness.core.io import write_json_atomic, write_lines_atomic
+from harness.core.io import folder_lock, write_json_atomic, write_lines_atomic
 from harness.provenance import package_versions
 from tasks.clip_miner import DEFAULT_CLIP
 from tasks.datasets.base import TestItem
@@ -183,7 +183,13 @@ class Described:
 
 
 def build(config: DataConfig) -> dict:
-    """Runs the whole pipeline; returns the summary printed by --json."""
+    """Runs the whole pipeline, holding OUT/.lock (a second build into OUT is refused); returns the
+    summary printed by --json."""
+    with folder_lock(config.out, "`harness train data`"):
+        return _build(config)
+
+
+def _build(config: DataConfig) -> dict:
     started = time.time()
     sources = {task: _read(task, root, config) for task, root in config.sources.items()}
     prompts = {task: load_prompts(task, config.prompts.get(task)) for task in sources}

@@ -146,11 +146,8 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from finedefics_train.data.build import build
-    from harness.core.io import folder_lock
 
-    config = config_from_args(args)
-    with folder_lock(config.out, "`harness train data`"):
-        summary = build(config)
+    summary = build(config_from_args(args))
     if args.json:
         print(json.dumps(summary))
     else:

@@ -89,29 +89,17 @@ def first_per_class(items: list[TestItem], limit: int) -> list[TestItem]:
     return kept
 
 
-NEAR_DUPLICATE_BITS = 4  # of the 64 bits of a difference hash: a re-saved or resized copy, not another photo
-
-
 def pixel_hash(path: Path) -> str:
     """sha256 of the decoded RGB pixels and the size: the same picture under another name or container
     hashes the same, while the file name plays no part (Stanford Cars reuses names across its splits)."""
-    return image_hashes(path)[0]
-
-
-def image_hashes(path: Path) -> tuple[str, int]:
-    """The exact pixel hash and a 64-bit difference hash (whether each of 8x8 cells of the grey image,
-    area-averaged, is brighter than its right neighbour), which a JPEG re-save or a resize barely moves."""
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB")
+            rgb = np.asarray(image.convert("RGB"))
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: not a readable image ({error}); restore the file") from error
-    pixels = np.asarray(rgb)
-    digest = hashlib.sha256(f"{pixels.shape}".encode())
-    digest.update(np.ascontiguousarray(pixels).tobytes())
-    grey = np.asarray(rgb.convert("L").resize((9, 8), Image.Resampling.BOX), dtype=np.float32)
-    bits = (grey[:, 1:] > grey[:, :-1]).flatten()
-    return digest.hexdigest(), int(np.packbits(bits).view(">u8")[0])
+    digest = hashlib.sha256(f"{rgb.shape}".encode())
+    digest.update(np.ascontiguousarray(rgb).tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -130,27 +118,47 @@ class Overlap:
         )
 
 
+NEAR_DUPLICATE_BITS = 4  # of the 64 bits of a difference hash: a re-saved or resized copy, not another photo
+
+
+def difference_hash(path: Path) -> int:
+    """A 64-bit difference hash: whether each of 8x8 cells of the grey image (area-averaged) is brighter
+    than its right neighbour. A JPEG re-save or a resize barely moves it; another photograph does."""
+    import numpy
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as image:
+            grey = numpy.asarray(
+                image.convert("L").resize((9, 8), PILImage.Resampling.BOX), dtype=numpy.float32
+            )
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: not a readable image ({error}); restore the file") from error
+    return int(numpy.packbits((grey[:, 1:] > grey[:, :-1]).flatten()).view(">u8")[0])
+
+
 def find_overlap(source: TrainSource) -> tuple[list[Overlap], dict[str, str]]:
     """Train images whose pixels equal a test image's, then those that nearly equal one (a re-saved or
     resized copy: difference hashes at most NEAR_DUPLICATE_BITS apart); and every train image's pixel hash."""
+    import numpy
     from tqdm import tqdm
 
     test_hashes: dict[str, str] = {}
     test_keys, test_near = [], []
     for item in tqdm(source.test.items, desc=f"Hashing {source.task} test images", unit="img"):
-        exact, near = image_hashes(item.image)
+        exact, near = pixel_hash(item.image), difference_hash(item.image)
         test_hashes.setdefault(exact, item.key)
         test_keys.append(item.key)
         test_near.append(near)
-    near_array = np.array(test_near, dtype=np.uint64)
+    near_array = numpy.array(test_near, dtype=numpy.uint64)
     train_hashes, overlaps, near_ones = {}, [], []
     for item in tqdm(source.train.items, desc=f"Hashing {source.task} train images", unit="img"):
-        exact, near = image_hashes(item.image)
+        exact, near = pixel_hash(item.image), difference_hash(item.image)
         train_hashes[item.key] = exact
         if exact in test_hashes:
             overlaps.append(Overlap(source.task, test_hashes[exact], item.key))
         elif len(near_array):
-            distances = np.bitwise_count(near_array ^ np.uint64(near))
+            distances = numpy.bitwise_count(near_array ^ numpy.uint64(near))
             closest = int(distances.argmin())
             if distances[closest] <= NEAR_DUPLICATE_BITS:
                 near_ones.append(Overlap(source.task, test_keys[closest], item.key, int(distances[closest])))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.core.errors import UserError
-from harness.core.io import append_lines, write_lines_atomic
+from harness.core.io import write_lines_atomic
 from harness.probes.descriptions import read_class_texts
 from tasks.knowledge_qa import LETTERS, PLACEHOLDER, qa_prompt_text
 
@@ -188,7 +188,10 @@ class ReplyJournal:
         return hashlib.sha256(f"{spec}\n{prompt}".encode()).hexdigest()
 
     def add(self, entries: dict[str, str]) -> None:
-        append_lines(self.path, [json.dumps({"key": key, "reply": reply}) for key, reply in entries.items()])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            for key, reply in entries.items():
+                handle.write(json.dumps({"key": key, "reply": reply}) + "\n")
         self.replies.update(entries)
 
 
