@@ -24,8 +24,6 @@ from harness.core.errors import UserError
 from models.idefics2 import IDEFICS2_FORMAT
 from models.llava import Llava15FGVR
 
-RECORD_FILE = "finedefics_training.json"  # a training run's record, beside its adapter
-
 
 def read_base_config(base: str) -> dict:
     """config.json of a local folder or a cached hub id; a clear error otherwise."""

@@ -13,6 +13,7 @@ A YAML file has up to four sections, each optional (defaults are the paper's set
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -21,6 +22,35 @@ from models.dtypes import DTYPES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 HARD_NEGATIVE_SCOPES = ("batch", "own")
+
+
+def check_values(section) -> None:
+    """Every number of a config section is a finite number of its field's type: YAML's `2e-3` (a string
+    to PyYAML) becomes 2e-3, an integral float an int; `.inf`, `.nan`, `2.5` for an int, `true` for a
+    number are refused naming the field."""
+    for f in fields(section):
+        value, kind = getattr(section, f.name), str(f.type).replace(" | None", "")
+        if kind not in ("int", "float") or (value is None and "None" in str(f.type)):
+            continue
+        setattr(section, f.name, _number(f.name, value, kind))
+
+
+def _number(name: str, value, kind: str):
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        raise UserError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(number):
+        raise UserError(f"{name} must be a finite number, got {value!r}")
+    if kind == "int":
+        if number != int(number):
+            raise UserError(f"{name} must be a whole number, got {value!r}")
+        return int(number)
+    return float(number)
 
 
 def help_field(default, help: str, **kwargs):
@@ -52,6 +82,7 @@ class ModelConfig:
     )
 
     def __post_init__(self):
+        check_values(self)
         if self.load_in_4bit and self.load_in_8bit:
             raise UserError(
                 "model: load_in_4bit and load_in_8bit are both true; choose one (or neither for full-precision LoRA)"
@@ -64,6 +95,8 @@ class ModelConfig:
             raise UserError(
                 f"model: lora_r must be >= 1 and 0 <= lora_dropout < 1 (got {self.lora_r}, {self.lora_dropout})"
             )
+        if self.lora_alpha <= 0:
+            raise UserError(f"model: lora_alpha must be > 0, got {self.lora_alpha}")
 
     @property
     def quantisation(self) -> str | None:
@@ -91,6 +124,7 @@ class LossConfig:
     )
 
     def __post_init__(self):
+        check_values(self)
         weights = self.weights()
         if any(w < 0 for w in weights.values()) or not any(weights.values()):
             raise UserError(f"loss: weights must be >= 0 and not all zero, got {weights}")
@@ -133,9 +167,19 @@ class StageConfig:
     dataloader_num_workers: int = help_field(0, "dataloader worker processes")
 
     def __post_init__(self):
+        check_values(self)
         for name in ("global_batch_size", "per_device_batch_size", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        # zero would train nothing and still write an adapter and a record
+        for name in ("learning_rate", "num_train_epochs"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("warmup_steps", "weight_decay", "dataloader_num_workers"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_steps != -1 and self.max_steps < 1:
+            raise UserError(f"max_steps must be >= 1 (or -1: the epochs decide), got {self.max_steps}")
         if self.global_batch_size % self.per_device_batch_size:
             raise UserError(
                 f"global_batch_size {self.global_batch_size} is not a multiple of per_device_batch_size "
@@ -183,7 +227,11 @@ def config_from_dict(data: dict, where: str = "config") -> TrainingConfig:
         bad = sorted(set(section) - known)
         if bad:
             raise UserError(f"{where}: {name}.{bad[0]} is not a setting; known: {', '.join(sorted(known))}")
-        built[name] = cls(**(asdict(getattr(defaults, name)) | section))
+        try:
+            built[name] = cls(**(asdict(getattr(defaults, name)) | section))
+        except UserError as error:
+            text = str(error)  # "model: ..." already names its section; "lr must ..." gets "stage1."
+            raise UserError(f"{where}: {text if text.startswith(name + ':') else f'{name}.{text}'}") from None
     return TrainingConfig(**built)
 
 

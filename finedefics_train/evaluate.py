@@ -26,6 +26,8 @@ def training_provenance(adapter: Path) -> dict:
         "recipe": record.get("recipe"),
         "stage": record.get("stage"),
         "data_manifest_sha256": record.get("data_manifest_sha256"),
+        # test images in the training data (--allow-overlap): shown beside every result of this adapter
+        "contamination": record.get("contamination"),
         "final_metrics": record.get("metrics"),
     }
 
@@ -60,6 +62,54 @@ def adapter_run_config(
         model="finedefics", task=task, model_args=model_args, data_root=data_root, choices=choices,
         scoring=scoring, variant=variant, batch_size=batch_size, output_dir=output_dir, limit=limit, seed=seed,
     )  # fmt: skip
+
+
+def check_eval_config(config: RunConfig, data: Path | None = None) -> None:
+    """What `harness run` would refuse about an --eval-after evaluation, found before training starts
+    (the adapter does not exist yet; everything else does; a knowledge-QA task is refused by the CLI): model args and device, the task's test data,
+    its choice file or variant, the scoring, and that it spells the class names as the training data
+    `data` does. The prepared task is cached, so the evaluation reuses it."""
+    from harness.runner import option_plan, read_split
+    from models.base import resolve_device
+    from models.registry import check_model_args, get_model_spec
+    from tasks.prepare import prepare_task
+    from tasks.registry import get_task
+
+    task = get_task(config.task)
+    check_model_args(get_model_spec(config.model), config.model_args)
+    resolve_device(config.model_args.get("device"))
+    split = read_split(task, config)
+    prepare_task(task, split, option_plan(config), seed=config.seed)
+    if data is not None:
+        shown = split.class_names
+        if config.choices is not None:
+            from tasks.choices import read_choice_file
+
+            shown = [name for entry in read_choice_file(config.choices) for name in entry.options]
+        check_surface_forms(shown, data, task.key, config.choices)
+
+
+def check_surface_forms(shown: Sequence[str], data: Path, task: str, choices: Path | None) -> None:
+    """The evaluation prompt must show each class in the surface form the training data taught: a model
+    trained on "Western_Gull" and asked about "Western Gull" loses most of what it learnt."""
+    from tasks.names import normalize_class_name
+
+    manifest = Path(data) / "manifest.json"
+    try:
+        taught = json.loads(manifest.read_text())["inputs"][task]["class_names"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not written by `harness train data` (the synthetic fixtures), or another task
+    by_key = {normalize_class_name(name): name for name in taught}
+    differ = sorted({(name, by_key[key]) for name in shown if (key := normalize_class_name(name)) in by_key
+                     and by_key[key] != name})  # fmt: skip
+    if differ:
+        asked, learnt = differ[0]
+        fix = (f"rebuild it with `harness train data --choices {task}={choices}`" if choices else
+               "rebuild it without --choices, or evaluate with the choice file it was built with")  # fmt: skip
+        raise UserError(
+            f"--eval-after {task}: the evaluation shows {len(differ)} class name(s) spelt otherwise than the "
+            f"training data ({manifest}) teaches them, e.g. '{asked}' for '{learnt}'; {fix}"
+        )
 
 
 def evaluate_adapter(

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,11 @@ def register(stages: argparse._SubParsersAction) -> None:
     merge.add_argument("--out", type=Path, required=True, help="where the merged checkpoint goes")
     merge.add_argument(
         "--base", default=None, help="the base checkpoint (default: the one the adapter records)"
+    )
+    merge.add_argument(
+        "--force",
+        action="store_true",
+        help="merge onto a --base other than the one the adapter was trained on",
     )
     merge.add_argument("--json", action="store_true", help=JSON_HELP)
     merge.set_defaults(func=cmd_merge)
@@ -143,28 +150,43 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
 
 
 def mark_resume(runs: list, resume: bool) -> None:
-    """--resume: finished stages (an adapter record exists) are skipped, the first unfinished one resumes."""
-    from finedefics_train.trainer import RECORD_FILE, last_checkpoint
+    """--resume: finished stages (an adapter record of the same run) are skipped, the first unfinished one
+    resumes from its last complete checkpoint, or starts from the stage before's adapter when it was
+    stopped before its first checkpoint. A stage trained with other settings is refused, naming them."""
+    from finedefics_train.resume import (
+        RECORD_FILE,
+        check_same_run,
+        incomplete_checkpoints,
+        last_checkpoint,
+        recorded_identity,
+    )
 
     if not resume:
         return
-    for run in runs:
+    for index, run in enumerate(runs):
+        check_same_run(run, *recorded_identity(run))
         if (run.out / RECORD_FILE).is_file():
             run.done = True
             continue
-        if last_checkpoint(run.out) is None:
-            raise UserError(f"--resume: no checkpoint under {run.out / 'checkpoints'} to resume from")
-        run.resume = True
+        if last_checkpoint(run.out) is not None:
+            run.resume = True
+        elif not (index and runs[index - 1].done):
+            torn = incomplete_checkpoints(run.out)
+            passed = f" ({len(torn)} incomplete one(s) passed over)" if torn else ""
+            raise UserError(f"--resume: no checkpoint under {run.out / 'checkpoints'} to resume from{passed}")
         return
 
 
 def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
-    from finedefics_train.evaluate import adapter_run_config
+    from finedefics_train.evaluate import adapter_run_config, check_eval_config
     from harness.config import parse_task_paths
+    from harness.plugins import plugin_hooks
     from tasks.registry import get_task
 
     if not args.eval_after:
         return []
+    for check in plugin_hooks("before_train"):  # e.g. the leaderboard's: the format of --name
+        check(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError(
             "--eval-after runs in a single process; under accelerate launch, evaluate afterwards with "
@@ -174,7 +196,14 @@ def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
     choices = parse_task_paths(args.eval_choices, "--eval-choices")
     configs = []
     for name in args.eval_after:
-        task = get_task(name).key
+        spec = get_task(name)
+        if spec.kind != "fgvr":
+            raise UserError(
+                f"--eval-after {name}: a knowledge-QA task needs a question file, which --eval-after cannot "
+                f"pass; after training, run `harness run --model finedefics --model-args adapter={adapter} "
+                f"--task {name} --questions FILE`"
+            )
+        task = spec.key
         root = roots.for_task(task)
         if root is None or not root.exists():
             raise UserError(
@@ -188,14 +217,34 @@ def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
                 adapter, task, root, scoring=scoring, variant=variant or args.eval_variant, choices=choices.for_task(task),
                 base=base, device=args.eval_device, dtype=args.eval_dtype, limit=args.eval_limit,
             ))  # fmt: skip
+            check_eval_config(configs[-1], args.data)
     return configs
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from finedefics_train.evaluate import evaluate_adapter
-    from finedefics_train.trainer import train_stage
+    from harness.core.io import folder_lock
 
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; pass the adapter folder")
     plan = plan_training(args)
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # one process of a multi-process run holds the lock
+    with folder_lock(args.out, "`harness train`") if rank0 else nullcontext():
+        return train_plan(plan, args)
+
+
+def train_plan(plan: TrainingPlan, args: argparse.Namespace) -> int:
+    from finedefics_train.evaluate import evaluate_adapter
+    from finedefics_train.resume import start_afresh
+    from finedefics_train.trainer import train_stage
+    from finedefics_train.training_data import data_contamination
+
+    if not args.resume and int(os.environ.get("RANK", "0")) == 0:
+        for run in plan.runs:  # the previous run's records and checkpoints no longer describe OUT
+            start_afresh(run)
+    contamination = data_contamination(plan.runs[0].data)
+    if contamination:
+        print(f"warning: {plan.runs[0].data} holds {contamination['test_images_in_training']} test image(s) "
+              "(--allow-overlap); the adapter's record and every evaluation of it say so", file=sys.stderr)  # fmt: skip
     records = []
     for run in plan.runs:
         if getattr(run, "done", False):
@@ -241,8 +290,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from finedefics_train.merge import merge_adapter
 
-    out = merge_adapter(args.adapter, args.out, args.base)
-    print(f"merged checkpoint in {out}")
+    out, base = merge_adapter(args.adapter, args.out, args.base, force=args.force)
+    print(f"merged checkpoint in {out} (onto {base})")
     if args.json:
-        emit_json({"out": str(out), "adapter": str(args.adapter)})
+        emit_json({"out": str(out), "adapter": str(args.adapter), "base": base})
     return 0

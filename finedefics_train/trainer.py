@@ -27,23 +27,32 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from finedefics_train.arch import RECORD_FILE, ArchAdapter, adapter_for, read_base_config
+from finedefics_train.arch import ArchAdapter, adapter_for, read_base_config
 from finedefics_train.config import StageConfig, TrainingConfig
 from finedefics_train.model import FinedeficsTrainingModel, stage_losses
 from finedefics_train.recipes import Recipe, apply_recipe
+from finedefics_train.resume import (  # noqa: F401 - RECORD_FILE and last_checkpoint are imported from here too
+    CHECKPOINTS,
+    RECORD_FILE,
+    TEMPERATURES_FILE,
+    check_same_run,
+    drop_incomplete_checkpoints,
+    last_checkpoint,
+    recorded_identity,
+    run_identity,
+    start_afresh,
+)
 from finedefics_train.training_data import (
     SequenceBuilder,
     StageOneCollator,
     StageTwoCollator,
+    class_name_forms,
+    data_contamination,
     load_stage,
     manifest_hash,
 )
 from harness.core.errors import UserError
 from harness.core.io import file_sha256, write_json_atomic
-
-TEMPERATURES_FILE = "temperatures.safetensors"
-CHECKPOINTS = "checkpoints"
-
 
 # ---------------------------------------------------------------- checks before any weights load
 
@@ -207,6 +216,27 @@ class LoraGradientCheck(TrainerCallback):
         self.checked = True
 
 
+class FiniteCheck(TrainerCallback):
+    """Stops the run when a trainable weight stops being finite after an optimiser step (a learning rate
+    far too high, an overflow): without it the Trainer goes on and writes a NaN adapter with exit 0."""
+
+    def __init__(self, model: FinedeficsTrainingModel, stage: str):
+        self.model, self.stage = model, stage
+
+    def on_step_end(self, args, state, control, **kwargs):
+        bad = next((name for name, p in self.model.named_parameters()
+                    if p.requires_grad and not bool(torch.isfinite(p).all())), None)  # fmt: skip
+        if bad is not None:
+            raise NonFiniteTraining(
+                f"{self.stage}: weight {bad} is not finite after step {state.global_step}: training diverged "
+                f"(learning rate {args.learning_rate:g} too high?); no adapter was written"
+            )
+
+
+class NonFiniteTraining(UserError):
+    """The loss or a weight became inf/NaN: the run stops and writes no adapter."""
+
+
 class FinedeficsTrainer(Trainer):
     """`Trainer` with the loss terms logged, throughput, and adapter-only checkpoints."""
 
@@ -221,6 +251,13 @@ class FinedeficsTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
+        if not bool(torch.isfinite(outputs["loss"].detach()).all()):
+            terms = {k: float(v.detach()) for k, v in outputs.items() if k != "loss" and v.numel() == 1}
+            raise NonFiniteTraining(
+                f"the loss is {float(outputs['loss'].detach())} at step {self.state.global_step + 1} "
+                f"(terms: {terms}): training diverged (learning rate {self.args.learning_rate:g} too high, or a "
+                "loss weight too large?); no adapter was written"
+            )
         for key, value in outputs.items():
             if key != "loss":
                 self._term_sums[key] = self._term_sums.get(key, 0.0) + float(value.detach())
@@ -341,14 +378,6 @@ def prepare_stage(run: StageRun):
     return adapter, datasets
 
 
-def last_checkpoint(out: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = Path(out) / CHECKPOINTS
-    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-    return Path(found) if found else None
-
-
 def build_collator(run: StageRun, adapter: ArchAdapter, processor, datasets):
     # the reference trains on every non-padding token in both stages; we train on the answers
     mask_prompt = not run.config.loss.reference_compat
@@ -446,15 +475,22 @@ def build_trainer(run: StageRun, progress: bool = True, callbacks: tuple = ()) -
         train_dataset=datasets["stage2" if run.stage == "stage2" else "stage1"],
         data_collator=build_collator(run, adapter, processor, datasets),
         processing_class=processor,
-        callbacks=[LoraGradientCheck(model), *callbacks],
+        callbacks=[LoraGradientCheck(model), FiniteCheck(model, run.stage), *callbacks],
     )
 
 
 def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer | None = None) -> dict:
     """Trains one stage and writes the adapter folder `run.out`; returns the record it wrote."""
     trainer = trainer or build_trainer(run, progress)
+    checkpoint = None
+    if run.resume:
+        check_same_run(run, *recorded_identity(run))
+        checkpoint = last_checkpoint(run.out)
+        drop_incomplete_checkpoints(run)
+    elif trainer.args.should_save:
+        start_afresh(run)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(last_checkpoint(run.out)) if run.resume else None)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     metrics = dict(result.metrics) | {"global_step": trainer.state.global_step,
                                       "wall_s": round(time.perf_counter() - started, 2)}  # fmt: skip
     metrics |= last_terms(trainer)
@@ -486,9 +522,12 @@ def write_record(run: StageRun, adapter: ArchAdapter, metrics: dict, trainer: Tr
         "config": run.config.to_dict(),
         "data": str(run.data),
         "data_manifest_sha256": manifest_hash(run.data),
+        "contamination": data_contamination(run.data),
+        "class_name_form": class_name_forms(run.data),
         "n_train": len(trainer.train_dataset),
         "num_processes": trainer.args.world_size,
         "metrics": metrics,
+        "identity": run_identity(run),
     }
     write_json_atomic(run.out / RECORD_FILE, record)
     (run.out / "README.md").write_text(model_card(record), encoding="utf-8")

@@ -16,6 +16,7 @@ negative categories, with the category ids of the rows and of their negatives.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -97,7 +98,59 @@ def load_stage(data: Path, stage: str):
     check_columns(list(dataset.column_names), stage, folder)
     if len(dataset) == 0:
         raise UserError(f"{folder}: the {stage} dataset is empty")
+    check_same_build(folder)
     return dataset
+
+
+BUILD_FILE = (
+    "fgvr_build.json"  # in stage1/ and stage2/: the id of the `harness train data` run that wrote them
+)
+
+
+def check_same_build(folder: Path) -> None:
+    """stage1/, stage2/ and manifest.json are published as one set with one build id; a folder whose
+    parts come from different runs (a run killed while publishing) is refused."""
+    build_file, manifest_file = folder / BUILD_FILE, folder.parent / "manifest.json"
+    if not build_file.is_file():
+        return  # written by something other than `harness train data` (the synthetic fixtures)
+    try:
+        ours = json.loads(build_file.read_text()).get("build_id")
+        theirs = json.loads(manifest_file.read_text()).get("build_id") if manifest_file.is_file() else None
+    except (ValueError, AttributeError) as error:
+        raise UserError(f"{folder}: its build record or manifest is not valid JSON ({error}); run "
+                        "`harness train data` into that folder again") from None  # fmt: skip
+    if ours != theirs:
+        raise UserError(
+            f"{folder} and {manifest_file} come from different `harness train data` runs (one was interrupted "
+            "while publishing); run `harness train data` into that folder again"
+        )
+
+
+def data_contamination(data: Path) -> dict | None:
+    """The test images `harness train data --allow-overlap` let into the training data (identical or
+    near-duplicate pixels, from its manifest), counted; None when there are none."""
+    path = Path(data) / "manifest.json"
+    try:
+        pairs = (json.loads(path.read_text()).get("overlap") or {}).get("pairs") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not pairs:
+        return None
+    identical = sum(pair.get("differing_bits") is None for pair in pairs)
+    return {
+        "test_images_in_training": len(pairs),
+        "identical": identical,
+        "near_duplicates": len(pairs) - identical,
+    }
+
+
+def class_name_forms(data: Path) -> dict[str, str] | None:
+    """Per task, the spelling of the class names the data teaches: "archive" or "choices:FILE"."""
+    try:
+        inputs = json.loads((Path(data) / "manifest.json").read_text())["inputs"]
+        return {task: entry.get("class_name_form", "archive") for task, entry in inputs.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def manifest_hash(data: Path) -> str | None:

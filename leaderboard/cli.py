@@ -165,6 +165,15 @@ def before_run(config, args: argparse.Namespace) -> None:
         store.close()
 
 
+def before_train(args: argparse.Namespace) -> None:
+    """Before `harness train --eval-after` trains: the format of --name (whether other weights hold it is
+    checked before the evaluation, once the adapter exists)."""
+    if args.name and not args.no_record:
+        from leaderboard.store import check_model_name
+
+        check_model_name(args.name)
+
+
 def after_run(summary: dict, args: argparse.Namespace) -> None:
     """After `harness run`: add the run to the store (unless --no-record); a failure here never loses the
     files already written."""

@@ -68,6 +68,12 @@ def header_markdown(info: dict[str, Any], private: bool = False) -> str:
     return f"### {info['display_name']}{hidden}\n`{info['name']}`" + (f"\n\n{listed}" if listed else "")
 
 
+def contamination_note(provenance: dict) -> str:
+    """' ⚠ trained on N test images' for an adapter trained on data with train/test overlap."""
+    found = (provenance.get("training_run") or {}).get("contamination")
+    return f" ⚠ trained on {found['test_images_in_training']} test image(s)" if found else ""
+
+
 def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     records = []
     for row in sorted(rows, key=_task_order):
@@ -75,7 +81,7 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         records.append(
             [
                 spec.BY_KEY[row["task"]].column,
-                row["source"],
+                row["source"] + contamination_note(provenance),
                 row["scoring"],
                 row.get("protocol") or "harness",
                 spec.label_set_size(row["task"], row["variant"]),

@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from harness.core.errors import UserError
-from harness.core.io import file_sha256, write_json_atomic
+from harness.core.io import file_sha256, new_folder_mode, write_json_atomic
 from harness.core.paths import prepared_root
 from harness.core.records import read_record, record_to_dict
 from harness.core.scorings import SCORING_KINDS
@@ -299,6 +299,7 @@ def staged_entry(final: Path) -> Iterator[Path]:
     fails, so a cache entry is never seen half-written."""
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    staging.chmod(new_folder_mode())  # readable by whoever shares the cache, as mkdir would make it
     try:
         yield staging
         if final.exists():

@@ -18,6 +18,8 @@ import json
 import random
 import shutil
 import time
+import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +33,17 @@ from finedefics_train.data.negatives import (
     random_negative_labels,
 )
 from finedefics_train.data.prompts import DataPrompts, load_prompts
-from finedefics_train.data.sources import TrainSource, check_overlap, find_overlap, read_source, train_split
-from finedefics_train.training_data import mcq_row, stage_one_turn
+from finedefics_train.data.sources import (
+    TrainSource,
+    check_overlap,
+    find_overlap,
+    read_source,
+    spell_as_choice_file,
+    train_split,
+)
+from finedefics_train.training_data import BUILD_FILE, mcq_row, stage_one_turn
 from harness.core.errors import UserError
-from harness.core.io import write_json_atomic, write_lines_atomic
+from harness.core.io import folder_lock, write_json_atomic, write_lines_atomic
 from harness.provenance import package_versions
 from tasks.clip_miner import DEFAULT_CLIP
 from tasks.datasets.base import TestItem
@@ -103,6 +112,9 @@ class DataConfig:
     classnames: dict[str, Path] = field(
         default_factory=dict
     )  # task -> class-name file (Flowers-102 needs one)
+    choices: dict[str, Path] = field(
+        default_factory=dict
+    )  # task -> a choice file whose spelling of the class names the training data takes
     stop_after: str | None = None  # run the stages up to this one, then stop (no datasets written)
     retry_failed: bool = False
     export_csv: bool = False
@@ -141,6 +153,14 @@ class DataConfig:
                 raise UserError(
                     f"--attributes {self.attributes} needs --{backend} SPEC (see `harness train data --help`)"
                 )
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} is a file; choose a folder for the training sets")
+        for flag, value in (("--batch-size", self.batch_size), ("--concurrency", self.concurrency),
+                            ("--max-attributes", self.max_attributes),
+                            ("--llm-max-new-tokens", self.llm_max_new_tokens),
+                            ("--vqa-max-new-tokens", self.vqa_max_new_tokens)):  # fmt: skip
+            if value < 1:
+                raise UserError(f"{flag} must be at least 1, got {value}")
         if self.stop_after and self.attributes != "llm-vqa":
             raise UserError("--stop-after applies to the llm-vqa stages (discovery, extraction, summary)")
 
@@ -167,7 +187,13 @@ class Described:
 
 
 def build(config: DataConfig) -> dict:
-    """Runs the whole pipeline; returns the summary printed by --json."""
+    """Runs the whole pipeline, holding OUT/.lock (a second build into OUT is refused); returns the
+    summary printed by --json."""
+    with folder_lock(config.out, "`harness train data`"):
+        return _build(config)
+
+
+def _build(config: DataConfig) -> dict:
     started = time.time()
     sources = {task: _read(task, root, config) for task, root in config.sources.items()}
     prompts = {task: load_prompts(task, config.prompts.get(task)) for task in sources}
@@ -178,23 +204,26 @@ def build(config: DataConfig) -> dict:
         overlaps += found
     check_overlap(overlaps, config.allow_overlap)
     reports: dict[str, StageReport] = {}
-    descriptions = describe_all(sources, prompts, config, llm, vqa, reports)
+    pixels = {
+        f"{task}/{key}": digest for task, hashes in pixel_hashes.items() for key, digest in hashes.items()
+    }
+    descriptions = describe_all(sources, prompts, config, llm, vqa, reports, pixels)
     if descriptions is None:  # --stop-after
         return {"out": str(config.out), "stopped_after": config.stop_after, "stages": _report_dicts(reports)}
     stage1, left_out = stage1_rows(sources, prompts, descriptions, config)
     stage2 = stage2_rows(sources, prompts, stage1, config)
-    _write_datasets(config, stage1, stage2)
+    if not stage1:
+        raise UserError(
+            f"no training image got a description, so there is nothing to write; {_why_empty(left_out)}"
+        )
     manifest = _manifest(
         config, sources, prompts, pixel_hashes, overlaps, llm, vqa, reports, stage1, stage2, left_out
     )
     manifest["seconds"] = round(time.time() - started, 1)
-    write_json_atomic(config.out / "manifest.json", manifest)
     failures = [
         json.dumps({"stage": name, **f}) for name, r in reports.items() for f in r.as_dict()["failures"]
     ]
-    write_lines_atomic(config.out / "failures.jsonl", failures + [json.dumps(entry) for entry in left_out])
-    if config.export_csv:
-        export_csv(config.out, sources, stage1, stage2)
+    _publish(config, sources, stage1, stage2, manifest, failures + [json.dumps(entry) for entry in left_out])
     return {
         "out": str(config.out),
         "n_stage1": len(stage1),
@@ -210,9 +239,12 @@ def build(config: DataConfig) -> dict:
 
 
 def _read(task: str, root: Path, config: DataConfig) -> TrainSource:
-    return read_source(
+    source = read_source(
         task, root, classnames=config.classnames.get(task), flowers_val=config.flowers_val, limit=config.limit
     )
+    if task in config.choices:
+        source.renamed = spell_as_choice_file(source, config.choices[task])
+    return source
 
 
 def _backends(config: DataConfig):
@@ -244,8 +276,9 @@ def _chat_options(config: DataConfig) -> dict:
 # ---- descriptions ----------------------------------------------------------------------------------------
 
 
-def describe_all(sources, prompts, config, llm, vqa, reports) -> dict[str, Described] | None:
-    """image id -> its description, for every train image of every task."""
+def describe_all(sources, prompts, config, llm, vqa, reports, pixels) -> dict[str, Described] | None:
+    """image id -> its description, for every train image of every task. `pixels` (image id -> pixel
+    hash) keys the cached replies about an image: a replaced image under the same path is asked again."""
     cache_dir = config.out / "cache"
     if config.attributes == "human":
         return _human(sources, prompts)
@@ -259,7 +292,7 @@ def describe_all(sources, prompts, config, llm, vqa, reports) -> dict[str, Descr
             report,
             config,
         )
-    return _llm_vqa(sources, prompts, config, llm, vqa, reports)
+    return _llm_vqa(sources, prompts, config, llm, vqa, reports, pixels)
 
 
 def _human(sources, prompts) -> dict[str, Described]:
@@ -307,7 +340,7 @@ def _class_tags(sources, prompts, llm, cache, report, config) -> dict[str, Descr
     return described
 
 
-def _llm_vqa(sources, prompts, config, llm, vqa, reports) -> dict[str, Described] | None:
+def _llm_vqa(sources, prompts, config, llm, vqa, reports, pixels) -> dict[str, Described] | None:
     cache_dir = config.out / "cache"
     retry = config.retry_failed
     discovery = reports.setdefault("discovery", StageReport("1/3 Attribute discovery (LLM)"))
@@ -334,9 +367,10 @@ def _llm_vqa(sources, prompts, config, llm, vqa, reports) -> dict[str, Described
         p = prompts[task]
         for item in source.train.items:
             image_id = source.image_id(item)
-            asks = [("overall", Ask(image_id, p.render("general"), item.image))]
+            subject = image_subject(image_id, pixels)
+            asks = [("overall", Ask(subject, p.render("general"), item.image))]
             asks += [
-                (name, Ask(image_id, p.render("vqa", attribute=name), item.image))
+                (name, Ask(subject, p.render("vqa", attribute=name), item.image))
                 for name in attributes[p.superclass]
             ]
             questions[image_id] = asks
@@ -350,10 +384,10 @@ def _llm_vqa(sources, prompts, config, llm, vqa, reports) -> dict[str, Described
     )
     if config.stop_after == "extraction":
         return None
-    return _summaries(sources, prompts, config, llm, questions, answers, reports)
+    return _summaries(sources, prompts, config, llm, questions, answers, reports, pixels)
 
 
-def _summaries(sources, prompts, config, llm, questions, answers, reports) -> dict[str, Described]:
+def _summaries(sources, prompts, config, llm, questions, answers, reports, pixels) -> dict[str, Described]:
     summary_asks, described, key_of = [], {}, {}
     for task, source in sources.items():
         for item in source.train.items:
@@ -366,7 +400,8 @@ def _summaries(sources, prompts, config, llm, questions, answers, reports) -> di
             if not lines:
                 described[image_id] = Described(None, "llm-vqa", "every VQA answer failed")
                 continue
-            ask = Ask(image_id, prompts[task].render("summary", attributes="\n".join(lines)))
+            summary = prompts[task].render("summary", attributes="\n".join(lines))
+            ask = Ask(image_subject(image_id, pixels), summary)
             summary_asks.append(ask)
             key_of[image_id] = reply_key(ask.subject, ask.prompt, llm.spec)
     maskers = {task: _masker(sources[task], prompts[task]) for task in sources}
@@ -390,6 +425,11 @@ def _summaries(sources, prompts, config, llm, questions, answers, reports) -> di
     return described
 
 
+def image_subject(image_id: str, pixels: dict[str, str]) -> str:
+    """What a reply about an image is cached under: its id and its pixels (not only its path)."""
+    return f"{image_id}@{pixels[image_id][:16]}"
+
+
 def _masker(source: TrainSource, prompts: DataPrompts) -> ClassNameMasker:
     return ClassNameMasker(source.train.class_names, prompts.superclass)
 
@@ -402,16 +442,16 @@ def stage1_rows(sources, prompts, descriptions, config) -> tuple[list[dict], lis
     rows, left_out = [], []
     for task, source in sources.items():
         split = source.train
-        if config.negatives == "clip":
-            negatives = clip_negative_labels(
-                split, config.clip_model, cache_dir=config.out / "cache" / "clip"
-            )
-        else:
-            negatives = random_negative_labels(split, config.seed)
         by_label: dict[int, list[TestItem]] = {}
         for item in split.items:
             if descriptions[source.image_id(item)].text is not None:
                 by_label.setdefault(item.label, []).append(item)
+        if config.negatives == "clip":
+            negatives = clip_negative_labels(
+                split, config.clip_model, cache_dir=config.out / "cache" / "clip"
+            )
+        else:  # only classes with a described image can give a negative description
+            negatives = random_negative_labels(split, config.seed, labels=sorted(by_label))
         for item, negative_labels in zip(split.items, negatives, strict=True):
             image_id = source.image_id(item)
             own = descriptions[image_id]
@@ -472,18 +512,38 @@ def stage2_rows(sources, prompts, stage1, config) -> list[dict]:
 # ---- writing ---------------------------------------------------------------------------------------------
 
 
-def _write_datasets(config: DataConfig, stage1: list[dict], stage2: list[dict]) -> None:
-    if not stage1:
-        raise UserError(
-            f"no training image got a description, so there is nothing to write; see {config.out / 'cache'}"
-        )
-    _save(config.out / "stage1", stage1, stage1_features())
-    _save(config.out / "stage2", stage2, stage2_features())
+def _why_empty(left_out: list[dict]) -> str:
+    reasons = Counter(entry["reason"] for entry in left_out)
+    shown = "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common(3))
+    return (
+        f"the {len(left_out)} images were left out: {shown}" if left_out else "the train split has no images"
+    )
 
 
-def _save(folder: Path, rows: list[dict], features) -> None:
-    """save_to_disk into a sibling, then swapped in: readers never see a half-written dataset. Images are
-    embedded as bytes, so the folder needs nothing else."""
+def _publish(config: DataConfig, sources, stage1: list[dict], stage2: list[dict], manifest: dict,
+             failures: list[str]) -> None:  # fmt: skip
+    """stage1/, stage2/ and manifest.json as one set: both datasets are written beside the old ones first;
+    then the old manifest goes, the datasets are swapped in, and the new manifest (with the build id both
+    datasets carry) comes last. Killed before the swap, the old set stays whole; during it, the folder has
+    no manifest or mismatched build ids, which training refuses (training_data.check_same_build)."""
+    build_id = uuid.uuid4().hex
+    staged = {
+        "stage1": _stage_dataset(config.out / "stage1", stage1, stage1_features(), build_id),
+        "stage2": _stage_dataset(config.out / "stage2", stage2, stage2_features(), build_id),
+    }
+    (config.out / "manifest.json").unlink(missing_ok=True)
+    for name, staging in staged.items():
+        shutil.rmtree(config.out / name, ignore_errors=True)
+        staging.rename(config.out / name)
+    write_lines_atomic(config.out / "failures.jsonl", failures)
+    if config.export_csv:
+        export_csv(config.out, sources, stage1, stage2)
+    write_json_atomic(config.out / "manifest.json", manifest | {"build_id": build_id})
+
+
+def _stage_dataset(folder: Path, rows: list[dict], features, build_id: str) -> Path:
+    """save_to_disk into a staging sibling of `folder` (returned): readers never see a half-written
+    dataset. Images are embedded as bytes, so the folder needs nothing else."""
     import datasets
 
     staging = folder.with_name(f".{folder.name}.tmp")
@@ -501,10 +561,10 @@ def _save(folder: Path, rows: list[dict], features) -> None:
     )
     table.save_to_disk(str(staging))
     del table
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+    write_json_atomic(staging / BUILD_FILE, {"build_id": build_id})
     rows_file.unlink()
     shutil.rmtree(build_cache, ignore_errors=True)
+    return staging
 
 
 def _rows_with_images(rows_file: str, columns: str):
@@ -567,6 +627,9 @@ def _manifest(
             "source": str(source.root), "format": source.train.format, "train_split": train_split(get_task(task), config.flowers_val),
             "n_train": len(source.train.items), "n_test": len(source.test.items), "n_classes": source.train.n_classes,
             "class_names": source.train.class_names,
+            # the surface form of the names taught: the archive's, or a choice file's (`--choices`)
+            "class_name_form": f"choices:{config.choices[task]}" if task in config.choices else "archive",
+            "renamed_class_names": source.renamed,
             "train_pixels_sha256": hashlib.sha256(listing.encode()).hexdigest(),
         }  # fmt: skip
     failed = sum(len(report.failures) for report in reports.values())

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.core.io import append_lines
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,5 @@ class ReplyCache:
         return self.replies.get(key)
 
     def add(self, replies: list[Reply]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            for reply in replies:
-                handle.write(reply.as_json() + "\n")
-                self.replies[reply.key] = reply
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_lines(self.path, [reply.as_json() for reply in replies])
+        self.replies.update((reply.key, reply) for reply in replies)

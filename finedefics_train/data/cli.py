@@ -80,6 +80,12 @@ def register(stages: argparse._SubParsersAction) -> None:
         help="class names, one per line (Flowers-102 has none in its archive)",
     )
     parser.add_argument(
+        "--choices",
+        action="append",
+        metavar="[TASK=]FILE",
+        help="the choice file you will evaluate with: the training data spells the class names as it does",
+    )
+    parser.add_argument(
         "--stop-after",
         choices=("discovery", "extraction", "summary"),
         help="run the llm-vqa stages up to this one and stop (resume later without it)",
@@ -109,16 +115,18 @@ def config_from_args(args: argparse.Namespace):
     tasks = list(dict.fromkeys(get_task(task).key for task in args.tasks))
     sources = parse_task_paths(args.source, "--source")
     names = parse_task_paths(args.classnames, "--classnames")
+    choices = parse_task_paths(args.choices, "--choices")
     roots = {}
     for task in tasks:
         root = sources.for_task(task)
         if root is None:
             raise UserError(f"no --source for {task}: give --source DIR, or --source {task}=DIR")
         roots[task] = root
-    extra = sorted(set(sources.per_task) - set(tasks)) + sorted(set(names.per_task) - set(tasks))
+    named = (*sources.per_task, *names.per_task, *choices.per_task)
+    extra = sorted(set(named) - set(tasks))
     if extra:
         raise UserError(
-            f"--source/--classnames name {', '.join(extra)}, which is not among the tasks {', '.join(tasks)}"
+            f"--source/--classnames/--choices name {', '.join(extra)}, which is not among the tasks {', '.join(tasks)}"
         )
     prompts = parse_task_paths(args.prompts, "--prompts")
     if prompts.default is not None:
@@ -128,6 +136,7 @@ def config_from_args(args: argparse.Namespace):
         clip_model=args.clip_model or DEFAULT_CLIP, limit=args.limit, seed=args.seed, mcq_ratio=args.mcq_ratio,
         allow_overlap=args.allow_overlap, flowers_val=args.flowers_val, prompts=prompts.per_task,
         classnames={task: names.for_task(task) for task in tasks if names.for_task(task) is not None},
+        choices={task: choices.for_task(task) for task in tasks if choices.for_task(task) is not None},
         stop_after=args.stop_after, retry_failed=args.retry_failed, export_csv=args.export_csv,
         batch_size=args.batch_size, concurrency=args.concurrency, max_attributes=args.max_attributes,
         llm_max_new_tokens=args.llm_max_new_tokens, vqa_max_new_tokens=args.vqa_max_new_tokens,

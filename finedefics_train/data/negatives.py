@@ -29,9 +29,19 @@ def clip_negative_labels(
     ]
 
 
-def random_negative_labels(split: DatasetSplit, seed: int, *, n: int = N_NEGATIVES) -> list[list[int]]:
+def random_negative_labels(
+    split: DatasetSplit, seed: int, *, n: int = N_NEGATIVES, labels: Sequence[int] | None = None
+) -> list[list[int]]:
+    """Per item of `split`: `n` seeded random incorrect labels among `labels` (default: every class), the
+    classes that have a training image with a description."""
     _check_classes(split, n)
-    labels = range(split.n_classes)
+    labels = range(split.n_classes) if labels is None else list(labels)
+    if len(labels) < n + 1:
+        raise UserError(
+            f"{split.root}: only {len(labels)} of {split.n_classes} classes have a training image with a "
+            f"description, but {n} negative categories per image need {n + 1}; describe more classes (a "
+            "larger --limit, a source with train images of more classes, or fewer failed requests)"
+        )
     return [
         random.Random(f"{seed}:negatives:{split.task}/{item.key}").sample(
             [x for x in labels if x != item.label], n
