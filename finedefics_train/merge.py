@@ -63,7 +63,7 @@ def merge_adapter(
 
 def trained_base(adapter: Path) -> str:
     """The base the adapter was trained on: its training record's, else peft's base_model_name_or_path."""
-    from finedefics_train.trainer import RECORD_FILE
+    from finedefics_train.resume import RECORD_FILE
     from models.idefics2 import adapter_base
 
     try:
