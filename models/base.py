@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import json
 import logging
 import os
 import re
@@ -145,6 +146,12 @@ def group_options(requests: Sequence[Request]) -> list[OptionGroup]:
         group.continuations.append(request.continuation)
         group.indices.append(request.index)
     return list(groups.values())
+
+
+def generation_settings(request: Request) -> str:
+    """A request's gen_kwargs (max_new_tokens, stop strings, ...) as a key: lmms-eval sends the requests of
+    every task of a run in one call, and a batch is generated with one set of settings."""
+    return json.dumps(request.gen_kwargs or {}, sort_keys=True, default=str)
 
 
 class EncodingPrefetcher:
@@ -467,15 +474,19 @@ class FGVRModel(lmms):
     def _document_images(self, doc_to_visual: Callable, task: str, split: str, doc_id: int) -> list:
         return doc_to_visual(self.task_dict[task][split][doc_id])
 
-    def _batches(self, items: list, desc: str) -> Iterator[list]:
+    def _batches(self, items: list, desc: str, kind: Callable[[Any], str] | None = None) -> Iterator[list]:
         """Batches of similar context lengths, longest first, each prepared ahead by an EncodingPrefetcher
-        (which serves this wrapper's `encode` while the batches run)."""
+        (which serves this wrapper's `encode` while the batches run). Items of different `kind` (e.g.
+        generation settings) never share a batch."""
         ordered = sorted(items, key=lambda r: -len(r.context))
+        kinds: dict[str, list] = {}
+        for item in ordered:
+            kinds.setdefault(kind(item) if kind else "", []).append(item)
         size = self.batch_size
-        chunks = (
-            ordered[start : start + size]
-            for start in tqdm(range(0, len(ordered), size), desc=desc, disable=self.rank != 0)
-        )
+        chunks = [
+            same[start : start + size] for same in kinds.values() for start in range(0, len(same), size)
+        ]
+        chunks = tqdm(chunks, desc=desc, disable=self.rank != 0)
         twin = self.prefetch_twin() if self.prefetch_encoding else self  # the twin is needed only to encode
         prefetcher = EncodingPrefetcher(twin.encode, twin.build_prompt, self.prefetch_encoding)
         self.encode = prefetcher.encode  # the scorer's encode calls find the prefetched tensors
@@ -536,7 +547,7 @@ class FGVRModel(lmms):
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         results: dict[int, str] = {}
-        for batch in self._batches(self._unpack(requests), "Generating"):
+        for batch in self._batches(self._unpack(requests), "Generating", generation_settings):
             for request, text in zip(
                 batch, self.answer_batch(self.generate_batch, batch, lambda r: FAILED_GENERATION)
             ):
@@ -550,6 +561,7 @@ class FGVRModel(lmms):
         return [results[i] for i in range(len(requests))]
 
     def generate_batch(self, batch: list[Request]) -> list[str]:
+        # one batch, one set of settings: `_batches` keeps requests of other settings apart
         gen_kwargs = batch[0].gen_kwargs or {}
         until = [s for s in gen_kwargs.get("until") or [] if s]
         inputs = self.generation_inputs(batch)
