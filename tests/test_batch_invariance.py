@@ -3,8 +3,8 @@
 One table, every native registry entry with a tiny checkpoint (tests.model_fixtures.NATIVE): nine
 questions whose images all differ in size and aspect ratio and whose prompts differ in length, so a
 batch of eight is left-padded, its images resized, tiled or padded to different shapes, and the
-shared-prefix scorer continues from a KV cache of rows of different lengths. Batch size 1, batch size
-8 and batch size 8 over a shuffled question order must give the same greedy texts (before stop
+shared-prefix scorer continues from a KV cache of rows of different lengths. Batch size 1 in question order,
+batch size 8 and batch size 3 over a shuffled order must give the same greedy texts (before stop
 strings are cut or whitespace stripped) and option log-likelihoods within TOLERANCE, through the
 shared-prefix path (the default) and the naive reference path.
 """
@@ -17,18 +17,23 @@ import pytest
 from lmms_eval.api.instance import Instance
 from PIL import Image, ImageDraw
 
+from harness.core.errors import UserError
 from models.fixtures.tiny_models import TINY_ARCHS
+from models.registry import MODELS
 from tasks.prompts import render_question
 from tests.model_fixtures import CURRENT_MODELS, LETTERS, NAMES, NATIVE, OPTIONS, load, tiny_checkpoint
 
-# Measured on CPU in float32 (docs/batching.md): at most 6.1e-05 nats (Flan-T5 answers of 220-385 nats,
-# two float32 ulps), at most 1.6e-05 on every decoder-only model.
+# Measured on CPU in float32 (docs/batching.md): at most 9.2e-05 nats on Flan-T5 (answers of up to 385
+# nats, where a float32 ulp is 3.1e-05), at most 1.1e-05 on every decoder-only model.
 TOLERANCE = {"abs": 1e-4, "rel": 1e-6}
 # (width, height) of each question's image: no two alike, square, wide, tall, smaller and larger than
 # the tiny processors' working sizes (32 px; Idefics2 and SmolVLM keep the aspect ratio and pad).
 SIZES = [(48, 40), (32, 32), (64, 24), (20, 60), (40, 40), (96, 72), (24, 30), (70, 50), (33, 45)]
 COLOURS = ["red", "navy", "darkgreen", "orange", "purple", "gray", "teal", "brown", "pink"]
-BATCHINGS = {"batch 8": (False, 8), "batch 8, shuffled": (True, 8)}  # each against batch 1 in order
+# Each against batch size 1 in question order. The wrapper batches requests by prompt length (longest
+# first, ties in request order), so a shuffle changes the order within a batch and which of two equally
+# long prompts shares a batch; batch size 3 changes every question's neighbours and its padding.
+BATCHINGS = {"batch 8, shuffled": (True, 8), "batch 3, shuffled": (True, 3)}
 GENERATION = {"max_new_tokens": 5, "until": []}
 
 # Every native registry entry that has a tiny checkpoint; entries that share an architecture with
@@ -36,6 +41,10 @@ GENERATION = {"max_new_tokens": 5, "until": []}
 BATCHED = [name for name, arch in NATIVE.items() if arch in TINY_ARCHS]
 SLOW = {name for name, arch in NATIVE.items() if arch != name} | set(CURRENT_MODELS) - {"qwen2_5_vl"}
 CASES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in BATCHED]
+# the naive path (shared_prefix=false, not the default) runs in the slow suite (tests/conftest.py)
+SLOW_CASES = {
+    f"test_option_likelihoods_do_not_depend_on_batch_size_or_order[{name}-naive]" for name in BATCHED
+}
 
 
 def image(i: int) -> Image.Image:
@@ -141,3 +150,27 @@ def test_requests_with_different_generation_settings_are_batched_apart():
     alone = model.generate_until(requests)
     model.batch_size_per_gpu = 8
     assert model.generate_until(requests) == alone
+
+
+# Wrappers whose architecture reads one image per prompt (the BLIP family's query tokens), by class.
+ONE_IMAGE = [name for name in BATCHED if getattr(MODELS[name].load_wrapper(), "images_per_prompt", None) == 1]
+
+
+@pytest.mark.parametrize("name", ONE_IMAGE)
+def test_a_second_image_is_refused_where_a_prompt_reads_one(name):
+    """BLIP-2 and InstructBLIP put one block of query tokens before each prompt and fill them with the
+    batch's images in order: a question with two images would hand its second image to the next row
+    of the batch (its answer then depends on what it is batched with). It is refused instead."""
+    model = load(name, tiny_checkpoint(name), batch_size=8)
+    model.task_dict = {"t": {"test": [{"images": [image(0), image(1)]}, {"images": [image(2)]}]}}
+    two = [
+        Instance(
+            request_type="loglikelihood",
+            arguments=(QUESTIONS[0], " A", lambda doc: doc["images"], d, "t", "test"),
+            idx=d,
+            metadata={"task": "t", "doc_id": d, "repeats": 1},
+        )
+        for d in (0, 1)
+    ]
+    with pytest.raises(UserError, match="reads one image per question; a question has 2"):
+        model.loglikelihood(two)
