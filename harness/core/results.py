@@ -9,7 +9,8 @@ upgrades older versions.
 Versions: 1, the first; 2 added `n_rows`, `n_correct`, `accuracy_ci_method` (every interval is
 Wilson's, `harness.core.stats`), `position_bias` and `provenance.num_processes`, made `errors`
 count failed requests (it was always 0) and `scoring` take every scoring (`loglik_name`).
-The optional `provenance.training_run` (runs of `harness train --eval-after`) needs no new version.
+The optional `provenance.training_run` (runs of `harness train --eval-after`) and `provenance.batch_size`
+(questions per model call) need no new version.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class Provenance(TypedDict):
     command: list[str]
     device: str
     num_processes: int  # data-parallel processes the run was sharded over (1: a single process)
+    # questions per model call in each process, as requested (remote-code wrappers answer one at a
+    # time); bitwise-equal answers across batch sizes hold only where docs/batching.md says so
+    batch_size: NotRequired[int]
     training_run: NotRequired[
         dict[str, Any]
     ]  # `harness train --eval-after`: the training run behind the adapter
