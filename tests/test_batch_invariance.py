@@ -1,9 +1,10 @@
 """Answers that do not depend on how the requests were batched (docs/batching.md).
 
 One table, every native registry entry with a tiny checkpoint (tests.model_fixtures.NATIVE): nine
-questions whose images all differ in size and aspect ratio and whose prompts differ in length, so a
-batch of eight is left-padded, its images resized, tiled or padded to different shapes, and the
-shared-prefix scorer continues from a KV cache of rows of different lengths. Batch size 1 in question order,
+questions whose images all differ in size and aspect ratio (every other question has two where the
+model takes several) and whose prompts differ in length, so a batch is left-padded, its images
+resized, tiled or padded to different shapes, and the shared-prefix scorer continues from a KV cache
+of rows of different lengths. Batch size 1 in question order,
 batch size 8 and batch size 3 over a shuffled order must give the same greedy texts (before stop
 strings are cut or whitespace stripped) and option log-likelihoods within TOLERANCE, through the
 shared-prefix path (the default) and the naive reference path.
@@ -24,7 +25,7 @@ from tasks.prompts import render_question
 from tests.model_fixtures import CURRENT_MODELS, LETTERS, NAMES, NATIVE, OPTIONS, load, tiny_checkpoint
 
 # Measured on CPU in float32 (docs/batching.md): at most 9.2e-05 nats on Flan-T5 (answers of up to 385
-# nats, where a float32 ulp is 3.1e-05), at most 1.1e-05 on every decoder-only model.
+# nats, where a float32 ulp is 3.1e-05), at most 7.6e-06 on every decoder-only model.
 TOLERANCE = {"abs": 1e-4, "rel": 1e-6}
 # (width, height) of each question's image: no two alike, square, wide, tall, smaller and larger than
 # the tiny processors' working sizes (32 px; Idefics2 and SmolVLM keep the aspect ratio and pad).
@@ -54,7 +55,10 @@ def image(i: int) -> Image.Image:
     return picture
 
 
-DOCS = [{"image": image(i)} for i in range(len(SIZES))]
+# One image per question; where a wrapper takes several, every other question has a second one, so a
+# batch mixes questions of one and two images (how many image tokens a row has, how images are grouped).
+ONE_IMAGE_DOCS = [{"images": [image(i)]} for i in range(len(SIZES))]
+DOCS = [{"images": [image(i)] + [image(len(SIZES) - 1 - i)] * (i % 2)} for i in range(len(SIZES))]
 # long multiple-choice prompts (two to four options) beside short ones of different lengths
 QUESTIONS = [
     render_question("Which of these birds is shown in the image?", OPTIONS[: 2 + i % 3])
@@ -74,7 +78,7 @@ def instances(kind: str, order: list[int], answers: list[str] | None = None) -> 
     return [
         Instance(
             request_type=kind,
-            arguments=(QUESTIONS[d], second, lambda doc: [doc["image"]], d, "t", "test"),
+            arguments=(QUESTIONS[d], second, lambda doc: doc["images"], d, "t", "test"),
             idx=i,
             metadata={"task": "t", "doc_id": d, "repeats": 1},
         )
@@ -107,6 +111,11 @@ def option_scores(wrapper, shuffled: bool, batch_size: int, shared_prefix: bool)
     return out
 
 
+def one_image(name: str) -> bool:
+    """Whether the wrapper's architecture reads one image per prompt (the BLIP family's query tokens)."""
+    return getattr(MODELS[name].load_wrapper(), "images_per_prompt", None) == 1
+
+
 def argmin(values: list[float]) -> int:
     return min(range(len(values)), key=values.__getitem__)
 
@@ -115,7 +124,7 @@ def argmin(values: list[float]) -> int:
 def wrapper(request):
     name = request.param
     model = load(name, tiny_checkpoint(name), **({"thinking_tokens": 0} if name == "fine_r1" else {}))
-    model.task_dict = {"t": {"test": DOCS}}
+    model.task_dict = {"t": {"test": ONE_IMAGE_DOCS if one_image(name) else DOCS}}
     # compare the whole greedy continuation: stop strings and whitespace stripping can hide a difference
     model.cut_at_stop = lambda text, until: text
     return model
@@ -152,8 +161,7 @@ def test_requests_with_different_generation_settings_are_batched_apart():
     assert model.generate_until(requests) == alone
 
 
-# Wrappers whose architecture reads one image per prompt (the BLIP family's query tokens), by class.
-ONE_IMAGE = [name for name in BATCHED if getattr(MODELS[name].load_wrapper(), "images_per_prompt", None) == 1]
+ONE_IMAGE = [name for name in BATCHED if one_image(name)]
 
 
 @pytest.mark.parametrize("name", ONE_IMAGE)
