@@ -59,8 +59,12 @@ def git_commit() -> str | None:
     return f"{commit}+dirty" if dirty else commit
 
 
-def collect(command: list[str], device: str, num_processes: int = 1) -> Provenance:
-    return {
+def collect(
+    command: list[str], device: str, num_processes: int = 1, batch_size: int | None = None
+) -> Provenance:
+    """Where and how a run was computed; `batch_size` (questions per model call) belongs to a result's
+    identity wherever answers can move with it (docs/batching.md)."""
+    recorded: Provenance = {
         "harness_version": __version__,
         "git_commit": git_commit(),
         "packages": package_versions(),
@@ -70,3 +74,6 @@ def collect(command: list[str], device: str, num_processes: int = 1) -> Provenan
         "device": device,
         "num_processes": num_processes,
     }
+    if batch_size is not None:
+        recorded["batch_size"] = batch_size
+    return recorded

@@ -514,6 +514,7 @@ def run_evaluation(config: RunConfig, *, command: list[str] | None = None) -> Ru
             command or sys.argv,
             device=config.model_args.get("device", "auto"),
             num_processes=distributed.world_size(),
+            batch_size=config.batch_size,
         ),
     }
     validate_summary(summary, str(plan.run_dir / SUMMARY_FILE))  # the contract holds before the file exists

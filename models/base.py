@@ -43,7 +43,7 @@ from harness.core.requests import FAILED_GENERATION, FAILED_NLL
 from models import distributed
 from models.dtypes import DTYPES
 from models.registry import ModelSpec, known_model_args, spec_of_wrapper
-from models.requests import DocumentImages, Request, group_options
+from models.requests import DocumentImages, Request, generation_settings, group_options
 from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, cache_of, join_answer, with_cache
 
 log = logging.getLogger(__name__)
@@ -458,15 +458,19 @@ class FGVRModel(lmms):
     def _document_images(self, doc_to_visual: Callable, task: str, split: str, doc_id: int) -> list:
         return doc_to_visual(self.task_dict[task][split][doc_id])
 
-    def _batches(self, items: list, desc: str) -> Iterator[list]:
+    def _batches(self, items: list, desc: str, kind: Callable[[Any], str] | None = None) -> Iterator[list]:
         """Batches of similar context lengths, longest first, each prepared ahead by an EncodingPrefetcher
-        (which serves this wrapper's `encode` while the batches run)."""
+        (which serves this wrapper's `encode` while the batches run). Items of different `kind` (e.g.
+        generation settings) never share a batch."""
         ordered = sorted(items, key=lambda r: -len(r.context))
+        kinds: dict[str, list] = {}
+        for item in ordered:
+            kinds.setdefault(kind(item) if kind else "", []).append(item)
         size = self.batch_size
-        chunks = (
-            ordered[start : start + size]
-            for start in tqdm(range(0, len(ordered), size), desc=desc, disable=self.rank != 0)
-        )
+        chunks = [
+            same[start : start + size] for same in kinds.values() for start in range(0, len(same), size)
+        ]
+        chunks = tqdm(chunks, desc=desc, disable=self.rank != 0)
         twin = self.prefetch_twin() if self.prefetch_encoding else self  # the twin is needed only to encode
         prefetcher = EncodingPrefetcher(twin.encode, twin.prompt_for, self.prefetch_encoding)
         self.encode = prefetcher.encode  # the scorer's encode calls find the prefetched tensors
@@ -527,7 +531,7 @@ class FGVRModel(lmms):
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         results: dict[int, str] = {}
-        for batch in self._batches(self._unpack(requests), "Generating"):
+        for batch in self._batches(self._unpack(requests), "Generating", generation_settings):
             for request, text in zip(
                 batch, self.answer_batch(self.generate_batch, batch, lambda r: FAILED_GENERATION)
             ):
@@ -541,6 +545,7 @@ class FGVRModel(lmms):
         return [results[i] for i in range(len(requests))]
 
     def generate_batch(self, batch: list[Request]) -> list[str]:
+        # one batch, one set of settings: `_batches` keeps requests of other settings apart
         gen_kwargs = batch[0].gen_kwargs or {}
         until = [s for s in gen_kwargs.get("until") or [] if s]
         inputs = self.generation_inputs(batch)

@@ -12,6 +12,7 @@ import logging
 
 import torch
 
+from harness.core.errors import UserError
 from models.base import FGVRModel
 from models.scoring import Seq2SeqScorer, with_cache
 
@@ -21,8 +22,17 @@ log = logging.getLogger(__name__)
 class QueryTokenModel(FGVRModel):
     prompt_template = "{question}"
     generate_returns_prompt = False
+    # One block of query tokens per prompt, filled with the batch's images in order: a second image
+    # would land in the next row's block, so a question's answer would depend on its batch (refused).
+    images_per_prompt = 1
 
     def encode(self, prompts, images):
+        counts = {len(row) for row in images} - {self.images_per_prompt}
+        if counts:
+            raise UserError(
+                f"{self.spec.display_name} reads one image per question; a question has {max(counts)} "
+                "(use a task with one image per question, or a model that takes several)"
+            )
         # The processor puts the query tokens in front of the padded text; move the padding in front of
         # them, so that every row reads [padding, query tokens, prompt] and batching changes nothing.
         batch = super().encode(prompts, images)

@@ -33,6 +33,9 @@ class Idefics1FGVR(FGVRModel):
             **inputs, position_ids=self.positions(inputs["attention_mask"]), use_cache=True, logits_to_keep=1
         )
         self.image_states_keyword, states = image_states(self.model.config, out)
+        rows = inputs["input_ids"].shape[0]
+        if states.shape[0] != rows:  # one entry per image: group them by question, so `rows` select questions
+            states = states.unflatten(0, (rows, -1))
         extras = {"image_states": states, "image_mask": inputs["image_attention_mask"][:, -1:]}
         return Prefix(out.logits[:, -1].float(), cache_of(out), inputs["attention_mask"], extras)
 

@@ -4,6 +4,7 @@ Below the base class and the answer scorers, which both read them."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,3 +69,9 @@ def group_options(requests: Sequence[Request]) -> list[OptionGroup]:
         group.continuations.append(request.continuation)
         group.indices.append(request.index)
     return list(groups.values())
+
+
+def generation_settings(request: Request) -> str:
+    """A request's gen_kwargs (max_new_tokens, stop strings, ...) as a key: lmms-eval sends the requests of
+    every task of a run in one call, and a batch is generated with one set of settings."""
+    return json.dumps(request.gen_kwargs or {}, sort_keys=True, default=str)

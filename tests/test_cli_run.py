@@ -58,6 +58,7 @@ def test_run_end_to_end(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices, 
     flat = {k: v for k, v in summary.items() if not isinstance(v, dict) and k != "confusions"}
     assert {k: v for k, v in line.items() if k != "summary_file"} == flat  # every flat field, nothing nested
     assert summary["provenance"]["packages"]["lmms_eval"]
+    assert summary["provenance"]["batch_size"] == 2
     assert summary["task_version"] and summary["model_revision"].startswith("local-sha256:")
     assert sum(1 for _ in open(line["samples_file"])) == line["n"]
     results = json.loads(open(line["results_file"]).read())

@@ -9,8 +9,9 @@ upgrades older versions.
 Versions: 1, the first; 2 added `n_rows`, `n_correct`, `accuracy_ci_method` (every interval is
 Wilson's, `harness.core.stats`), `position_bias` and `provenance.num_processes`, made `errors`
 count failed requests (it was always 0) and `scoring` take every scoring (`loglik_name`).
-The optional `provenance.training_run` (runs of `harness train --eval-after`) and `identity` (the
-computation key, harness.core.identity) need no new version.
+The optional `provenance.training_run` (runs of `harness train --eval-after`) `identity` (the
+computation key, harness.core.identity) and `provenance.batch_size` (questions per model call) need
+no new version.
 3 added `protocol` (harness.core.protocols) and `rescored_from` (a summary `harness rescore` wrote
 from another run's responses). Every summary before it was produced by the harness's own prompts and
 first-letter rule, so an upgraded one reads `protocol: "harness"`; its numbers are never mixed with
@@ -65,6 +66,9 @@ class Provenance(TypedDict):
     command: list[str]
     device: str
     num_processes: int  # data-parallel processes the run was sharded over (1: a single process)
+    # questions per model call in each process, as requested (remote-code wrappers answer one at a
+    # time); bitwise-equal answers across batch sizes hold only where docs/batching.md says so
+    batch_size: NotRequired[int]
     training_run: NotRequired[
         dict[str, Any]
     ]  # `harness train --eval-after`: the training run behind the adapter
