@@ -305,9 +305,15 @@ def evaluate(
 
 
 def response_kind(plan: RunPlan) -> ResponseKind:
-    if plan.prepared.variant == "open":
+    return kind_for(plan.prepared.variant, plan.config.scoring)
+
+
+def kind_for(variant: str, scoring: str) -> ResponseKind:
+    """How a run's responses are scored: a class named (open world), a letter generated, options scored.
+    The exports re-score a run folder's samples with it, as the run did."""
+    if variant == "open":
         return "open"
-    return "generate" if plan.config.scoring == "generate" else "loglik"
+    return "generate" if scoring == "generate" else "loglik"
 
 
 def score_samples(samples: list[dict], kind: ResponseKind) -> list[RowScore]:
