@@ -127,8 +127,13 @@ def make_run_folder(
     samples_file.write_text("".join(json.dumps(sample) + "\n" for sample in samples))
     (folder / "results.json").write_text("{}")
     metrics = summarise(score_samples(samples, "generate"), class_names_of(samples))
+    from models.registry import MODELS
+
+    hub_id = MODELS[model].hub_id if model in MODELS else model
     summary = make_summary(
         schema_version=SCHEMA_VERSION,
+        pretrained=hub_id,
+        model_revision=None,
         run_id=f"{model}-{task}-{folder.name}",
         model=model,
         task=task,
