@@ -137,8 +137,8 @@ def test_live_model_detail(live):
 def test_live_plots(live):
     client, _, _ = live
     by_dataset, versus = client.predict(["finedefics", "idefics2"], api_name="/plots")
-    assert by_dataset.startswith("<svg") and "Finedefics · reported" in by_dataset
-    assert "Idefics2 · reproduced" in versus and "Idefics2 · reported" in versus
+    assert by_dataset["type"] == "plotly" and "Finedefics · reported" in by_dataset["plot"]
+    assert "Idefics2 · reproduced" in versus["plot"] and "Idefics2 · reported" in versus["plot"]
 
 
 @pytest.mark.server
