@@ -571,24 +571,29 @@ class LeaderboardApp:
         return files
 
     def admin_import(self, token: str, upload: Any) -> str:
-        """An admin drops a summary.json or an lmms-eval results JSON: imported like `harness import`."""
+        """An admin drops a summary.json or an lmms-eval results JSON: imported like `harness import`.
+        The uploaded copy is removed whatever the outcome."""
+        path = Path(upload if isinstance(upload, str) else upload.name) if upload else None
+        try:
+            return self._admin_import(token, path)
+        finally:
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    def _admin_import(self, token: str, path: Path | None) -> str:
         from leaderboard.importer import import_path
 
         if not os.environ.get(ADMIN_TOKEN_ENV):
             return f"Admin actions are disabled: start the app with {ADMIN_TOKEN_ENV} set."
         if not self.is_admin(token):
             return "**Refused:** wrong admin token."
-        if not upload:
+        if path is None:
             return "**Refused:** drop a summary.json or an lmms-eval results JSON first."
-        path = Path(upload if isinstance(upload, str) else upload.name)
-        try:
-            with tempfile.TemporaryDirectory() as folder:
-                raw = path.read_bytes()
-                target = Path(folder) / (SUMMARY_FILE if _looks_like_summary(raw) else "results.json")
-                target.write_bytes(raw)
-                report = import_path(self.store, target)
-        finally:
-            path.unlink(missing_ok=True)
+        with tempfile.TemporaryDirectory() as folder:
+            raw = path.read_bytes()
+            target = Path(folder) / (SUMMARY_FILE if _looks_like_summary(raw) else "results.json")
+            target.write_bytes(raw)
+            report = import_path(self.store, target)
         if report.refused:
             return "**Refused:** " + "; ".join(public_text(reason) for _, reason in report.refused)
         if report.files == 0:
