@@ -22,7 +22,6 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
-from PIL import Image
 
 from harness.config import SCORINGS
 from harness.core.errors import UserError
@@ -397,20 +396,17 @@ class LeaderboardApp:
             detail.confusion_frame(rows),
         )
 
-    def probes(self, name: str | None, token: str = "") -> tuple[pd.DataFrame, list]:
-        """The Probes section: the figures of every `harness probe repr` report and its t-SNE plots
-        (a hidden model's only with the admin token, as its page)."""
+    def probes(self, name: str | None, token: str = "") -> tuple[pd.DataFrame, Any]:
+        """The Probes section: the figures of every `harness probe repr` report and its t-SNE pictures
+        in one plotly figure (a hidden model's only with the admin token, as its page)."""
         if not name:
-            return pd.DataFrame(columns=detail.PROBE_COLUMNS), []
+            return pd.DataFrame(columns=detail.PROBE_COLUMNS), plots.tsne_images([])
         try:
             reports = self.store.probe_reports(name, include_hidden=self.is_admin(token))
         except UserError as exc:
             raise gr.Error(str(exc)) from None
-        gallery = []
-        for path, caption in detail.probe_plots(reports):
-            with Image.open(path) as image:
-                gallery.append((image.convert("RGB"), caption))
-        return detail.probes_frame(reports), gallery
+        images = [(Path(path).read_bytes(), caption) for path, caption in detail.probe_plots(reports)]
+        return detail.probes_frame(reports), plots.tsne_images(images)
 
     @staticmethod
     def is_admin(token: str | None) -> bool:
@@ -860,10 +856,8 @@ class LeaderboardApp:
         )
         gr.Markdown("#### Probes (`harness probe repr`: linear probes, alignment, distances, t-SNE)")
         probe_table = gr.Dataframe(label="Representation probes", interactive=False, elem_id="detail-probes")
-        probe_plots = gr.Gallery(
-            label="t-SNE of objects (dots) and category names (diamonds)",
-            columns=2,
-            elem_id="detail-probe-plots",
+        probe_plots = gr.Plot(
+            label="t-SNE of objects (dots) and category names (diamonds)", elem_id="detail-probe-plots"
         )
         gr.on(
             [model.change, token.submit],

@@ -95,3 +95,26 @@ def position_bias(
     figure.add_bar(name="right answer", x=list(letters), y=[100 * v for v in gold])
     figure.update_yaxes(title_text="share (%)")
     return figure
+
+
+def tsne_images(
+    images: Sequence[tuple[bytes, str]], title: str = "t-SNE of objects and category names"
+) -> go.Figure:
+    """The probes' t-SNE pictures (PNG bytes, caption), two per row, zoomable; the PNGs travel as
+    data URIs (a few tens of KiB each) rather than as pixel arrays."""
+    import base64
+
+    from plotly.subplots import make_subplots
+
+    if not images:
+        return _empty(title)
+    columns = min(2, len(images))
+    rows = (len(images) + columns - 1) // columns
+    figure = make_subplots(rows=rows, cols=columns, subplot_titles=[caption for _, caption in images])
+    for index, (png, _) in enumerate(images):
+        source = "data:image/png;base64," + base64.b64encode(png).decode()
+        figure.add_trace(go.Image(source=source), row=index // columns + 1, col=index % columns + 1)
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    figure.update_layout(**LAYOUT, title={"text": title}, height=120 + 480 * rows)
+    return figure
