@@ -177,14 +177,14 @@ def test_browser_shows_comparison_derived_intervals_bias_and_library_plots(compa
         page.get_by_role("tab", name="Compare").click()
         pick(page, "#compare-a", "Idefics2 · reproduced (generate)")
         pick(page, "#compare-b", "LLaVA-1.5-7B · reproduced (generate)")
-        compared = page.locator("#compare-table")
-        compared.get_by_text("paired bootstrap").first.wait_for()
-        compared.get_by_text("A better").first.wait_for()
+        compared = page.locator("#compare-table [role=gridcell]")
+        compared.filter(has_text="paired bootstrap").first.wait_for()
+        compared.filter(has_text="A better").first.wait_for()
         page.screenshot(path=shots / "compare.png", full_page=True)
 
         # position bias, flagged
         page.get_by_role("tab", name="Position bias").click()
-        page.locator("#bias-table").get_by_text("⚠ biased: D", exact=False).first.wait_for()
+        page.locator("#bias-table [role=gridcell]").filter(has_text="⚠ biased: D").first.wait_for()
         page.screenshot(path=shots / "bias.png", full_page=True)
 
         # a paper row's interval, labelled derived
@@ -192,7 +192,7 @@ def test_browser_shows_comparison_derived_intervals_bias_and_library_plots(compa
         model = page.locator("#detail-model input").first
         model.fill("finedefics")
         model.press("Enter")
-        page.locator("#detail-results").get_by_text("(derived)").first.wait_for()
+        page.locator("#detail-results [role=gridcell]").filter(has_text="(derived)").first.wait_for()
         # the per-class chart of Finedefics' own Stanford Cars run, drawn by plotly
         pick(page, "#class-task", "Car-196")
         page.locator("#plot-per-class .js-plotly-plot").first.wait_for()
