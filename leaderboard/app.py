@@ -890,6 +890,7 @@ class LeaderboardApp:
             second = gr.Dropdown([], label="B", elem_id="compare-b")
         note = gr.Markdown(elem_id="compare-note")
         table = gr.Dataframe(label="A − B", interactive=False, elem_id="compare-table", wrap=True)
+
         def compare_shown(a: str | None, b: str | None):
             note, frame = self.compare(a, b)
             return note, _two_decimals(frame, COMPARE_COLUMNS[1:4])

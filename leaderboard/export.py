@@ -146,7 +146,7 @@ def export(
         raise UserError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     out = Path(out)
     if fmt == "hf-benchmark":
-        return [write_hf_benchmark(out, dataset_id)]
+        return [write_hf_benchmark(out)]
     if not items:
         raise UserError("nothing to export: no results")
     if fmt == "hf-eval-results":
@@ -206,7 +206,7 @@ def write_hf_eval_results(
     return written
 
 
-def hf_benchmark(dataset_id: str = BENCHMARK_DATASET_ID) -> dict[str, Any]:
+def hf_benchmark() -> dict[str, Any]:
     """The benchmark dataset's eval.yaml: the six tasks, one test split each."""
     return {
         "name": "FGVR",
@@ -220,11 +220,12 @@ def hf_benchmark(dataset_id: str = BENCHMARK_DATASET_ID) -> dict[str, Any]:
     }
 
 
-def write_hf_benchmark(out: Path, dataset_id: str = BENCHMARK_DATASET_ID) -> Path:
+def write_hf_benchmark(out: Path) -> Path:
+    """eval.yaml for the dataset repository whose id `.eval_results` entries name (--dataset-id)."""
     import yaml
 
     path = Path(out) / "eval.yaml"
-    text = yaml.safe_dump(hf_benchmark(dataset_id), sort_keys=False, allow_unicode=True)
+    text = yaml.safe_dump(hf_benchmark(), sort_keys=False, allow_unicode=True)
     write_lines_atomic(path, [text.rstrip("\n")])
     return path
 
