@@ -158,7 +158,8 @@ def hf_entries(
     items: Iterable[ExportItem], dataset_id: str = BENCHMARK_DATASET_ID, source_url: str = SOURCE_URL
 ) -> list:
     """huggingface_hub EvalResultEntry objects for the reproduced results (the paper's figures are not
-    this model repository's evaluations). Values in percent, as the leaderboard shows them."""
+    this model repository's evaluations): per task and scoring, the latest full run of the main variant,
+    the one the leaderboard's column shows. Values in percent, as the leaderboard shows them."""
     from huggingface_hub import EvalResultEntry
 
     return [
@@ -171,9 +172,23 @@ def hf_entries(
             source_name="fgvr-harness (lmms-eval)",
             notes=item.notes(),
         )
-        for item in items
-        if item.fields["source"] == "reproduced"
+        for item in column_runs(items)
     ]
+
+
+def column_runs(items: Iterable[ExportItem]) -> list[ExportItem]:
+    """The reproduced results a leaderboard column would show: full runs (no --limit) of the task's main
+    variant, the latest per (model, task, scoring)."""
+    latest: dict[tuple[str, str, str], ExportItem] = {}
+    for item in sorted(items, key=lambda item: item.fields["created"]):
+        fields = item.fields
+        if (
+            fields["source"] == "reproduced"
+            and not fields.get("sample_limit")
+            and fields["variant"] == spec.get_column(fields["task"]).main_variant
+        ):
+            latest[(item.name, fields["task"], fields["scoring"])] = item
+    return list(latest.values())
 
 
 def write_hf_eval_results(

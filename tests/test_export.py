@@ -180,3 +180,14 @@ def test_a_changed_instance_file_is_refused_on_import(run, tmp_path):
     store = ResultStore.open(f"sqlite:///{tmp_path / 'x.db'}")
     report = import_path(store, tmp_path / "eee")
     assert report.refused and "checksum" in report.refused[0][1]
+
+
+def test_hf_eval_results_hold_only_full_main_protocol_runs(run, tmp_path):
+    """A --limit run or another variant is not what the column shows, so it is not published."""
+    import dataclasses
+
+    [full] = items_from_runs(run)
+    limited = dataclasses.replace(full, fields={**full.fields, "key": "limited", "sample_limit": 5})
+    k20 = dataclasses.replace(full, fields={**full.fields, "key": "k20", "variant": "k20"})
+    assert hf_entries([limited, k20, full]) == hf_entries([full]) and len(hf_entries([full])) == 1
+    assert hf_entries([limited, k20]) == []
