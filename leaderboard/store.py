@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -199,10 +199,12 @@ class ResultStore:
     def record_outcomes(self, key: str, outcomes: list) -> bool:
         """Attach per-question outcomes (QuestionOutcome) to the result `key`; False when it has some."""
         with self.session() as session:
-            result = session.scalars(select(ResultRow).where(ResultRow.key == key)).one()
-            if result.outcomes:
+            result_id = session.scalars(select(ResultRow.id).where(ResultRow.key == key)).one()
+            if session.scalars(
+                select(OutcomeRow.id).where(OutcomeRow.result_id == result_id).limit(1)
+            ).first():
                 return False
-            result.outcomes = [OutcomeRow(**outcome.as_row()) for outcome in outcomes]
+            _add_outcomes(session, result_id, outcomes)
             return True
 
     def record_result(self, name: str, model: dict[str, Any], fields: dict[str, Any], outcomes: list) -> bool:
@@ -223,14 +225,10 @@ class ResultStore:
                 is not None
             ):
                 return False
-            owner = self._model(session, name, **model)
-            session.add(
-                ResultRow(
-                    model=owner,
-                    **fields,
-                    outcomes=[OutcomeRow(**outcome.as_row()) for outcome in outcomes],
-                )
-            )
+            result = ResultRow(model=self._model(session, name, **model), **fields)
+            session.add(result)
+            session.flush()
+            _add_outcomes(session, result.id, outcomes)
             return True
 
     def check_name_free(self, name: str, revision: str | None, derived: str | None = None) -> None:
@@ -589,6 +587,12 @@ def summary_result_fields(summary: RunSummary) -> dict[str, Any]:
         "provenance": provenance,
         "created": parse_utc(summary["created"]),
     }
+
+
+def _add_outcomes(session: Session, result_id: int, outcomes: list) -> None:
+    """Per-question outcomes of one result, in one bulk insert (thousands of rows per run)."""
+    if outcomes:
+        session.execute(insert(OutcomeRow), [{"result_id": result_id, **o.as_row()} for o in outcomes])
 
 
 def derived_interval(task: str, accuracy: float) -> dict[str, Any]:
