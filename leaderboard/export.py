@@ -127,6 +127,8 @@ def collect(target: str, db_url: str | None = None) -> list[ExportItem]:
     store = ResultStore.open(db_url)
     try:
         return items_from_store(store, target)
+    except UserError as error:
+        raise UserError(f"{error} ('{target}' is no run folder here either)") from None
     finally:
         store.close()
 
