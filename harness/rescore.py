@@ -96,12 +96,6 @@ def rescore_samples(
 # ---- a harness run folder -----------------------------------------------------------------------
 
 
-def response_kind_of(summary: RunSummary) -> ResponseKind:
-    if summary["variant"] == "open":
-        return "open"
-    return "generate" if summary["scoring"] == "generate" else "loglik"
-
-
 def read_samples(path: Path) -> list[dict[str, Any]]:
     samples = []
     try:
@@ -124,9 +118,15 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
 
 
 def samples_path(run_dir: Path, summary: RunSummary) -> Path:
-    """The run's per-sample file: where the summary says, else the same name in the run folder (moved runs)."""
-    recorded = Path(summary["samples_file"])
-    return recorded if recorded.is_file() else run_dir / recorded.name
+    """The run's per-sample file: as recorded, or relative to the run folder (a moved or copied folder)."""
+    recorded = Path(summary.get("samples_file") or "")
+    for candidate in (recorded, run_dir / recorded, run_dir / recorded.name):
+        if str(candidate) not in ("", ".") and candidate.is_file():
+            return candidate
+    raise UserError(
+        f"{run_dir}: the samples file {recorded} of run {summary['run_id']} is missing; per-question "
+        "records need lmms-eval's samples JSONL beside the summary"
+    )
 
 
 def check_rescorable(summary: RunSummary, protocol: str) -> None:
@@ -146,7 +146,7 @@ def check_rescorable(summary: RunSummary, protocol: str) -> None:
 
 def rescore_run(run_dir: Path, protocol: str, *, command: list[str] | None = None) -> Rescored:
     from harness.metrics import summarise
-    from harness.runner import answer_protocol, class_names_of
+    from harness.runner import answer_protocol, class_names_of, kind_for
 
     summary = load_summary(run_dir)
     check_rescorable(summary, protocol)
@@ -157,7 +157,9 @@ def rescore_run(run_dir: Path, protocol: str, *, command: list[str] | None = Non
             "FOCI-Benchmark has no recipe for reading its answers"
         )
     samples = read_samples(samples_path(run_dir, summary))
-    rows, records = rescore_samples(samples, response_kind_of(summary), answer_protocol(protocol, model))
+    rows, records = rescore_samples(
+        samples, kind_for(summary["variant"], summary["scoring"]), answer_protocol(protocol, model)
+    )
     summary_file = run_dir / RESCORED_SUMMARY_FILE.format(protocol=protocol)
     records_file = run_dir / f"records.{protocol}.jsonl"
     new: RunSummary = {

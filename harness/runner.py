@@ -393,9 +393,15 @@ def evaluate_with_lmms(plan: RunPlan, lm, manager, limit: int | None, datetime_s
 
 
 def response_kind(plan: RunPlan) -> ResponseKind:
-    if plan.prepared.variant == "open":
+    return kind_for(plan.prepared.variant, plan.config.scoring)
+
+
+def kind_for(variant: str, scoring: str) -> ResponseKind:
+    """How a run's responses are scored: a class named (open world), a letter generated, options scored.
+    The exports re-score a run folder's samples with it, as the run did."""
+    if variant == "open":
         return "open"
-    return SCORING_KINDS[plan.config.scoring].response
+    return SCORING_KINDS[scoring].response
 
 
 def score_samples(samples: list[dict], kind: ResponseKind, protocol: AnswerProtocol) -> list[RowScore]:

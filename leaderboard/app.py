@@ -22,13 +22,12 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
-from PIL import Image
 
 from harness.config import SCORINGS
 from harness.core.errors import UserError
 from harness.core.io import write_lines_atomic
-from leaderboard import detail, spec
-from leaderboard.plots import grouped_bar_svg
+from harness.core.results import SUMMARY_FILE
+from leaderboard import detail, plots, spec, stats
 from leaderboard.queue import LISTED_COLUMNS, STATUSES, SubmissionQueue, submit_checkpoint
 from leaderboard.store import ResultStore
 from leaderboard.submissions import (
@@ -45,7 +44,9 @@ from leaderboard.table import (
     ID_COLUMN,
     MODEL_COLUMN,
     PERCENT_COLUMNS,
+    ROW_KEY,
     TableQuery,
+    best_runs,
     filter_choices,
     leaderboard_table,
     sort_columns,
@@ -56,8 +57,22 @@ log = logging.getLogger(__name__)
 ADMIN_TOKEN_ENV = "HARNESS_ADMIN_TOKEN"
 SUBMIT_TOKENS_ENV = "HARNESS_SUBMIT_TOKENS"  # name:token,name:token; when set, the web form needs a token
 TRUSTED_PROXIES_ENV = "HARNESS_TRUSTED_PROXIES"  # proxies whose X-Forwarded-For is believed; none by default
-MAX_UPLOAD_BYTES = 0  # the app has no upload component: Gradio's upload route refuses every non-empty file
+# Gradio's upload route takes files from anyone before any handler runs, so it is kept small: enough
+# for a summary.json or an lmms-eval results JSON (the admin import, which checks the token first).
+MAX_UPLOAD_BYTES = 512 * 1024
 MODEL_NAME_CHARS = 32  # longer names are cut in the table; the full name shows on hover
+COMPARE_COLUMNS = [
+    "Dataset",
+    "A (%)",
+    "B (%)",
+    "Δ A−B (points)",
+    "95% CI (points)",
+    "Method",
+    "Questions",
+    "McNemar p",
+    "Tied",
+]
+BIAS_COLUMNS = ["Model", "Task", "Scoring", "Answered (%)", "Right answer (%)", "χ²", "p", "Flag"]
 ADMIN_ACTIONS = ("requeue submission", "delete submission", "hide model", "unhide model", "delete model")
 QUEUE_COLUMNS = {
     "id": "ID",
@@ -190,6 +205,68 @@ def _series_label(row: pd.Series) -> str:
     return f"{row['Model']} · {row['Source']}{scoring}"
 
 
+def _row_value(row: Any) -> str:
+    return json.dumps([row.model, row.source, row.scoring])
+
+
+def _row_label(value: str) -> str:
+    model, source, scoring = json.loads(value)
+    return f"{model} · {source}" + ("" if scoring == "paper" else f" ({scoring})")
+
+
+def _runs_of(best: pd.DataFrame, value: str) -> dict[str, dict]:
+    model, source, scoring = json.loads(value)
+    rows = best[(best["model"] == model) & (best["source"] == source) & (best["scoring"] == scoring)]
+    return {row["task"]: row for row in rows.to_dict("records")}
+
+
+def _difference(a: dict, b: dict, correctness: dict) -> stats.Difference | None:
+    from leaderboard.table import compare
+
+    return compare(pd.Series(a), pd.Series(b), correctness)
+
+
+def _compare_record(label: str, a: dict, b: dict, difference: stats.Difference | None) -> list:
+    if difference is None:
+        return [label, 100 * a["accuracy"], 100 * b["accuracy"], None, "", "no interval", None, None, ""]
+    return [
+        label,
+        round(100 * a["accuracy"], 2),
+        round(100 * b["accuracy"], 2),
+        round(100 * difference.difference, 2),
+        f"{100 * difference.low:+.2f} to {100 * difference.high:+.2f}",
+        difference.method,
+        difference.n,
+        None if difference.p_value is None else float(f"{difference.p_value:.3g}"),
+        "tied" if difference.tied else ("A better" if difference.low > 0 else "B better"),
+    ]
+
+
+def _intervals(results: pd.DataFrame) -> dict[tuple, tuple[float, float]]:
+    """(model, source, scoring, task) -> the 95% interval in percent of the run the table shows."""
+    if results.empty:
+        return {}
+    best = best_runs(results)
+    return {
+        (r.model, r.source, r.scoring, r.task): (100 * r.ci_low, 100 * r.ci_high)
+        for r in best.itertuples()
+        if r.ci_low is not None and r.ci_low == r.ci_low
+    }
+
+
+def _looks_like_summary(raw: bytes) -> bool:
+    """A harness summary (it has a run_id), as opposed to an lmms-eval results file."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "run_id" in data
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:40]
+
+
 def _datatypes(frame: pd.DataFrame) -> list[str]:
     return ["number" if pd.api.types.is_numeric_dtype(frame[column]) else "str" for column in frame.columns]
 
@@ -233,7 +310,18 @@ class LeaderboardApp:
         )
 
     def table(self, *controls: Any) -> pd.DataFrame:
-        return leaderboard_table(self.store.result_frame(), self.query(*controls))
+        results = self.store.result_frame()
+        return leaderboard_table(results, self.query(*controls), *self.marks(results))
+
+    def marks(self, results: pd.DataFrame) -> tuple[dict, dict]:
+        """What the TIED and BIAS columns need: per-question outcomes of the rows shown, position-bias tests."""
+        keys = best_runs(results)["key"].tolist() if not results.empty else []
+        biases = {}
+        for row in self.store.position_biases():
+            test = stats.position_bias_test(row["position_bias"])
+            if test is not None:
+                biases[row["key"]] = test
+        return self.store.correctness(keys), biases
 
     def table_records(
         self,
@@ -252,7 +340,7 @@ class LeaderboardApp:
 
     def _table_outputs(self, *controls: Any, results: pd.DataFrame | None = None) -> tuple[Any, str, str]:
         results = self.store.result_frame() if results is None else results
-        frame = leaderboard_table(results, self.query(*controls))
+        frame = leaderboard_table(results, self.query(*controls), *self.marks(results))
         shown = frame.assign(**{MODEL_COLUMN: frame[MODEL_COLUMN].map(_model_cell)})
         datatypes = [
             "html" if column == MODEL_COLUMN else kind
@@ -308,20 +396,17 @@ class LeaderboardApp:
             detail.confusion_frame(rows),
         )
 
-    def probes(self, name: str | None, token: str = "") -> tuple[pd.DataFrame, list]:
-        """The Probes section: the figures of every `harness probe repr` report and its t-SNE plots
-        (a hidden model's only with the admin token, as its page)."""
+    def probes(self, name: str | None, token: str = "") -> tuple[pd.DataFrame, Any]:
+        """The Probes section: the figures of every `harness probe repr` report and its t-SNE pictures
+        in one plotly figure (a hidden model's only with the admin token, as its page)."""
         if not name:
-            return pd.DataFrame(columns=detail.PROBE_COLUMNS), []
+            return pd.DataFrame(columns=detail.PROBE_COLUMNS), plots.tsne_images([])
         try:
             reports = self.store.probe_reports(name, include_hidden=self.is_admin(token))
         except UserError as exc:
             raise gr.Error(str(exc)) from None
-        gallery = []
-        for path, caption in detail.probe_plots(reports):
-            with Image.open(path) as image:
-                gallery.append((image.convert("RGB"), caption))
-        return detail.probes_frame(reports), gallery
+        images = [(Path(path).read_bytes(), caption) for path, caption in detail.probe_plots(reports)]
+        return detail.probes_frame(reports), plots.tsne_images(images)
 
     @staticmethod
     def is_admin(token: str | None) -> bool:
@@ -330,24 +415,186 @@ class LeaderboardApp:
 
     # --- plots ---------------------------------------------------------------------------------
 
-    def plots(self, models: list[str], results: pd.DataFrame | None = None) -> tuple[str, str]:
-        frame = leaderboard_table(self.store.result_frame() if results is None else results)
+    def plots(self, models: list[str], results: pd.DataFrame | None = None) -> tuple[Any, Any]:
+        """Grouped bars per dataset of the chosen models (default: the top rows), and the paper's rows
+        beside ours for the models that have both; error bars are the 95% intervals."""
+        results = self.store.result_frame() if results is None else results
+        frame = leaderboard_table(results)
         models = models or frame[ID_COLUMN].drop_duplicates().head(PLOT_DEFAULT_MODELS).tolist()
         columns = [task.column for task in spec.BENCHMARK]
+        bounds = _intervals(results)
         chosen = frame[frame[ID_COLUMN].isin(models)]
-        by_model = [(_series_label(row), [row[c] for c in columns]) for _, row in chosen.iterrows()]
         both = frame.groupby(ID_COLUMN)["Source"].transform("nunique") == 2
         paired = frame[both & frame[ID_COLUMN].isin(models)]
         if paired.empty:
             paired = frame[both]
-        versus = [
-            (_series_label(row), [row[c] for c in columns])
-            for _, row in paired.sort_values([ID_COLUMN, "Source"]).iterrows()
-        ]
+        figures = []
+        for rows, title in (
+            (chosen, "Accuracy per dataset, selected models"),
+            (paired.sort_values([ID_COLUMN, "Source"]), "Reported (paper) vs reproduced (this harness)"),
+        ):
+            series = [(_series_label(row), [row[c] for c in columns]) for _, row in rows.iterrows()]
+            intervals = [
+                [
+                    bounds.get((row[ID_COLUMN], row["Source"], row["Scoring"], task.key))
+                    for task in spec.BENCHMARK
+                ]
+                for _, row in rows.iterrows()
+            ]
+            figures.append(plots.grouped_bars(columns, series, title, intervals))
+        return figures[0], figures[1]
+
+    def class_plots(self, name: str | None, task: str | None, token: str = "") -> tuple[Any, Any]:
+        """Per-class accuracy (sorted, worst named) and the confusion pairs of a model's latest
+        main-protocol reproduced run of `task`."""
+        title = spec.BY_KEY[task].column if task in spec.BY_KEY else "no task"
+        row = self._latest_run(name, task, token) if name and task else None
+        if row is None:
+            return plots.per_class_accuracy({}, title), plots.confusion_pairs([], title)
+        per_class = (row["provenance"] or {}).get("per_class_accuracy") or {}
         return (
-            grouped_bar_svg(columns, by_model, "Accuracy per dataset, selected models"),
-            grouped_bar_svg(columns, versus, "Reported (paper) vs reproduced (this harness)"),
+            plots.per_class_accuracy(per_class, f"Per-class accuracy, {title} ({row['scoring']})"),
+            plots.confusion_pairs(row["confusions"] or [], f"Most frequent confusions, {title}"),
         )
+
+    def _latest_run(self, name: str, task: str, token: str) -> dict | None:
+        try:
+            _, rows = self.store.model_info(name, include_hidden=self.is_admin(token))
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        runs = [
+            row
+            for row in rows
+            if row["task"] == task
+            and row["source"] == "reproduced"
+            and row["variant"] == spec.BY_KEY[task].main_variant
+        ]
+        return max(runs, key=lambda row: (row["sample_limit"] is None, row["created"])) if runs else None
+
+    # --- paired comparison and position bias -----------------------------------------------------
+
+    def row_choices(self, results: pd.DataFrame | None = None) -> list[tuple[str, str]]:
+        """(label, value) of every table row (model, source, scoring), for the comparison's dropdowns."""
+        results = self.store.result_frame() if results is None else results
+        if results.empty:
+            return []
+        rows = best_runs(results).drop_duplicates(ROW_KEY)
+        return [
+            (
+                f"{r.display_name} · {r.source}" + ("" if r.scoring == "paper" else f" ({r.scoring})"),
+                _row_value(r),
+            )
+            for r in rows.sort_values(["display_name", "source"]).itertuples()
+        ]
+
+    def compare(self, first: str | None, second: str | None) -> tuple[str, pd.DataFrame]:
+        """A - B per dataset and on the average: paired on the questions both answered when both rows have
+        per-question outcomes, else unpaired from the two intervals (leaderboard.stats)."""
+        if not first or not second:
+            return "Pick two rows of the leaderboard.", pd.DataFrame(columns=COMPARE_COLUMNS)
+        best = best_runs(self.store.result_frame())
+        a, b = _runs_of(best, first), _runs_of(best, second)
+        tasks = [key for key in spec.TASK_KEYS if key in a and key in b]
+        correctness = self.store.correctness([a[t]["key"] for t in tasks] + [b[t]["key"] for t in tasks])
+        records, paired = [], []
+        for task in tasks:
+            difference = _difference(a[task], b[task], correctness)
+            outcomes = correctness.get(a[task]["key"]), correctness.get(b[task]["key"])
+            if difference is not None and difference.method == "paired bootstrap":
+                paired.append(outcomes)
+            records.append(_compare_record(spec.BY_KEY[task].column, a[task], b[task], difference))
+        if paired and len(paired) == len(tasks) and len(tasks) > 1:
+            average = stats.paired_average_difference(paired)
+            mean_a = sum(a[t]["accuracy"] for t in tasks) / len(tasks)
+            mean_b = sum(b[t]["accuracy"] for t in tasks) / len(tasks)
+            records.append(_compare_record("Average", {"accuracy": mean_a}, {"accuracy": mean_b}, average))
+        note = (
+            f"**A** = {_row_label(first)}, **B** = {_row_label(second)}. Paired: a bootstrap over the questions "
+            f"both answered ({stats.BOOTSTRAP_ITERS:,} resamples) with McNemar's exact p; unpaired (a side "
+            "without per-question outcomes, e.g. the paper's rows): Newcombe's interval from the two Wilson "
+            "intervals. *Tied*: the 95% interval of the difference contains 0."
+        )
+        if not tasks:
+            note = "These two rows have no dataset in common."
+        return note, _cells(pd.DataFrame(records, columns=COMPARE_COLUMNS))
+
+    def bias_table(self) -> pd.DataFrame:
+        """Position bias of every reproduced run: letter shares answered vs right, the chi-square test, the flag."""
+        records = []
+        for row in self.store.position_biases():
+            test = stats.position_bias_test(row["position_bias"])
+            if test is None:
+                continue
+            records.append(
+                [
+                    row["display_name"],
+                    spec.BY_KEY[row["task"]].column if row["task"] in spec.BY_KEY else row["task"],
+                    row["scoring"],
+                    " ".join(
+                        f"{letter} {100 * v:.0f}" for letter, v in zip(test.letters, test.answered_share)
+                    ),
+                    " ".join(f"{letter} {100 * v:.0f}" for letter, v in zip(test.letters, test.gold_share)),
+                    round(test.chi2, 1),
+                    f"{test.p_value:.1e}",
+                    f"⚠ biased: {test.describe()}" if test.flagged else "",
+                ]
+            )
+        records.sort(key=lambda record: (record[7] == "", record[0], record[1]))
+        return pd.DataFrame(records, columns=BIAS_COLUMNS)
+
+    # --- downloads ---------------------------------------------------------------------------------
+
+    def export_files(self, name: str | None = None, token: str = "") -> list[str]:
+        """Every Eval Ever and HF .eval_results zips of one model (or the whole table), and the per-question
+        records (instance JSON lines) of its reproduced rows."""
+        from leaderboard.export import eee_records, items_from_store, zip_export
+
+        if name and not self.is_admin(token):
+            self.store.model_info(name, include_hidden=False)  # a hidden model is unknown here
+        items = items_from_store(self.store, name or None)
+        folder = self.download_dir
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _prune(folder)
+        stem = f"fgvr-leaderboard-{_slug(name or 'all')}-{hashlib.sha256(repr([i.fields['key'] for i in items]).encode()).hexdigest()[:10]}"
+        files = [str(zip_export(items, "every-eval-ever", folder / f"{stem}-every-eval-ever.zip"))]
+        if any(item.fields["source"] == "reproduced" for item in items):
+            files.append(str(zip_export(items, "hf-eval-results", folder / f"{stem}-hf-eval-results.zip")))
+        instances = [json.dumps(record) for _, records in eee_records(items) for record in records]
+        if instances:
+            path = folder / f"{stem}-questions.jsonl"
+            write_lines_atomic(path, instances)
+            files.append(str(path))
+        return files
+
+    def admin_import(self, token: str, upload: Any) -> str:
+        """An admin drops a summary.json or an lmms-eval results JSON: imported like `harness import`.
+        The uploaded copy is removed whatever the outcome."""
+        path = Path(upload if isinstance(upload, str) else upload.name) if upload else None
+        try:
+            return self._admin_import(token, path)
+        finally:
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    def _admin_import(self, token: str, path: Path | None) -> str:
+        from leaderboard.importer import import_path
+
+        if not os.environ.get(ADMIN_TOKEN_ENV):
+            return f"Admin actions are disabled: start the app with {ADMIN_TOKEN_ENV} set."
+        if not self.is_admin(token):
+            return "**Refused:** wrong admin token."
+        if path is None:
+            return "**Refused:** drop a summary.json or an lmms-eval results JSON first."
+        with tempfile.TemporaryDirectory() as folder:
+            raw = path.read_bytes()
+            target = Path(folder) / (SUMMARY_FILE if _looks_like_summary(raw) else "results.json")
+            target.write_bytes(raw)
+            report = import_path(self.store, target)
+        if report.refused:
+            return "**Refused:** " + "; ".join(public_text(reason) for _, reason in report.refused)
+        if report.files == 0:
+            return "**Refused:** not a results file (summary.json or an lmms-eval results JSON)."
+        return f"Imported: {report.added} results added, {report.unchanged} already in the store."
 
     # --- submissions, queue, admin -------------------------------------------------------------
 
@@ -448,6 +695,10 @@ class LeaderboardApp:
                     table_inputs, table, downloads = self._leaderboard_tab()
                 with gr.Tab("Model detail", id="detail"):
                     detail_model, detail_outputs = self._detail_tab()
+                with gr.Tab("Compare", id="compare"):
+                    compare_rows = self._compare_tab()
+                with gr.Tab("Position bias", id="bias"):
+                    bias_table = self._bias_tab()
                 with gr.Tab("Plots", id="plots"):
                     plot_models, plot_outputs = self._plots_tab()
                 with gr.Tab("Submit", id="submit"):
@@ -472,6 +723,8 @@ class LeaderboardApp:
                     gr.Dropdown(choices=models),
                     gr.Dropdown(choices=models),
                     *self.plots([], results),
+                    *[gr.Dropdown(choices=self.row_choices(results)) for _ in compare_rows],
+                    self.bias_table(),
                     self.queue_table([]),
                 )
 
@@ -486,6 +739,8 @@ class LeaderboardApp:
                     detail_model,
                     plot_models,
                     *plot_outputs,
+                    *compare_rows,
+                    bias_table,
                     queue_table,
                 ],
                 api_visibility="private",
@@ -522,6 +777,11 @@ class LeaderboardApp:
         with gr.Row():
             csv_file = gr.DownloadButton("Download CSV", elem_id="download-csv", size="sm")
             json_file = gr.DownloadButton("Download JSON", elem_id="download-json", size="sm")
+            export_button = gr.Button("Export the table (Every Eval Ever, HF .eval_results)", size="sm")
+        export_files = gr.File(
+            label="Exports of the whole table", file_count="multiple", elem_id="export-all"
+        )
+        export_button.click(lambda: self.export_files(None), outputs=export_files, api_name="export_table")
         inputs = [tasks, sizes, families, sources, scorings, search, sort_by, descending]
         gr.on(
             [c.change for c in inputs],
@@ -557,6 +817,20 @@ class LeaderboardApp:
             label="Most frequent confusions", interactive=False, elem_id="detail-confusions"
         )
         outputs = [header, results, comparison, curve, confusions]
+        class_task = gr.Dropdown(
+            [(t.column, t.key) for t in spec.COLUMNS],
+            value=spec.TASK_KEYS[0],
+            label="Task",
+            elem_id="class-task",
+        )
+        with gr.Row():
+            per_class = gr.Plot(label="Per-class accuracy", elem_id="plot-per-class")
+            confusion_plot = gr.Plot(label="Confusion pairs", elem_id="plot-confusions")
+        with gr.Row():
+            model_export = gr.Button(
+                "Export this model (Every Eval Ever, HF .eval_results, per-question records)", size="sm"
+            )
+        model_files = gr.File(label="This model's exports", file_count="multiple", elem_id="export-model")
         with gr.Accordion("Admin view", open=False):
             token = gr.Textbox(
                 label=f"Admin token ({ADMIN_TOKEN_ENV}): hidden models and server paths",
@@ -570,12 +844,20 @@ class LeaderboardApp:
             outputs=outputs,
             api_name="model_detail",
         )
+        gr.on(
+            [model.change, class_task.change, token.submit],
+            self.class_plots,
+            inputs=[model, class_task, token],
+            outputs=[per_class, confusion_plot],
+            api_name="class_plots",
+        )
+        model_export.click(
+            self.export_files, inputs=[model, token], outputs=model_files, api_name="export_model"
+        )
         gr.Markdown("#### Probes (`harness probe repr`: linear probes, alignment, distances, t-SNE)")
         probe_table = gr.Dataframe(label="Representation probes", interactive=False, elem_id="detail-probes")
-        probe_plots = gr.Gallery(
-            label="t-SNE of objects (dots) and category names (diamonds)",
-            columns=2,
-            elem_id="detail-probe-plots",
+        probe_plots = gr.Plot(
+            label="t-SNE of objects (dots) and category names (diamonds)", elem_id="detail-probe-plots"
         )
         gr.on(
             [model.change, token.submit],
@@ -594,10 +876,43 @@ class LeaderboardApp:
             elem_id="plot-models",
             allow_custom_value=True,
         )
-        by_dataset = gr.HTML(elem_id="plot-by-dataset")
-        versus = gr.HTML(elem_id="plot-versus")
+        by_dataset = gr.Plot(elem_id="plot-by-dataset", label="Accuracy per dataset")
+        versus = gr.Plot(elem_id="plot-versus", label="Reported vs reproduced")
         models.change(self.plots, inputs=models, outputs=[by_dataset, versus], api_name="plots")
         return models, [by_dataset, versus]
+
+    def _compare_tab(self):
+        gr.Markdown(
+            "Is A better than B? The accuracy difference per dataset and on the average, with its 95% interval."
+        )
+        with gr.Row():
+            first = gr.Dropdown([], label="A", elem_id="compare-a")
+            second = gr.Dropdown([], label="B", elem_id="compare-b")
+        note = gr.Markdown(elem_id="compare-note")
+        table = gr.Dataframe(label="A − B", interactive=False, elem_id="compare-table", wrap=True)
+
+        def compare_shown(a: str | None, b: str | None):
+            note, frame = self.compare(a, b)
+            return note, _two_decimals(frame, COMPARE_COLUMNS[1:4])
+
+        gr.on(
+            [first.change, second.change],
+            compare_shown,
+            inputs=[first, second],
+            outputs=[note, table],
+            api_name="compare",
+        )
+        return [first, second]
+
+    def _bias_tab(self):
+        gr.Markdown(
+            "How often each letter was answered against how often it was right. Flagged: Pearson's chi-square "
+            f"goodness-of-fit test against the right answers' distribution gives p < {stats.BIAS_ALPHA:g} and a "
+            f"letter's share departs from its right share by {100 * stats.BIAS_MIN_DEPARTURE:.0f} points or more."
+        )
+        table = gr.Dataframe(label="Position bias", interactive=False, elem_id="bias-table", wrap=True)
+        gr.api(self.bias_table, api_name="position_bias")
+        return table
 
     def _submit_tab(self):
         from models.registry import MODELS
@@ -664,6 +979,15 @@ class LeaderboardApp:
             run = gr.Button("Apply", variant="stop")
             outcome = gr.Markdown()
             run.click(self.admin, inputs=[token, action, target], outputs=outcome, api_name="admin")
+            upload = gr.File(
+                label="Import a results file (summary.json or an lmms-eval results JSON), as `harness import`",
+                file_types=[".json"],
+                elem_id="admin-upload",
+            )
+            imported = gr.Markdown(elem_id="admin-import-outcome")
+            upload.upload(
+                self.admin_import, inputs=[token, upload], outputs=imported, api_name="admin_import"
+            )
         gr.on(
             [statuses.change, refresh.click],
             self.queue_table,

@@ -143,6 +143,26 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0 if report.files and not report.refused else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from leaderboard.export import collect, export
+
+    items = collect(args.target, args.db_url)
+    written = export(items, args.format, args.out, dataset_id=args.dataset_id, source_url=args.source_url)
+    if args.json:
+        _print_json(
+            {
+                "format": args.format,
+                "results": len(items),
+                "questions": sum(len(item.outcomes) for item in items),
+                "files": [str(path) for path in written],
+            }
+        )
+    else:
+        for path in written:
+            print(path)
+    return 0
+
+
 def before_run(config, args: argparse.Namespace) -> None:
     """Before `harness run`: a `--name` held by a registry model, a paper row or other weights (another
     fingerprint) is refused now, not after the evaluation."""
@@ -265,7 +285,31 @@ def register(subparsers) -> None:
     )
     worker.add_argument("--worker-id", help="name shown in the queue (default host:pid:random)")
 
-    importer = command("import", cmd_import, "import results files (summary.json or lmms-eval results JSON)")
+    from leaderboard.export import BENCHMARK_DATASET_ID, FORMATS, SOURCE_URL
+
+    exporter = command(
+        "export", cmd_export, "write results in the ecosystem's formats (HF .eval_results, Every Eval Ever)"
+    )
+    exporter.add_argument(
+        "target",
+        metavar="RUN_DIR_OR_MODEL",
+        help="a run folder (or a folder of runs), or a model in the store",
+    )
+    exporter.add_argument("--format", required=True, choices=FORMATS)
+    exporter.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write into")
+    exporter.add_argument(
+        "--dataset-id",
+        default=BENCHMARK_DATASET_ID,
+        help=f"the benchmark's Hub dataset id in .eval_results entries (default {BENCHMARK_DATASET_ID})",
+    )
+    exporter.add_argument("--source-url", default=SOURCE_URL, help="the source link of .eval_results entries")
+    exporter.add_argument("--json", action="store_true", help="print one JSON object")
+
+    importer = command(
+        "import",
+        cmd_import,
+        "import results files (summary.json, lmms-eval results JSON, Every Eval Ever records)",
+    )
     importer.add_argument(
         "path", type=Path, metavar="DIR", help="a run folder, a folder of runs, or one results file"
     )

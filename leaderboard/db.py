@@ -38,7 +38,7 @@ from harness.core.errors import UserError
 from harness.core.paths import harness_home
 from leaderboard import DB_URL_ENV
 
-SCHEMA_VERSION = 3  # 2: the probes table; 3: results.protocol
+SCHEMA_VERSION = 4  # 2: the probes table; 3: results.protocol; 4: per-question outcomes
 DB_FILE = "leaderboard.db"
 
 
@@ -126,6 +126,24 @@ class ResultRow(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime)  # when the run happened
     recorded: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     model: Mapped[ModelRow] = relationship(back_populates="results")
+    outcomes: Mapped[list[OutcomeRow]] = relationship(
+        back_populates="result", cascade="all, delete-orphan", order_by="OutcomeRow.question"
+    )
+
+
+class OutcomeRow(Base):
+    """One question of a result: right or wrong, the letter given, and the rest of its instance record
+    (`leaderboard.outcomes.QuestionOutcome`). Paired comparisons join two results on `question`."""
+
+    __tablename__ = "outcomes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), index=True)
+    question: Mapped[int] = mapped_column(Integer)  # the prepared task's question number (its `group`)
+    correct: Mapped[bool] = mapped_column(Boolean)
+    gold: Mapped[str] = mapped_column(String(8))  # the right option's letter
+    predicted: Mapped[str | None] = mapped_column(String(8))  # None: unparseable or failed
+    record: Mapped[dict] = mapped_column(JSON)  # input, output, extraction, class names
+    result: Mapped[ResultRow] = relationship(back_populates="outcomes")
 
 
 class ProbeRow(Base):
@@ -184,7 +202,11 @@ def _add_protocol_column(conn: Connection) -> None:
     conn.execute(text("UPDATE results SET protocol = 'foci' WHERE source = 'reported'"))
 
 
-MIGRATIONS: dict[int, Migration] = {1: _add_probes_table, 2: _add_protocol_column}
+def _add_outcomes_table(conn: Connection) -> None:
+    OutcomeRow.__table__.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _add_probes_table, 2: _add_protocol_column, 3: _add_outcomes_table}
 
 
 def resolve_db_url(db_url: str | None = None) -> str:

@@ -34,10 +34,14 @@ def _percent(value: float | None) -> float | None:
     return None if value is None else round(100 * value, 2)
 
 
+DERIVED = "derived"  # the label of an interval computed from a published accuracy and the test size
+
+
 def _ci(row: dict[str, Any]) -> str:
     if row["ci_low"] is None or row["ci_high"] is None:
         return ""
-    return f"{100 * row['ci_low']:.1f}–{100 * row['ci_high']:.1f}"
+    text = f"{100 * row['ci_low']:.1f}–{100 * row['ci_high']:.1f}"
+    return f"{text} ({DERIVED})" if row["source"] == "reported" else text
 
 
 def _task_order(row: dict[str, Any]) -> tuple:

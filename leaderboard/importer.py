@@ -1,6 +1,8 @@
 """`harness import DIR`: results files already on disk -> the store. Importing a file twice is a no-op.
 
-Two kinds of file: our `summary.json` (one run each, keyed by its run_id) and plain lmms-eval
+Three kinds of file: our `summary.json` (one run each, keyed by its run_id, with its per-question
+outcomes from the samples file beside it), Every Eval Ever aggregate records (with their instance
+lines; what `harness export --format every-eval-ever` writes) and plain lmms-eval
 results JSON (`results: {task: {"accuracy,none": ...}}`, the metric our task templates define), keyed by the file's content hash and task. A
 run folder that has a summary is imported through it alone: lmms-eval's own results file beside it
 describes the same run. Summaries `harness rescore` wrote beside it (`summary.rescored-<protocol>.json`)
@@ -25,8 +27,9 @@ from harness.core.protocols import LEGACY_PROTOCOL
 from harness.core.results import SUMMARY_FILE, is_summary_file, load_summary
 from harness.core.scorings import BY_SUFFIX
 from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95, correct_count
+from leaderboard.export import import_eee, is_eee_aggregate
 from leaderboard.spec import BY_KEY, MAIN_VARIANT
-from leaderboard.store import ResultStore
+from leaderboard.store import ResultStore, run_outcomes
 from tasks.scoring import ACCURACY_METRIC
 
 # fgvr_<task>[_<variant>]_<scoring>, as tasks.registry.TaskSpec.lmms_task_name writes them
@@ -79,7 +82,8 @@ def _import_file(store: ResultStore, path: Path, report: ImportReport) -> list[b
     """True/False per result (added/already there); None when the file is not a results file. FGVR
     tasks of an lmms-eval file that cannot be imported are refused by name in `report`."""
     if is_summary_file(path.name):  # a run's, or a rescored one beside it (its own run_id and protocol)
-        return [store.record_summary(load_summary(path))]
+        summary = load_summary(path)
+        return [store.record_summary(summary, outcomes=run_outcomes(summary, path.parent))]
     if path.name == PROBES_FILE:
         return [store.record_probes(load_probe_report(path), path.parent)]
     raw = path.read_bytes()
@@ -87,6 +91,8 @@ def _import_file(store: ResultStore, path: Path, report: ImportReport) -> list[b
         data = json.loads(raw)
     except ValueError:
         return None
+    if is_eee_aggregate(data):  # an Every Eval Ever record (`harness export --format every-eval-ever`)
+        return import_eee(store, path, data)
     if not (
         isinstance(data, dict)
         and isinstance(data.get("results"), dict)

@@ -1,94 +1,120 @@
-"""Grouped bar charts as inline SVG: one group per dataset, one bar per series (a model, or a source).
+"""The leaderboard's figures, drawn with plotly (shown by `gr.Plot`): grouped bars per dataset,
+per-class accuracy of one run, its most frequent confusions, and a position-bias chart.
 
-Gradio's native bar plot stacks series; a grouped chart is what comparing models per dataset
-needs, and an SVG string needs no plotting library and renders the same in every browser.
+Each function takes plain data and returns a `plotly.graph_objects.Figure`, so the figures can be
+tested without a server; an empty input gives a figure that says there is nothing to plot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from html import escape
+from collections.abc import Mapping, Sequence
 
-PALETTE = (
-    "#4C78A8",
-    "#F58518",
-    "#54A24B",
-    "#E45756",
-    "#72B7B2",
-    "#EECA3B",
-    "#B279A2",
-    "#FF9DA6",
-    "#9D755D",
-    "#BAB0AC",
-)
-WIDTH, HEIGHT = 860, 340
-LEFT, RIGHT, TOP, BOTTOM = 48, 12, 28, 56
+import plotly.graph_objects as go
+
+WORST_NAMED = 5  # the worst classes named in the per-class chart's title
+LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 60, "b": 60}}
 
 
-def grouped_bar_svg(
+def _empty(title: str) -> go.Figure:
+    figure = go.Figure(layout={**LAYOUT, "title": {"text": f"{title}: nothing to plot for this selection"}})
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return figure
+
+
+def grouped_bars(
     groups: Sequence[str],
     series: Sequence[tuple[str, Sequence[float | None]]],
     title: str,
-    y_max: float = 100.0,
-) -> str:
-    """`series` is [(label, one value per group)]; a None value leaves a gap. Values are percent."""
+    intervals: Sequence[Sequence[tuple[float, float] | None]] | None = None,
+) -> go.Figure:
+    """One group of bars per dataset, one bar per series (a model row), values in percent; a None
+    value leaves a gap. `intervals` (per series, per group, percent) draw error bars."""
     if not groups or not series:
-        return f'<p class="plot-empty">{escape(title)}: nothing to plot for this selection.</p>'
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    group_w = plot_w / len(groups)
-    bar_w = group_w * 0.8 / len(series)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT + 22 * _legend_rows(series)}" '
-        f'role="img" aria-label="{escape(title)}" class="grouped-bars" style="max-width:100%;font:12px sans-serif">',
-        f'<text x="{LEFT}" y="16" font-weight="bold">{escape(title)}</text>',
-    ]
-    for tick in range(0, int(y_max) + 1, 20):
-        y = TOP + plot_h * (1 - tick / y_max)
-        parts.append(
-            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
-            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{tick}</text>'
-        )
-    for g, group in enumerate(groups):
-        x0 = LEFT + g * group_w + group_w * 0.1
-        for s, (label, values) in enumerate(series):
-            value = values[g]
-            if value is None or value != value:
-                continue
-            h = plot_h * min(max(value, 0.0), y_max) / y_max
-            x = x0 + s * bar_w
-            parts.append(
-                f'<rect x="{x:.1f}" y="{TOP + plot_h - h:.1f}" width="{max(bar_w - 1, 1):.1f}" '
-                f'height="{h:.1f}" fill="{PALETTE[s % len(PALETTE)]}">'
-                f"<title>{escape(label)} · {escape(group)}: {value:.2f}%</title></rect>"
-            )
-        parts.append(
-            f'<text x="{LEFT + (g + 0.5) * group_w:.1f}" y="{TOP + plot_h + 18}" text-anchor="middle">'
-            f"{escape(group)}</text>"
-        )
-    parts.append(
-        f'<text transform="translate(12 {TOP + plot_h / 2}) rotate(-90)" text-anchor="middle" '
-        f'fill="#555">accuracy (%)</text>'
+        return _empty(title)
+    figure = go.Figure(layout={**LAYOUT, "title": {"text": title}, "barmode": "group"})
+    for index, (label, values) in enumerate(series):
+        bounds = intervals[index] if intervals else None
+        error = None
+        if bounds is not None:
+            error = {
+                "type": "data",
+                "symmetric": False,
+                "array": [None if b is None or v is None else b[1] - v for b, v in zip(bounds, values)],
+                "arrayminus": [None if b is None or v is None else v - b[0] for b, v in zip(bounds, values)],
+            }
+        figure.add_bar(name=label, x=list(groups), y=list(values), error_y=error)
+    figure.update_yaxes(title_text="accuracy (%)", range=[0, 100])
+    return figure
+
+
+def per_class_accuracy(accuracies: Mapping[str, float], title: str) -> go.Figure:
+    """Every class's accuracy (percent), sorted from the worst; the worst few are named in the title."""
+    if not accuracies:
+        return _empty(title)
+    ranked = sorted(accuracies.items(), key=lambda item: (item[1], item[0]))
+    worst = ", ".join(f"{name} ({100 * value:.0f}%)" for name, value in ranked[:WORST_NAMED])
+    figure = go.Figure(
+        layout={**LAYOUT, "title": {"text": f"{title}<br><sup>worst: {worst}</sup>"}, "height": 420}
     )
-    parts.extend(_legend(series, TOP + plot_h + 34))
-    parts.append("</svg>")
-    return "".join(parts)
+    figure.add_bar(
+        x=[name for name, _ in ranked],
+        y=[100 * value for _, value in ranked],
+        marker_color=["#E45756" if i < WORST_NAMED else "#4C78A8" for i in range(len(ranked))],
+    )
+    figure.update_yaxes(title_text="accuracy (%)", range=[0, 100])
+    figure.update_xaxes(title_text="class (sorted by accuracy)", showticklabels=len(ranked) <= 60)
+    return figure
 
 
-LEGEND_PER_ROW = 4
+def confusion_pairs(pairs: Sequence[Mapping[str, object]], title: str) -> go.Figure:
+    """The most frequent (true -> predicted) pairs as horizontal bars, the most frequent on top."""
+    if not pairs:
+        return _empty(title)
+    ordered = sorted(pairs, key=lambda pair: pair["count"])
+    figure = go.Figure(layout={**LAYOUT, "title": {"text": title}, "height": 120 + 24 * len(ordered)})
+    figure.add_bar(
+        orientation="h",
+        x=[pair["count"] for pair in ordered],
+        y=[f"{pair['true']} → {pair['predicted']}" for pair in ordered],
+        marker_color="#F58518",
+    )
+    figure.update_xaxes(title_text="questions")
+    figure.update_layout(margin={**LAYOUT["margin"], "l": 260})
+    return figure
 
 
-def _legend_rows(series: Sequence[tuple[str, Sequence[float | None]]]) -> int:
-    return (len(series) + LEGEND_PER_ROW - 1) // LEGEND_PER_ROW
+def position_bias(
+    letters: Sequence[str], answered: Sequence[float], gold: Sequence[float], title: str
+) -> go.Figure:
+    """Share of answers per letter against the share of right answers (percent)."""
+    if not letters:
+        return _empty(title)
+    figure = go.Figure(layout={**LAYOUT, "title": {"text": title}, "barmode": "group"})
+    figure.add_bar(name="answered", x=list(letters), y=[100 * v for v in answered])
+    figure.add_bar(name="right answer", x=list(letters), y=[100 * v for v in gold])
+    figure.update_yaxes(title_text="share (%)")
+    return figure
 
 
-def _legend(series: Sequence[tuple[str, Sequence[float | None]]], y0: float) -> list[str]:
-    column_w = (WIDTH - LEFT - RIGHT) / LEGEND_PER_ROW
-    parts = []
-    for s, (label, _) in enumerate(series):
-        x = LEFT + (s % LEGEND_PER_ROW) * column_w
-        y = y0 + (s // LEGEND_PER_ROW) * 22
-        parts.append(
-            f'<rect x="{x:.1f}" y="{y:.1f}" width="12" height="12" fill="{PALETTE[s % len(PALETTE)]}"/>'
-            f'<text x="{x + 16:.1f}" y="{y + 10:.1f}">{escape(label[:40])}</text>'
-        )
-    return parts
+def tsne_images(
+    images: Sequence[tuple[bytes, str]], title: str = "t-SNE of objects and category names"
+) -> go.Figure:
+    """The probes' t-SNE pictures (PNG bytes, caption), two per row, zoomable; the PNGs travel as
+    data URIs (a few tens of KiB each) rather than as pixel arrays."""
+    import base64
+
+    from plotly.subplots import make_subplots
+
+    if not images:
+        return _empty(title)
+    columns = min(2, len(images))
+    rows = (len(images) + columns - 1) // columns
+    figure = make_subplots(rows=rows, cols=columns, subplot_titles=[caption for _, caption in images])
+    for index, (png, _) in enumerate(images):
+        source = "data:image/png;base64," + base64.b64encode(png).decode()
+        figure.add_trace(go.Image(source=source), row=index // columns + 1, col=index % columns + 1)
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    figure.update_layout(**LAYOUT, title={"text": title}, height=120 + 480 * rows)
+    return figure

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -26,9 +26,11 @@ from harness.core.io import write_json_atomic
 from harness.core.paths import harness_home
 from harness.core.protocols import LEGACY_PROTOCOL
 from harness.core.results import RunSummary
+from harness.core.stats import ACCURACY_CI_METHOD, accuracy_ci95, correct_count
 from leaderboard import spec
 from leaderboard.db import (
     ModelRow,
+    OutcomeRow,
     ProbeRow,
     ResultRow,
     create_store_engine,
@@ -43,6 +45,10 @@ from leaderboard.db import (
 
 REPORTED_FILE = Path(__file__).parent / "data" / "reported_results.csv"
 MAX_CONFUSIONS = 20  # the most frequent pairs kept per run
+# The paper publishes accuracies without intervals; ours are derived from them and the test sizes.
+DERIVED_CI = f"derived: {ACCURACY_CI_METHOD} 95% interval from the published accuracy and the test size"
+REPORTED_VERSION = "2"  # bump when what load_reported writes changes: stores rewrite their paper rows
+MODEL_FIELDS = ("display_name", "base", "family", "params_b", "checkpoint", "revision", "precision")
 
 
 def reported_rows() -> list[dict[str, str]]:
@@ -176,18 +182,59 @@ class ResultStore:
                 setattr(model, field, value)
         return model
 
-    def record_summary(self, summary: RunSummary, model_name: str | None = None) -> bool:
+    def record_summary(
+        self, summary: RunSummary, model_name: str | None = None, outcomes: list | None = None
+    ) -> bool:
         """Record one run; True when it is new. Recording the same run_id again changes nothing, except
         that an explicit `model_name` (`--name`, or the worker's submission name) moves the run to that
-        model. An explicit name already held by other weights is refused (UserError)."""
+        model, and `outcomes` (its per-question outcomes, `leaderboard.outcomes`) are added when the
+        stored run has none. An explicit name already held by other weights is refused (UserError)."""
         check_summary(summary)
         name = model_name or model_name_for(summary)
         if model_name is not None:
             self.check_name_free(model_name, summary.get("model_revision"), model_name_for(summary))
         try:
-            return self._record_summary(summary, name, relink=model_name is not None)
+            added = self._record_summary(summary, name, relink=model_name is not None)
         except IntegrityError:  # another process recorded the same run (or created the model) first
-            return self._record_summary(summary, name, relink=model_name is not None)
+            added = self._record_summary(summary, name, relink=model_name is not None)
+        if outcomes:
+            self.record_outcomes(summary["run_id"], outcomes)
+        return added
+
+    def record_outcomes(self, key: str, outcomes: list) -> bool:
+        """Attach per-question outcomes (QuestionOutcome) to the result `key`; False when it has some."""
+        with self.session() as session:
+            result_id = session.scalars(select(ResultRow.id).where(ResultRow.key == key)).one()
+            if session.scalars(
+                select(OutcomeRow.id).where(OutcomeRow.result_id == result_id).limit(1)
+            ).first():
+                return False
+            _add_outcomes(session, result_id, outcomes)
+            return True
+
+    def record_result(self, name: str, model: dict[str, Any], fields: dict[str, Any], outcomes: list) -> bool:
+        """Record one result as an export carries it (`leaderboard.export`): the model's metadata, the
+        result row's fields and its outcomes. True when new; the same key again changes nothing."""
+        try:
+            return self._record_result(name, model, fields, outcomes)
+        except IntegrityError:
+            return self._record_result(name, model, fields, outcomes)
+
+    def _record_result(
+        self, name: str, model: dict[str, Any], fields: dict[str, Any], outcomes: list
+    ) -> bool:
+        spec.get_column(fields["task"])
+        with self.session() as session:
+            if (
+                session.scalars(select(ResultRow.id).where(ResultRow.key == fields["key"])).first()
+                is not None
+            ):
+                return False
+            result = ResultRow(model=self._model(session, name, **model), **fields)
+            session.add(result)
+            session.flush()
+            _add_outcomes(session, result.id, outcomes)
+            return True
 
     def check_name_free(self, name: str, revision: str | None, derived: str | None = None) -> None:
         """Refuse an explicit name that belongs to other weights: a registry model or paper row (unless
@@ -244,7 +291,7 @@ class ResultStore:
     def load_reported(self) -> int:
         """Insert or update the paper's reported rows; a no-op when the packaged file has not changed."""
         raw = REPORTED_FILE.read_bytes()
-        digest = hashlib.sha256(raw).hexdigest()
+        digest = f"{hashlib.sha256(raw).hexdigest()}:{REPORTED_VERSION}"
         with self.engine.connect() as conn:
             if get_meta(conn, "reported_sha256") == digest:
                 return 0
@@ -270,9 +317,12 @@ class ResultStore:
         key = f"reported:{name}:{row['task']}"
         accuracy = float(row["accuracy_pct"]) / 100
         provenance = {"citation": row["citation"], "paper_name": row["paper_name"]}
+        derived = derived_interval(row["task"], accuracy)
         existing = session.scalars(select(ResultRow).where(ResultRow.key == key)).one_or_none()
         if existing is not None:
             existing.accuracy, existing.provenance = accuracy, provenance
+            for field, value in derived.items():
+                setattr(existing, field, value)
             return
         session.add(
             ResultRow(
@@ -286,6 +336,7 @@ class ResultStore:
                 accuracy=accuracy,
                 provenance=provenance,
                 created=utcnow(),
+                **derived,
             )
         )
 
@@ -310,6 +361,10 @@ class ResultStore:
     # --- reading -------------------------------------------------------------------------------
 
     RESULT_COLUMNS = (
+        ResultRow.key,
+        ResultRow.n,
+        ResultRow.ci_low,
+        ResultRow.ci_high,
         ModelRow.name.label("model"),
         ModelRow.display_name,
         ModelRow.family,
@@ -375,6 +430,78 @@ class ResultStore:
                 for result in model.results
             ]
         return info, rows
+
+    def outcomes(self, key: str) -> list:
+        """The per-question outcomes of the result `key` (QuestionOutcome), by question; [] when none."""
+        from leaderboard.outcomes import QuestionOutcome
+
+        with self.engine.connect() as conn:
+            result_id = conn.execute(select(ResultRow.id).where(ResultRow.key == key)).scalar()
+            if result_id is None:
+                raise UserError(f"no result '{key}' in the store")
+            rows = conn.execute(
+                select(
+                    OutcomeRow.question,
+                    OutcomeRow.correct,
+                    OutcomeRow.gold,
+                    OutcomeRow.predicted,
+                    OutcomeRow.record,
+                )
+                .where(OutcomeRow.result_id == result_id)
+                .order_by(OutcomeRow.question)
+            ).all()
+        return [QuestionOutcome(r.question, bool(r.correct), r.gold, r.predicted, r.record) for r in rows]
+
+    def correctness(self, keys: list[str]) -> dict[str, dict[int, bool]]:
+        """question -> right, per result key, for the keys that have per-question outcomes."""
+        if not keys:
+            return {}
+        query = (
+            select(ResultRow.key, OutcomeRow.question, OutcomeRow.correct)
+            .join(OutcomeRow.result)
+            .where(ResultRow.key.in_(keys))
+        )
+        found: dict[str, dict[int, bool]] = {}
+        with self.engine.connect() as conn:
+            for key, question, correct in conn.execute(query):
+                found.setdefault(key, {})[question] = bool(correct)
+        return found
+
+    def export_rows(self, name: str | None = None) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """(model name, model metadata, result fields) of every visible result, or one model's: what the
+        exports write. Result fields are the result row's columns, less ids and the recording time."""
+        query = select(ModelRow, ResultRow).join(ResultRow.model).where(ModelRow.hidden.is_(False))
+        if name is not None:
+            query = query.where(ModelRow.name == name)
+        skip = {"id", "model_id", "recorded"}
+        with self.session() as session:
+            rows = session.execute(query.order_by(ModelRow.name, ResultRow.task, ResultRow.key)).all()
+            if name is not None and not rows:
+                raise self._unknown_model(session, name, include_hidden=False)
+            return [
+                (
+                    model.name,
+                    {field: getattr(model, field) for field in MODEL_FIELDS},
+                    {c.key: getattr(result, c.key) for c in ResultRow.__table__.columns if c.key not in skip},
+                )
+                for model, result in rows
+            ]
+
+    def position_biases(self) -> list[dict[str, Any]]:
+        """Every visible reproduced result's position bias (answered and gold counts per letter)."""
+        query = (
+            select(ModelRow.name, ModelRow.display_name, ResultRow.key, ResultRow.task, ResultRow.scoring,
+                   ResultRow.variant, ResultRow.provenance)
+            .join(ResultRow.model)
+            .where(ModelRow.hidden.is_(False), ResultRow.source == "reproduced")
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {**row._asdict(), "position_bias": (row.provenance or {}).get("position_bias")}
+            for row in rows
+            if (row.provenance or {}).get("position_bias")
+        ]
 
     # --- probes ---------------------------------------------------------------------------------
 
@@ -478,6 +605,8 @@ def summary_result_fields(summary: RunSummary) -> dict[str, Any]:
         "robust_accuracy",
         "accuracy_ci_method",
         "position_bias",
+        "per_class_accuracy",
+        "protocol",
     ):
         provenance[field] = summary.get(field)
     return {
@@ -503,11 +632,41 @@ def summary_result_fields(summary: RunSummary) -> dict[str, Any]:
     }
 
 
+def _add_outcomes(session: Session, result_id: int, outcomes: list) -> None:
+    """Per-question outcomes of one result, in one bulk insert (thousands of rows per run)."""
+    if outcomes:
+        session.execute(insert(OutcomeRow), [{"result_id": result_id, **o.as_row()} for o in outcomes])
+
+
+def derived_interval(task: str, accuracy: float) -> dict[str, Any]:
+    """n and the Wilson interval of a published accuracy on the task's full test set (tasks.registry),
+    or nothing for a task without a known size."""
+    from tasks.registry import TASKS
+
+    n = TASKS[task].n_test if task in TASKS else 0
+    interval = accuracy_ci95(correct_count(accuracy, n), n) if n else None
+    if interval is None:
+        return {}
+    return {"n": n, "ci_low": interval[0], "ci_high": interval[1]}
+
+
+def run_outcomes(summary: RunSummary, run_dir: Path) -> list:
+    """The run's per-question outcomes, or [] when its samples file is not there (an older copy)."""
+    from leaderboard.outcomes import outcomes_from_run
+
+    try:
+        return outcomes_from_run(summary, Path(run_dir))
+    except UserError:
+        return []
+
+
 def record_summary(summary: RunSummary, db_url: str | None = None, model_name: str | None = None) -> None:
-    """Record a finished `harness run` in the store (idempotent per run_id), under `--name` when given."""
+    """Record a finished `harness run` in the store (idempotent per run_id), under `--name` when given,
+    with its per-question outcomes."""
+    run_dir = Path(summary.get("results_file") or ".").parent
     store = ResultStore.open(db_url)
     try:
-        store.record_summary(summary, model_name=model_name)
+        store.record_summary(summary, model_name=model_name, outcomes=run_outcomes(summary, run_dir))
     finally:
         store.close()
 

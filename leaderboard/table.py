@@ -9,13 +9,13 @@ without a database or a server. Accuracies come in as fractions and go out as pe
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 import pandas as pd
 
-from leaderboard import spec
+from leaderboard import spec, stats
 
 ROW_KEY = ["model", "source", "scoring", "protocol"]
 MODEL_COLUMN = "Model"
@@ -23,6 +23,8 @@ ID_COLUMN = "Model ID"
 AVERAGE = "Average"
 AVERAGE_RANK = "Avg rank"
 DELTA = "Δ vs paper"
+TIED = "Tied with leader"  # the columns where this row is statistically tied with the column's best
+BIAS = "Position bias"  # the datasets where this row's answers pile on a letter (leaderboard.stats)
 PERCENT_COLUMNS = (AVERAGE, DELTA, *[task.column for task in spec.BENCHMARK])  # shown with two decimals
 INFO_COLUMNS = {
     "display_name": MODEL_COLUMN,
@@ -132,13 +134,70 @@ def sort_columns() -> list[str]:
     return [AVERAGE, AVERAGE_RANK, DELTA, *[task.column for task in spec.COLUMNS], MODEL_COLUMN, "Params (B)"]
 
 
-def leaderboard_table(results: pd.DataFrame, query: TableQuery = TableQuery()) -> pd.DataFrame:
-    """The table the app shows: display columns, percent rounded to 2 decimals."""
+def compare(leader: pd.Series, other: pd.Series, correctness: Mapping[str, Mapping[int, bool]]):
+    """leader - other (leaderboard.stats.Difference): paired when both have per-question outcomes on
+    shared questions, else unpaired from their intervals; None when neither is possible."""
+    a, b = correctness.get(leader.get("key")), correctness.get(other.get("key"))
+    if a and b and a.keys() & b.keys():
+        return stats.paired_difference(a, b)
+    bounds = [leader.get("ci_low"), leader.get("ci_high"), other.get("ci_low"), other.get("ci_high")]
+    if any(value is None or value != value for value in bounds):
+        return None
+    return stats.newcombe_difference(
+        leader["accuracy"], (bounds[0], bounds[1]), other["accuracy"], (bounds[2], bounds[3])
+    )
+
+
+def add_marks(
+    frame: pd.DataFrame,
+    results: pd.DataFrame,
+    tasks: Sequence[str],
+    correctness: Mapping[str, Mapping[int, bool]] | None,
+    biases: Mapping[str, stats.PositionBias] | None,
+) -> pd.DataFrame:
+    """The TIED column (per task column, rows whose difference from the column's leader among the shown
+    rows has an interval containing 0) and the BIAS column (flagged position biases)."""
+    frame = frame.copy()
+    tied: dict[tuple, list[str]] = {}
+    flagged: dict[tuple, list[str]] = {}
+    shown = set(frame[ROW_KEY].itertuples(index=False, name=None))
+    best = best_runs(results)
+    best = best[[row in shown for row in best[ROW_KEY].itertuples(index=False, name=None)]]
+    for task in tasks:
+        rows = best[best["task"] == task]
+        if rows.empty:
+            continue
+        column = spec.BY_KEY[task].column
+        leader = rows.loc[rows["accuracy"].idxmax()]
+        for _, row in rows.iterrows():
+            row_key = tuple(row[ROW_KEY])
+            if correctness is not None and row_key != tuple(leader[ROW_KEY]):
+                difference = compare(leader, row, correctness)
+                if difference is not None and difference.tied:
+                    tied.setdefault(row_key, []).append(column)
+            bias = (biases or {}).get(row.get("key"))
+            if bias is not None and bias.flagged:
+                flagged.setdefault(row_key, []).append(f"{column}: {bias.describe()}")
+    keys = list(frame[ROW_KEY].itertuples(index=False, name=None))
+    frame[TIED] = [", ".join(tied.get(key, [])) for key in keys]
+    frame[BIAS] = ["; ".join(flagged.get(key, [])) for key in keys]
+    return frame
+
+
+def leaderboard_table(
+    results: pd.DataFrame,
+    query: TableQuery = TableQuery(),
+    correctness: Mapping[str, Mapping[int, bool]] | None = None,
+    biases: Mapping[str, stats.PositionBias] | None = None,
+) -> pd.DataFrame:
+    """The table the app shows: display columns, percent rounded to 2 decimals. `correctness` (result
+    key -> question -> right) and `biases` (result key -> position-bias test) fill TIED and BIAS."""
     if results.empty:
         return pd.DataFrame(columns=display_columns(query.tasks))
     wide = wide_table(results)
     frame = add_aggregates(apply_filters(wide, query), wide, query.tasks)
     frame = search(frame, query.search)
+    frame = add_marks(frame, results, query.tasks, correctness, biases)
     frame = frame.rename(
         columns={**INFO_COLUMNS, **{t.key: t.column for t in spec.COLUMNS}, "model": ID_COLUMN}
     )
@@ -161,6 +220,8 @@ def display_columns(tasks: Sequence[str]) -> list[str]:
         AVERAGE,
         AVERAGE_RANK,
         DELTA,
+        TIED,
+        BIAS,
         *[spec.BY_KEY[key].column for key in tasks],
         ID_COLUMN,
     ]

@@ -203,7 +203,9 @@ class QueueWorker:
             try:
                 summary = self.evaluate(self.run_config(job, task, adapter_base))
                 self.verify(job)  # the weights evaluated are still the ones submitted
-                self.store.record_summary(summary, model_name=job.model_name)
+                self.store.record_summary(
+                    summary, model_name=job.model_name, outcomes=run_outcomes_of(summary)
+                )
             except Exception as exc:
                 log.exception("submission #%s failed on %s", job.id, task)
                 self.queue.fail(job.id, self.worker_id, f"{task}: {type(exc).__name__}: {exc}", run_ids)
@@ -232,3 +234,10 @@ class QueueWorker:
             batch_size=settings.batch_size,
             output_dir=output_dir,
         )
+
+
+def run_outcomes_of(summary: RunSummary) -> list:
+    """The per-question outcomes of a run the worker just made (its run folder holds the samples)."""
+    from leaderboard.store import run_outcomes
+
+    return run_outcomes(summary, Path(summary.get("results_file") or ".").parent)

@@ -139,8 +139,8 @@ def test_live_model_detail(live):
 def test_live_plots(live):
     client, _, _ = live
     by_dataset, versus = client.predict(["finedefics", "idefics2"], api_name="/plots")
-    assert by_dataset.startswith("<svg") and "Finedefics · reported" in by_dataset
-    assert "Idefics2 · reproduced" in versus and "Idefics2 · reported" in versus
+    assert by_dataset["type"] == "plotly" and "Finedefics · reported" in by_dataset["plot"]
+    assert "Idefics2 · reproduced" in versus["plot"] and "Idefics2 · reported" in versus["plot"]
 
 
 @pytest.mark.server
@@ -436,3 +436,87 @@ def test_importing_the_app_has_no_side_effects(tmp_path):
         text=True,
         timeout=120,
     ).stdout.split("'")
+
+
+def comparison_app(store, tmp_path):
+    from leaderboard.importer import import_path
+    from tests.leaderboard.lb_factories import make_comparison_runs
+
+    assert import_path(store, make_comparison_runs(tmp_path / "runs")).added == 3
+    return LeaderboardApp(store, download_dir=tmp_path / "downloads")
+
+
+def row_value(app, model: str, source: str) -> str:
+    return next(value for _, value in app.row_choices() if json.loads(value)[:2] == [model, source])
+
+
+def test_paired_comparison_per_dataset_with_its_interval(store, tmp_path):
+    from leaderboard import stats
+
+    app = comparison_app(store, tmp_path)
+    note, frame = app.compare(
+        row_value(app, "idefics2", "reproduced"), row_value(app, "llava15", "reproduced")
+    )
+    [bird] = frame.to_dict("records")
+    key_a, key_b = (
+        store.result_frame().query(f"model == '{m}' and source == 'reproduced'")["key"].item()
+        for m in ("idefics2", "llava15")
+    )
+    expected = stats.paired_difference(*store.correctness([key_a, key_b]).values())
+    assert bird["Dataset"] == "Bird-200" and bird["Method"] == "paired bootstrap" and bird["Questions"] == 300
+    assert bird["Δ A−B (points)"] == round(100 * expected.difference, 2) > 0
+    assert bird["95% CI (points)"] == f"{100 * expected.low:+.2f} to {100 * expected.high:+.2f}"
+    assert bird["Tied"] == "A better" and "McNemar" in note
+    # against the paper's row (no per-question outcomes): unpaired, labelled so
+    _, unpaired = app.compare(
+        row_value(app, "idefics2", "reproduced"), row_value(app, "idefics2", "reported")
+    )
+    assert unpaired.iloc[0]["Method"] == "Newcombe (unpaired)"
+
+
+def test_position_bias_is_flagged_on_the_page_and_in_the_table(store, tmp_path):
+    app = comparison_app(store, tmp_path)
+    bias = app.bias_table().set_index("Model")
+    assert bias.loc["Finedefics", "Flag"].startswith("⚠ biased: D")
+    assert bias.loc["Idefics2", "Flag"] == ""
+    table = app.table([], [], [], ["reproduced"], [], "", "Average", True).set_index("Model ID")
+    assert table.loc["finedefics", "Position bias"].startswith("Car-196: D")
+
+
+def test_model_and_table_downloads_in_the_export_formats(store, tmp_path):
+    import zipfile
+
+    app = comparison_app(store, tmp_path)
+    files = [Path(path) for path in app.export_files("idefics2")]
+    assert [path.name.rsplit("-", 1)[-1] for path in files] == ["ever.zip", "results.zip", "questions.jsonl"]
+    with zipfile.ZipFile(files[0]) as archive:
+        names = archive.namelist()
+    assert sum(name.endswith("_samples.jsonl") for name in names) == 1 and len(names) == 3  # 2 aggregates
+    questions = [json.loads(line) for line in files[2].read_text().splitlines()]
+    assert len(questions) == 300 and {q["evaluation_name"] for q in questions} == {"bird200"}
+    everything = [Path(path) for path in app.export_files(None)]
+    with zipfile.ZipFile(everything[1]) as archive:
+        assert len([n for n in archive.namelist() if n.endswith(".eval_results/fgvr.yaml")]) == 3
+
+
+def test_admin_drops_a_results_file_and_it_imports(store, tmp_path, monkeypatch):
+    from tests.leaderboard.lb_factories import LMMS_RESULTS, make_summary
+
+    app = LeaderboardApp(store, download_dir=tmp_path / "downloads")
+    upload = tmp_path / "upload.json"
+    upload.write_text(json.dumps(make_summary()))
+    monkeypatch.delenv("HARNESS_ADMIN_TOKEN", raising=False)
+    assert "disabled" in app.admin_import("anything", str(upload))
+    monkeypatch.setenv("HARNESS_ADMIN_TOKEN", "admin-secret-1")
+    before = len(store.result_frame())
+    assert app.admin_import("wrong", str(upload)).startswith("**Refused:**")
+    assert len(store.result_frame()) == before and not upload.exists()  # refused, and the upload is gone
+    upload.write_text(json.dumps(make_summary()))
+    assert (
+        app.admin_import("admin-secret-1", str(upload))
+        == "Imported: 1 results added, 0 already in the store."
+    )
+    upload.write_text(LMMS_RESULTS.read_text())
+    assert app.admin_import("admin-secret-1", str(upload)).startswith("Imported:")
+    upload.write_text('{"not": "a results file"}')
+    assert "not a results file" in app.admin_import("admin-secret-1", str(upload))

@@ -127,10 +127,78 @@ def test_browser_sorts_filters_opens_detail_and_submits(app_url, tmp_path):
         page.locator("#queue-table [role=gridcell]").filter(has_text="browser-ft").first.wait_for()
         page.screenshot(path=shots / "queue.png", full_page=True)
         page.get_by_role("tab", name="Plots").click()
-        page.locator("#plot-by-dataset svg rect").first.wait_for()
+        page.locator("#plot-by-dataset .js-plotly-plot").first.wait_for()  # drawn by plotly.js
         page.screenshot(path=shots / "plots.png", full_page=True)
         browser.close()
     rows = SubmissionQueue(store).list()
     assert [(row["model_name"], row["status"]) for row in rows] == [("local/web/browser-ft", "PENDING")]
     assert rows[0]["submitter"] == "web-127.0.0.1"
     assert (shots / "leaderboard.png").stat().st_size > 10_000
+
+
+@pytest.fixture
+def comparison_url(tmp_path, monkeypatch):
+    from leaderboard.importer import import_path
+    from tests.leaderboard.lb_factories import make_comparison_runs
+
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    db_url = f"sqlite:///{tmp_path / 'lb.db'}"
+    store = ResultStore.open(db_url)
+    assert import_path(store, make_comparison_runs(tmp_path / "runs")).added == 3
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    blocks = serve(host="127.0.0.1", port=port, db_url=db_url, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    blocks.close()
+    store.close()
+
+
+def pick(page, dropdown: str, label: str) -> None:
+    page.locator(f"{dropdown} input").first.click()
+    page.get_by_role("option", name=label, exact=True).first.click()
+
+
+def test_browser_shows_comparison_derived_intervals_bias_and_library_plots(comparison_url, tmp_path):
+    shots = Path(os.environ.get("FGVR_SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(comparison_url)
+        page.locator("#leaderboard-table [role=gridcell]").filter(has_text="76.84").first.wait_for()
+        # the table flags the run whose answers pile on D
+        page.locator("#leaderboard-table").get_by_text("Car-196: D", exact=False).first.wait_for(
+            state="attached"
+        )
+
+        # paired comparison of two reproduced rows
+        page.get_by_role("tab", name="Compare").click()
+        pick(page, "#compare-a", "Idefics2 · reproduced (generate)")
+        pick(page, "#compare-b", "LLaVA-1.5-7B · reproduced (generate)")
+        compared = page.locator("#compare-table [role=gridcell]")
+        compared.filter(has_text="paired bootstrap").first.wait_for()
+        compared.filter(has_text="A better").first.wait_for()
+        page.screenshot(path=shots / "compare.png", full_page=True)
+
+        # position bias, flagged
+        page.get_by_role("tab", name="Position bias").click()
+        page.locator("#bias-table [role=gridcell]").filter(has_text="⚠ biased: D").first.wait_for()
+        page.screenshot(path=shots / "bias.png", full_page=True)
+
+        # a paper row's interval, labelled derived
+        page.get_by_role("tab", name="Model detail").click()
+        model = page.locator("#detail-model input").first
+        model.fill("finedefics")
+        model.press("Enter")
+        page.locator("#detail-results [role=gridcell]").filter(has_text="(derived)").first.wait_for()
+        # the per-class chart of Finedefics' own Stanford Cars run, drawn by plotly
+        pick(page, "#class-task", "Car-196")
+        page.locator("#plot-per-class .js-plotly-plot").first.wait_for()
+        page.screenshot(path=shots / "detail-derived.png", full_page=True)
+
+        page.get_by_role("tab", name="Plots").click()
+        page.locator("#plot-by-dataset .js-plotly-plot .main-svg").first.wait_for()
+        page.screenshot(path=shots / "plots-plotly.png", full_page=True)
+        browser.close()

@@ -80,6 +80,10 @@ def test_submitted_checkpoint_is_evaluated_by_one_worker_pass(
         job["run_ids"][0],
     )
     assert row["n"] == sum(len(entries) for entries in json.loads(cub_choices.read_text()).values())
+    # the run's per-question outcomes, read from its lmms-eval samples file by the run's own scoring
+    outcomes = store.outcomes(row["key"])
+    assert len(outcomes) == row["n"] and sum(o.correct for o in outcomes) == round(row["accuracy"] * row["n"])
+    assert all(len(o.record["outputs"]) == 1 and o.gold in "ABCD" for o in outcomes)
     table = leaderboard_table(store.result_frame(), TableQuery(search="tiny-finetune"))
     assert table.iloc[0]["Bird-200"] == round(100 * row["accuracy"], 2)
 

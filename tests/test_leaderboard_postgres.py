@@ -143,3 +143,23 @@ def test_several_worker_processes_on_postgres(pg_url, tmp_path):
     assert QueueWorker(store, evaluate=fake_evaluate, revalidate=False).run_one() is False
     assert queue.list((PENDING,)) == []
     store.close()
+
+
+def test_per_question_outcomes_round_trip_on_postgres(pg_url, tmp_path):
+    from leaderboard.export import export, items_from_store
+    from leaderboard.importer import import_path
+    from leaderboard.table import leaderboard_table
+    from tests.leaderboard.lb_factories import make_comparison_runs
+
+    sqlite = ResultStore.open(f"sqlite:///{tmp_path / 'lb.db'}")
+    assert import_path(sqlite, make_comparison_runs(tmp_path / "runs", n=50)).added == 3
+    export(items_from_store(sqlite), "every-eval-ever", tmp_path / "eee")
+    store = ResultStore.open(pg_url)
+    try:
+        assert import_path(store, tmp_path / "eee").added == 3
+        assert leaderboard_table(store.result_frame()).equals(leaderboard_table(sqlite.result_frame()))
+        keys = sqlite.result_frame().query("source == 'reproduced'")["key"].tolist()
+        assert store.correctness(keys) == sqlite.correctness(keys) and len(store.correctness(keys)) == 3
+    finally:
+        store.close()
+        sqlite.close()

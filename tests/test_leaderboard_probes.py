@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 
 from harness.core.probe_results import load_probe_report
@@ -100,17 +102,19 @@ def test_import_and_record_function_take_probe_folders(tmp_path, probe_folder):
     store.close()
 
 
-def test_version_1_database_gains_the_probes_table(tmp_path, probe_folder):
+def test_version_1_database_gains_the_probes_and_outcomes_tables(tmp_path, probe_folder):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     ResultStore.open(url).close()
     engine = db.create_store_engine(url)
     with engine.begin() as conn:  # make it what fgvr-harness wrote before probes existed
         conn.execute(text("DROP TABLE probes"))
+        conn.execute(text("DROP TABLE outcomes"))
         db.set_meta(conn, "schema_version", "1")
     engine.dispose()
     store = ResultStore.open(url)
     with store.engine.connect() as conn:
-        assert db.get_meta(conn, "schema_version") == str(db.SCHEMA_VERSION) == "2"
+        assert db.get_meta(conn, "schema_version") == str(db.SCHEMA_VERSION) == "3"
+        assert {"probes", "outcomes"} <= set(sa_inspect(conn).get_table_names())
     assert len(store.result_frame()) == 14 * 6  # the reported rows survived
     assert store.record_probes(load_probe_report(probe_folder), probe_folder)
     store.close()
@@ -121,15 +125,18 @@ def test_model_page_probes_section_shows_the_figures_and_plots(store, probe_fold
 
     report = load_probe_report(probe_folder)
     store.record_probes(report, probe_folder)
-    frame, gallery = LeaderboardApp(store).probes(report["model"])
+    frame, figure = LeaderboardApp(store).probes(report["model"])
     row = frame.iloc[0]
     assert list(frame.columns) == detail.PROBE_COLUMNS and row["Features"] == "embed"
     assert row["Linear probe (%)"] == round(100 * report["linear"]["embed"]["accuracy"], 2)
     assert row["Alignment (cos)"] == round(report["alignment"]["embed"]["mean_cosine"], 4)
     assert row["Object inter"] == round(report["distances"]["embed"]["objects"]["inter_class_distance"], 4)
-    assert len(gallery) == 1 and gallery[0][0].size[0] > 600 and "tsne" not in gallery[0][1]
+    [image] = figure.data  # the report's one t-SNE picture, in a plotly figure
+    png = (probe_folder / next(iter(report["tsne"].values()))).read_bytes()
+    assert image.type == "image" and image.source == "data:image/png;base64," + base64.b64encode(png).decode()
+    assert "tsne" not in figure.layout.annotations[0].text  # the caption names the task and view
     empty, none = LeaderboardApp(store).probes(None)
-    assert empty.empty and none == []
+    assert empty.empty and not none.data
 
 
 def test_a_hidden_models_probes_are_shown_only_with_the_admin_token(store, probe_folder, monkeypatch):

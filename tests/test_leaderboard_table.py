@@ -10,7 +10,6 @@ import pytest
 
 from harness.core.errors import UserError
 from leaderboard import detail, spec
-from leaderboard.plots import grouped_bar_svg
 from leaderboard.table import DELTA, ID_COLUMN, TableQuery, display_columns, leaderboard_table
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -213,11 +212,24 @@ def test_empty_store_gives_an_empty_table():
     assert list(leaderboard_table(pd.DataFrame()).columns) == display_columns(spec.TASK_KEYS)
 
 
-def test_grouped_bar_svg():
-    svg = grouped_bar_svg(["Dog-120", "Bird-200"], [("a <b>", [50.0, None]), ("c", [20.0, 30.0])], "T")
-    assert svg.startswith("<svg") and svg.count("<rect") == 3 + 2  # 3 bars, 2 legend swatches
-    assert "a &lt;b&gt;" in svg and "<b>" not in svg
-    assert "nothing to plot" in grouped_bar_svg([], [], "T")
+def test_plots_are_plotly_figures():
+    from leaderboard import plots
+
+    bars = plots.grouped_bars(
+        ["Dog-120", "Bird-200"],
+        [("a <b>", [50.0, None]), ("c", [20.0, 30.0])],
+        "T",
+        [[(45.0, 55.0), None], None],
+    )
+    assert [trace.type for trace in bars.data] == ["bar", "bar"] and bars.layout.barmode == "group"
+    assert list(bars.data[0].y) == [50.0, None] and list(bars.data[0].error_y.array) == [5.0, None]
+    assert "nothing to plot" in plots.grouped_bars([], [], "T").layout.title.text
+    per_class = plots.per_class_accuracy({"x": 0.9, "y": 0.1, "z": 0.5}, "Bird-200")
+    assert list(per_class.data[0].x) == ["y", "z", "x"] and "worst: y (10%)" in per_class.layout.title.text
+    pairs = plots.confusion_pairs(
+        [{"true": "a", "predicted": "b", "count": 3}, {"true": "c", "predicted": "d", "count": 9}], "T"
+    )
+    assert list(pairs.data[0].y) == ["a → b", "c → d"]  # the most frequent on top
 
 
 def detail_row(task="bird200", source="reproduced", variant="k4", accuracy=0.5, day=0, confusions=None, **kw):
