@@ -122,7 +122,7 @@ def test_a_significant_but_small_preference_is_not_flagged():
 def results_frame(rows: list[dict]) -> pd.DataFrame:
     base = {"display_name": None, "family": "f", "params_b": 7.0, "hidden": False, "variant": "k4",
             "sample_limit": None, "created": pd.Timestamp("2025-01-01", tz="UTC"), "scoring": "generate",
-            "source": "reproduced", "task": "bird200"}  # fmt: skip
+            "source": "reproduced", "protocol": "harness", "task": "bird200"}  # fmt: skip
     return pd.DataFrame([{**base, "display_name": row["model"], **row} for row in rows])
 
 
@@ -142,7 +142,7 @@ def test_table_marks_ties_with_each_columns_leader_and_flagged_bias():
     # a paper row without outcomes: the unpaired interval decides
     paper = min(row["accuracy"] for row in rows[:2]) - 0.01
     low, high = accuracy_ci95(round(paper * 5794), 5794)
-    rows.append({"key": "paper", "model": "paper", "source": "reported", "scoring": "paper", "accuracy": paper,
+    rows.append({"key": "paper", "model": "paper", "source": "reported", "scoring": "paper", "protocol": "foci", "accuracy": paper,
                  "n": 5794, "ci_low": low, "ci_high": high})  # fmt: skip
     table = leaderboard_table(
         results_frame(rows),

@@ -73,7 +73,7 @@ def test_a_version_2_database_gets_the_protocol_column(db_url, store):
     assert set(frame[frame["source"] == "reported"]["protocol"]) == {"foci"}
     assert set(frame[frame["source"] == "reproduced"]["protocol"]) == {"harness"}
     with upgraded.engine.connect() as conn:
-        assert db.get_meta(conn, "schema_version") == "3"
+        assert db.get_meta(conn, "schema_version") == str(db.SCHEMA_VERSION)
 
 
 def test_database_without_an_upgrade_path_says_what_to_do(db_url, store, monkeypatch):

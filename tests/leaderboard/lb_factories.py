@@ -92,7 +92,7 @@ def make_run_folder(
     scoring and metrics, so the summary and the per-question outcomes agree by construction."""
     from harness.core.results import SCHEMA_VERSION
     from harness.metrics import summarise
-    from harness.runner import class_names_of, score_samples
+    from harness.runner import answer_protocol, class_names_of, score_samples
     from tasks.prompts import question_for
     from tasks.registry import get_task
 
@@ -126,7 +126,9 @@ def make_run_folder(
     samples_file = folder / f"samples_fgvr_{task}_gen.jsonl"
     samples_file.write_text("".join(json.dumps(sample) + "\n" for sample in samples))
     (folder / "results.json").write_text("{}")
-    metrics = summarise(score_samples(samples, "generate"), class_names_of(samples))
+    metrics = summarise(
+        score_samples(samples, "generate", answer_protocol("harness", None)), class_names_of(samples)
+    )
     from models.registry import MODELS
 
     hub_id = MODELS[model].hub_id if model in MODELS else model
