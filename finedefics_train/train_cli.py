@@ -1,6 +1,6 @@
 """`harness train stage1|stage2|run|merge`: train Finedefics (two-stage QLoRA) and merge its adapter.
 
-    harness train stage1 --data DIR --base PATH_OR_ID --out DIR [--config FILE] [--recipe NAME] [--resume] [--json]
+    harness train stage1 --data DIR --base PATH_OR_ID --out DIR [--config FILE] [--set SECTION.FIELD=VALUE ...] [--recipe NAME] [--resume] [--json]
     harness train stage2 --data DIR --base PATH_OR_ID --out DIR [--init-adapter STAGE1_DIR] ...
     harness train run    --data DIR --base PATH_OR_ID --out DIR ...   # OUT/stage1, OUT/stage1-merged, then OUT
     harness train merge  --adapter DIR --out DIR [--base PATH_OR_ID]  # a merged safetensors checkpoint
@@ -81,7 +81,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         dest="overrides",
         metavar="SECTION.FIELD=VALUE",
         help="set one config field over --config, e.g. --set stage1.learning_rate=1e-4 --set model.lora_r=4 "
-        f"(VALUE read as YAML; repeatable; kept in the adapter's record); fields: {config_fields()}",
+        f"(VALUE read as YAML; kept in the adapter's record); fields: {config_fields()}",
     )
     parser.add_argument(
         "--max-steps",
@@ -128,7 +128,12 @@ def config_fields() -> str:
 
     from finedefics_train.config import SECTIONS
 
-    return "; ".join(f"{name}.{{{','.join(f.name for f in fields(cls))}}}" for name, cls in SECTIONS.items())
+    by_class = {}
+    for name, cls in SECTIONS.items():  # stage1 and stage2 share StageConfig
+        by_class.setdefault(cls, []).append(name)
+    return "; ".join(
+        f"{'|'.join(names)}.{{{','.join(f.name for f in fields(cls))}}}" for cls, names in by_class.items()
+    )
 
 
 @dataclass
