@@ -9,10 +9,16 @@ A YAML file has up to four sections, each optional (defaults are the paper's set
     stage2: {global_batch_size: 128, ...}                # StageConfig
 
 `finedefics_train/configs/paper.yaml` is the paper's setting, `tiny_cpu.yaml` a CPU one for tiny models.
+Any field can be set from the command line over the file: `--set stage1.learning_rate=1e-4` (the value
+is read as YAML and checked as the file's values are); the run's record keeps what was set.
+
+The config is the Trainer's arguments (TRL's `SFTConfig` idea, without subclassing): every `StageConfig`
+field that `TrainingArguments` also has goes into it as it is (`StageConfig.trainer_arguments`).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,17 +28,22 @@ from models.dtypes import DTYPES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 HARD_NEGATIVE_SCOPES = ("batch", "own")
+KINDS = {"bool": (bool, "true or false"), "str": (str, "a text"), "list": (list, "a list, e.g. [a, b]")}
 
 
 def check_values(section) -> None:
-    """Every number of a config section is a finite number of its field's type: YAML's `2e-3` (a string
-    to PyYAML) becomes 2e-3, an integral float an int; `.inf`, `.nan`, `2.5` for an int, `true` for a
-    number are refused naming the field."""
+    """Every value of a config section has its field's type. Numbers are finite numbers of the field's
+    type: YAML's `2e-3` (a string to PyYAML) becomes 2e-3, an integral float an int; `.inf`, `.nan`,
+    `2.5` for an int, `true` for a number are refused naming the field, as are a number for a
+    true/false, a list for a text and a text for a list."""
     for f in fields(section):
         value, kind = getattr(section, f.name), str(f.type).replace(" | None", "")
-        if kind not in ("int", "float") or (value is None and "None" in str(f.type)):
+        if value is None and "None" in str(f.type):
             continue
-        setattr(section, f.name, _number(f.name, value, kind))
+        if kind in ("int", "float"):
+            setattr(section, f.name, _number(f.name, value, kind))
+        elif kind in KINDS and not isinstance(value, KINDS[kind][0]):
+            raise UserError(f"{f.name} must be {KINDS[kind][1]}, got {value!r}")
 
 
 def _number(name: str, value, kind: str):
@@ -53,10 +64,12 @@ def _number(name: str, value, kind: str):
     return float(number)
 
 
-def help_field(default, help: str, **kwargs):
+def help_field(default, help: str, **metadata):
+    """A field with its help text; `metadata` adds e.g. `trainer_argument` (see StageConfig)."""
+    metadata = {"help": help, **metadata}
     if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
-    return field(default=default, metadata={"help": help}, **kwargs)
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -151,14 +164,22 @@ class LossConfig:
 
 @dataclass
 class StageConfig:
+    """One stage's optimisation. A field goes into `TrainingArguments` under its own name when that has
+    one, or under `trainer_argument` (metadata); `trainer_argument=None` marks the harness's own
+    (the global batch, from which the accumulation steps follow)."""
+
     learning_rate: float = help_field(2e-4, "peak learning rate")
     lr_scheduler_type: str = help_field("linear", "transformers scheduler name")
     warmup_steps: int = help_field(60, "linear warm-up steps")
     weight_decay: float = help_field(0.01, "AdamW weight decay (not on temperatures)")
     num_train_epochs: float = help_field(1.0, "epochs over the stage's data")
     max_steps: int = help_field(-1, "stop after this many optimiser steps (-1: the epochs decide)")
-    global_batch_size: int = help_field(64, "samples per optimiser step over all processes")
-    per_device_batch_size: int = help_field(4, "samples per forward on one device")
+    global_batch_size: int = help_field(
+        64, "samples per optimiser step over all processes", trainer_argument=None
+    )
+    per_device_batch_size: int = help_field(
+        4, "samples per forward on one device", trainer_argument="per_device_train_batch_size"
+    )
     seed: int = help_field(42, "seeds python, numpy, torch and the data order")
     save_steps: int = help_field(50, "checkpoint every N optimiser steps")
     save_total_limit: int | None = help_field(3, "keep at most this many checkpoints")
@@ -195,6 +216,24 @@ class StageConfig:
             )
         return self.global_batch_size // per_step
 
+    def trainer_arguments(self) -> dict:
+        """The `TrainingArguments` keyword arguments this stage decides: every field, under its name
+        there, as it is; a field `TrainingArguments` does not know is an error unless marked as ours."""
+        from transformers import TrainingArguments
+
+        theirs = {f.name for f in fields(TrainingArguments)}
+        arguments = {}
+        for f in fields(self):
+            name = f.metadata.get("trainer_argument", f.name)
+            if name is None:
+                continue
+            if name not in theirs:
+                raise TypeError(
+                    f"StageConfig.{f.name}: TrainingArguments has no {name}; set trainer_argument"
+                )
+            arguments[name] = getattr(self, f.name)
+        return arguments
+
 
 @dataclass
 class TrainingConfig:
@@ -202,21 +241,32 @@ class TrainingConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     stage1: StageConfig = field(default_factory=lambda: StageConfig(global_batch_size=64))
     stage2: StageConfig = field(default_factory=lambda: StageConfig(global_batch_size=128))
+    # what --set changed over the file, "section.field" -> the value taken (kept in the run's record)
+    overrides: dict = field(default_factory=dict)
 
     def stage(self, name: str) -> StageConfig:
         return getattr(self, name)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The sections, as a YAML config file holds them."""
+        return {name: asdict(getattr(self, name)) for name in SECTIONS}
 
 
 SECTIONS = {"model": ModelConfig, "loss": LossConfig, "stage1": StageConfig, "stage2": StageConfig}
 
 
-def config_from_dict(data: dict, where: str = "config") -> TrainingConfig:
+def did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def config_from_dict(data: dict, where: str = "config", overrides: dict | None = None) -> TrainingConfig:
+    """`data` (a config file's sections) over the defaults, and `overrides` ({"stage1.learning_rate":
+    value}, from --set) over `data`; every section checked as a whole, its errors naming the field."""
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise UserError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    overrides = overrides or {}
     defaults = TrainingConfig()
     built = {}
     for name, cls in SECTIONS.items():
@@ -226,21 +276,69 @@ def config_from_dict(data: dict, where: str = "config") -> TrainingConfig:
         known = {f.name for f in fields(cls)}
         bad = sorted(set(section) - known)
         if bad:
-            raise UserError(f"{where}: {name}.{bad[0]} is not a setting; known: {', '.join(sorted(known))}")
+            raise UserError(
+                f"{where}: {name}.{bad[0]} is not a setting; {did_you_mean(bad[0], known)}"
+                f"known: {', '.join(sorted(known))}"
+            )
+        ours = {
+            key.partition(".")[2]: value for key, value in overrides.items() if key.startswith(name + ".")
+        }
+        source = f"{where} and --set" if ours else where
         try:
-            built[name] = cls(**(asdict(getattr(defaults, name)) | section))
+            built[name] = cls(**(asdict(getattr(defaults, name)) | section | ours))
         except UserError as error:
             text = str(error)  # "model: ..." already names its section; "lr must ..." gets "stage1."
-            raise UserError(f"{where}: {text if text.startswith(name + ':') else f'{name}.{text}'}") from None
-    return TrainingConfig(**built)
+            raise UserError(
+                f"{source}: {text if text.startswith(name + ':') else f'{name}.{text}'}"
+            ) from None
+    taken = {key: getattr(built[key.partition(".")[0]], key.partition(".")[2]) for key in overrides}
+    return TrainingConfig(**built, overrides=taken)
 
 
-def load_config(path: Path | str | None) -> TrainingConfig:
-    """A YAML file, a name in finedefics_train/configs/ ("paper", "tiny_cpu"), or None (the paper's)."""
+def parse_overrides(items) -> dict:
+    """`--set SECTION.FIELD=VALUE` items -> {"section.field": value}, VALUE read as YAML (`1e-4`, `true`,
+    `[tensorboard]`, `null`); an unknown section or field is refused with the nearest name. The values
+    are checked with the rest of their section (config_from_dict); a later item wins over an earlier."""
     import yaml
 
+    parsed = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not equals or not dot or not name:
+            raise UserError(
+                f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. --set stage1.learning_rate=1e-4"
+            )
+        if section not in SECTIONS:
+            raise UserError(
+                f"--set {item}: no section {section!r}; {did_you_mean(section, SECTIONS)}"
+                f"sections: {', '.join(SECTIONS)}"
+            )
+        known = [f.name for f in fields(SECTIONS[section])]
+        if name not in known:
+            raise UserError(
+                f"--set {item}: {section} has no field {name!r}; {did_you_mean(name, known)}"
+                f"fields: {', '.join(known)}"
+            )
+        if not text.strip():
+            raise UserError(f"--set {item}: no value after '='; write null for none")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or error
+            raise UserError(f"--set {item}: the value is not valid YAML ({problem})") from None
+        parsed[f"{section}.{name}"] = value
+    return parsed
+
+
+def load_config(path: Path | str | None, overrides=()) -> TrainingConfig:
+    """A YAML file, a name in finedefics_train/configs/ ("paper", "tiny_cpu"), or None (the paper's),
+    with `overrides` (`--set` items, "stage1.learning_rate=1e-4") over it."""
+    import yaml
+
+    overrides = parse_overrides(overrides)
     if path is None:
-        return TrainingConfig()
+        return config_from_dict({}, "the default config", overrides)
     path = Path(path)
     if not path.exists() and (CONFIG_DIR / f"{path}.yaml").is_file():
         path = CONFIG_DIR / f"{path}.yaml"
@@ -254,4 +352,4 @@ def load_config(path: Path | str | None) -> TrainingConfig:
         raise UserError(f"--config {path}: not valid YAML ({error})") from error
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: expected a mapping of sections, got {type(data).__name__}")
-    return config_from_dict(data, str(path))
+    return config_from_dict(data, str(path), overrides)

@@ -104,7 +104,7 @@ def check_same_run(run: StageRun, recorded: dict | None, where: Path) -> None:
         )
         raise UserError(
             f"--resume: {where} was trained with other settings ({shown}); resume with the same --base, "
-            "--config, --recipe and --data, or run without --resume to start afresh"
+            "--config, --set, --recipe and --data, or run without --resume to start afresh"
         )
 
 

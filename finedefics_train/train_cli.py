@@ -1,6 +1,6 @@
 """`harness train stage1|stage2|run|merge`: train Finedefics (two-stage QLoRA) and merge its adapter.
 
-    harness train stage1 --data DIR --base PATH_OR_ID --out DIR [--config FILE] [--recipe NAME] [--resume] [--json]
+    harness train stage1 --data DIR --base PATH_OR_ID --out DIR [--config FILE] [--set SECTION.FIELD=VALUE ...] [--recipe NAME] [--resume] [--json]
     harness train stage2 --data DIR --base PATH_OR_ID --out DIR [--init-adapter STAGE1_DIR] ...
     harness train run    --data DIR --base PATH_OR_ID --out DIR ...   # OUT/stage1, OUT/stage1-merged, then OUT
     harness train merge  --adapter DIR --out DIR [--base PATH_OR_ID]  # a merged safetensors checkpoint
@@ -75,7 +75,19 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--init-adapter", type=Path, default=None, help="continue this adapter (Stage II after Stage I)"
     )
     parser.add_argument(
-        "--max-steps", type=int, default=None, help="stop every stage after N optimiser steps"
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="SECTION.FIELD=VALUE",
+        help="set one config field over --config, e.g. --set stage1.learning_rate=1e-4 --set model.lora_r=4 "
+        f"(VALUE read as YAML; kept in the adapter's record); fields: {config_fields()}",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop every stage after N optimiser steps (--set stage1.max_steps=N --set stage2.max_steps=N)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint under OUT")
     parser.add_argument(
@@ -110,6 +122,20 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
+def config_fields() -> str:
+    """Every field --set can set, by section, from the config dataclasses."""
+    from dataclasses import fields
+
+    from finedefics_train.config import SECTIONS
+
+    by_class = {}
+    for name, cls in SECTIONS.items():  # stage1 and stage2 share StageConfig
+        by_class.setdefault(cls, []).append(name)
+    return "; ".join(
+        f"{'|'.join(names)}.{{{','.join(f.name for f in fields(cls))}}}" for cls, names in by_class.items()
+    )
+
+
 @dataclass
 class TrainingPlan:
     runs: list  # StageRun, in order
@@ -123,11 +149,13 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
     from finedefics_train.trainer import StageRun, prepare_stage, start_after
 
     recipe = get_recipe(args.recipe)
-    config = load_config(args.config)
+    overrides = list(args.overrides)
     if args.max_steps is not None:
         if args.max_steps < 1:
             raise UserError(f"--max-steps must be >= 1, got {args.max_steps}")
-        config.stage1.max_steps = config.stage2.max_steps = args.max_steps
+        overrides = [f"stage1.max_steps={args.max_steps}", f"stage2.max_steps={args.max_steps}", *overrides]
+    config = load_config(args.config, overrides)
+    check_recipe_overrides(recipe, config.overrides)
     stages = list(recipe.stages) if args.train_stage == "run" else [args.train_stage]
     if args.train_stage != "run" and args.train_stage not in recipe.stages:
         raise UserError(
@@ -147,6 +175,17 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
         runs.append(run)
     mark_resume(runs, args.resume)
     return TrainingPlan(runs, eval_configs(args, runs[-1].out, runs[-1].training_base))
+
+
+def check_recipe_overrides(recipe, overrides: dict) -> None:
+    """A --set the recipe would undo (--recipe no_ccc --set loss.ccc_weight=0.5) is refused, not ignored."""
+    for name, value in recipe.loss_overrides.items():
+        given = overrides.get(f"loss.{name}")
+        if given is not None and given != value:
+            raise UserError(
+                f"--set loss.{name}={given}: --recipe {recipe.name} sets loss.{name} to {value}; "
+                "drop the --set or choose another --recipe"
+            )
 
 
 def mark_resume(runs: list, resume: bool) -> None:

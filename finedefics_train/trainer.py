@@ -422,26 +422,16 @@ class JointCollator:
 
 
 def training_arguments(run: StageRun) -> TrainingArguments:
+    """The stage's config fields as they are (`StageConfig.trainer_arguments`: no field copied by hand),
+    and what follows from the run: where checkpoints go, the batch split, the precision, the device."""
     stage = run.stage_config
     dtype = run.config.model.dtype
     return TrainingArguments(
+        **stage.trainer_arguments(),
         output_dir=str(run.out / CHECKPOINTS),
-        per_device_train_batch_size=stage.per_device_batch_size,
         gradient_accumulation_steps=stage.gradient_accumulation(run.num_processes),
-        learning_rate=stage.learning_rate,
-        lr_scheduler_type=stage.lr_scheduler_type,
-        warmup_steps=stage.warmup_steps,
-        weight_decay=stage.weight_decay,
-        num_train_epochs=stage.num_train_epochs,
-        max_steps=stage.max_steps,
-        seed=stage.seed,
         data_seed=stage.seed,
         save_strategy="steps",
-        save_steps=stage.save_steps,
-        save_total_limit=stage.save_total_limit,
-        logging_steps=stage.logging_steps,
-        report_to=list(stage.report_to) or "none",
-        dataloader_num_workers=stage.dataloader_num_workers,
         remove_unused_columns=False,
         bf16=dtype == "bfloat16",  # autocast; with 4-bit also the compute dtype
         fp16=dtype == "float16",
@@ -520,6 +510,7 @@ def write_record(run: StageRun, adapter: ArchAdapter, metrics: dict, trainer: Tr
         "recipe_description": run.recipe.description,
         "init_adapter": str(run.init_adapter) if run.init_adapter else None,
         "config": run.config.to_dict(),
+        "overrides": run.config.overrides,  # the fields --set changed over the config file
         "data": str(run.data),
         "data_manifest_sha256": manifest_hash(run.data),
         "contamination": data_contamination(run.data),

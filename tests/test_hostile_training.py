@@ -147,6 +147,48 @@ def test_a_non_finite_weight_after_a_step_stops_the_run():
         check.on_step_end(args, state, None)
 
 
+SETS = {
+    "unknown field": ("stage1.learnig_rate=1e-4", "did you mean learning_rate?"),
+    "unknown section": ("optimiser.learning_rate=1e-4", "no section 'optimiser'"),
+    "wrong type": ("model.load_in_4bit=3", "model.load_in_4bit must be true or false, got 3"),
+    "fractional rank": ("model.lora_r=2.5", "--set: model.lora_r must be a whole number"),
+    "zero learning rate": ("stage2.learning_rate=0", "--set: stage2.learning_rate must be > 0"),
+    "undone by the recipe": ("loss.occ_weight=0.25", "--recipe cl_obj_cat sets loss.occ_weight to 0.5"),
+}
+
+
+@pytest.mark.parametrize("case", SETS, ids=list(SETS))
+def test_a_bad_set_is_refused_before_weights_load(case, data, base, config, tmp_path, capsys, monkeypatch):
+    no_weights_loaded(monkeypatch)
+    item, message = SETS[case]
+    refused(capsys, stage1_argv(data, base, tmp_path / "o", config, "--set", item), message)
+
+
+def test_set_changes_the_run_is_recorded_and_must_match_on_resume(data, base, config, tmp_path, capsys):
+    """--set stage1.learning_rate=... --set model.lora_r=4 trains with those (the Trainer's arguments, the
+    adapter's rank), the record says so, and --resume with other --set values is refused naming them."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "adapter"
+    sets = ["--set", "stage1.learning_rate=1e-2", "--set", "model.lora_r=4"]
+    assert main(stage1_argv(data, base, out, config, *sets)) == 0
+    record = json.loads((out / "finedefics_training.json").read_text())
+    assert record["overrides"] == {"stage1.max_steps": 4, "stage1.learning_rate": 1e-2, "model.lora_r": 4,
+                                   "stage2.max_steps": 4}  # fmt: skip
+    assert (record["config"]["stage1"]["learning_rate"], record["config"]["model"]["lora_r"]) == (1e-2, 4)
+    assert record["config"]["stage2"]["learning_rate"] == 5e-3  # the file's, untouched
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+    lora_a = [t for name, t in load_file(str(out / "adapter_model.safetensors")).items() if "lora_A" in name]
+    assert lora_a and all(t.shape[0] == 4 for t in lora_a)
+    args = torch.load(out / "checkpoints" / "checkpoint-4" / "training_args.bin", weights_only=False)
+    assert (args.learning_rate, args.max_steps) == (1e-2, 4)
+    capsys.readouterr()
+    assert main(stage1_argv(data, base, out, config, *sets, "--resume")) == 0  # the same run: done
+    assert "already trained" in capsys.readouterr().out
+    refused(capsys, stage1_argv(data, base, out, config, "--set", "stage1.learning_rate=2e-2", "--resume"),
+            "config.stage.learning_rate: 0.01 there, 0.02 now", "config.model.lora_r: 4 there, 8 now", "--set")  # fmt: skip
+
+
 # ---------------------------------------------------------------- items 7 and 8: resume checks
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,91 @@ def training_data(tmp_path_factory):
     return make_training_data(
         tmp_path_factory.mktemp("train-data"), n_classes=4, per_class_train=2, per_class_test=1
     )
+
+
+# ---------------------------------------------------------------- the config is the Trainer's arguments
+
+
+def every_field_changed() -> list[str]:
+    """A --set for every Stage I field, each away from its default, so no field passes by being default."""
+    from dataclasses import fields
+
+    from finedefics_train.config import StageConfig
+
+    changed = {"learning_rate": "3.5e-4", "lr_scheduler_type": "cosine", "warmup_steps": "7", "weight_decay": "0.125",
+               "num_train_epochs": "2.5", "max_steps": "11", "global_batch_size": "24", "per_device_batch_size": "6",
+               "seed": "123", "save_steps": "9", "save_total_limit": "5", "logging_steps": "3",
+               "report_to": "[tensorboard]", "dataloader_num_workers": "2"}  # fmt: skip
+    missing = {f.name for f in fields(StageConfig)} - set(changed)
+    assert not missing, f"give the new StageConfig field(s) {missing} a changed value here"
+    return [f"stage1.{name}={value}" for name, value in changed.items()]
+
+
+def test_training_arguments_are_the_stage_config_field_by_field(tmp_path):
+    """Every StageConfig field reaches TrainingArguments under its name there (from the dataclass's
+    fields, not a list): a new field TrainingArguments does not know fails here until it is marked."""
+    from dataclasses import fields
+
+    from finedefics_train.config import StageConfig
+    from finedefics_train.trainer import StageRun, training_arguments
+
+    config = load_config("tiny_cpu", every_field_changed())
+    run = StageRun(
+        "stage1", tmp_path, "base", tmp_path / "out", config, get_recipe("finedefics"), num_processes=2
+    )
+    args = training_arguments(run)
+    stage, default = config.stage1, StageConfig()
+    for f in fields(StageConfig):
+        assert getattr(stage, f.name) != getattr(default, f.name), f.name  # the --set took
+        name = f.metadata.get("trainer_argument", f.name)
+        if name is None:  # ours: the global batch decides the accumulation
+            continue
+        assert getattr(args, name) == getattr(stage, f.name), f.name
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 2 == stage.global_batch_size
+    assert (args.data_seed, args.output_dir) == (123, str(tmp_path / "out" / "checkpoints"))
+    default_args = training_arguments(StageRun("stage1", tmp_path, "base", tmp_path / "o", load_config("tiny_cpu"),
+                                               get_recipe("finedefics")))  # fmt: skip
+    assert default_args.report_to == []  # no logger unless asked for
+
+
+def test_set_overrides_the_file_and_is_kept():
+    config = load_config("tiny_cpu", ["stage1.learning_rate=1e-4", "model.lora_r=4", "model.lora_r=6",
+                                      "loss.reference_compat=true", "model.attn_implementation=null"])  # fmt: skip
+    assert (config.stage1.learning_rate, config.model.lora_r, config.loss.reference_compat) == (1e-4, 6, True)
+    assert config.stage2.learning_rate == load_config("tiny_cpu").stage2.learning_rate == 5e-3  # the file's
+    assert config.overrides == {"stage1.learning_rate": 1e-4, "model.lora_r": 6, "loss.reference_compat": True,
+                                "model.attn_implementation": None}  # fmt: skip
+    assert "overrides" not in config.to_dict()  # the record's config stays a loadable config file
+    assert load_config(None, ["stage2.seed=3"]).stage2.seed == 3  # over the defaults without --config
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("stage1.learnig_rate=1e-4", "stage1 has no field 'learnig_rate'; did you mean learning_rate?"),
+        ("stag1.learning_rate=1e-4", "no section 'stag1'; did you mean stage1?"),
+        ("learning_rate=1e-4", "expected SECTION.FIELD=VALUE"),
+        ("stage1.learning_rate", "expected SECTION.FIELD=VALUE"),
+        ("stage1.learning_rate=", "no value after '='"),
+        ("stage1.learning_rate=[1", "not valid YAML"),
+        ("stage1.learning_rate=fast", "tiny_cpu.yaml and --set: stage1.learning_rate must be a number"),
+        ("stage1.learning_rate=0", "--set: stage1.learning_rate must be > 0"),
+        ("stage1.learning_rate=.nan", "--set: stage1.learning_rate must be a finite number"),
+        ("model.lora_r=2.5", "--set: model.lora_r must be a whole number"),
+        ("model.lora_r=true", "--set: model.lora_r must be a number"),
+        ("model.load_in_4bit=maybe", "--set: model.load_in_4bit must be true or false, got 'maybe'"),
+        ("model.dtype=[float32]", "--set: model.dtype must be a text"),
+        ("stage1.report_to=tensorboard", "--set: stage1.report_to must be a list"),
+        ("stage1.per_device_batch_size=5", "--set: stage1.global_batch_size 16 is not a multiple"),
+    ],
+)
+def test_a_bad_set_is_a_clear_error(item, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_config("tiny_cpu", [item])
+
+
+def test_a_wrong_type_in_a_file_is_refused_too(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {load_in_4bit: 3}")
+    with pytest.raises(UserError, match="model.load_in_4bit must be true or false, got 3"):
+        load_config(path)
