@@ -82,11 +82,20 @@ class LossConfig:
         False,
         "reproduce the reference code: every CCC row has target 0 and L_gen trains on the prompt tokens too",
     )
+    local_candidates: bool | None = help_field(
+        None,
+        "with several processes, contrast each process's rows only (the reference code's behaviour) instead "
+        "of the global batch gathered from every process; None: as reference_compat",
+    )
 
     def __post_init__(self):
         weights = self.weights()
         if any(w < 0 for w in weights.values()) or not any(weights.values()):
             raise UserError(f"loss: weights must be >= 0 and not all zero, got {weights}")
+
+    @property
+    def per_process_candidates(self) -> bool:
+        return self.reference_compat if self.local_candidates is None else self.local_candidates
 
     def weights(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name.endswith("_weight")}

@@ -28,6 +28,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from finedefics_train.arch import ArchAdapter, adapter_for
 from finedefics_train.config import StageConfig, TrainingConfig
+from finedefics_train.distributed import mean_over_processes
 from finedefics_train.model import FinedeficsTrainingModel, stage_losses
 from finedefics_train.recipes import Recipe, apply_recipe
 from finedefics_train.training_data import (
@@ -256,9 +257,13 @@ class FinedeficsTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._term_count and "loss" in logs:
-            logs |= {key: round(total / self._term_count, 5) for key, total in self._term_sums.items()}
+            # every process's terms (the global batch's): each process logs the same means
+            means = mean_over_processes({key: total / self._term_count for key, total in self._term_sums.items()}
+                                        | {"samples": self._samples}, self.args.device)  # fmt: skip
+            samples = means.pop("samples") * self.args.world_size
+            logs |= {key: round(value, 5) for key, value in means.items()}
             elapsed = time.perf_counter() - self._since
-            logs["train_samples_per_second_step"] = round(self._samples / max(elapsed, 1e-9), 3)
+            logs["train_samples_per_second_step"] = round(samples / max(elapsed, 1e-9), 3)
             self._term_sums, self._term_count, self._samples, self._since = {}, 0, 0, time.perf_counter()
         super().log(logs, start_time)
 
@@ -407,7 +412,8 @@ def build_trainer(run: StageRun, progress: bool = True, callbacks: tuple = ()) -
     peft_model = wrap_lora(base_model, adapter, run.config, run.init_adapter)
     losses = stage_losses("stage2" if run.stage == "stage2" else "stage1", run.config.loss.weights(),
                           run.config.loss.reference_compat)  # fmt: skip
-    model = FinedeficsTrainingModel(peft_model, adapter, losses, processor.tokenizer.eos_token_id)
+    model = FinedeficsTrainingModel(peft_model, adapter, losses, processor.tokenizer.eos_token_id,
+                                    local_candidates=run.config.loss.per_process_candidates)  # fmt: skip
     if run.config.model.quantisation is not None:
         from transformers.utils.quantization_config import QuantizationMethod
 
@@ -432,11 +438,14 @@ def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer
     metrics = dict(result.metrics) | {"global_step": trainer.state.global_step,
                                       "wall_s": round(time.perf_counter() - started, 2)}  # fmt: skip
     metrics |= last_terms(trainer)
-    if not trainer.args.should_save:
-        return {}
-    save_adapter(trainer.model, run.out)
-    trainer.processing_class.save_pretrained(str(run.out))
-    return write_record(run, trainer.model.adapter, metrics, trainer)
+    record = {}
+    if trainer.args.should_save:
+        save_adapter(trainer.model, run.out)
+        trainer.processing_class.save_pretrained(str(run.out))
+        record = write_record(run, trainer.model.adapter, metrics, trainer)
+    # the next stage (every process) continues this adapter: it must be on disk first
+    trainer.accelerator.wait_for_everyone()
+    return record
 
 
 def last_terms(trainer: Trainer) -> dict:

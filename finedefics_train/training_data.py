@@ -146,6 +146,12 @@ def right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
     return out, lengths
 
 
+def category_id(name: str) -> int:
+    """The same id for the same category text in every batch and every process (the contrastive losses
+    compare ids to leave a repeated category out of the negatives, also across gathered batches)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
+
+
 @dataclass
 class StageOneCollator:
     """Stage I batches. `use_attributes=False` (the object-category ablation) leaves descriptions
@@ -177,11 +183,10 @@ class StageOneCollator:
         if self.use_attributes:
             texts += [row["attribute"] for row in rows] + [a for _, attrs in negs for a in attrs[:k]]
         text_ids, text_lengths = self.builder.text_batch(texts)
-        categories = sorted({row["category"] for row in rows})
         batch = {
             "text_ids": text_ids,
             "text_lengths": text_lengths,
-            "category_labels": torch.tensor([categories.index(row["category"]) for row in rows]),
+            "category_labels": torch.tensor([category_id(row["category"]) for row in rows]),
             "n_negatives": torch.tensor(k),
         }
         if self.use_attributes and self.use_generation:
