@@ -6,18 +6,21 @@
     harness train merge  --adapter DIR --out DIR [--base PATH_OR_ID]  # a merged safetensors checkpoint
 
 Every input is checked (data columns, base architecture, bitsandbytes, config, evaluation data)
-before any weights load. Several GPUs: `accelerate launch --num_processes 8 -m harness.cli train run ...`.
+before any weights load. Several GPUs: `harness train run --num-processes 8 ...` (accelerate's launcher), or
+`accelerate launch --num_processes 8 -m harness.cli train run ...` / `torchrun ...` (several hosts:
+docs/scaling.md). N processes of B rows train exactly as one process of N*B rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.errors import UserError
+from models import distributed
 
 STAGE_DIRS = {"stage1": "stage1", "stage2": "stage2", "joint": "joint"}
 
@@ -66,6 +69,15 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-steps", type=int, default=None, help="stop every stage after N optimiser steps"
     )
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint under OUT")
+    parser.add_argument(
+        "--num-processes", type=int, default=1, metavar="N",
+        help="data-parallel processes on this host (one per GPU), started through accelerate's launcher after "
+        "the input is checked; the global batch and the result are those of one process",
+    )  # fmt: skip
+    parser.add_argument(
+        "--accelerate-config", default=None, metavar="FILE",
+        help="with --num-processes: an accelerate config file, e.g. finedefics_train/configs/accelerate/fsdp_qlora.yaml",
+    )  # fmt: skip
     parser.add_argument(
         "--eval-after", nargs="+", default=[], metavar="TASK", help="evaluate on these test sets afterwards"
     )
@@ -122,7 +134,9 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
             f"recipe {recipe.name} has no {args.train_stage} (its stages: {', '.join(recipe.stages)}); "
             "use `harness train run` or another --recipe"
         )
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.num_processes < 1:
+        raise UserError(f"--num-processes must be >= 1, got {args.num_processes}")
+    processes = distributed.world_size() if distributed.is_rank_process() else args.num_processes
     runs = []
     for index, stage in enumerate(stages):
         # the last stage's adapter is OUT itself (the name the leaderboard shows); earlier ones OUT/<stage>
@@ -160,11 +174,6 @@ def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
 
     if not args.eval_after:
         return []
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError(
-            "--eval-after runs in a single process; under accelerate launch, evaluate afterwards with "
-            f"`harness run --model finedefics --model-args adapter={adapter} --num-processes N ...`"
-        )
     roots = parse_task_paths(args.eval_data_root, "--eval-data-root")
     choices = parse_task_paths(args.eval_choices, "--eval-choices")
     configs = []
@@ -191,14 +200,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     from finedefics_train.trainer import train_stage
 
     plan = plan_training(args)
+    if args.num_processes > 1 and not distributed.is_rank_process():
+        # checked here once; every rank then trains (and evaluates) its share of each global batch
+        print(f"launching {args.num_processes} data-parallel processes", file=sys.stderr)
+        argv = distributed.without_num_processes(args.argv)
+        return distributed.launch(argv, args.num_processes, config_file=args.accelerate_config)
+    main = distributed.is_main_process()
     records = []
     for run in plan.runs:
         if getattr(run, "done", False):
-            print(f"{run.stage}: already trained in {run.out}, skipped")
+            if main:
+                print(f"{run.stage}: already trained in {run.out}, skipped")
             continue
         record = train_stage(run, progress=not args.quiet)
         records.append(record)
-        print(f"{run.stage}: adapter in {run.out} ({record.get('metrics', {}).get('global_step')} steps)")
+        if main:
+            print(f"{run.stage}: adapter in {run.out} ({record['metrics']['global_step']} steps)")
     adapter = plan.runs[-1].out
     summaries = []
     if plan.eval_configs:
@@ -223,7 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(
                 f"eval {summary['task']} {summary['scoring']} ({summary['variant']}): accuracy {summary['accuracy']:.3f}"
             )
-    if args.json:
+    if args.json and main:
         print(json.dumps({
             "out": str(adapter), "recipe": args.recipe, "stages": [r.stage for r in plan.runs],
             "metrics": {r["stage"]: r["metrics"] for r in records if r},

@@ -63,7 +63,9 @@ def test_gathered_candidates_give_the_global_batch_losses_and_gradients(tmp_path
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_training_data(tmp_path_factory.mktemp("dp-data"), n_classes=4, per_class_train=4, per_class_test=1)
+    return make_training_data(
+        tmp_path_factory.mktemp("dp-data"), n_classes=4, per_class_train=4, per_class_test=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,17 @@ def test_two_processes_train_as_one_process_with_the_global_batch(data, base, tm
     `accelerate launch` against 1 process x 8 rows, the same data order."""
     from harness.cli import main
 
-    common = ["train", "run", "--data", str(data.data_dir), "--base", str(base), "--recipe", "finedefics", "--quiet"]
+    common = [
+        "train",
+        "run",
+        "--data",
+        str(data.data_dir),
+        "--base",
+        str(base),
+        "--recipe",
+        "finedefics",
+        "--quiet",
+    ]
     single, parallel = tmp_path / "single", tmp_path / "parallel"
     assert main([*common, "--out", str(single), "--config", str(write_config(tmp_path / "one.yaml", 8))]) == 0
     run([*ACCELERATE, "-m", "harness.cli", *common, "--out", str(parallel),
