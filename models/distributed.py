@@ -41,6 +41,16 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def describe_rank() -> str:
+    """ "rank R of N on HOST: " inside a data-parallel run (a failure there is often another rank's
+    death: the survivors' collectives then fail), "" otherwise."""
+    if world_size() <= 1:
+        return ""
+    import socket
+
+    return f"rank {rank()} of {world_size()} on {socket.gethostname()} (a failure here may be another rank that stopped): "
+
+
 def current_process(device: str | None = None) -> ProcessContext:
     """The rank, world size and device of this process; builds the Accelerator of a multi-process run."""
     if world_size() <= 1:
