@@ -23,11 +23,26 @@ def run_args(tiny, cub, choices, out: Path) -> list[str]:
             "--scoring", "generate", "--batch-size", "2", "--output-dir", str(out), "--json", "--no-record"]  # fmt: skip
 
 
-def host(node_rank: int, port: int, argv: list[str], **popen) -> subprocess.Popen:
+def host(node_rank: int, port: int, argv: list[str], logs: Path) -> subprocess.Popen:
+    """One "machine": torch's elastic launcher with one rank, its output in logs/host{R}.out|.err."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                 "--node-rank", str(node_rank), "--master-addr", "127.0.0.1", "--master-port", str(port)]  # fmt: skip
-    return subprocess.Popen([*launcher, "-m", "harness.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=os.environ | {"OMP_NUM_THREADS": "1"}, **popen)  # fmt: skip
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"host{node_rank}.out", "w") as out, open(logs / f"host{node_rank}.err", "w") as err:
+        return subprocess.Popen([*launcher, "-m", "harness.cli", *argv], stdout=out, stderr=err,
+                                env=os.environ | {"OMP_NUM_THREADS": "1"})  # fmt: skip
+
+
+def both_hosts(argv: list[str], logs: Path) -> list[tuple[str, str]]:
+    """Runs the two hosts to the end; their (stdout, stderr), each checked for success."""
+    port = free_port()
+    hosts = [host(rank, port, argv, logs) for rank in (0, 1)]
+    outputs = []
+    for rank, process in enumerate(hosts):
+        process.wait(timeout=300)
+        outputs.append(((logs / f"host{rank}.out").read_text(), (logs / f"host{rank}.err").read_text()))
+        assert process.returncode == 0, outputs[-1][1][-4000:]
+    return outputs
 
 
 def answers(summary_line: dict) -> dict[int, list]:
@@ -39,12 +54,9 @@ def answers(summary_line: dict) -> dict[int, list]:
 def test_two_hosts_give_the_single_process_result(capsys, tmp_path, tiny_idefics2, cub_root, cub_choices):
     assert main(run_args(tiny_idefics2, cub_root, cub_choices, tmp_path / "single")) == 0
     single = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    port = free_port()
-    argv = run_args(tiny_idefics2, cub_root, cub_choices, tmp_path / "hosts")
-    hosts = [host(rank, port, argv) for rank in (0, 1)]
-    outputs = [process.communicate(timeout=300) for process in hosts]
-    for process, (_, err) in zip(hosts, outputs, strict=True):
-        assert process.returncode == 0, err[-4000:]
+    outputs = both_hosts(
+        run_args(tiny_idefics2, cub_root, cub_choices, tmp_path / "hosts"), tmp_path / "logs"
+    )
     gathered = json.loads(outputs[0][0].strip().splitlines()[-1])  # rank 0 reports for both hosts
     assert gathered["n"] == single["n"] and gathered["accuracy"] == single["accuracy"]
     assert json.loads(Path(gathered["summary_file"]).read_text())["provenance"]["num_processes"] == 2
@@ -57,33 +69,34 @@ def journal_of_rank(rank: int) -> list[Path]:
     return sorted((harness_home() / "journals").glob(f"idefics2-bird200-*-rank{rank}of2.jsonl"))
 
 
+@pytest.mark.slow  # 90 s on 2 busy cores: a single-process run and three two-host launches
 @pytest.mark.subprocess
 def test_a_host_that_dies_fails_the_other_naming_its_rank_and_a_rerun_resumes(
     capsys, tmp_path, tiny_idefics2, cub_root, cub_choices
 ):
-    import signal
     import time
+
+    import psutil
 
     assert main(run_args(tiny_idefics2, cub_root, cub_choices, tmp_path / "single")) == 0
     single = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     argv = run_args(tiny_idefics2, cub_root, cub_choices, tmp_path / "hosts")
     port = free_port()
-    survivor, doomed = host(0, port, argv), host(1, port, argv, start_new_session=True)
+    survivor, doomed = host(0, port, argv, tmp_path / "died"), host(1, port, argv, tmp_path / "died")
     deadline = time.monotonic() + 240
     while not journal_of_rank(1) and time.monotonic() < deadline and doomed.poll() is None:
         time.sleep(0.01)
     assert journal_of_rank(1), "host 1 never journaled a response"
-    os.killpg(doomed.pid, signal.SIGKILL)  # the whole host: its launcher and its rank
-    _, err = survivor.communicate(timeout=300)
-    doomed.communicate()
+    launcher = psutil.Process(doomed.pid)
+    for process in [*launcher.children(recursive=True), launcher]:  # the whole machine: rank and launcher
+        process.kill()
+    survivor.wait(timeout=300)
+    doomed.wait()
+    err = (tmp_path / "died" / "host0.err").read_text()
     assert survivor.returncode != 0
     assert "rank 0 of 2 on" in err and "re-run the same command to resume" in err, err[-3000:]
     # the same command on both hosts: each rank resumes its own journal and only computes the rest
-    port = free_port()
-    hosts = [host(rank, port, argv) for rank in (0, 1)]
-    outputs = [process.communicate(timeout=300) for process in hosts]
-    for process, (_, err) in zip(hosts, outputs, strict=True):
-        assert process.returncode == 0, err[-4000:]
+    outputs = both_hosts(argv, tmp_path / "rerun")
     assert "resuming:" in outputs[1][1]
     gathered = json.loads(outputs[0][0].strip().splitlines()[-1])
     assert answers(gathered) == answers(single)
