@@ -34,6 +34,11 @@ class ModelConfig:
     load_in_8bit: bool = help_field(False, "quantise the frozen base to 8 bits instead")
     bnb_4bit_quant_type: str = help_field("nf4", "4-bit data type: nf4 (the paper) or fp4")
     bnb_4bit_use_double_quant: bool = help_field(True, "quantise the quantisation constants too")
+    bnb_4bit_quant_storage: str | None = help_field(
+        None,
+        "dtype the packed 4-bit weights are stored in: uint8, or the compute dtype (bfloat16) so that FSDP / "
+        "DeepSpeed ZeRO-3 can shard them; None: model.dtype under FSDP or DeepSpeed, uint8 otherwise",
+    )
     dtype: str = help_field(
         "bfloat16", "dtype of the non-quantised weights and compute: float32|bfloat16|float16"
     )
@@ -57,6 +62,10 @@ class ModelConfig:
             )
         if self.dtype not in DTYPES:
             raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.bnb_4bit_quant_storage not in (None, "uint8", *DTYPES):
+            raise UserError(
+                f"model.bnb_4bit_quant_storage must be uint8 or one of {', '.join(DTYPES)}, got {self.bnb_4bit_quant_storage!r}"
+            )
         if self.bnb_4bit_quant_type not in ("nf4", "fp4"):
             raise UserError(f"model.bnb_4bit_quant_type must be nf4 or fp4, got {self.bnb_4bit_quant_type!r}")
         if self.lora_r < 1 or not 0 <= self.lora_dropout < 1:

@@ -105,6 +105,21 @@ def torch_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def sharded_engine() -> bool:
+    """True in a process that `accelerate launch` started with FSDP or DeepSpeed."""
+    return any(
+        os.environ.get(f"ACCELERATE_USE_{engine}", "").lower() in ("1", "true")
+        for engine in ("FSDP", "DEEPSPEED")
+    )
+
+
+def quant_storage(config: TrainingConfig) -> torch.dtype:
+    """The 4-bit weights' storage dtype: FSDP and ZeRO-3 shard float tensors only, so under them the
+    packed weights are stored in the compute dtype (bitsandbytes' FSDP-QLoRA)."""
+    name = config.model.bnb_4bit_quant_storage or (config.model.dtype if sharded_engine() else "uint8")
+    return torch.uint8 if name == "uint8" else torch_dtype(name)
+
+
 def quantisation_config(config: TrainingConfig):
     from transformers import BitsAndBytesConfig
 
@@ -115,6 +130,7 @@ def quantisation_config(config: TrainingConfig):
             bnb_4bit_quant_type=model.bnb_4bit_quant_type,
             bnb_4bit_use_double_quant=model.bnb_4bit_use_double_quant,
             bnb_4bit_compute_dtype=torch_dtype(model.dtype),
+            bnb_4bit_quant_storage=quant_storage(config),
             llm_int8_skip_modules=["lm_head", "vision_model", "vision_tower"],
         )
     if model.load_in_8bit:
@@ -142,7 +158,7 @@ def load_base(base: str, adapter: ArchAdapter, config: TrainingConfig):
     kwargs = {"dtype": torch_dtype(config.model.dtype)}
     if quantisation is not None:
         kwargs["quantization_config"] = quantisation
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and not sharded_engine():  # FSDP / ZeRO-3 place the shards themselves
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     if config.model.attn_implementation:
         kwargs["attn_implementation"] = config.model.attn_implementation
@@ -420,7 +436,7 @@ def build_trainer(run: StageRun, progress: bool = True, callbacks: tuple = ()) -
         model.quantization_method = QuantizationMethod.BITS_AND_BYTES  # the Trainer must not .to() it
     args = training_arguments(run)
     args.disable_tqdm = not progress
-    return FinedeficsTrainer(
+    trainer = FinedeficsTrainer(
         model=model,
         args=args,
         train_dataset=datasets["stage2" if run.stage == "stage2" else "stage1"],
@@ -428,6 +444,12 @@ def build_trainer(run: StageRun, progress: bool = True, callbacks: tuple = ()) -
         processing_class=processor,
         callbacks=[LoraGradientCheck(model), *callbacks],
     )
+    if getattr(trainer.accelerator.state, "fsdp_plugin", None) is not None:
+        from peft.utils.other import fsdp_auto_wrap_policy
+
+        # each trainable LoRA leaf and each transformer block its own FSDP unit (PEFT's FSDP guide)
+        trainer.accelerator.state.fsdp_plugin.auto_wrap_policy = fsdp_auto_wrap_policy(model)
+    return trainer
 
 
 def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer | None = None) -> dict:

@@ -127,3 +127,42 @@ def test_two_processes_train_as_one_process_with_the_global_batch(data, base, tm
             torch.testing.assert_close(value, expected[name], rtol=0, atol=2e-5)
     record = json.loads((parallel / "finedefics_training.json").read_text())
     assert record["num_processes"] == 2
+
+
+# ---------------------------------------------------------------- sharded QLoRA settings
+
+
+def test_4bit_storage_is_the_compute_dtype_under_fsdp_or_deepspeed(monkeypatch):
+    from finedefics_train.config import load_config
+    from finedefics_train.trainer import quant_storage
+
+    config = load_config("paper")
+    assert quant_storage(config) == torch.uint8  # one process or DDP: bitsandbytes' default
+    for engine in ("FSDP", "DEEPSPEED"):
+        with monkeypatch.context() as patch:
+            patch.setenv(f"ACCELERATE_USE_{engine}", "true")
+            assert quant_storage(config) == torch.bfloat16
+    config.model.bnb_4bit_quant_storage = "float32"
+    assert quant_storage(config) == torch.float32
+
+
+def test_a_bad_4bit_storage_is_refused():
+    from finedefics_train.config import config_from_dict
+    from harness.core.errors import UserError
+
+    with pytest.raises(UserError, match="bnb_4bit_quant_storage must be uint8 or one of"):
+        config_from_dict({"model": {"bnb_4bit_quant_storage": "int4"}})
+
+
+def test_shipped_accelerate_configs_load_with_the_settings_sharded_qlora_needs():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = Path(__file__).resolve().parents[1] / "finedefics_train" / "configs" / "accelerate"
+    configs = {path.stem: load_config_from_file(str(path)) for path in folder.glob("*.yaml")}
+    assert set(configs) == {"ddp", "fsdp_qlora", "zero3_qlora"}
+    assert configs["ddp"].distributed_type.value == "MULTI_GPU"
+    fsdp = configs["fsdp_qlora"].fsdp_config
+    assert fsdp["fsdp_use_orig_params"] is False and fsdp["fsdp_cpu_ram_efficient_loading"] is True
+    assert fsdp["fsdp_sync_module_states"] is True
+    assert configs["zero3_qlora"].deepspeed_config["zero_stage"] == 3
+    assert configs["zero3_qlora"].deepspeed_config["zero3_init_flag"] is True
