@@ -106,11 +106,13 @@ def launch(
 
 
 def rank_failure(error) -> RankFailed:
-    """The engine's failure report, as one line naming every failed rank (global rank, host, exit code)."""
+    """The engine's failure report, as one line naming every failed rank (global rank, exit code) and
+    this host (the launcher only watches its own host's ranks)."""
+    import socket
+
     failures = sorted(error.failures.items())
-    named = ", ".join(
-        f"rank {rank} on {failure.hostname} (exit code {failure.exitcode})" for rank, failure in failures
-    )
+    named = ", ".join(f"rank {rank} (exit code {failure.exitcode})" for rank, failure in failures)
+    named += f" on {socket.gethostname()}"
     code = next((f.exitcode for _, f in failures if f.exitcode and f.exitcode > 0), 1)
     return RankFailed(
         f"{named} failed; the other ranks were stopped. A re-run of the same command resumes from what "

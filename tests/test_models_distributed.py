@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,14 @@ def test_harness_run_with_two_processes(capfd, tmp_path, tiny_idefics2, cub_root
             assert a == b
         else:
             assert [r[0][0] for r in a] == pytest.approx([r[0][0] for r in b], abs=1e-4)
+
+
+@pytest.mark.subprocess
+def test_a_failing_rank_is_named_and_its_exit_code_returned(capsys):
+    """The launcher is accelerate's (torch elastic underneath): a rank that fails stops the run, and
+    the one-line error names it."""
+    code = distributed.launch(["run", "--model", "no-such-model"], 2)
+    assert code == 2  # the CLI's bad-input code, from the failed ranks
+    err = capsys.readouterr().err
+    # whichever rank failed first (the engine then stops the other)
+    assert re.search(r"rank [01] \(exit code 2\)", err) and "the other ranks were stopped" in err, err
