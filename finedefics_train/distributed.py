@@ -89,3 +89,12 @@ def mean_over_processes(values: dict[str, float], device: torch.device | str = "
     stacked = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
     return {key: float(value) / world_size() for key, value in zip(keys, stacked.tolist(), strict=True)}
+
+
+def max_over_processes(value: float, device: torch.device | str = "cpu") -> float:
+    """The largest `value` of any process (every process must call it)."""
+    if world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor)

@@ -28,7 +28,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from finedefics_train.arch import ArchAdapter, adapter_for
 from finedefics_train.config import StageConfig, TrainingConfig
-from finedefics_train.distributed import mean_over_processes
+from finedefics_train.distributed import max_over_processes, mean_over_processes
 from finedefics_train.model import FinedeficsTrainingModel, stage_losses
 from finedefics_train.recipes import Recipe, apply_recipe
 from finedefics_train.training_data import (
@@ -459,7 +459,7 @@ def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer
     result = trainer.train(resume_from_checkpoint=str(last_checkpoint(run.out)) if run.resume else None)
     metrics = dict(result.metrics) | {"global_step": trainer.state.global_step,
                                       "wall_s": round(time.perf_counter() - started, 2)}  # fmt: skip
-    metrics |= last_terms(trainer)
+    metrics |= last_terms(trainer) | {"peak_memory_mib": peak_memory_mib(trainer.args.device)}
     record = {}
     if trainer.args.should_save:
         save_adapter(trainer.model, run.out)
@@ -468,6 +468,28 @@ def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer
     # the next stage (every process) continues this adapter: it must be on disk first
     trainer.accelerator.wait_for_everyone()
     return record
+
+
+def peak_memory_mib(device) -> float:
+    """The largest peak of any process: GPU memory allocated by torch on a GPU, else resident memory."""
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = peak_resident_mib()
+    return round(max_over_processes(peak, device), 1)
+
+
+def peak_resident_mib() -> float:
+    """This process's peak resident memory: /proc's VmHWM on Linux (getrusage's ru_maxrss would carry
+    over a larger parent's peak across fork and exec)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def last_terms(trainer: Trainer) -> dict:
