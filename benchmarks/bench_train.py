@@ -2,10 +2,13 @@
 against one forward per text, samples/s, peak memory, and the per-sample token accounting that the
 README scales to the paper's 8B setting.
 
-    python benchmarks/bench_train.py [--batch 16] [--repeats 3]
+    python benchmarks/bench_train.py [--batch 16] [--repeats 3] [--processes 1 2]
 
 A step is the full Stage I objective (OAC + ACC + CCC + L_gen, 3 hard negatives per sample): forward
-and backward through the LoRA-wrapped tiny model. Writes benchmarks/out/train.json.
+and backward through the LoRA-wrapped tiny model. `--processes`: `harness train run --recipe
+finedefics` (Stage I then Stage II, global batch 8, 4 steps each) in 1 and in N data-parallel processes
+(accelerate's launcher), with each stage's samples/s and peak memory from the adapter records.
+Writes benchmarks/out/train.json.
 """
 
 from __future__ import annotations
@@ -85,6 +88,40 @@ def token_accounting(batch: dict, image_token_id: int) -> dict:
     }
 
 
+def data_parallel_runs(work: Path, processes: list[int]) -> dict:
+    """Each stage's samples/s and peak memory (the largest of any process) for each process count."""
+    import subprocess
+    import sys
+
+    from finedefics_train.fixtures import build_training_base, make_training_data
+    from models import distributed
+
+    data = make_training_data(work / "dp-data", n_classes=4, per_class_train=8, per_class_test=1)
+    base = build_training_base(work / "base")
+    results = {}
+    for n in processes:
+        stage = {"max_steps": 4, "warmup_steps": 0, "global_batch_size": 8, "per_device_batch_size": 8 // n,
+                 "seed": 0, "save_steps": 100, "logging_steps": 1}  # fmt: skip
+        config = work / f"dp{n}.yaml"
+        config.write_text(json.dumps({"model": {"load_in_4bit": False, "dtype": "float32", "lora_dropout": 0.0},
+                                      "stage1": stage, "stage2": stage}))  # fmt: skip
+        out = work / f"dp{n}"
+        argv = ["train", "run", "--data", str(data.data_dir), "--base", str(base), "--out", str(out),
+                "--config", str(config), "--recipe", "finedefics", "--quiet"]  # fmt: skip
+        if n == 1:
+            code = subprocess.run([sys.executable, "-m", "harness.cli", *argv]).returncode
+        else:
+            code = distributed.launch(argv, n)
+        if code:
+            raise SystemExit(f"{n} processes: exit code {code}")
+        results[str(n)] = {
+            stage: {key: record["metrics"][key] for key in ("train_samples_per_second", "peak_memory_mib")}
+            for stage, record in (("stage1", out / "stage1"), ("stage2", out))
+            for record in [json.loads((record / "finedefics_training.json").read_text())]
+        }
+    return results
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -93,6 +130,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="also train both stages in each of these numbers of processes (e.g. 1 2)",
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as work:
@@ -106,6 +151,7 @@ def main(argv=None) -> int:
             naive = step_seconds(model, batch, args.repeats)
         finally:
             training_model.text_representations = batched_version
+        parallel = data_parallel_runs(Path(work), args.processes) if args.processes else None
     result = {
         "batch": args.batch,
         "step_s_batched_texts": round(batched, 4),
@@ -115,6 +161,7 @@ def main(argv=None) -> int:
         "peak_rss_mib": round(peak_mib, 1),
         "rss_before_steps_mib": round(rss_before / 1024, 1),
         "tokens_per_sample": token_accounting(batch, model.base.config.image_token_id),
+        "data_parallel": parallel,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
     }
     OUT.mkdir(exist_ok=True)

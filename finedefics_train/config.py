@@ -78,6 +78,11 @@ class ModelConfig:
     load_in_8bit: bool = help_field(False, "quantise the frozen base to 8 bits instead")
     bnb_4bit_quant_type: str = help_field("nf4", "4-bit data type: nf4 (the paper) or fp4")
     bnb_4bit_use_double_quant: bool = help_field(True, "quantise the quantisation constants too")
+    bnb_4bit_quant_storage: str | None = help_field(
+        None,
+        "dtype the packed 4-bit weights are stored in: uint8, or the compute dtype (bfloat16) so that FSDP / "
+        "DeepSpeed ZeRO-3 can shard them; None: model.dtype under FSDP or DeepSpeed, uint8 otherwise",
+    )
     dtype: str = help_field(
         "bfloat16", "dtype of the non-quantised weights and compute: float32|bfloat16|float16"
     )
@@ -102,6 +107,10 @@ class ModelConfig:
             )
         if self.dtype not in DTYPES:
             raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.bnb_4bit_quant_storage not in (None, "uint8", *DTYPES):
+            raise UserError(
+                f"model.bnb_4bit_quant_storage must be uint8 or one of {', '.join(DTYPES)}, got {self.bnb_4bit_quant_storage!r}"
+            )
         if self.bnb_4bit_quant_type not in ("nf4", "fp4"):
             raise UserError(f"model.bnb_4bit_quant_type must be nf4 or fp4, got {self.bnb_4bit_quant_type!r}")
         if self.lora_r < 1 or not 0 <= self.lora_dropout < 1:
@@ -135,6 +144,11 @@ class LossConfig:
         "batch: every row's hard negatives are candidates for every row (the reference's); "
         "own: a row sees only its own",
     )
+    local_candidates: bool | None = help_field(
+        None,
+        "with several processes, contrast each process's rows only (the reference code's behaviour) instead "
+        "of the global batch gathered from every process; None: as reference_compat",
+    )
 
     def __post_init__(self):
         check_values(self)
@@ -150,6 +164,10 @@ class LossConfig:
                 "loss: reference_compat shares every row's hard negatives; set hard_negatives: batch "
                 "(or reference_compat: false)"
             )
+
+    @property
+    def per_process_candidates(self) -> bool:
+        return self.reference_compat if self.local_candidates is None else self.local_candidates
 
     def weights(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name.endswith("_weight")}

@@ -3,6 +3,11 @@
 `forward(**batch)` returns `{"loss": total, "<term>_loss": ..., "<term>_temperature": ...}`; the
 visual tokens are computed once and shared by the image representation and the generation term.
 The learnable temperatures live in `self.losses`, so the optimiser sees them and checkpoints carry them.
+
+Under N data-parallel processes (finedefics_train.distributed) the contrastive terms are computed over
+the global batch's candidates, gathered from every process, and the language-model terms are token
+means over the global batch: N processes of B rows step as one process of N*B rows. With
+`local_candidates=True` each process contrasts its own rows only (the reference code's behaviour).
 """
 
 from __future__ import annotations
@@ -16,12 +21,21 @@ from finedefics_train.arch import (
     image_representation,
     text_representations,
 )
+from finedefics_train.distributed import gather_candidates, global_token_share
 from finedefics_train.losses import GenerationLoss, StageOneLoss, total_loss
 
 
 class FinedeficsTrainingModel(nn.Module):
-    def __init__(self, peft_model: nn.Module, adapter: ArchAdapter, losses: nn.Module, eos_token_id: int):
+    def __init__(
+        self,
+        peft_model: nn.Module,
+        adapter: ArchAdapter,
+        losses: nn.Module,
+        eos_token_id: int,
+        local_candidates: bool = False,
+    ):
         super().__init__()
+        self.local_candidates = local_candidates
         self.peft_model = peft_model
         self.adapter = adapter
         self.losses = losses
@@ -40,9 +54,11 @@ class FinedeficsTrainingModel(nn.Module):
                 logits = generation_logits(
                     self.adapter, self.base, visual, batch["instr_input_ids"], batch["instr_attention_mask"]
                 )
-                terms |= self.instruction_loss(logits, batch["instr_labels"])
+                terms |= token_mean(
+                    self.instruction_loss(logits, batch["instr_labels"]), batch["instr_labels"]
+                )
         else:
-            terms = self.losses(self.logits(visual, batch), batch["labels"])
+            terms = token_mean(self.losses(self.logits(visual, batch), batch["labels"]), batch["labels"])
         return {"loss": total_loss(terms), **terms}
 
     def logits(self, visual: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -56,18 +72,24 @@ class FinedeficsTrainingModel(nn.Module):
         if texts.shape[0] > n + n * k:  # descriptions follow the categories
             rest = texts[n + n * k :]
             attribute, neg_attribute = rest[:n], rest[n:].view(n, k, -1)
+        candidates = {
+            "image": image_representation(self.adapter, self.base, visual, self.eos_token_id),
+            "attribute": attribute,
+            "category": category,
+            "neg_attribute": neg_attribute,
+            "neg_category": neg_category,
+            "labels": batch["category_labels"],
+            "neg_labels": batch.get("neg_category_labels"),
+        }
+        if not self.local_candidates:
+            candidates = gather_candidates(candidates)
         with_gen = "labels" in batch and self.losses.gen is not None
-        return self.losses(
-            image=image_representation(self.adapter, self.base, visual, self.eos_token_id),
-            attribute=attribute,
-            category=category,
-            neg_attribute=neg_attribute,
-            neg_category=neg_category,
-            labels=batch["category_labels"],
-            neg_labels=batch.get("neg_category_labels"),
+        terms = self.losses(
+            **candidates,
             logits=self.logits(visual, batch) if with_gen else None,
             gen_labels=batch.get("labels"),
         )
+        return token_mean(terms, batch["labels"], keys=("gen_loss",)) if with_gen else terms
 
     @torch.no_grad()
     def category_retrieval(self, builder, images: list, labels: list[int], class_names: list[str]) -> float:
@@ -90,6 +112,12 @@ class FinedeficsTrainingModel(nn.Module):
         finally:
             self.train(was_training)
         return float((predicted == torch.tensor(labels)).float().mean())
+
+
+def token_mean(terms: dict, labels, keys: tuple[str, ...] | None = None) -> dict:
+    """The language-model terms (`keys`, default all) as token means over the global batch."""
+    share = global_token_share(labels)
+    return {k: v * share if keys is None or k in keys else v for k, v in terms.items()}
 
 
 def stage_losses(stage: str, options: dict) -> nn.Module:

@@ -6,13 +6,14 @@
     harness train merge  --adapter DIR --out DIR [--base PATH_OR_ID]  # a merged safetensors checkpoint
 
 Every input is checked (data columns, base architecture, bitsandbytes, config, evaluation data)
-before any weights load. Several GPUs: `accelerate launch --num_processes 8 -m harness.cli train run ...`.
+before any weights load. Several GPUs: `harness train run --num-processes 8 ...` (accelerate's launcher), or
+`accelerate launch --num_processes 8 -m harness.cli train run ...` / `torchrun ...` (several hosts:
+docs/scaling.md). N processes of B rows train exactly as one process of N*B rows.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 from harness.core.errors import UserError
 from harness.core.output import JSON_HELP, emit_json
 from harness.core.scorings import SCORINGS
+from models import distributed
 
 STAGE_DIRS = {"stage1": "stage1", "stage2": "stage2", "joint": "joint"}
 
@@ -90,6 +92,15 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop every stage after N optimiser steps (--set stage1.max_steps=N --set stage2.max_steps=N)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint under OUT")
+    parser.add_argument(
+        "--num-processes", type=int, default=1, metavar="N",
+        help="data-parallel processes on this host (one per GPU), started through accelerate's launcher after "
+        "the input is checked; the global batch and the result are those of one process",
+    )  # fmt: skip
+    parser.add_argument(
+        "--accelerate-config", default=None, metavar="FILE",
+        help="with --num-processes: an accelerate config file, e.g. finedefics_train/configs/accelerate/fsdp_qlora.yaml",
+    )  # fmt: skip
     parser.add_argument(
         "--eval-after", nargs="+", default=[], metavar="TASK", help="evaluate on these test sets afterwards"
     )
@@ -162,7 +173,9 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
             f"recipe {recipe.name} has no {args.train_stage} (its stages: {', '.join(recipe.stages)}); "
             "use `harness train run` or another --recipe"
         )
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.num_processes < 1:
+        raise UserError(f"--num-processes must be >= 1, got {args.num_processes}")
+    processes = distributed.world_size() if distributed.is_rank_process() else args.num_processes
     runs = []
     for index, stage in enumerate(stages):
         # the last stage's adapter is OUT itself (the name the leaderboard shows); earlier ones OUT/<stage>
@@ -226,11 +239,6 @@ def eval_configs(args: argparse.Namespace, adapter: Path, base: str) -> list:
         return []
     for check in plugin_hooks("before_train"):  # e.g. the leaderboard's: the format of --name
         check(args)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError(
-            "--eval-after runs in a single process; under accelerate launch, evaluate afterwards with "
-            f"`harness run --model finedefics --model-args adapter={adapter} --num-processes N ...`"
-        )
     roots = parse_task_paths(args.eval_data_root, "--eval-data-root")
     choices = parse_task_paths(args.eval_choices, "--eval-choices")
     configs = []
@@ -266,8 +274,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file; pass the adapter folder")
     plan = plan_training(args)
-    rank0 = int(os.environ.get("RANK", "0")) == 0  # one process of a multi-process run holds the lock
-    with folder_lock(args.out, "`harness train`") if rank0 else nullcontext():
+    if args.num_processes > 1 and not distributed.is_rank_process():
+        # checked here once; every rank then trains (and evaluates) its share of each global batch
+        print(f"launching {args.num_processes} data-parallel processes", file=sys.stderr)
+        argv = distributed.without_num_processes(args.argv)
+        return distributed.launch(argv, args.num_processes, config_file=args.accelerate_config)
+    # one process holds the lock: the only one, or the main rank of a launched run (never the launcher,
+    # which has returned above, so rank 0 is not refused by its own parent)
+    with folder_lock(args.out, "`harness train`") if distributed.is_main_process() else nullcontext():
         return train_plan(plan, args)
 
 
@@ -277,21 +291,24 @@ def train_plan(plan: TrainingPlan, args: argparse.Namespace) -> int:
     from finedefics_train.trainer import train_stage
     from finedefics_train.training_data import data_contamination
 
-    if not args.resume and int(os.environ.get("RANK", "0")) == 0:
+    main = distributed.is_main_process()
+    if not args.resume and main:
         for run in plan.runs:  # the previous run's records and checkpoints no longer describe OUT
             start_afresh(run)
     contamination = data_contamination(plan.runs[0].data)
-    if contamination:
+    if contamination and main:
         print(f"warning: {plan.runs[0].data} holds {contamination['test_images_in_training']} test image(s) "
               "(--allow-overlap); the adapter's record and every evaluation of it say so", file=sys.stderr)  # fmt: skip
     records = []
     for run in plan.runs:
         if getattr(run, "done", False):
-            print(f"{run.stage}: already trained in {run.out}, skipped")
+            if main:
+                print(f"{run.stage}: already trained in {run.out}, skipped")
             continue
         record = train_stage(run, progress=not args.quiet)
         records.append(record)
-        print(f"{run.stage}: adapter in {run.out} ({record.get('metrics', {}).get('global_step')} steps)")
+        if main:
+            print(f"{run.stage}: adapter in {run.out} ({record['metrics']['global_step']} steps)")
     adapter = plan.runs[-1].out
     summaries = []
     if plan.eval_configs:
@@ -316,7 +333,7 @@ def train_plan(plan: TrainingPlan, args: argparse.Namespace) -> int:
             print(
                 f"eval {summary['task']} {summary['scoring']} ({summary['variant']}): accuracy {summary['accuracy']:.3f}"
             )
-    if args.json:
+    if args.json and main:
         emit_json({
             "out": str(adapter), "recipe": args.recipe, "stages": [r.stage for r in plan.runs],
             "metrics": {r["stage"]: r["metrics"] for r in records if r},

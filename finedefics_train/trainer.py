@@ -29,6 +29,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from finedefics_train.arch import ArchAdapter, adapter_for, read_base_config
 from finedefics_train.config import StageConfig, TrainingConfig
+from finedefics_train.distributed import max_over_processes, mean_over_processes
 from finedefics_train.model import FinedeficsTrainingModel, stage_losses
 from finedefics_train.recipes import Recipe, apply_recipe
 from finedefics_train.resume import (  # noqa: F401 - RECORD_FILE and last_checkpoint are imported from here too
@@ -90,6 +91,21 @@ def torch_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def sharded_engine() -> bool:
+    """True in a process that `accelerate launch` started with FSDP or DeepSpeed."""
+    return any(
+        os.environ.get(f"ACCELERATE_USE_{engine}", "").lower() in ("1", "true")
+        for engine in ("FSDP", "DEEPSPEED")
+    )
+
+
+def quant_storage(config: TrainingConfig) -> torch.dtype:
+    """The 4-bit weights' storage dtype: FSDP and ZeRO-3 shard float tensors only, so under them the
+    packed weights are stored in the compute dtype (bitsandbytes' FSDP-QLoRA)."""
+    name = config.model.bnb_4bit_quant_storage or (config.model.dtype if sharded_engine() else "uint8")
+    return torch.uint8 if name == "uint8" else torch_dtype(name)
+
+
 def quantisation_config(config: TrainingConfig):
     from transformers import BitsAndBytesConfig
 
@@ -100,6 +116,7 @@ def quantisation_config(config: TrainingConfig):
             bnb_4bit_quant_type=model.bnb_4bit_quant_type,
             bnb_4bit_use_double_quant=model.bnb_4bit_use_double_quant,
             bnb_4bit_compute_dtype=torch_dtype(model.dtype),
+            bnb_4bit_quant_storage=quant_storage(config),
             llm_int8_skip_modules=["lm_head", "vision_model", "vision_tower"],
         )
     if model.load_in_8bit:
@@ -127,7 +144,7 @@ def load_base(base: str, adapter: ArchAdapter, config: TrainingConfig):
     kwargs = {"dtype": torch_dtype(config.model.dtype)}
     if quantisation is not None:
         kwargs["quantization_config"] = quantisation
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and not sharded_engine():  # FSDP / ZeRO-3 place the shards themselves
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     if config.model.attn_implementation:
         kwargs["attn_implementation"] = config.model.attn_implementation
@@ -270,9 +287,13 @@ class FinedeficsTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._term_count and "loss" in logs:
-            logs |= {key: round(total / self._term_count, 5) for key, total in self._term_sums.items()}
+            # every process's terms (the global batch's): each process logs the same means
+            means = mean_over_processes({key: total / self._term_count for key, total in self._term_sums.items()}
+                                        | {"samples": self._samples}, self.args.device)  # fmt: skip
+            samples = means.pop("samples") * self.args.world_size
+            logs |= {key: round(value, 5) for key, value in means.items()}
             elapsed = time.perf_counter() - self._since
-            logs["train_samples_per_second_step"] = round(self._samples / max(elapsed, 1e-9), 3)
+            logs["train_samples_per_second_step"] = round(samples / max(elapsed, 1e-9), 3)
             self._term_sums, self._term_count, self._samples, self._since = {}, 0, 0, time.perf_counter()
         super().log(logs, start_time)
 
@@ -452,14 +473,15 @@ def build_trainer(run: StageRun, progress: bool = True, callbacks: tuple = ()) -
     set_seed(run.stage_config.seed)  # the LoRA initialisation too
     peft_model = wrap_lora(base_model, adapter, run.config, run.init_adapter)
     losses = stage_losses("stage2" if run.stage == "stage2" else "stage1", run.config.loss.loss_options())
-    model = FinedeficsTrainingModel(peft_model, adapter, losses, processor.tokenizer.eos_token_id)
+    model = FinedeficsTrainingModel(peft_model, adapter, losses, processor.tokenizer.eos_token_id,
+                                    local_candidates=run.config.loss.per_process_candidates)  # fmt: skip
     if run.config.model.quantisation is not None:
         from transformers.utils.quantization_config import QuantizationMethod
 
         model.quantization_method = QuantizationMethod.BITS_AND_BYTES  # the Trainer must not .to() it
     args = training_arguments(run)
     args.disable_tqdm = not progress
-    return FinedeficsTrainer(
+    trainer = FinedeficsTrainer(
         model=model,
         args=args,
         train_dataset=datasets["stage2" if run.stage == "stage2" else "stage1"],
@@ -467,6 +489,12 @@ def build_trainer(run: StageRun, progress: bool = True, callbacks: tuple = ()) -
         processing_class=processor,
         callbacks=[LoraGradientCheck(model), FiniteCheck(model, run.stage), *callbacks],
     )
+    if getattr(trainer.accelerator.state, "fsdp_plugin", None) is not None:
+        from peft.utils.other import fsdp_auto_wrap_policy
+
+        # each trainable LoRA leaf and each transformer block its own FSDP unit (PEFT's FSDP guide)
+        trainer.accelerator.state.fsdp_plugin.auto_wrap_policy = fsdp_auto_wrap_policy(model)
+    return trainer
 
 
 def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer | None = None) -> dict:
@@ -483,12 +511,37 @@ def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     metrics = dict(result.metrics) | {"global_step": trainer.state.global_step,
                                       "wall_s": round(time.perf_counter() - started, 2)}  # fmt: skip
-    metrics |= last_terms(trainer)
-    if not trainer.args.should_save:
-        return {}
-    save_adapter(trainer.model, run.out)
-    trainer.processing_class.save_pretrained(str(run.out))
-    return write_record(run, trainer.model.adapter, metrics, trainer)
+    metrics |= last_terms(trainer) | {"peak_memory_mib": peak_memory_mib(trainer.args.device)}
+    record = {}
+    if trainer.args.should_save:
+        save_adapter(trainer.model, run.out)
+        trainer.processing_class.save_pretrained(str(run.out))
+        record = write_record(run, trainer.model.adapter, metrics, trainer)
+    # the next stage (every process) continues this adapter: it must be on disk first
+    trainer.accelerator.wait_for_everyone()
+    return record
+
+
+def peak_memory_mib(device) -> float:
+    """The largest peak of any process: GPU memory allocated by torch on a GPU, else resident memory."""
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = peak_resident_mib()
+    return round(max_over_processes(peak, device), 1)
+
+
+def peak_resident_mib() -> float:
+    """This process's peak resident memory: /proc's VmHWM on Linux (getrusage's ru_maxrss would carry
+    over a larger parent's peak across fork and exec)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def last_terms(trainer: Trainer) -> dict:

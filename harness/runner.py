@@ -352,7 +352,7 @@ def evaluate(
             else ""
         )
         raise EvaluationFailed(
-            f"lmms-eval failed on {plan.lmms_task}: {type(error).__name__}: {error}{saved}"
+            f"{distributed.describe_rank()}lmms-eval failed on {plan.lmms_task}: {type(error).__name__}: {error}{saved}"
         ) from error
     if not distributed.is_main_process():
         return None

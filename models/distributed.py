@@ -1,7 +1,9 @@
 """Data-parallel evaluation: N processes, one model replica each, documents sharded by lmms-eval.
 
-`launch(argv, n)` starts N copies of a `harness` command the way `accelerate launch` does (RANK,
-LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in each environment). In every copy the wrapper
+`launch(argv, n)` starts N copies of a `harness` command through accelerate's launcher (torch's
+elastic agent underneath); any engine launch works the same way: `accelerate launch [--num_machines
+M --machine_rank R --main_process_ip IP] -m harness.cli run ...` or `torchrun [--nnodes M --node_rank
+R --master_addr IP] -m harness.cli run ...`, on one host or several. In every copy the wrapper
 calls `current_process()`, which builds an accelerate `Accelerator` (NCCL on GPUs, one GPU per
 process; gloo on CPUs), takes its rank and device and hands the accelerator to lmms-eval, whose
 `accelerate` backend pads the shards to equal length, and gathers samples and metrics on rank 0.
@@ -11,15 +13,10 @@ Only rank 0 writes results.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-ENV_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclass(frozen=True)
@@ -44,6 +41,16 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def describe_rank() -> str:
+    """ "rank R of N on HOST: " inside a data-parallel run (a failure there is often another rank's
+    death: the survivors' collectives then fail), "" otherwise."""
+    if world_size() <= 1:
+        return ""
+    import socket
+
+    return f"rank {rank()} of {world_size()} on {socket.gethostname()} (a failure here may be another rank that stopped): "
+
+
 def current_process(device: str | None = None) -> ProcessContext:
     """The rank, world size and device of this process; builds the Accelerator of a multi-process run."""
     if world_size() <= 1:
@@ -61,65 +68,57 @@ def current_process(device: str | None = None) -> ProcessContext:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class RankFailed(Exception):
+    """A rank of a launched run exited with an error: names the rank(s), host and exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
-def rank_environment(rank_: int, world: int, port: int, base: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
-    env.update(
-        {
-            "RANK": str(rank_),
-            "LOCAL_RANK": str(rank_),
-            "WORLD_SIZE": str(world),
-            "LOCAL_WORLD_SIZE": str(world),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
-    if not env.get("OMP_NUM_THREADS"):  # N processes share the cores instead of each taking all of them
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // world))
-    return env
+def launch(
+    argv: Sequence[str], num_processes: int, *, module: str = "harness.cli", config_file: str | None = None
+) -> int:
+    """`accelerate launch -m module *argv` in `num_processes` ranks on this host (accelerate's launcher,
+    which runs torch's elastic agent: rendezvous on a free port, every rank's environment, signals,
+    and all ranks stopped when one fails). `config_file`: an accelerate config (DDP, FSDP, DeepSpeed);
+    without one, plain data parallelism (NCCL on GPUs, gloo on CPUs).
 
+    Returns 0 when every rank succeeded; otherwise prints which rank failed and returns its exit code."""
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-def launch(argv: Sequence[str], num_processes: int, *, module: str = "harness.cli") -> int:
-    """Runs `python -m module *argv` (by default a `harness` command) in `num_processes` ranks."""
-    return launch_command([sys.executable, "-m", module, *argv], num_processes)
-
-
-def launch_command(command: Sequence[str], num_processes: int) -> int:
-    """Runs `command` in `num_processes` ranks on this host and returns an exit code: 0 when every
-    rank succeeded, else the first failure's code (the other ranks are then stopped, since they
-    would wait for the failed one forever).
-
-    Rank 0's output passes through; the other ranks' stdout is dropped (lmms-eval prints on rank 0)
-    while their stderr stays visible, so a failing rank explains itself.
-    """
-    port = free_port()
-    processes = [
-        subprocess.Popen(
-            list(command),
-            env=rank_environment(rank_, num_processes, port),
-            stdout=None if rank_ == 0 else subprocess.DEVNULL,
-        )
-        for rank_ in range(num_processes)
-    ]
+    flags = ["--num_processes", str(num_processes), "--num_machines", "1", "--main_process_port", "0"]
+    if config_file:
+        flags = ["--config_file", str(config_file), *flags]
+    else:  # "multi_gpu" is accelerate's name for its torch elastic launcher; on CPUs the ranks use gloo
+        flags += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    args = launch_command_parser().parse_args([*flags, "--module", module])
+    args.training_script_args = list(argv)  # not parsed by accelerate: its flags would match ours
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes)))
     try:
-        while True:
-            codes = [process.poll() for process in processes]
-            failed = [code for code in codes if code not in (None, 0)]
-            if failed or None not in codes:
-                break
-            time.sleep(0.2)
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            process.wait()
-    return failed[0] if failed else 0
+        launch_command(args)
+    except ChildFailedError as error:
+        failure = rank_failure(error)
+        print(f"error: {failure}", file=sys.stderr)
+        return failure.exit_code
+    return 0
+
+
+def rank_failure(error) -> RankFailed:
+    """The engine's failure report, as one line naming every failed rank (global rank, exit code) and
+    this host (the launcher only watches its own host's ranks)."""
+    import socket
+
+    failures = sorted(error.failures.items())
+    named = ", ".join(f"rank {rank} (exit code {failure.exitcode})" for rank, failure in failures)
+    named += f" on {socket.gethostname()}"
+    code = next((f.exitcode for _, f in failures if f.exitcode and f.exitcode > 0), 1)
+    return RankFailed(
+        f"{named} failed; the other ranks were stopped. A re-run of the same command resumes from what "
+        "was saved (the response journal; the last training checkpoint with --resume)",
+        code,
+    )
 
 
 def without_num_processes(argv: Sequence[str]) -> list[str]:

@@ -1,5 +1,5 @@
 """One rank of a data-parallel lmms-eval run of a wrapper; started by test_models_distributed.py through
-models.distributed.launch_command. Rank 0 writes what lmms-eval gathered to the output file."""
+torch's elastic launcher (torchrun). Rank 0 writes what lmms-eval gathered to the output file."""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ n and per-sample records as one process."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,8 +44,9 @@ def test_two_processes_equal_one(tmp_path, tiny_idefics2, cub_root, cub_choices)
     reports = {}
     for world in (1, 2):
         out = tmp_path / f"world{world}.json"
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
         command = [
-            sys.executable,
+            *(launcher if world == 2 else [sys.executable]),
             str(WORKER),
             "idefics2",
             str(tiny_idefics2),
@@ -50,7 +54,7 @@ def test_two_processes_equal_one(tmp_path, tiny_idefics2, cub_root, cub_choices)
             str(out),
             *tasks,
         ]
-        assert distributed.launch_command(command, world) == 0
+        assert subprocess.run(command, env=os.environ | {"OMP_NUM_THREADS": "1"}).returncode == 0
         reports[world] = json.loads(out.read_text())
     n_questions = sum(len(v) for v in json.loads(Path(cub_choices).read_text()).values())
     for task in tasks:
@@ -120,3 +124,14 @@ def test_harness_run_with_two_processes(capfd, tmp_path, tiny_idefics2, cub_root
             assert a == b
         else:
             assert [r[0][0] for r in a] == pytest.approx([r[0][0] for r in b], abs=1e-4)
+
+
+@pytest.mark.subprocess
+def test_a_failing_rank_is_named_and_its_exit_code_returned(capsys):
+    """The launcher is accelerate's (torch elastic underneath): a rank that fails stops the run, and
+    the one-line error names it."""
+    code = distributed.launch(["run", "--model", "no-such-model"], 2)
+    assert code == 2  # the CLI's bad-input code, from the failed ranks
+    err = capsys.readouterr().err
+    # whichever rank failed first (the engine then stops the other)
+    assert re.search(r"rank [01] \(exit code 2\)", err) and "the other ranks were stopped" in err, err

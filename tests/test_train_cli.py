@@ -79,9 +79,14 @@ def test_batch_not_divisible_by_processes(data, base, tmp_path, capsys, monkeypa
     monkeypatch.setenv("WORLD_SIZE", "3")
     fails_with(capsys, ["train", "stage1", "--data", str(data.data_dir), "--base", str(base), "--out",
                         str(tmp_path / "o")], "3 processes")  # fmt: skip
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # --eval-after under data parallelism evaluates data-parallel
     fails_with(capsys, ["train", "stage1", "--data", str(data.data_dir), "--base", str(base), "--out",
-                        str(tmp_path / "o"), "--eval-after", "bird200"], "--eval-after runs in a single process")  # fmt: skip
+                        str(tmp_path / "o"), "--eval-after", "bird200"], "--eval-data-root bird200=PATH")  # fmt: skip
+    monkeypatch.delenv("WORLD_SIZE")  # --num-processes: checked here, before any process is launched
+    fails_with(capsys, ["train", "stage1", "--data", str(data.data_dir), "--base", str(base), "--out",
+                        str(tmp_path / "o"), "--num-processes", "3"], "3 processes")  # fmt: skip
+    fails_with(capsys, ["train", "stage1", "--data", str(data.data_dir), "--base", str(base), "--out",
+                        str(tmp_path / "o"), "--num-processes", "0"], "--num-processes must be >= 1")  # fmt: skip
 
 
 def test_an_adapter_for_another_base_is_refused(data, base, tmp_path, capsys, monkeypatch):

@@ -1,0 +1,168 @@
+"""Data-parallel training equals the single-process run with the same global batch: the contrastive
+candidates are gathered from every process with gradients reaching the local rows
+(finedefics_train/distributed.py), on gloo over 2 CPU processes started by the engines' launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from finedefics_train.fixtures import build_training_base, make_training_data
+from tests.train_dp_worker import global_batch, loss_module
+
+WORKER = Path(__file__).parent / "train_dp_worker.py"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+
+
+def run(command: list[str], **kwargs) -> None:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, **kwargs)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+
+
+def two_ranks(tmp_path: Path) -> list[dict]:
+    run([*TORCHRUN, str(WORKER), str(tmp_path / "rank")])
+    return [torch.load(tmp_path / f"rank.{rank}") for rank in (0, 1)]
+
+
+def single_process() -> tuple[dict, dict]:
+    batch = global_batch()
+    for value in batch.values():
+        value.requires_grad_(value.is_floating_point())
+    terms = loss_module()(**batch)
+    torch.stack([v for k, v in terms.items() if k.endswith("_loss")]).sum().backward()
+    return terms, {key: value.grad for key, value in batch.items() if value.is_floating_point()}
+
+
+@pytest.mark.subprocess
+def test_gathered_candidates_give_the_global_batch_losses_and_gradients(tmp_path):
+    terms, grads = single_process()
+    ranks = two_ranks(tmp_path)
+    for rank, both in enumerate(ranks):
+        result = both["gathered"]
+        assert result["terms"].keys() == terms.keys()
+        for key, value in terms.items():  # every process computes the global batch's terms
+            torch.testing.assert_close(result["terms"][key], value.detach(), rtol=0, atol=1e-6)
+        for key, grad in result["grads"].items():
+            # each row gets N x its single-process gradient; DDP's mean over the N processes undoes the N
+            torch.testing.assert_close(grad / 2, grads[key][rank * 4 : (rank + 1) * 4], rtol=1e-5, atol=1e-7)
+    local = ranks[0]["local"]["terms"]  # per-process candidates: a different objective
+    assert not torch.allclose(local["oac_loss"], terms["oac_loss"], rtol=1e-2)
+
+
+# ---------------------------------------------------------------- the whole training loop
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_training_data(
+        tmp_path_factory.mktemp("dp-data"), n_classes=4, per_class_train=4, per_class_test=1
+    )
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return build_training_base(tmp_path_factory.mktemp("dp-models") / "tiny-idefics2-train")
+
+
+def write_config(path: Path, per_device: int) -> Path:
+    stage = {"learning_rate": 5e-3, "warmup_steps": 0, "weight_decay": 0.0, "max_steps": 2, "global_batch_size": 8,
+             "per_device_batch_size": per_device, "seed": 0, "save_steps": 2, "logging_steps": 1}  # fmt: skip
+    model = {"load_in_4bit": False, "dtype": "float32", "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
+    path.write_text(json.dumps({"model": model, "stage1": stage, "stage2": stage}))  # JSON is YAML
+    return path
+
+
+def logged_steps(out: Path) -> list[dict]:
+    state = json.loads((out / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
+    return [entry for entry in state["log_history"] if "loss" in entry]
+
+
+def adapter(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "adapter_model.safetensors"))
+
+
+@pytest.mark.subprocess
+def test_two_processes_train_as_one_process_with_the_global_batch(data, base, tmp_path):
+    """Stage I (every finedefics term) then Stage II, 2 steps each: 2 processes x 4 rows under
+    `accelerate launch` against 1 process x 8 rows, the same data order."""
+    from harness.cli import main
+
+    common = [
+        "train",
+        "run",
+        "--data",
+        str(data.data_dir),
+        "--base",
+        str(base),
+        "--recipe",
+        "finedefics",
+        "--quiet",
+    ]
+    single, parallel = tmp_path / "single", tmp_path / "parallel"
+    assert main([*common, "--out", str(single), "--config", str(write_config(tmp_path / "one.yaml", 8))]) == 0
+    run([*ACCELERATE, "-m", "harness.cli", *common, "--out", str(parallel),
+         "--config", str(write_config(tmp_path / "two.yaml", 4))])  # fmt: skip
+    for stage in ("stage1", "."):
+        ours, theirs = logged_steps(parallel / stage), logged_steps(single / stage)
+        assert len(ours) == len(theirs) == 2
+        for mine, reference in zip(ours, theirs, strict=True):
+            terms = [key for key in reference if key.endswith("_loss") or key in ("loss", "grad_norm")]
+            assert len(terms) >= (5 if stage == "stage1" else 2)
+            for key in terms:
+                assert mine[key] == pytest.approx(reference[key], abs=1e-4), (stage, key)
+        weights, expected = adapter(parallel / stage), adapter(single / stage)
+        assert weights.keys() == expected.keys()
+        for name, value in weights.items():  # measured: max difference 4e-6
+            torch.testing.assert_close(value, expected[name], rtol=0, atol=2e-5)
+    record = json.loads((parallel / "finedefics_training.json").read_text())
+    assert record["num_processes"] == 2
+
+
+# ---------------------------------------------------------------- sharded QLoRA settings
+
+
+def test_4bit_storage_is_the_compute_dtype_under_fsdp_or_deepspeed(monkeypatch):
+    from finedefics_train.config import load_config
+    from finedefics_train.trainer import quant_storage
+
+    config = load_config("paper")
+    assert quant_storage(config) == torch.uint8  # one process or DDP: bitsandbytes' default
+    for engine in ("FSDP", "DEEPSPEED"):
+        with monkeypatch.context() as patch:
+            patch.setenv(f"ACCELERATE_USE_{engine}", "true")
+            assert quant_storage(config) == torch.bfloat16
+    config.model.bnb_4bit_quant_storage = "float32"
+    assert quant_storage(config) == torch.float32
+
+
+def test_a_bad_4bit_storage_is_refused():
+    from finedefics_train.config import config_from_dict
+    from harness.core.errors import UserError
+
+    with pytest.raises(UserError, match="bnb_4bit_quant_storage must be uint8 or one of"):
+        config_from_dict({"model": {"bnb_4bit_quant_storage": "int4"}})
+
+
+def test_shipped_accelerate_configs_load_with_the_settings_sharded_qlora_needs():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = Path(__file__).resolve().parents[1] / "finedefics_train" / "configs" / "accelerate"
+    configs = {path.stem: load_config_from_file(str(path)) for path in folder.glob("*.yaml")}
+    assert set(configs) == {"ddp", "fsdp_qlora", "zero3_qlora"}
+    assert configs["ddp"].distributed_type.value == "MULTI_GPU"
+    fsdp = configs["fsdp_qlora"].fsdp_config
+    assert fsdp["fsdp_use_orig_params"] is False and fsdp["fsdp_cpu_ram_efficient_loading"] is True
+    assert fsdp["fsdp_sync_module_states"] is True
+    assert configs["zero3_qlora"].deepspeed_config["zero_stage"] == 3
+    assert configs["zero3_qlora"].deepspeed_config["zero3_init_flag"] is True
