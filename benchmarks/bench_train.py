@@ -94,7 +94,7 @@ def data_parallel_runs(work: Path, processes: list[int]) -> dict:
     import sys
 
     from finedefics_train.fixtures import build_training_base, make_training_data
-    from models import distributed
+    from harness import launch
 
     data = make_training_data(work / "dp-data", n_classes=4, per_class_train=8, per_class_test=1)
     base = build_training_base(work / "base")
@@ -111,7 +111,7 @@ def data_parallel_runs(work: Path, processes: list[int]) -> dict:
         if n == 1:
             code = subprocess.run([sys.executable, "-m", "harness.cli", *argv]).returncode
         else:
-            code = distributed.launch(argv, n)
+            code = launch.launch(argv, n)
         if code:
             raise SystemExit(f"{n} processes: exit code {code}")
         results[str(n)] = {

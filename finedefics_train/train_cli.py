@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import launch
 from harness.core.errors import UserError
 from harness.core.output import JSON_HELP, emit_json
 from harness.core.scorings import SCORINGS
@@ -277,8 +278,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.num_processes > 1 and not distributed.is_rank_process():
         # checked here once; every rank then trains (and evaluates) its share of each global batch
         print(f"launching {args.num_processes} data-parallel processes", file=sys.stderr)
-        argv = distributed.without_num_processes(args.argv)
-        return distributed.launch(argv, args.num_processes, config_file=args.accelerate_config)
+        argv = launch.without_num_processes(args.argv)
+        return launch.launch(argv, args.num_processes, config_file=args.accelerate_config)
     # one process holds the lock: the only one, or the main rank of a launched run (never the launcher,
     # which has returned above, so rank 0 is not refused by its own parent)
     with folder_lock(args.out, "`harness train`") if distributed.is_main_process() else nullcontext():

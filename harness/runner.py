@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import provenance
+from harness import launch, provenance
 from harness.config import RunConfig, format_model_args
 from harness.core import identity
 from harness.core.errors import EvaluationFailed, UserError
@@ -303,7 +303,7 @@ def launch_ranks(config: RunConfig, argv: list[str]) -> int:
     0 only when every rank succeeded."""
     plan_run(config)
     print(f"launching {config.num_processes} data-parallel processes", file=sys.stderr)
-    return distributed.launch(distributed.without_num_processes(argv), config.num_processes)
+    return launch.launch(launch.without_num_processes(argv), config.num_processes)
 
 
 def load_model(plan: RunPlan):

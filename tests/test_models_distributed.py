@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import launch
 from harness.config import RunConfig
 from harness.runner import plan_run
 from models import distributed
@@ -21,7 +22,7 @@ WORKER = Path(__file__).parent / "model_dp_worker.py"
 
 def test_without_num_processes():
     argv = ["run", "--model", "x", "--num-processes", "2", "--json", "--num-processes=3"]
-    assert distributed.without_num_processes(argv) == ["run", "--model", "x", "--json"]
+    assert launch.without_num_processes(argv) == ["run", "--model", "x", "--json"]
 
 
 def test_a_single_process_has_rank_0_of_1():
@@ -130,7 +131,7 @@ def test_harness_run_with_two_processes(capfd, tmp_path, tiny_idefics2, cub_root
 def test_a_failing_rank_is_named_and_its_exit_code_returned(capsys):
     """The launcher is accelerate's (torch elastic underneath): a rank that fails stops the run, and
     the one-line error names it."""
-    code = distributed.launch(["run", "--model", "no-such-model"], 2)
+    code = launch.launch(["run", "--model", "no-such-model"], 2)
     assert code == 2  # the CLI's bad-input code, from the failed ranks
     err = capsys.readouterr().err
     # whichever rank failed first (the engine then stops the other)
