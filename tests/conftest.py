@@ -8,6 +8,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -53,3 +57,20 @@ def cub_choices(cub_root, tmp_path_factory) -> Path:
     return make_choice_file(
         "bird200", cub_root, tmp_path_factory.mktemp("choices") / "bird-200.json", k=4, seed=0
     )
+
+
+@contextmanager
+def lock_held_elsewhere(path: Path) -> Iterator[None]:
+    """FOLDER/.lock held by another process, as another `harness train` / `train data` holds it (a lock
+    taken in this process would test filelock's in-process rules, not two commands)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); "
+         "lock.acquire(); print('held', flush=True); time.sleep(120)", str(path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

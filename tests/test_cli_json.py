@@ -102,6 +102,16 @@ def rescore_args(env: dict) -> list[str]:
 slow = pytest.mark.slow
 COMMANDS = {
     ("rescore",): rescore_args,
+    ("export",): lambda env: [
+        "export",
+        "finedefics",
+        "--format",
+        "every-eval-ever",
+        "--out",
+        str(env["root"] / "eee"),
+        "--db-url",
+        env["db"],
+    ],  # fmt: skip
     ("run",): run_args,
     ("demo",): pytest.param(lambda env: ["demo", "--limit", "2"], marks=slow),
     ("train", "demo"): pytest.param(lambda env: ["train", "demo"], marks=slow),

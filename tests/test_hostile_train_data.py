@@ -133,11 +133,11 @@ def test_bad_builder_flags_are_one_line(tmp_path, capsys):
 
 
 def test_a_second_build_into_a_busy_folder_is_refused(tmp_path, capsys):
-    from filelock import FileLock
+    from tests.conftest import lock_held_elsewhere
 
     cub = synthetic.make_cub(tmp_path / "cub", n_classes=4, per_class_test=1, per_class_train=1, seed=1)
     (tmp_path / "out").mkdir()
-    with FileLock(str(tmp_path / "out" / ".lock")):  # what another `harness train data` into OUT holds
+    with lock_held_elsewhere(tmp_path / "out" / ".lock"):  # what another `harness train data` into OUT holds
         refused(capsys, human_argv(cub, tmp_path / "out"), "is in use by another")
 
 

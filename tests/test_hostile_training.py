@@ -285,12 +285,12 @@ def test_train_run_stopped_before_stage_two_checkpoints_resumes_from_stage_one(d
 
 
 def test_a_second_training_into_a_busy_folder_is_refused(data, base, config, tmp_path, capsys, monkeypatch):
-    from filelock import FileLock
+    from tests.conftest import lock_held_elsewhere
 
     no_weights_loaded(monkeypatch)
     out = tmp_path / "busy"
     out.mkdir()
-    with FileLock(str(out / ".lock")):  # what another `harness train` into OUT holds
+    with lock_held_elsewhere(out / ".lock"):  # what another `harness train` into OUT holds
         refused(capsys, stage1_argv(data, base, out, config), "is in use by another")
 
 

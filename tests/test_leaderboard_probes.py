@@ -109,11 +109,12 @@ def test_version_1_database_gains_the_probes_and_outcomes_tables(tmp_path, probe
     with engine.begin() as conn:  # make it what fgvr-harness wrote before probes existed
         conn.execute(text("DROP TABLE probes"))
         conn.execute(text("DROP TABLE outcomes"))
+        conn.execute(text("ALTER TABLE results DROP COLUMN protocol"))
         db.set_meta(conn, "schema_version", "1")
     engine.dispose()
     store = ResultStore.open(url)
     with store.engine.connect() as conn:
-        assert db.get_meta(conn, "schema_version") == str(db.SCHEMA_VERSION) == "3"
+        assert db.get_meta(conn, "schema_version") == str(db.SCHEMA_VERSION) == "4"
         assert {"probes", "outcomes"} <= set(sa_inspect(conn).get_table_names())
     assert len(store.result_frame()) == 14 * 6  # the reported rows survived
     assert store.record_probes(load_probe_report(probe_folder), probe_folder)

@@ -39,7 +39,7 @@ def test_thinking_is_stripped_before_parsing_and_counted(monkeypatch, capsys):
     decoded = ["<think>The bill is long and hooked.</think>\nB", "<think>Still weighing the wing pattern"]
     monkeypatch.setattr(wrapper.tokenizer, "batch_decode", lambda ids, **kwargs: decoded[: len(ids)])
     answers = wrapper.generate_until(
-        requests("generate_until", [(0, QUESTION, {"until": []}), (1, QUESTION, {})])
+        requests("generate_until", [(0, QUESTION, {"until": []}), (1, QUESTION, {"until": []})])
     )
     assert sorted(answers) == [
         "",
