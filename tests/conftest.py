@@ -74,3 +74,17 @@ def lock_held_elsewhere(path: Path) -> Iterator[None]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def refused(capsys, argv: list[str], *texts: str) -> str:
+    """`harness ARGV` refused as a user error: exit 2, one `error:` line naming each of `texts`, no
+    traceback; returns what went to stderr."""
+    from harness.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    for text in texts:
+        assert text in err, err
+    return err

@@ -12,15 +12,7 @@ from PIL import Image, ImageOps
 
 from harness.cli import main
 from tasks.fixtures import datasets as synthetic
-
-
-def refused(capsys, argv: list[str], *texts: str) -> None:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    for text in texts:
-        assert text in err, err
+from tests.conftest import refused
 
 
 def human_argv(cub: Path, out: Path, *extra: str) -> list[str]:

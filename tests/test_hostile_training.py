@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from harness.cli import main
+from tests.conftest import refused
 
 TINY = (
     "model: {load_in_4bit: false, dtype: float32, lora_dropout: 0.0}\n"
@@ -64,16 +65,6 @@ def finished(data, base, config, tmp_path_factory) -> Path:
 
 def copy(folder: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(folder, tmp_path / folder.name))
-
-
-def refused(capsys, argv: list[str], *texts: str) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    for text in texts:
-        assert text in err, err
-    return err
 
 
 def no_weights_loaded(monkeypatch):
