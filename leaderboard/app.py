@@ -397,16 +397,20 @@ class LeaderboardApp:
         )
 
     def probes(self, name: str | None, token: str = "") -> tuple[pd.DataFrame, Any]:
-        """The Probes section: the figures of every `harness probe repr` report and its t-SNE pictures
-        in one plotly figure (a hidden model's only with the admin token, as its page)."""
+        """The Probes section: the figures of every `harness probe repr` report and its t-SNE plots in
+        one plotly figure, drawn from the recorded coordinates (older reports: their PNGs); a hidden
+        model's only with the admin token, as its page."""
         if not name:
-            return pd.DataFrame(columns=detail.PROBE_COLUMNS), plots.tsne_images([])
+            return pd.DataFrame(columns=detail.PROBE_COLUMNS), plots.tsne_plots([])
         try:
             reports = self.store.probe_reports(name, include_hidden=self.is_admin(token))
         except UserError as exc:
             raise gr.Error(str(exc)) from None
-        images = [(Path(path).read_bytes(), caption) for path, caption in detail.probe_plots(reports)]
-        return detail.probes_frame(reports), plots.tsne_images(images)
+        drawn = [
+            (caption, tsne if isinstance(tsne, dict) else Path(tsne).read_bytes())
+            for caption, tsne in detail.probe_plots(reports)
+        ]
+        return detail.probes_frame(reports), plots.tsne_plots(drawn)
 
     @staticmethod
     def is_admin(token: str | None) -> bool:

@@ -240,15 +240,20 @@ def probes_frame(reports: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=PROBE_COLUMNS)
 
 
-def probe_plots(reports: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(PNG path, caption) of every t-SNE plot whose file is still where the report was written."""
+def probe_plots(reports: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any] | str]]:
+    """(caption, t-SNE) of every plotted view: its recorded coordinates (`tsne_points`), or for a
+    report without them (older ones) its PNG's path while the file is where the report was written."""
     from pathlib import Path
 
     plots = []
     for entry in reports:
         report, folder = entry["report"], entry["folder"]
+        points = report.get("tsne_points") or {}
         for view, file_name in report.get("tsne", {}).items():
+            caption = f"{report['task']} · {view} features · {report['run_id']}"
             path = Path(folder or "") / file_name
-            if folder and path.is_file():
-                plots.append((str(path), f"{report['task']} · {view} features · {report['run_id']}"))
+            if view in points:
+                plots.append((caption, points[view]))
+            elif folder and path.is_file():
+                plots.append((caption, str(path)))
     return plots

@@ -1,5 +1,5 @@
 """The leaderboard's figures, drawn with plotly (shown by `gr.Plot`): grouped bars per dataset,
-per-class accuracy of one run, its most frequent confusions, and a position-bias chart.
+per-class accuracy of one run, its most frequent confusions, a position-bias chart and the probes' t-SNE.
 
 Each function takes plain data and returns a `plotly.graph_objects.Figure`, so the figures can be
 tested without a server; an empty input gives a figure that says there is nothing to plot.
@@ -97,24 +97,58 @@ def position_bias(
     return figure
 
 
-def tsne_images(
-    images: Sequence[tuple[bytes, str]], title: str = "t-SNE of objects and category names"
+def tsne_plots(
+    plots: Sequence[tuple[str, Mapping | bytes]], title: str = "t-SNE of objects and category names"
 ) -> go.Figure:
-    """The probes' t-SNE pictures (PNG bytes, caption), two per row, zoomable; the PNGs travel as
-    data URIs (a few tens of KiB each) rather than as pixel arrays."""
+    """The probes' t-SNE plots (caption, what to draw), two per row. A view whose coordinates were
+    recorded (`tsne_points`) is a scatter, one trace per class (its images as dots, its name as a
+    diamond, the class named on hover), in the colours of the PNG; an older report's PNG bytes are
+    shown as an image, travelling as a data URI rather than as a pixel array."""
     import base64
 
     from plotly.subplots import make_subplots
 
-    if not images:
+    from harness.probes.tsne import class_colour
+
+    if not plots:
         return _empty(title)
-    columns = min(2, len(images))
-    rows = (len(images) + columns - 1) // columns
-    figure = make_subplots(rows=rows, cols=columns, subplot_titles=[caption for _, caption in images])
-    for index, (png, _) in enumerate(images):
-        source = "data:image/png;base64," + base64.b64encode(png).decode()
-        figure.add_trace(go.Image(source=source), row=index // columns + 1, col=index % columns + 1)
+    columns = min(2, len(plots))
+    rows = (len(plots) + columns - 1) // columns
+    figure = make_subplots(rows=rows, cols=columns, subplot_titles=[caption for caption, _ in plots])
+    for index, (_, drawn) in enumerate(plots):
+        cell = {"row": index // columns + 1, "col": index % columns + 1}
+        if isinstance(drawn, bytes):
+            source = "data:image/png;base64," + base64.b64encode(drawn).decode()
+            figure.add_trace(go.Image(source=source), **cell)
+            continue
+        for k, name in enumerate(drawn["classes"]):
+            images = [p for p in drawn["images"] if p[2] == k]
+            names = [p for p in drawn["names"] if p[2] == k]
+            figure.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in images + names],
+                    y=[p[1] for p in images + names],
+                    mode="markers",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=name not in drawn_names(plots[:index]),
+                    marker={
+                        "color": "rgb({},{},{})".format(*class_colour(k)),
+                        "symbol": ["circle"] * len(images) + ["diamond"] * len(names),
+                        "size": [7] * len(images) + [14] * len(names),
+                        "line": {"width": [0] * len(images) + [1] * len(names), "color": "black"},
+                    },
+                    text=[f"{name} (image)"] * len(images) + [f"{name} (category name)"] * len(names),
+                    hovertemplate="%{text}<extra></extra>",
+                ),
+                **cell,
+            )
     figure.update_xaxes(visible=False)
     figure.update_yaxes(visible=False)
     figure.update_layout(**LAYOUT, title={"text": title}, height=120 + 480 * rows)
     return figure
+
+
+def drawn_names(plots: Sequence[tuple[str, Mapping | bytes]]) -> set[str]:
+    """The class names already in the legend (a class drawn in several views is listed once)."""
+    return {name for _, drawn in plots if not isinstance(drawn, bytes) for name in drawn["classes"]}

@@ -132,12 +132,31 @@ def test_model_page_probes_section_shows_the_figures_and_plots(store, probe_fold
     assert row["Linear probe (%)"] == round(100 * report["linear"]["embed"]["accuracy"], 2)
     assert row["Alignment (cos)"] == round(report["alignment"]["embed"]["mean_cosine"], 4)
     assert row["Object inter"] == round(report["distances"]["embed"]["objects"]["inter_class_distance"], 4)
-    [image] = figure.data  # the report's one t-SNE picture, in a plotly figure
-    png = (probe_folder / next(iter(report["tsne"].values()))).read_bytes()
-    assert image.type == "image" and image.source == "data:image/png;base64," + base64.b64encode(png).decode()
+    points = report["tsne_points"]["embed"]  # the coordinates `probe repr` recorded, 3 classes
+    assert len(points["classes"]) == 3 and len(figure.data) == 3  # one scatter per class
+    for k, (trace, name) in enumerate(zip(figure.data, points["classes"])):
+        drawn = [p for p in points["images"] if p[2] == k] + [p for p in points["names"] if p[2] == k]
+        assert trace.type == "scatter" and trace.name == name
+        assert list(trace.x) == [p[0] for p in drawn] and list(trace.y) == [p[1] for p in drawn]
+        assert list(trace.marker.symbol)[-1] == "diamond" and all(name in text for text in trace.text)
+    assert sum(len(trace.x) for trace in figure.data) == len(points["images"]) + 3
     assert "tsne" not in figure.layout.annotations[0].text  # the caption names the task and view
     empty, none = LeaderboardApp(store).probes(None)
     assert empty.empty and not none.data
+
+
+def test_a_report_without_tsne_coordinates_shows_its_png(store, probe_folder, tmp_path):
+    """Reports written before `tsne_points` was recorded fall back to their PNG in the figure."""
+    from leaderboard.app import LeaderboardApp
+
+    report = load_probe_report(probe_folder)
+    del report["tsne_points"]
+    report["run_id"] += "-old"
+    store.record_probes(report, probe_folder)
+    _, figure = LeaderboardApp(store).probes(report["model"])
+    [image] = figure.data  # the report's one t-SNE picture, in a plotly figure
+    png = (probe_folder / next(iter(report["tsne"].values()))).read_bytes()
+    assert image.type == "image" and image.source == "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def test_a_hidden_models_probes_are_shown_only_with_the_admin_token(store, probe_folder, monkeypatch):

@@ -214,11 +214,16 @@ def test_descriptions_are_masked_and_split_one_to_one(tmp_path):
 
 
 def test_tsne_png_is_a_valid_image(tmp_path):
-    from harness.probes.tsne import save_png_atomic, tsne_figure
+    from harness.probes.tsne import draw_tsne, save_png_atomic, tsne_points
 
     x, labels = clusters(n_classes=4, per_class=6, dim=8)
-    figure = tsne_figure(x, labels, x[::6] + 0.1, ["a", "b", "c", "d"], [0, 1, 2], "test")
-    save_png_atomic(figure, tmp_path / "t.png")
+    points = tsne_points(x, labels, x[::6] + 0.1, ["a", "b", "c", "d"], [0, 2, 3])
+    assert points["classes"] == ["a", "c", "d"]  # k in [x, y, k] indexes these
+    kept = [label for label in labels if label in (0, 2, 3)]
+    assert [p[2] for p in points["images"]] == [{0: 0, 2: 1, 3: 2}[label] for label in kept]
+    assert [p[2] for p in points["names"]] == [0, 1, 2]
+    assert len({(p[0], p[1]) for p in points["images"] + points["names"]}) == 21  # real coordinates
+    save_png_atomic(draw_tsne(points, "test"), tmp_path / "t.png")
     with Image.open(tmp_path / "t.png") as image:
         image.verify()
     with Image.open(tmp_path / "t.png") as image:
@@ -362,6 +367,7 @@ def test_probe_repr_cli_end_to_end_on_tiny_idefics2(tiny_idefics2, probe_cub, tm
         with Image.open(png) as image:
             image.verify()
         assert Path(png).parent == out and report["tsne"][view] == Path(png).name
+        assert len(report["tsne_points"][view]["names"]) == len(report["tsne_points"][view]["classes"])
     from leaderboard.store import ResultStore, model_name_for
 
     store = ResultStore.open(f"sqlite:///{tmp_path / 'lb.db'}")  # recorded by the command

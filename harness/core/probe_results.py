@@ -2,7 +2,8 @@
 
 One `ProbeReport` per (model, task) probe run. Results are keyed by feature view: "last" (the
 language model's last-token hidden state), "avg" (its token mean) or "embed" (a CLIP/SigLIP
-embedding). Accuracies and cosines are fractions; figures are PNG files next to probes.json.
+embedding). Accuracies and cosines are fractions; t-SNE figures are PNG files next to probes.json,
+and their coordinates are recorded in it (`tsne_points`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ class Discriminability(TypedDict):
     descriptions: DistanceResult | None  # category descriptions, when given
 
 
+class TsnePoints(TypedDict):
+    """One view's t-SNE coordinates (as drawn in its PNG): [x, y, k] per point, k indexing `classes`."""
+
+    classes: list[str]  # the class names plotted (the first --tsne-classes present in the test split)
+    images: list[list[float]]  # one per test image of those classes
+    names: list[list[float]]  # one per class name, in the order of `classes`
+
+
 class ProbeReport(TypedDict):
     schema_version: int
     run_id: str
@@ -79,6 +88,7 @@ class ProbeReport(TypedDict):
     alignment: dict[str, AlignmentResult]
     distances: dict[str, Discriminability]
     tsne: dict[str, str]  # view -> PNG file name in the report folder
+    tsne_points: NotRequired[dict[str, TsnePoints]]  # view -> its coordinates; absent in older reports
     provenance: Provenance
 
 

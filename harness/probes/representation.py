@@ -21,7 +21,7 @@ from harness.core import identity
 from harness.core.errors import UserError, unknown_name
 from harness.core.io import write_json_atomic
 from harness.core.paths import harness_home
-from harness.core.probe_results import PROBE_SCHEMA_VERSION, PROBES_FILE, ProbeReport
+from harness.core.probe_results import PROBE_SCHEMA_VERSION, PROBES_FILE, ProbeReport, TsnePoints
 from harness.probes import analysis
 from harness.probes.data import TRAIN_SPLIT_SOURCE, read_test_split, read_train_split
 from harness.probes.features import (
@@ -293,7 +293,7 @@ def probe_view(view: str, data: ProbeData, config: ReprConfig, task: TaskSpec, o
             "descriptions": analysis.distances(data.description_x[view], split.labels) if described else None,
         }
     if "tsne" in config.probes:
-        results["tsne"] = write_tsne(
+        results["tsne"], results["tsne_points"] = write_tsne(
             out, view, data.test_x[view], labels, data.name_x[view], names, config, task
         )
     return results
@@ -353,6 +353,7 @@ def run_repr(config: ReprConfig, command: list[str] | None = None) -> tuple[Prob
         "alignment": {},
         "distances": {},
         "tsne": {},
+        "tsne_points": {},
         "provenance": provenance.collect(command or sys.argv, device=config.model_args.get("device", "auto")),
     }
     for view in extractor.views:
@@ -409,17 +410,17 @@ def knowledge_probe(description_x: np.ndarray, split: analysis.DescriptionSplit,
 
 def write_tsne(
     out: Path, view: str, image_x, labels, name_x, names, config: ReprConfig, task: TaskSpec
-) -> str:
-    from harness.probes.tsne import save_png_atomic, tsne_figure
+) -> tuple[str, TsnePoints]:
+    """The view's t-SNE PNG (its file name) and the coordinates it was drawn from."""
+    from harness.probes.tsne import draw_tsne, save_png_atomic, tsne_points
 
     present = sorted(set(int(label) for label in labels))
     classes = present[: config.tsne_classes]
     title = f"{config.model} on {task.key}: {view} features, {len(classes)} classes"
     file_name = f"tsne_{view}.png"
-    save_png_atomic(
-        tsne_figure(image_x, labels, name_x, names, classes, title, config.seed), Path(out) / file_name
-    )
-    return file_name
+    points = tsne_points(image_x, labels, name_x, names, classes, config.seed)
+    save_png_atomic(draw_tsne(points, title), Path(out) / file_name)
+    return file_name, points
 
 
 def format_report(report: ProbeReport) -> str:

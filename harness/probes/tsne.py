@@ -1,7 +1,9 @@
 """t-SNE plots of objects and category names in one space (Figures 2 and 4 of He et al.).
 
-The embedding is scikit-learn's TSNE; the figure is drawn with Pillow (no plotting library): one
-colour per class, images as dots, the class names' features as large outlined diamonds, a legend."""
+The embedding is scikit-learn's TSNE. Its coordinates are kept (`tsne_points`, recorded in the probe
+report, from which the leaderboard draws an interactive plotly scatter) and drawn as a PNG with Pillow
+(`draw_tsne`): one colour per class, images as dots, the class names' features as large outlined
+diamonds, a legend."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from harness.core.io import atomic_path
+from harness.core.probe_results import TsnePoints
 
 SIZE, MARGIN, LEGEND = 640, 40, 220
 
@@ -40,38 +43,56 @@ def class_colour(index: int) -> tuple[int, int, int]:
     return int(255 * r), int(255 * g), int(255 * b)
 
 
-def tsne_figure(
+def tsne_points(
     image_x: np.ndarray,
     image_labels: Sequence[int],
     name_x: np.ndarray,
     class_names: Sequence[str],
     classes: Sequence[int],
-    title: str,
     seed: int = 0,
-) -> Image.Image:
-    """Objects of `classes` (dots) and their category names (diamonds) in one t-SNE space."""
+) -> TsnePoints:
+    """Objects of `classes` and their category names in one t-SNE space: [x, y, k] per point, k the
+    index into the returned `classes` (names); coordinates rounded to 4 decimals, as recorded."""
     labels = np.asarray(image_labels, dtype=int)
     rows = np.isin(labels, classes)
-    points = np.concatenate([image_x[rows], name_x[list(classes)]])
-    coords = embed_2d(points, seed)
-    low, high = coords.min(axis=0), coords.max(axis=0)
-    scaled = MARGIN + (coords - low) / np.maximum(high - low, 1e-9) * (SIZE - 2 * MARGIN)
+    coords = embed_2d(np.concatenate([image_x[rows], name_x[list(classes)]]), seed)
+    index_of = {label: k for k, label in enumerate(classes)}
+    kinds = [index_of[int(label)] for label in labels[rows]] + list(range(len(classes)))
+    points = [[round(float(x), 4), round(float(y), 4), k] for (x, y), k in zip(coords, kinds)]
+    n_images = int(rows.sum())
+    return {
+        "classes": [str(class_names[label]) for label in classes],
+        "images": points[:n_images],
+        "names": points[n_images:],
+    }
+
+
+def draw_tsne(points: TsnePoints, title: str) -> Image.Image:
+    """The PNG of recorded t-SNE points: dots for images, outlined diamonds for names, a legend."""
+    everything = np.asarray([p[:2] for p in points["images"] + points["names"]], dtype=float)
+    low, high = everything.min(axis=0), everything.max(axis=0)
+
+    def scaled(point: list[float]) -> tuple[float, float]:
+        x, y = MARGIN + (np.asarray(point[:2]) - low) / np.maximum(high - low, 1e-9) * (SIZE - 2 * MARGIN)
+        return float(x), float(y)
+
     figure = Image.new("RGB", (SIZE + LEGEND, SIZE), "white")
     draw = ImageDraw.Draw(figure)
     font = ImageFont.load_default()
-    colour_of = {c: class_colour(k) for k, c in enumerate(classes)}
-    for (x, y), label in zip(scaled[: rows.sum()], labels[rows]):
-        draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour_of[label])
-    for (x, y), label in zip(scaled[rows.sum() :], classes):
+    for point in points["images"]:
+        x, y = scaled(point)
+        draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=class_colour(point[2]))
+    for point in points["names"]:
+        x, y = scaled(point)
         draw.polygon(
-            [(x, y - 11), (x + 11, y), (x, y + 11), (x - 11, y)], fill=colour_of[label], outline="black"
+            [(x, y - 11), (x + 11, y), (x, y + 11), (x - 11, y)], fill=class_colour(point[2]), outline="black"
         )
     draw.text((MARGIN, 10), title, fill="black", font=font)
-    for k, label in enumerate(classes):
+    for k, name in enumerate(points["classes"]):
         y = MARGIN + 18 * k
-        draw.ellipse([SIZE + 8, y + 2, SIZE + 18, y + 12], fill=colour_of[label])
-        draw.text((SIZE + 24, y), str(class_names[label])[:30], fill="black", font=font)
-    y = MARGIN + 18 * len(classes) + 10
+        draw.ellipse([SIZE + 8, y + 2, SIZE + 18, y + 12], fill=class_colour(k))
+        draw.text((SIZE + 24, y), name[:30], fill="black", font=font)
+    y = MARGIN + 18 * len(points["classes"]) + 10
     draw.text((SIZE + 8, y), "dot: image   diamond: name", fill="black", font=font)
     return figure
 
