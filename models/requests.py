@@ -25,6 +25,11 @@ class DocumentImages:
                 self._images = self._load()
             return self._images
 
+    def fill(self, images: list) -> None:
+        """The images decoded elsewhere (a DataLoader worker), used instead of decoding them here."""
+        with self._lock:
+            self._images = images
+
     def release(self) -> None:
         self._images = None
 
