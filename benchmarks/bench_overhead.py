@@ -10,7 +10,7 @@ Idefics2 wrapper on a tiny random checkpoint with the model's forward pass repla
 built and every batch goes through the real processor, then the answer is returned at once (or after
 `--model-ms` milliseconds per question, a stand-in for GPU time, to show that image loading and
 preprocessing overlap with it). Images are 500x375 JPEGs, CUB's typical size. Prints questions/s, the
-wall milliseconds per question and the harness's own (wall minus the simulated model time), both
+wall milliseconds per question, the main process's CPU milliseconds per question and the harness's own (wall minus the simulated model time), both
 with the startup (planning, which reads the dataset's index files and finds the prepared task in
 its cache, and the model load) and lmms-eval's teardown (a garbage collection) set aside, the prefetch thread's
 image loading + preprocessing per question (overlapped with the model), and the top cProfile entries
@@ -101,16 +101,19 @@ def build_inputs(root: Path, questions: int) -> tuple[Path, Path, Path]:
     return cub, choices, build_tiny_model("idefics2", root / "tiny-idefics2", seed=0)
 
 
-def timed(owner: type, name: str, seconds: list[float]):
-    """Wraps owner.name so that each call's wall time is appended to `seconds`; returns the original."""
+def timed(owner: type, name: str, seconds: list[float], cpu: list[float] | None = None):
+    """Wraps owner.name so that each call's wall time is appended to `seconds` (and this process's CPU
+    time to `cpu`); returns the original."""
     original = getattr(owner, name)
 
     def wrapper(*args, **kwargs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         try:
             return original(*args, **kwargs)
         finally:
             seconds.append(time.perf_counter() - start)
+            if cpu is not None:
+                cpu.append(time.process_time() - start_cpu)
 
     setattr(owner, name, wrapper)
     return original
@@ -123,6 +126,7 @@ def run_once(config) -> tuple[dict, dict[str, float]]:
     import models.base
 
     parts: dict[str, list[float]] = {"planning": [], "model_load": [], "teardown": [], "preprocessing": []}
+    cpu: dict[str, list[float]] = {part: [] for part in parts}
     patched = [
         (harness.runner, "plan_run", "planning"),
         (InstantIdefics2, "__init__", "model_load"),
@@ -130,15 +134,21 @@ def run_once(config) -> tuple[dict, dict[str, float]]:
     ]
     if hasattr(models.base, "EncodingPrefetcher"):  # absent before the prefetcher (for before/after figures)
         patched.append((models.base.EncodingPrefetcher, "_prepare", "preprocessing"))
-    originals = [(owner, name, timed(owner, name, parts[part])) for owner, name, part in patched]
+    originals = [(owner, name, timed(owner, name, parts[part], cpu[part])) for owner, name, part in patched]
     try:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         summary = harness.runner.run_evaluation(config, command=["bench_overhead"])
-        total = time.perf_counter() - start
+        total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     finally:
         for owner, name, original in originals:
             setattr(owner, name, original)
-    return summary, {"total": total, **{part: sum(values) for part, values in parts.items()}}
+    # this process's CPU time (all its threads, not worker processes) with startup and teardown aside
+    main_cpu = total_cpu - sum(sum(cpu[part]) for part in ("planning", "model_load", "teardown"))
+    return summary, {
+        "total": total,
+        "main_cpu": main_cpu,
+        **{part: sum(values) for part, values in parts.items()},
+    }
 
 
 def measured(args, workers: int, summary: dict, seconds: dict[str, float]) -> dict:
@@ -159,6 +169,9 @@ def measured(args, workers: int, summary: dict, seconds: dict[str, float]) -> di
         "images_per_s": round(n / per_run, 1),  # one image per question
         "wall_ms_per_question": round(1000 * per_run / n, 2),
         "harness_ms_per_question": round(1000 * per_run / n - args.model_ms, 2),
+        # CPU time of the main process (its threads included, worker processes not): the harness's cost
+        # beside the model when the workers have cores of their own
+        "main_cpu_ms_per_question": round(1000 * seconds["main_cpu"] / n, 2),
         # the prefetch thread's share (0 with workers: they decode and process in other processes)
         "preprocessing_ms_per_question": round(1000 * seconds["preprocessing"] / n, 2),
         "cpu_count": os.cpu_count(),

@@ -119,8 +119,34 @@ class PreparedBatches(Dataset):
         prompts = [self.prompt(item.context, len(row)) for item, row in zip(batch, images)]
         processed = dict(self.process(prompts, images)) if self.process is not None else None
         for item in batch:
-            item.source.release()  # the worker's copy: the images travel back with the result
-        return images, prompts, processed
+            item.source.release()  # the worker's copy
+        if processed is not None:  # the images are not needed where the model runs: only their count
+            return [len(row) for row in images], prompts, processed
+        return [[to_shared(image) for image in row] for row in images], prompts, processed
+
+
+class SharedImage:
+    """A decoded RGB or greyscale image on its way back from a DataLoader worker: its pixels as a
+    tensor, which torch passes through shared memory (a pickled PIL image would be copied through
+    the worker's pipe, which costs more than decoding it)."""
+
+    def __init__(self, image):
+        import numpy as np
+
+        self.mode, self.pixels = image.mode, torch.from_numpy(np.asarray(image))
+
+    def image(self):
+        from PIL import Image
+
+        return Image.fromarray(self.pixels.numpy(), self.mode)
+
+
+def to_shared(image):
+    return SharedImage(image) if getattr(image, "mode", None) in ("RGB", "L") else image
+
+
+def from_shared(image):
+    return image.image() if isinstance(image, SharedImage) else image
 
 
 def _as_is(sample):
@@ -158,7 +184,8 @@ class EncodingPrefetcher:
 
     @staticmethod
     def _key(prompts: Sequence[str], images: Sequence[Sequence]) -> tuple:
-        return tuple(prompts), tuple(tuple(map(id, row)) for row in images)
+        # a document's image list is one object from decoding to release: its identity names its images
+        return tuple(prompts), tuple(map(id, images))
 
     def _prepare(self, batch: list) -> tuple[tuple, Any] | None:
         images = [item.images for item in batch]  # decodes each document's images once
@@ -204,9 +231,14 @@ class EncodingPrefetcher:
             multiprocessing_context="fork",
         )
         try:
-            for batch, (images, prompts, processed) in zip(chunks, loader):
-                for item, row in zip(batch, images):
-                    item.source.fill(row)  # the decoded images, so that nothing decodes them again here
+            for batch, (shared, prompts, processed) in zip(chunks, loader):
+                images = []
+                for item, row in zip(batch, shared):
+                    if isinstance(row, int):  # processed there: decoded here only if asked for
+                        item.source.defer(row)
+                    else:  # the decoded images, so that nothing decodes them again here
+                        item.source.fill([from_shared(image) for image in row])
+                    images.append(item.images)
                 if processed is not None:
                     self._ready = (self._key(prompts, images), self._to_device(processed))
                 yield batch

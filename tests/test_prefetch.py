@@ -169,11 +169,15 @@ def test_worker_processes_decode_and_process_and_change_no_answer(tmp_path, tiny
     for workers in (0, 2):
         decoders.unlink(missing_ok=True)
         wrapper.num_workers = workers
+        wrapper.shared_prefix = True
         texts = wrapper.generate_until(generations)
         scores = [r.text for r in wrapper.loglikelihood(options)]
-        answers[workers] = (texts, scores)
         pids = set(decoders.read_text().split())
-        assert (pids == {str(os.getpid())}) == (workers == 0), pids
+        # with workers, nothing is decoded here: the processor ran there too
+        assert pids == {str(os.getpid())} if workers == 0 else str(os.getpid()) not in pids, pids
+        wrapper.shared_prefix = False  # prompt + answer encodings: not prefetched, so decoded here on demand
+        naive = [r.text for r in wrapper.loglikelihood(options)]
+        answers[workers] = (texts, scores, naive)
     assert answers[2] == answers[0]
     assert len(answers[0][1]) == 4 * len(paths) and all(isinstance(t, str) for t in answers[0][0])
 
