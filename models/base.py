@@ -294,7 +294,7 @@ class FGVRModel(lmms):
         attn_implementation: str | None = None,
         use_safetensors: bool | str = False,
         protocol: str = "harness",
-        num_workers: int | str | None = None,
+        num_workers: str | int | None = None,  # not "int ...": 0 and "auto" are valid (see worker_count)
         **extra: Any,
     ) -> None:
         super().__init__()

@@ -183,12 +183,20 @@ def test_worker_processes_decode_and_process_and_change_no_answer(tmp_path, tiny
 
 
 def test_num_workers_is_refused_below_zero_and_defaults_to_none_on_cpu():
+    from types import SimpleNamespace
+
     from harness.config import RunConfig
     from harness.core.errors import UserError
-    from models.base import default_num_workers
+    from models.base import FGVRModel, default_num_workers
 
     with pytest.raises(UserError, match="--num-workers must be >= 0"):
         RunConfig(model="idefics2", task="bird200", num_workers=-1)
     assert default_num_workers("cpu") == 0
+    gpu_rank = SimpleNamespace(device_name="cuda:0", _world_size=1)
+    for value in ("-1", "two"):  # --model-args num_workers=...
+        with pytest.raises(UserError, match="num_workers must be a whole number >= 0"):
+            FGVRModel.worker_count(gpu_rank, value)
+    assert FGVRModel.worker_count(gpu_rank, "0") == 0 and FGVRModel.worker_count(gpu_rank, "3") == 3
+    assert FGVRModel.worker_count(gpu_rank, "auto") == default_num_workers("cuda:0", 1)
     assert 0 <= default_num_workers("cuda", world_size=1) <= 4
     assert default_num_workers("cuda", world_size=10_000) == 0
