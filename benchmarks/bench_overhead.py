@@ -3,18 +3,22 @@ task, lmms-eval's request building and filters, our hooks, image decoding and th
 response journal, the summary and the run files) with a wrapper that answers instantly.
 
     python benchmarks/bench_overhead.py [--questions 200] [--scoring loglik] [--batch-size 8]
-                                        [--model-ms 0] [--profile 25]
+                                        [--model-ms 0] [--profile 25] [--num-workers 0 1 2 4]
 
 The wrapper (`InstantIdefics2`, benchmark-only, registered here, not in models/registry.py) is the
 Idefics2 wrapper on a tiny random checkpoint with the model's forward pass replaced: prompts are
 built and every batch goes through the real processor, then the answer is returned at once (or after
 `--model-ms` milliseconds per question, a stand-in for GPU time, to show that image loading and
 preprocessing overlap with it). Images are 500x375 JPEGs, CUB's typical size. Prints questions/s, the
-wall milliseconds per question and the harness's own (wall minus the simulated model time), both
+wall milliseconds per question, the main process's CPU milliseconds per question and the harness's own (wall minus the simulated model time), both
 with the startup (planning, which reads the dataset's index files and finds the prepared task in
 its cache, and the model load) and lmms-eval's teardown (a garbage collection) set aside, the prefetch thread's
 image loading + preprocessing per question (overlapped with the model), and the top cProfile entries
 by cumulative time; writes benchmarks/out/overhead_<scoring>.json.
+
+`--num-workers 0 1 2 4` runs once per count of DataLoader worker processes (`harness run
+--num-workers`; 0: the prefetch thread) and reports images/s (one image per question) for each; the
+profile is then left out (cProfile sees only the main process).
 """
 
 from __future__ import annotations
@@ -97,16 +101,19 @@ def build_inputs(root: Path, questions: int) -> tuple[Path, Path, Path]:
     return cub, choices, build_tiny_model("idefics2", root / "tiny-idefics2", seed=0)
 
 
-def timed(owner: type, name: str, seconds: list[float]):
-    """Wraps owner.name so that each call's wall time is appended to `seconds`; returns the original."""
+def timed(owner: type, name: str, seconds: list[float], cpu: list[float] | None = None):
+    """Wraps owner.name so that each call's wall time is appended to `seconds` (and this process's CPU
+    time to `cpu`); returns the original."""
     original = getattr(owner, name)
 
     def wrapper(*args, **kwargs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         try:
             return original(*args, **kwargs)
         finally:
             seconds.append(time.perf_counter() - start)
+            if cpu is not None:
+                cpu.append(time.process_time() - start_cpu)
 
     setattr(owner, name, wrapper)
     return original
@@ -119,6 +126,7 @@ def run_once(config) -> tuple[dict, dict[str, float]]:
     import models.base
 
     parts: dict[str, list[float]] = {"planning": [], "model_load": [], "teardown": [], "preprocessing": []}
+    cpu: dict[str, list[float]] = {part: [] for part in parts}
     patched = [
         (harness.runner, "plan_run", "planning"),
         (InstantIdefics2, "__init__", "model_load"),
@@ -126,15 +134,48 @@ def run_once(config) -> tuple[dict, dict[str, float]]:
     ]
     if hasattr(models.base, "EncodingPrefetcher"):  # absent before the prefetcher (for before/after figures)
         patched.append((models.base.EncodingPrefetcher, "_prepare", "preprocessing"))
-    originals = [(owner, name, timed(owner, name, parts[part])) for owner, name, part in patched]
+    originals = [(owner, name, timed(owner, name, parts[part], cpu[part])) for owner, name, part in patched]
     try:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         summary = harness.runner.run_evaluation(config, command=["bench_overhead"])
-        total = time.perf_counter() - start
+        total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     finally:
         for owner, name, original in originals:
             setattr(owner, name, original)
-    return summary, {"total": total, **{part: sum(values) for part, values in parts.items()}}
+    # this process's CPU time (all its threads, not worker processes) with startup and teardown aside
+    main_cpu = total_cpu - sum(sum(cpu[part]) for part in ("planning", "model_load", "teardown"))
+    return summary, {
+        "total": total,
+        "main_cpu": main_cpu,
+        **{part: sum(values) for part, values in parts.items()},
+    }
+
+
+def measured(args, workers: int, summary: dict, seconds: dict[str, float]) -> dict:
+    n = summary["n"]
+    # startup (planning with a warm prepared task, the model load) and lmms-eval's teardown aside
+    per_run = seconds["total"] - seconds["planning"] - seconds["model_load"] - seconds["teardown"]
+    return {
+        "questions": n,
+        "scoring": args.scoring,
+        "batch_size": args.batch_size,
+        "num_workers": workers,
+        "model_ms_per_question": args.model_ms,
+        "total_s": round(seconds["total"], 3),
+        "planning_s": round(seconds["planning"], 3),
+        "model_load_s": round(seconds["model_load"], 3),
+        "teardown_s": round(seconds["teardown"], 3),
+        "questions_per_s": round(n / per_run, 1),
+        "images_per_s": round(n / per_run, 1),  # one image per question
+        "wall_ms_per_question": round(1000 * per_run / n, 2),
+        "harness_ms_per_question": round(1000 * per_run / n - args.model_ms, 2),
+        # CPU time of the main process (its threads included, worker processes not): the harness's cost
+        # beside the model when the workers have cores of their own
+        "main_cpu_ms_per_question": round(1000 * seconds["main_cpu"] / n, 2),
+        # the prefetch thread's share (0 with workers: they decode and process in other processes)
+        "preprocessing_ms_per_question": round(1000 * seconds["preprocessing"] / n, 2),
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-ms", type=float, default=0.0, help="simulated model time per question (ms)")
     parser.add_argument("--profile", type=int, default=25, help="cProfile entries to print (0: no profile)")
     parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        nargs="+",
+        default=[0],
+        metavar="N",
+        help="DataLoader worker processes (harness run --num-workers); several: one run per count",
+    )
     args = parser.parse_args(argv)
+    profile = args.profile if len(args.num_workers) == 1 else 0
 
     from harness.config import RunConfig
     from tasks.prepare import prepare_task  # noqa: F401  (imported before timing, as a long-lived process would)
@@ -167,36 +217,25 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.questions,
             output_dir=root / "runs",
         )
-        run_once(config)  # warm: the prepared task is cached and every module imported, as on a second run
-        profiler = cProfile.Profile() if args.profile else None
-        if profiler:
-            profiler.enable()
-        summary, seconds = run_once(config)
-        if profiler:
-            profiler.disable()
-    n = summary["n"]
-    # startup (planning with a warm prepared task, the model load) and lmms-eval's teardown aside
-    per_run = seconds["total"] - seconds["planning"] - seconds["model_load"] - seconds["teardown"]
-    result = {
-        "questions": n,
-        "scoring": args.scoring,
-        "batch_size": args.batch_size,
-        "model_ms_per_question": args.model_ms,
-        "total_s": round(seconds["total"], 3),
-        "planning_s": round(seconds["planning"], 3),
-        "model_load_s": round(seconds["model_load"], 3),
-        "teardown_s": round(seconds["teardown"], 3),
-        "questions_per_s": round(n / per_run, 1),
-        "wall_ms_per_question": round(1000 * per_run / n, 2),
-        "harness_ms_per_question": round(1000 * per_run / n - args.model_ms, 2),
-        "preprocessing_ms_per_question": round(1000 * seconds["preprocessing"] / n, 2),
-        "cpu_count": os.cpu_count(),
-    }
-    print(json.dumps(result))
+        results = []
+        for workers in args.num_workers:
+            config.num_workers = workers
+            run_once(
+                config
+            )  # warm: the prepared task is cached and every module imported, as on a second run
+            profiler = cProfile.Profile() if profile else None
+            if profiler:
+                profiler.enable()
+            summary, seconds = run_once(config)
+            if profiler:
+                profiler.disable()
+            results.append(measured(args, workers, summary, seconds))
+            print(json.dumps(results[-1]))
     if profiler:
         text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats(args.sort).print_stats(args.profile)
+        pstats.Stats(profiler, stream=text).sort_stats(args.sort).print_stats(profile)
         print(text.getvalue())
+    result = results[0] if len(results) == 1 else {"runs": results}
     OUT.mkdir(exist_ok=True)
     (OUT / f"overhead_{args.scoring}.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -135,6 +135,14 @@ class RunConfig:
             positive=True,
         ),
     )
+    num_workers: int | None = field(
+        default=None,
+        metadata=flag(
+            "DataLoader worker processes per rank that decode images and run the processor ahead of the "
+            "model (0: one background thread; default: none on CPU, the rank's cores less one, at most 4, on a GPU)",
+            metavar="N",
+        ),
+    )
     questions: Path | None = field(
         default=None,
         metadata=flag(
@@ -161,6 +169,8 @@ class RunConfig:
             raise UserError(f"--limit must be a positive number of questions, got {self.limit}")
         if self.num_processes < 1:
             raise UserError(f"--num-processes must be >= 1, got {self.num_processes}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise UserError(f"--num-workers must be >= 0 (0: no worker processes), got {self.num_workers}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         for name in ("data_root", "choices", "classnames", "output_dir", "questions"):

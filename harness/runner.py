@@ -313,7 +313,7 @@ def load_model(plan: RunPlan):
     )
     try:
         return plan.model.load_wrapper().create_from_arg_string(
-            model_args, {"batch_size": plan.config.batch_size}
+            model_args, {"batch_size": plan.config.batch_size, "num_workers": plan.config.num_workers}
         )
     except UserError:
         raise

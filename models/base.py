@@ -7,8 +7,9 @@ How an answer is scored lives in `models.scoring` (decoder-only, encoder-decoder
 causal suffix); a model file only supplies what differs: the model class, its prompt format, stop
 tokens, and where needed how the processor is called or which scorer it uses.
 
-Batches are prepared ahead (`EncodingPrefetcher`): a background thread decodes the next batch's
-images and runs the processor while the model answers the current one, and a request that raises
+Batches are prepared ahead (`EncodingPrefetcher`): a background thread (or, with `num_workers` > 0,
+torch DataLoader worker processes) decodes the next batches' images and runs the processor while
+the model answers the current one, and a request that raises
 is retried alone, then answered with the failure marker of `harness.core.requests` (counted as an
 error by the task's scoring).
 """
@@ -30,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from harness.core.errors import UserError
@@ -90,25 +92,100 @@ def as_bool(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
+def default_num_workers(device: str, world_size: int = 1) -> int:
+    """DataLoader workers per rank when --num-workers is not given: none on CPU (the model computes on
+    the same cores, and the prefetch thread already overlaps with it); on a GPU, the cores this rank
+    has (its share of the machine's) less one for the rank itself, at most 4."""
+    if not device.startswith("cuda"):
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(4, cores // max(1, world_size) - 1))
+
+
+class PreparedBatches(Dataset):
+    """The batches as a map-style dataset for DataLoader workers: item i is batch i's decoded images,
+    its prompts and (where `process` is given) the processor's CPU tensors. The workers are forked, so
+    nothing here is pickled on the way in; only the results travel back (tensors in shared memory)."""
+
+    def __init__(self, batches: list[list], prompt: Callable[[str, int], str], process: Callable | None):
+        self.batches, self.prompt, self.process = batches, prompt, process
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> tuple[list[list], list[str], dict | None]:
+        batch = self.batches[index]
+        images = [item.images for item in batch]
+        prompts = [self.prompt(item.context, len(row)) for item, row in zip(batch, images)]
+        processed = dict(self.process(prompts, images)) if self.process is not None else None
+        for item in batch:
+            item.source.release()  # the worker's copy
+        if processed is not None:  # the images are not needed where the model runs: only their count
+            return [len(row) for row in images], prompts, processed
+        return [[to_shared(image) for image in row] for row in images], prompts, processed
+
+
+class SharedImage:
+    """A decoded RGB or greyscale image on its way back from a DataLoader worker: its pixels as a
+    tensor, which torch passes through shared memory (a pickled PIL image would be copied through
+    the worker's pipe, which costs more than decoding it)."""
+
+    def __init__(self, image):
+        import numpy as np
+
+        self.mode, self.pixels = image.mode, torch.from_numpy(np.asarray(image))
+
+    def image(self):
+        from PIL import Image
+
+        return Image.fromarray(self.pixels.numpy(), self.mode)
+
+
+def to_shared(image):
+    return SharedImage(image) if getattr(image, "mode", None) in ("RGB", "L") else image
+
+
+def from_shared(image):
+    return image.image() if isinstance(image, SharedImage) else image
+
+
+def _as_is(sample):
+    return sample
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)  # N workers on N cores: no thread oversubscription inside each
+
+
 class EncodingPrefetcher:
     """Overlaps image loading and preprocessing with model compute: while the model answers batch i, a
     background thread decodes the images of batch i+1 and runs the processor on its prompts; when
     the scorer calls `encode` with exactly those prompts and images, the tensors are ready. Any
-    other `encode` call (the naive path's prompt + answer sequences) is computed as before."""
+    other `encode` call (the naive path's prompt + answer sequences) is computed as before.
+
+    With `num_workers` > 0, `process` (the processor call without the move to the model's device)
+    runs with the image decoding in that many forked DataLoader worker processes instead of the
+    thread, two batches ahead per worker, and `to_device` moves its tensors here; `process=None`
+    (a wrapper whose `encode` is its own) decodes images only in the workers."""
 
     def __init__(
         self,
         encode: Callable[[list[str], list[list]], Any],
         prompt: Callable[[str, int], str],
         run_processor: bool,
+        num_workers: int = 0,
+        process: Callable[[list[str], list[list]], Any] | None = None,
+        to_device: Callable[[Any], Any] | None = None,
     ):
         self._encode, self._prompt, self._run_processor = encode, prompt, run_processor
+        self._num_workers, self._process, self._to_device = num_workers, process, to_device
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fgvr-prefetch")
         self._ready: tuple[tuple, Any] | None = None
 
     @staticmethod
     def _key(prompts: Sequence[str], images: Sequence[Sequence]) -> tuple:
-        return tuple(prompts), tuple(tuple(map(id, row)) for row in images)
+        # a document's image list is one object from decoding to release: its identity names its images
+        return tuple(prompts), tuple(map(id, images))
 
     def _prepare(self, batch: list) -> tuple[tuple, Any] | None:
         images = [item.images for item in batch]  # decodes each document's images once
@@ -125,6 +202,9 @@ class EncodingPrefetcher:
     def batches(self, batches: Iterator[list]) -> Iterator[list]:
         """Each batch (of Requests or OptionGroups), handed over with its encoding done and the next
         batch's under way; its images are released once the caller is done with it."""
+        if self._num_workers > 0:
+            yield from self._from_workers(batches)
+            return
         pending: tuple[list, Future] | None = None
         try:
             for batch in batches:
@@ -134,6 +214,37 @@ class EncodingPrefetcher:
                 pending = (batch, future)
             if pending is not None:
                 yield from self._hand_over(*pending)
+        finally:
+            self._ready = None
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _from_workers(self, batches: Iterator[list]) -> Iterator[list]:
+        chunks = list(batches) if not isinstance(batches, list) else batches
+        process = self._process if self._run_processor else None
+        loader = DataLoader(
+            PreparedBatches(chunks, self._prompt, process),
+            batch_size=None,
+            num_workers=self._num_workers,
+            collate_fn=_as_is,
+            prefetch_factor=2,
+            worker_init_fn=_one_thread,
+            multiprocessing_context="fork",
+        )
+        try:
+            for batch, (shared, prompts, processed) in zip(chunks, loader):
+                images = []
+                for item, row in zip(batch, shared):
+                    if isinstance(row, int):  # processed there: decoded here only if asked for
+                        item.source.defer(row)
+                    else:  # the decoded images, so that nothing decodes them again here
+                        item.source.fill([from_shared(image) for image in row])
+                    images.append(item.images)
+                if processed is not None:
+                    self._ready = (self._key(prompts, images), self._to_device(processed))
+                yield batch
+                self._ready = None
+                for item in batch:
+                    item.source.release()
         finally:
             self._ready = None
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -183,6 +294,7 @@ class FGVRModel(lmms):
         attn_implementation: str | None = None,
         use_safetensors: bool | str = False,
         protocol: str = "harness",
+        num_workers: str | int | None = None,  # not "int ...": 0 and "auto" are valid (see worker_count)
         **extra: Any,
     ) -> None:
         super().__init__()
@@ -197,6 +309,7 @@ class FGVRModel(lmms):
         self.device_name = resolve_device(self.parallel.device or device)
         self.torch_dtype = resolve_dtype(dtype, self.device_name)
         self.batch_size_per_gpu = int(batch_size)
+        self.num_workers = self.worker_count(num_workers)
         self.max_new_tokens = int(max_new_tokens or self.default_max_new_tokens)
         self.trust_remote_code = as_bool(trust_remote_code)
         self.shared_prefix = as_bool(shared_prefix)
@@ -215,6 +328,20 @@ class FGVRModel(lmms):
         self.scorer = self.scorer_class(self)
         if self.parallel.accelerator is not None:
             self.accelerator = self.parallel.accelerator  # lmms-eval's data-parallel path syncs through it
+
+    def worker_count(self, num_workers: int | str | None) -> int:
+        """DataLoader worker processes that decode and preprocess for this rank (--num-workers)."""
+        if num_workers in (None, "", "auto"):
+            return default_num_workers(self.device_name, self._world_size)
+        try:
+            count = int(num_workers)
+        except ValueError:
+            count = -1
+        if count < 0:
+            raise UserError(
+                f"num_workers must be a whole number >= 0 (0: no worker processes), got {num_workers!r}"
+            )
+        return count
 
     @classmethod
     def check_extra_args(cls, args: dict[str, str]) -> None:
@@ -338,9 +465,13 @@ class FGVRModel(lmms):
 
     def encode(self, prompts: list[str], images: list[list]) -> dict[str, torch.Tensor]:
         """Processor call for a left-padded batch; returns tensors on the model's device."""
+        return self.to_device(self.process(prompts, images))
+
+    def process(self, prompts: list[str], images: list[list]):
+        """The processor call of `encode`, on the CPU (what DataLoader workers run)."""
         batch = self.processor(text=prompts, images=images, padding=True, return_tensors="pt")
         batch.pop("labels", None)  # PaliGemma's processor returns training labels too
-        return self.to_device(batch)
+        return batch
 
     def encode_answered(
         self, prompts: list[str], answers: list[str], images: list[list]
@@ -472,7 +603,16 @@ class FGVRModel(lmms):
         ]
         chunks = tqdm(chunks, desc=desc, disable=self.rank != 0)
         twin = self.prefetch_twin() if self.prefetch_encoding else self  # the twin is needed only to encode
-        prefetcher = EncodingPrefetcher(twin.encode, twin.prompt_for, self.prefetch_encoding)
+        # workers run the processor where `encode` is the base class's (processor, then device)
+        own_encode = type(self).encode is not FGVRModel.encode
+        prefetcher = EncodingPrefetcher(
+            twin.encode,
+            twin.prompt_for,
+            self.prefetch_encoding,
+            num_workers=self.num_workers,
+            process=None if own_encode else twin.process,
+            to_device=self.to_device,
+        )
         self.encode = prefetcher.encode  # the scorer's encode calls find the prefetched tensors
         try:
             yield from prefetcher.batches(chunks)

@@ -25,8 +25,34 @@ class DocumentImages:
                 self._images = self._load()
             return self._images
 
+    def fill(self, images: Sequence) -> None:
+        """The images decoded elsewhere (a DataLoader worker), used instead of decoding them here."""
+        with self._lock:
+            self._images = images
+
+    def defer(self, count: int) -> None:
+        """The images were decoded and processed elsewhere (a DataLoader worker): here they are decoded
+        only if something other than the prefetched encoding asks for them."""
+        self.fill(DeferredImages(self._load, count))
+
     def release(self) -> None:
         self._images = None
+
+
+class DeferredImages(Sequence):
+    """A document's images whose count is known and which are decoded on first access only."""
+
+    def __init__(self, load: Callable[[], list], count: int):
+        self._load, self._count = load, count
+        self._images: list | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        if self._images is None:
+            self._images = self._load()
+        return self._images[index]
 
 
 @dataclass(frozen=True, eq=False)

@@ -128,3 +128,75 @@ def test_a_run_decodes_each_image_once(capsys, monkeypatch, tmp_path, tiny_idefi
     assert line["n"] == 10
     assert len(decoded) == 10  # one decode per question: none by lmms-eval, one per document in the wrapper
     assert encodes and all(name.startswith("fgvr-prefetch") for name in encodes)  # 3 batches, all ahead
+
+
+@pytest.mark.subprocess
+def test_worker_processes_decode_and_process_and_change_no_answer(tmp_path, tiny_idefics2, cub_root):
+    """--num-workers 2: the images are decoded (and the processor run) in DataLoader worker processes,
+    and every generated answer and option score equals the in-process path's (--num-workers 0)."""
+    import os
+
+    from lmms_eval.api.instance import Instance
+    from PIL import Image
+
+    from tests.model_fixtures import LETTERS, QUESTION, load
+
+    decoders = tmp_path / "decoders.txt"
+
+    def visual(doc):
+        with decoders.open("a") as log:
+            log.write(f"{os.getpid()}\n")
+        return [Image.open(doc["path"]).convert("RGB")]
+
+    paths = sorted(cub_root.rglob("*.jpg"))[:5]
+    wrapper = load("idefics2", tiny_idefics2, batch_size=2, max_new_tokens=4)
+    wrapper.task_dict = {"t": {"test": [{"path": path} for path in paths]}}
+
+    def instances(kind: str, items: list[tuple]) -> list[Instance]:
+        return [
+            Instance(
+                kind, (question, second, visual, d, "t", "test"), i, {"task": "t", "doc_id": d, "repeats": 1}
+            )
+            for i, (d, question, second) in enumerate(items)
+        ]
+
+    docs = range(len(paths))
+    generations = instances(
+        "generate_until", [(d, f"What bird is this? {d}", {"until": ["\n"]}) for d in docs]
+    )
+    options = instances("loglikelihood", [(d, QUESTION, letter) for d in docs for letter in LETTERS])
+    answers = {}
+    for workers in (0, 2):
+        decoders.unlink(missing_ok=True)
+        wrapper.num_workers = workers
+        wrapper.shared_prefix = True
+        texts = wrapper.generate_until(generations)
+        scores = [r.text for r in wrapper.loglikelihood(options)]
+        pids = set(decoders.read_text().split())
+        # with workers, nothing is decoded here: the processor ran there too
+        assert pids == {str(os.getpid())} if workers == 0 else str(os.getpid()) not in pids, pids
+        wrapper.shared_prefix = False  # prompt + answer encodings: not prefetched, so decoded here on demand
+        naive = [r.text for r in wrapper.loglikelihood(options)]
+        answers[workers] = (texts, scores, naive)
+    assert answers[2] == answers[0]
+    assert len(answers[0][1]) == 4 * len(paths) and all(isinstance(t, str) for t in answers[0][0])
+
+
+def test_num_workers_is_refused_below_zero_and_defaults_to_none_on_cpu():
+    from types import SimpleNamespace
+
+    from harness.config import RunConfig
+    from harness.core.errors import UserError
+    from models.base import FGVRModel, default_num_workers
+
+    with pytest.raises(UserError, match="--num-workers must be >= 0"):
+        RunConfig(model="idefics2", task="bird200", num_workers=-1)
+    assert default_num_workers("cpu") == 0
+    gpu_rank = SimpleNamespace(device_name="cuda:0", _world_size=1)
+    for value in ("-1", "two"):  # --model-args num_workers=...
+        with pytest.raises(UserError, match="num_workers must be a whole number >= 0"):
+            FGVRModel.worker_count(gpu_rank, value)
+    assert FGVRModel.worker_count(gpu_rank, "0") == 0 and FGVRModel.worker_count(gpu_rank, "3") == 3
+    assert FGVRModel.worker_count(gpu_rank, "auto") == default_num_workers("cuda:0", 1)
+    assert 0 <= default_num_workers("cuda", world_size=1) <= 4
+    assert default_num_workers("cuda", world_size=10_000) == 0

@@ -35,6 +35,8 @@ NON_OUTPUT_ARGS: dict[str, str] = {
     "revision": "named by the weights fingerprint (the hub commit it resolves to)",
     "batch_size": "answers agree across batch sizes and orders (tests/test_batch_invariance.py, float32 "
     "scores within 1e-4); the batch size is still recorded in provenance.batch_size (docs/batching.md)",
+    "num_workers": "where the images are decoded and processed (worker processes or a thread), never how "
+    "(tests/test_prefetch.py compares the answers)",
     "use_safetensors": "chooses which file of the same tensors is read (never other weights)",
 }
 
