@@ -20,6 +20,9 @@ from models import distributed
 WORKER = Path(__file__).parent / "model_dp_worker.py"
 
 
+SLOW_CASES = {"test_harness_run_with_two_processes[generate]"}  # loglik runs the same launch by default
+
+
 def test_without_num_processes():
     argv = ["run", "--model", "x", "--num-processes", "2", "--json", "--num-processes=3"]
     assert launch.without_num_processes(argv) == ["run", "--model", "x", "--json"]
@@ -30,6 +33,7 @@ def test_a_single_process_has_rank_0_of_1():
     assert (context.rank, context.world_size, context.accelerator) == (0, 1, None)
 
 
+@pytest.mark.slow  # the default suite's two-host test (tests/test_eval_hosts.py) compares 2 ranks with 1
 @pytest.mark.subprocess
 def test_two_processes_equal_one(tmp_path, tiny_idefics2, cub_root, cub_choices):
     plan = plan_run(
