@@ -13,14 +13,11 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from finedefics_train.stage_run import StageRun
 from finedefics_train.training_data import manifest_hash
 from harness.core.errors import UserError
 from harness.core.io import write_json_atomic
-
-if TYPE_CHECKING:
-    from finedefics_train.trainer import StageRun
 
 TEMPERATURES_FILE = "temperatures.safetensors"
 RECORD_FILE = "finedefics_training.json"

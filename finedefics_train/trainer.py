@@ -28,10 +28,10 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from finedefics_train.arch import ArchAdapter, adapter_for, read_base_config
-from finedefics_train.config import StageConfig, TrainingConfig
+from finedefics_train.config import TrainingConfig
 from finedefics_train.distributed import max_over_processes, mean_over_processes
 from finedefics_train.model import FinedeficsTrainingModel, stage_losses
-from finedefics_train.recipes import Recipe, apply_recipe
+from finedefics_train.recipes import apply_recipe
 from finedefics_train.resume import (  # noqa: F401 - RECORD_FILE and last_checkpoint are imported from here too
     CHECKPOINTS,
     RECORD_FILE,
@@ -43,6 +43,7 @@ from finedefics_train.resume import (  # noqa: F401 - RECORD_FILE and last_check
     run_identity,
     start_afresh,
 )
+from finedefics_train.stage_run import StageRun
 from finedefics_train.training_data import (
     SequenceBuilder,
     StageOneCollator,
@@ -314,34 +315,6 @@ class FinedeficsTrainer(Trainer):
 # ---------------------------------------------------------------- one stage
 
 
-@dataclass
-class StageRun:
-    """Everything `train_stage` needs, checked up front."""
-
-    stage: str  # stage1 | stage2 | joint
-    data: Path
-    base: str
-    out: Path
-    config: TrainingConfig
-    recipe: Recipe
-    resume: bool = False
-    init_adapter: Path | None = None
-    num_processes: int = 1
-    done: bool = False  # --resume found this stage finished
-    # a previous stage's adapter, merged into `base` before this stage trains a fresh LoRA on the
-    # merged weights (the reference's train.sh); the merged checkpoint is `merged_path(merge_from)`
-    merge_from: Path | None = None
-
-    @property
-    def stage_config(self) -> StageConfig:
-        return self.config.stage("stage1" if self.stage == "joint" else self.stage)
-
-    @property
-    def training_base(self) -> str:
-        """The checkpoint this stage loads: `base`, or the merged one."""
-        return self.base if self.merge_from is None else str(merged_path(self.merge_from))
-
-
 def start_after(run: StageRun, previous: StageRun) -> StageRun:
     """Starts `run` from the stage before it, as the recipe says: `previous`'s adapter merged into the
     base with a fresh LoRA on top (train.sh), or `previous`'s adapter trained on."""
@@ -350,12 +323,6 @@ def start_after(run: StageRun, previous: StageRun) -> StageRun:
     else:
         run.init_adapter = previous.out
     return run
-
-
-def merged_path(adapter: Path) -> Path:
-    """Where a stage's adapter merged into its base goes: beside the adapter folder, `<name>-merged`."""
-    adapter = Path(adapter)
-    return adapter.with_name(f"{adapter.name}-merged")
 
 
 def ensure_merged_base(run: StageRun) -> Path:

@@ -187,7 +187,7 @@ def test_stage_two_trains_a_fresh_lora_on_stage_one_merged_into_the_base_in_nf4(
     import bitsandbytes as bnb
     from safetensors.torch import load_file
 
-    from finedefics_train.trainer import merged_path
+    from finedefics_train.stage_run import merged_path
 
     config = four_bit_config(max_steps=3)
     for key, value in {"max_steps": 3, "per_device_batch_size": 8, "global_batch_size": 8,
