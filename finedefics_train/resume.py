@@ -30,17 +30,31 @@ BOOKKEEPING = ("save_steps", "save_total_limit", "logging_steps", "report_to", "
 
 def last_checkpoint(out: Path) -> Path | None:
     """The newest complete checkpoint under OUT/checkpoints: one killed while being written (no
-    trainer_state.json, which the Trainer writes last, or unreadable weights) is passed over."""
+    trainer_state.json, which the Trainer writes last, unreadable weights, or a process's RNG state
+    missing) is passed over."""
+    processes = written_by(out)
+    numbered = [
+        (int(m.group(1)), p)
+        for p in checkpoint_folders(out)
+        if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+    ]
+    return next((p for _, p in sorted(numbered, reverse=True) if checkpoint_complete(p, processes)), None)
+
+
+def checkpoint_folders(out: Path) -> list[Path]:
     folder = Path(out) / CHECKPOINTS
-    found = folder.glob("checkpoint-*") if folder.is_dir() else []
-    numbered = [(int(m.group(1)), p) for p in found if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
-    return next((p for _, p in sorted(numbered, reverse=True) if checkpoint_complete(p)), None)
+    return [p for p in folder.glob("checkpoint-*") if p.is_dir()] if folder.is_dir() else []
 
 
-def checkpoint_complete(folder: Path) -> bool:
+def checkpoint_complete(folder: Path, processes: int | None = None) -> bool:
+    """Every file a resume reads is there and readable. With `processes` (the number of processes that
+    wrote the checkpoints), every process's RNG state too: each process writes its own, and rank 0's
+    trainer_state.json does not wait for the others'."""
     from safetensors import safe_open
 
-    needed = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+    needed = ["adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json"]
+    if processes is not None:
+        needed += rng_state_files(processes)
     if not all((folder / name).is_file() for name in needed):
         return False
     try:
@@ -52,10 +66,36 @@ def checkpoint_complete(folder: Path) -> bool:
     return True
 
 
+def rng_state_files(processes: int) -> list[str]:
+    """The Trainer's RNG state files of a checkpoint written by `processes` processes."""
+    return ["rng_state.pth"] if processes == 1 else [f"rng_state_{rank}.pth" for rank in range(processes)]
+
+
+def written_by(out: Path) -> int | None:
+    """How many processes trained the checkpoints under OUT/checkpoints (run.json; None if not recorded)."""
+    path = Path(out) / CHECKPOINTS / IDENTITY_FILE
+    try:
+        return json.loads(path.read_text()).get("num_processes") if path.is_file() else None
+    except ValueError:
+        return None  # recorded_identity names the torn file
+
+
+def check_same_processes(run: StageRun, checkpoint: Path) -> None:
+    """A checkpoint continues only in as many processes as wrote it: each process restores its own RNG
+    state, and the number of processes decides the gradient accumulation (so Stage I's contrastive
+    candidates per micro-batch) of the same global batch."""
+    written = written_by(run.out)
+    if written is not None and written != run.num_processes:
+        raise UserError(
+            f"--resume: {checkpoint} was written by {written} process(es), this run has {run.num_processes}; "
+            f"resume with --num-processes {written} (the checkpoint's per-process RNG states and batch split "
+            "belong to that number), or run without --resume to start afresh"
+        )
+
+
 def incomplete_checkpoints(out: Path) -> list[Path]:
-    folder = Path(out) / CHECKPOINTS
-    found = folder.glob("checkpoint-*") if folder.is_dir() else []
-    return sorted(p for p in found if p.is_dir() and not checkpoint_complete(p))
+    processes = written_by(out)
+    return sorted(p for p in checkpoint_folders(out) if not checkpoint_complete(p, processes))
 
 
 def run_identity(run: StageRun) -> dict:
@@ -134,7 +174,8 @@ def start_afresh(run: StageRun) -> None:
     for path in old:
         path.unlink()
     shutil.rmtree(run.out / CHECKPOINTS, ignore_errors=True)
-    write_json_atomic(run.out / CHECKPOINTS / IDENTITY_FILE, {"identity": run_identity(run)})
+    write_json_atomic(run.out / CHECKPOINTS / IDENTITY_FILE,
+                      {"identity": run_identity(run), "num_processes": run.num_processes})  # fmt: skip
 
 
 def drop_incomplete_checkpoints(run: StageRun) -> None:

@@ -208,6 +208,7 @@ def mark_resume(runs: list, resume: bool) -> None:
     stopped before its first checkpoint. A stage trained with other settings is refused, naming them."""
     from finedefics_train.resume import (
         RECORD_FILE,
+        check_same_processes,
         check_same_run,
         incomplete_checkpoints,
         last_checkpoint,
@@ -221,7 +222,8 @@ def mark_resume(runs: list, resume: bool) -> None:
         if (run.out / RECORD_FILE).is_file():
             run.done = True
             continue
-        if last_checkpoint(run.out) is not None:
+        if (checkpoint := last_checkpoint(run.out)) is not None:
+            check_same_processes(run, checkpoint)
             run.resume = True
         elif not (index and runs[index - 1].done):
             torn = incomplete_checkpoints(run.out)

@@ -36,10 +36,12 @@ from finedefics_train.resume import (  # noqa: F401 - RECORD_FILE and last_check
     CHECKPOINTS,
     RECORD_FILE,
     TEMPERATURES_FILE,
+    check_same_processes,
     check_same_run,
     drop_incomplete_checkpoints,
     last_checkpoint,
     recorded_identity,
+    rng_state_files,
     run_identity,
     start_afresh,
 )
@@ -311,6 +313,35 @@ class FinedeficsTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         load_adapter_state(model or self.model, Path(resume_from_checkpoint))
 
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        """This process's RNG state, or an error: the Trainer would go on without it (an info line)."""
+        if checkpoint is not None:
+            rank, processes = self.args.process_index, self.args.world_size
+            name = rng_state_files(processes)[rank]
+            if not (Path(checkpoint) / name).is_file():
+                raise UserError(f"--resume: {checkpoint} has no {name} (the RNG state of process {rank} of "
+                                f"{processes}); resume with as many processes as wrote it, or run without --resume")  # fmt: skip
+        super()._load_rng_state(checkpoint)
+
+
+class ResumeReport(TrainerCallback):
+    """Every process says which checkpoint and step it resumes from, and the processes must agree (each
+    chose the checkpoint itself): one that started from scratch, or from another checkpoint, stops the run
+    before the first step. Checked on fresh runs too, so that every process takes part in the check."""
+
+    def __init__(self, stage: str, checkpoint: Path | None):
+        self.stage, self.checkpoint = stage, checkpoint
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        step = state.global_step
+        lowest = -max_over_processes(-step, args.device)
+        if max_over_processes(step, args.device) != lowest:
+            raise UserError(f"{self.stage}: the processes start from different steps (rank {args.process_index} from "
+                            f"step {step}, another from step {lowest}); re-run the same command with --resume")  # fmt: skip
+        if self.checkpoint is not None:
+            print(f"{self.stage}: rank {args.process_index} of {args.world_size} resumed from {self.checkpoint.name} "
+                  f"(step {step} of {state.max_steps})", flush=True)  # fmt: skip
+
 
 # ---------------------------------------------------------------- one stage
 
@@ -471,9 +502,11 @@ def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer
     if run.resume:
         check_same_run(run, *recorded_identity(run))
         checkpoint = last_checkpoint(run.out)
+        check_same_processes(run, checkpoint)
         drop_incomplete_checkpoints(run)
     elif trainer.args.should_save:
         start_afresh(run)
+    trainer.add_callback(ResumeReport(run.stage, checkpoint))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     metrics = dict(result.metrics) | {"global_step": trainer.state.global_step,
@@ -483,7 +516,7 @@ def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer
     if trainer.args.should_save:
         save_adapter(trainer.model, run.out)
         trainer.processing_class.save_pretrained(str(run.out))
-        record = write_record(run, trainer.model.adapter, metrics, trainer)
+        record = write_record(run, trainer.model.adapter, metrics, trainer, resumed_from=checkpoint)
     # the next stage (every process) continues this adapter: it must be on disk first
     trainer.accelerator.wait_for_everyone()
     return record
@@ -520,7 +553,9 @@ def last_terms(trainer: Trainer) -> dict:
     }
 
 
-def write_record(run: StageRun, adapter: ArchAdapter, metrics: dict, trainer: Trainer) -> dict:
+def write_record(
+    run: StageRun, adapter: ArchAdapter, metrics: dict, trainer: Trainer, resumed_from: Path | None = None
+) -> dict:
     record = {
         "base": run.training_base,
         "merged_from": str(run.merge_from) if run.merge_from else None,
@@ -537,6 +572,7 @@ def write_record(run: StageRun, adapter: ArchAdapter, metrics: dict, trainer: Tr
         "class_name_form": class_name_forms(run.data),
         "n_train": len(trainer.train_dataset),
         "num_processes": trainer.args.world_size,
+        "resumed_from": resumed_from.name if resumed_from else None,  # the last --resume's checkpoint
         "metrics": metrics,
         "identity": run_identity(run),
     }

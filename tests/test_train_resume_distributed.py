@@ -1,0 +1,151 @@
+"""A killed data-parallel training run resumes from its last checkpoint on every rank and ends where
+the uninterrupted run ends: `harness train run --num-processes 2` (accelerate's launcher, 2 gloo
+processes) is SIGKILLed, launcher and both ranks, right after a checkpoint is complete, once in
+Stage I and once in Stage II, and the same command with --resume finishes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+import torch
+
+from finedefics_train.fixtures import build_training_base, make_training_data
+from finedefics_train.resume import checkpoint_complete
+from tests.test_train_distributed import adapter, write_config
+
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
+
+STEPS, KILLED_AFTER = 4, 2  # 4 steps per stage, checkpoints every 2: killed after checkpoint-2
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_training_data(
+        tmp_path_factory.mktemp("resume-data"), n_classes=4, per_class_train=4, per_class_test=1
+    )
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return build_training_base(tmp_path_factory.mktemp("resume-models") / "tiny-idefics2-train")
+
+
+def train_command(data, base, config: Path, out: Path, *extra: str, processes: int = 2) -> list[str]:
+    """Both stages of the finedefics recipe in 2 processes of 4 rows (global batch 8). LoRA dropout
+    makes each step depend on every process's RNG state, so a resume must restore each one's."""
+    return [sys.executable, "-m", "harness.cli", "train", "run", "--num-processes", str(processes), "--data", str(data.data_dir),
+            "--base", str(base), "--out", str(out), "--config", str(config), "--recipe", "finedefics",
+            "--max-steps", str(STEPS), "--set", "model.lora_dropout=0.1", "--quiet", *extra]  # fmt: skip
+
+
+def start(command: list[str], log: Path) -> subprocess.Popen:
+    """The launcher in a process group of its own (the ranks each get their own session from torch's
+    elastic agent), its output and the ranks' in `log`."""
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    with open(log, "w") as handle:
+        return subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+
+def kill_after(process: subprocess.Popen, checkpoint: Path, log: Path, timeout: float = 420) -> None:
+    """Waits until `checkpoint` is complete on disk (adapter, optimizer, scheduler, trainer state and both
+    processes' RNG states: the ranks are then into the next step), then SIGKILLs the launcher's process
+    group and every rank's."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while not checkpoint_complete(checkpoint, processes=2):
+        assert process.poll() is None, f"ended before {checkpoint} was written:\n{log.read_text()[-4000:]}"
+        assert time.monotonic() < deadline, f"no {checkpoint} after {timeout} s:\n{log.read_text()[-4000:]}"
+        time.sleep(0.02)
+    ranks = psutil.Process(process.pid).children(recursive=True)
+    assert len([p for p in ranks if "harness.cli" in " ".join(p.cmdline())]) == 2, [
+        p.cmdline() for p in ranks
+    ]
+    for pid in (process.pid, *(rank.pid for rank in ranks)):
+        with suppress(ProcessLookupError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    gone, alive = psutil.wait_procs(ranks, timeout=60)
+    assert not alive, alive
+
+
+def finish(command: list[str], log: Path) -> str:
+    process = start(command, log)
+    assert process.wait(timeout=600) == 0, log.read_text()[-6000:]
+    return log.read_text()
+
+
+def logged_steps(out: Path) -> list[dict]:
+    """Every step's logged terms (loss, each loss term, gradient norm), from the last checkpoint's state."""
+    state = json.loads((out / "checkpoints" / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
+    keep = lambda key: key.endswith(("_loss", "_temperature")) or key in ("loss", "grad_norm", "step")  # noqa: E731
+    return [{k: v for k, v in entry.items() if keep(k)} for entry in state["log_history"] if "loss" in entry]
+
+
+def resumed_lines(stage: str, log: str) -> set[str]:
+    return {
+        line for line in log.splitlines() if line.startswith(f"{stage}: rank ") and "resumed from" in line
+    }
+
+
+def test_a_killed_two_process_run_resumes_on_every_rank_as_if_never_stopped(data, base, tmp_path, capsys):
+    from harness.cli import main
+
+    config = write_config(tmp_path / "two.yaml", 4)
+    reference, out = tmp_path / "uninterrupted", tmp_path / "killed"
+    finish(train_command(data, base, config, reference), tmp_path / "reference.log")
+
+    # 1. killed in Stage I, right after its checkpoint-2
+    stage1 = out / "stage1"
+    kill_after(start(train_command(data, base, config, out), tmp_path / "a.log"),
+               stage1 / "checkpoints" / f"checkpoint-{KILLED_AFTER}", tmp_path / "a.log")  # fmt: skip
+    assert not (stage1 / "finedefics_training.json").exists()
+    assert not checkpoint_complete(stage1 / "checkpoints" / f"checkpoint-{STEPS}", processes=2)
+
+    # resuming in another number of processes is refused before anything starts, naming both numbers
+    capsys.readouterr()
+    assert main(train_command(data, base, config, out, "--resume", processes=1)[3:]) == 2
+    error = capsys.readouterr().err
+    assert "was written by 2 process(es), this run has 1; resume with --num-processes 2" in error, error
+    assert checkpoint_complete(stage1 / "checkpoints" / f"checkpoint-{KILLED_AFTER}", processes=2)
+
+    # 2. resumed with the same command: Stage I from checkpoint-2 on both ranks; killed in Stage II
+    kill_after(start(train_command(data, base, config, out, "--resume"), tmp_path / "b.log"),
+               out / "checkpoints" / f"checkpoint-{KILLED_AFTER}", tmp_path / "b.log")  # fmt: skip
+    expected = {f"stage1: rank {rank} of 2 resumed from checkpoint-{KILLED_AFTER} (step {KILLED_AFTER} of {STEPS})"
+                for rank in (0, 1)}  # fmt: skip
+    assert resumed_lines("stage1", (tmp_path / "b.log").read_text()) == expected
+    assert (
+        json.loads((stage1 / "finedefics_training.json").read_text())["resumed_from"]
+        == f"checkpoint-{KILLED_AFTER}"
+    )
+    assert not (out / "finedefics_training.json").exists()
+
+    # 3. resumed again: Stage I is done, Stage II continues from its checkpoint-2 on both ranks
+    log = finish(train_command(data, base, config, out, "--resume"), tmp_path / "c.log")
+    assert "stage1: already trained" in log
+    assert resumed_lines("stage1", log) == set()
+    assert resumed_lines("stage2", log) == {line.replace("stage1", "stage2") for line in expected}
+    record = json.loads((out / "finedefics_training.json").read_text())
+    assert (record["resumed_from"], record["num_processes"], record["metrics"]["global_step"]) == (
+        f"checkpoint-{KILLED_AFTER}", 2, STEPS)  # fmt: skip
+
+    for stage in ("stage1", "."):  # every step as in the uninterrupted run, the resumed ones included
+        ours, theirs = logged_steps(out / stage), logged_steps(reference / stage)
+        assert [entry["step"] for entry in ours] == list(range(1, STEPS + 1))
+        assert len(theirs[0]) >= (7 if stage == "stage1" else 4)
+        assert ours == theirs, stage
+        weights, expected_weights = adapter(out / stage), adapter(reference / stage)
+        assert weights.keys() == expected_weights.keys()
+        for name, value in weights.items():  # measured: equal to the last bit
+            torch.testing.assert_close(value, expected_weights[name], rtol=0, atol=1e-7)
