@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,8 +340,10 @@ class ResumeReport(TrainerCallback):
             raise UserError(f"{self.stage}: the processes start from different steps (rank {args.process_index} from "
                             f"step {step}, another from step {lowest}); re-run the same command with --resume")  # fmt: skip
         if self.checkpoint is not None:
-            print(f"{self.stage}: rank {args.process_index} of {args.world_size} resumed from {self.checkpoint.name} "
-                  f"(step {step} of {state.max_steps})", flush=True)  # fmt: skip
+            # one write: the ranks share the launcher's output, unbuffered (python -u)
+            sys.stdout.write(f"{self.stage}: rank {args.process_index} of {args.world_size} resumed from "
+                             f"{self.checkpoint.name} (step {step} of {state.max_steps})\n")  # fmt: skip
+            sys.stdout.flush()
 
 
 # ---------------------------------------------------------------- one stage

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,8 +21,6 @@ import torch
 from finedefics_train.fixtures import build_training_base, make_training_data
 from finedefics_train.resume import checkpoint_complete
 from tests.test_train_distributed import adapter, write_config
-
-pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
 STEPS, KILLED_AFTER = 4, 2  # 4 steps per stage, checkpoints every 2: killed after checkpoint-2
 
@@ -93,11 +92,12 @@ def logged_steps(out: Path) -> list[dict]:
 
 
 def resumed_lines(stage: str, log: str) -> set[str]:
-    return {
-        line for line in log.splitlines() if line.startswith(f"{stage}: rank ") and "resumed from" in line
-    }
+    """What the ranks said they resumed from (their lines share the launcher's output)."""
+    return set(re.findall(rf"{stage}: rank \d+ of \d+ resumed from [^\n]*?\(step \d+ of \d+\)", log))
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow  # about 3.5 minutes on 2 shared cores: four 2-process launches
 def test_a_killed_two_process_run_resumes_on_every_rank_as_if_never_stopped(data, base, tmp_path, capsys):
     from harness.cli import main
 
@@ -149,3 +149,48 @@ def test_a_killed_two_process_run_resumes_on_every_rank_as_if_never_stopped(data
         assert weights.keys() == expected_weights.keys()
         for name, value in weights.items():  # measured: equal to the last bit
             torch.testing.assert_close(value, expected_weights[name], rtol=0, atol=1e-7)
+
+
+def write_checkpoint(folder: Path, rng_files: list[str]) -> Path:
+    """The files the Trainer and our `_save` write into a checkpoint (contents small but readable)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    save_file({"lora_A": torch.zeros(2, 2)}, str(folder / "adapter_model.safetensors"))
+    for name in ("optimizer.pt", "scheduler.pt", *rng_files):
+        torch.save({}, folder / name)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": int(folder.name.split("-")[1])}))
+    return folder
+
+
+def test_a_checkpoint_without_every_process_rng_state_is_passed_over_and_another_count_refused(
+    tmp_path, monkeypatch
+):
+    """Rank 0 writes trainer_state.json without waiting for rank 1's RNG state: a kill in between leaves a
+    checkpoint that looks complete to rank 0's files alone. A resume in another number of processes than
+    wrote the checkpoints is refused, naming both numbers and the fix."""
+    from finedefics_train.resume import (
+        check_same_processes,
+        incomplete_checkpoints,
+        last_checkpoint,
+        start_afresh,
+    )
+    from finedefics_train.stage_run import StageRun
+    from harness.core.errors import UserError
+
+    out = tmp_path / "adapter"
+    run = StageRun("stage1", tmp_path, "base", out, config=None, recipe=None, num_processes=2)
+    monkeypatch.setattr(
+        "finedefics_train.resume.run_identity", lambda run: {"stage": run.stage}
+    )  # no data here
+    start_afresh(run)  # records in run.json that 2 processes write these checkpoints
+    first = write_checkpoint(out / "checkpoints" / "checkpoint-2", ["rng_state_0.pth", "rng_state_1.pth"])
+    torn = write_checkpoint(out / "checkpoints" / "checkpoint-4", ["rng_state_0.pth"])
+    assert last_checkpoint(out) == first and incomplete_checkpoints(out) == [torn]
+    torch.save({}, torn / "rng_state_1.pth")
+    assert last_checkpoint(out) == torn
+    check_same_processes(run, torn)  # the same number: fine
+    run.num_processes = 1
+    with pytest.raises(UserError, match=r"checkpoint-4 was written by 2 process\(es\), this run has 1; resume with "
+                                        r"--num-processes 2"):  # fmt: skip
+        check_same_processes(run, torn)
