@@ -12,13 +12,13 @@ import torch
 import torch.distributed as dist
 
 
-def training_model(data: Path, base: str):
+def training_model(data: Path, base: str, config: str):
     from finedefics_train.config import load_config
     from finedefics_train.model import FinedeficsTrainingModel, stage_losses
     from finedefics_train.recipes import get_recipe
     from finedefics_train.trainer import StageRun, build_collator, load_base, prepare_stage, wrap_lora
 
-    run = StageRun("stage1", data, base, Path("unused"), load_config("tiny_cpu"), get_recipe("finedefics"))
+    run = StageRun("stage1", data, base, Path("unused"), load_config(config), get_recipe("finedefics"))
     adapter, datasets = prepare_stage(run)
     torch.manual_seed(0)
     model, processor = load_base(base, adapter, run.config)
@@ -33,23 +33,30 @@ def training_model(data: Path, base: str):
     return training, batch
 
 
+def four_bit_storage(model) -> list[str]:
+    """The storage dtype of each 4-bit layer's packed weight (none for a full-precision base)."""
+    import bitsandbytes as bnb
+
+    return [str(m.weight.dtype) for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+
+
 def terms(model, batch) -> dict[str, torch.Tensor]:
     outputs = model(**batch)
     outputs["loss"].backward()
     return {key: value.detach().clone() for key, value in outputs.items()}
 
 
-def main(data: str, base: str, out: str) -> None:
+def main(data: str, base: str, config: str, out: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel, fully_shard
 
     from finedefics_train.trainer import fsdp_wrap_policy
 
     dist.init_process_group("gloo")
-    model, batch = training_model(Path(data), base)
-    result = {"plain": terms(model, batch)}
+    model, batch = training_model(Path(data), base, config)
+    result = {"plain": terms(model, batch), "storage": four_bit_storage(model)}
 
-    model, batch = training_model(Path(data), base)
+    model, batch = training_model(Path(data), base, config)
     wrapped = FullyShardedDataParallel(model, auto_wrap_policy=fsdp_wrap_policy(model), use_orig_params=False,
                                        device_id=torch.device("cpu"))  # fmt: skip
     result["fsdp1"] = terms(wrapped, batch)
@@ -58,7 +65,7 @@ def main(data: str, base: str, out: str) -> None:
     result["fsdp1_trainable_grad"] = sum(float(p.grad.abs().sum()) for p in wrapped.parameters()
                                          if p.requires_grad and p.grad is not None)  # fmt: skip
 
-    model, batch = training_model(Path(data), base)
+    model, batch = training_model(Path(data), base, config)
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     blocks = tuple(model._no_split_modules)
     for module in reversed(list(model.modules())):  # inner blocks first, as accelerate does

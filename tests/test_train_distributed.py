@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -222,27 +223,32 @@ def test_an_accelerate_config_that_is_missing_or_broken_is_refused(tmp_path, cap
         assert f"--accelerate-config {config}: {message}" in capsys.readouterr().err
 
 
+FOUR_BIT = {"load_in_4bit": True, "bnb_4bit_quant_storage": "float32", "dtype": "float32", "lora_r": 8,
+            "lora_alpha": 16, "lora_dropout": 0.0}  # fmt: skip
+
+
 @pytest.mark.subprocess
+@pytest.mark.parametrize("quantised", [False, pytest.param(True, marks=[pytest.mark.slow, pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64"), reason="bitsandbytes CPU path: x86-64")])])  # fmt: skip
 def test_the_training_model_wraps_in_fsdp_with_the_trainers_policy_and_computes_the_same_terms(
-    data, base, tmp_path
+    data, base, tmp_path, quantised
 ):
     """What the shipped FSDP settings need of the model, checked with torch's FSDP itself (one gloo
     process; accelerate uses FSDP only on GPUs): no scalar parameters (the temperatures), no float
     `weight` attribute (PEFT's policy reads it), the learnable temperatures in a unit of their own (with
     `use_orig_params: false` a unit is all trainable or all frozen); and the wrapped model computes the
-    plain model's loss terms."""
+    plain model's loss terms. Quantised: the NF4 base with its packed weights stored as float32
+    (`bnb_4bit_quant_storage`, what FSDP-QLoRA shards)."""
+    config = "tiny_cpu"
+    if quantised:
+        config = str(tmp_path / "four_bit.yaml")
+        Path(config).write_text(json.dumps({"model": FOUR_BIT}))
     out = tmp_path / "fsdp.pt"
-    run(
-        [
-            *TORCHRUN[:-1],
-            "1",
-            str(Path(__file__).parent / "fsdp_wrap_worker.py"),
-            str(data.data_dir),
-            str(base),
-            str(out),
-        ]
-    )
+    worker = Path(__file__).parent / "fsdp_wrap_worker.py"
+    run([*TORCHRUN[:-1], "1", str(worker), str(data.data_dir), str(base), config, str(out)])
     result = torch.load(out)
+    assert result["storage"] == (["torch.float32"] * len(result["storage"]) if quantised else [])
+    assert len(result["storage"]) > 0 or not quantised
     assert result["plain"].keys() == result["fsdp1"].keys() == result["fsdp2"].keys()
     assert {"oac_loss", "acc_loss", "ccc_loss", "gen_loss"} <= result["plain"].keys()
     for version in ("fsdp1", "fsdp2"):
@@ -252,5 +258,5 @@ def test_the_training_model_wraps_in_fsdp_with_the_trainers_policy_and_computes_
     assert (
         units.count("StageOneLoss") == 1 and units.count("Linear") >= 2
     )  # the losses; LoRA's A and B leaves
-    assert result["fsdp1_trainable_grad"] > 0
+    assert result["fsdp1_trainable_grad"] > 0  # LoRA (and the temperatures) get gradients through the units
     assert result["fsdp2_units"] > 1  # the blocks and the root
