@@ -260,3 +260,63 @@ def test_the_training_model_wraps_in_fsdp_with_the_trainers_policy_and_computes_
     )  # the losses; LoRA's A and B leaves
     assert result["fsdp1_trainable_grad"] > 0  # LoRA (and the temperatures) get gradients through the units
     assert result["fsdp2_units"] > 1  # the blocks and the root
+
+
+# ---------------------------------------------------------------- FSDP through accelerate: GPUs only
+
+
+@pytest.mark.gpu
+@pytest.mark.subprocess
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP through accelerate needs 2 GPUs")
+@pytest.mark.parametrize("fsdp_version", [1, 2])
+@pytest.mark.parametrize("quantised", [False, True])
+def test_fsdp_trains_as_one_process_with_the_global_batch(data, base, tmp_path, fsdp_version, quantised):
+    """`harness train stage1 --num-processes 2 --accelerate-config fsdp_qlora.yaml` (FSDP2: the same file
+    with `fsdp_version: 2`) against one process with the global batch; on 2 GPUs:
+        pytest -m gpu tests/test_train_distributed.py -k fsdp_trains_as_one_process"""
+    import yaml
+
+    from harness.cli import main
+
+    config = yaml.safe_load((CONFIGS / "fsdp_qlora.yaml").read_text())
+    if fsdp_version == 2:
+        config["fsdp_config"] = {"fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                 "fsdp_cpu_ram_efficient_loading": False, "fsdp_reshard_after_forward": True,
+                                 "fsdp_state_dict_type": "FULL_STATE_DICT"}  # fmt: skip
+    accelerate_config = tmp_path / "fsdp.yaml"
+    accelerate_config.write_text(yaml.safe_dump(config))
+    configs = {}
+    for name, per_device in (("one", 8), ("two", 4)):
+        configs[name] = write_config(tmp_path / f"{name}.yaml", per_device)
+        if quantised:
+            written = json.loads(configs[name].read_text())
+            written["model"] |= {"load_in_4bit": True, "dtype": "bfloat16"}  # storage: bfloat16 under FSDP
+            configs[name].write_text(json.dumps(written))
+    common = [
+        "train",
+        "stage1",
+        "--data",
+        str(data.data_dir),
+        "--base",
+        str(base),
+        "--recipe",
+        "finedefics",
+        "--quiet",
+    ]
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    assert main([*common, "--out", str(single), "--config", str(configs["one"])]) == 0
+    assert main([*common, "--out", str(sharded), "--config", str(configs["two"]), "--num-processes", "2",
+                 "--accelerate-config", str(accelerate_config)]) == 0  # fmt: skip
+    record = json.loads((sharded / "finedefics_training.json").read_text())
+    assert (
+        record["distributed"]["strategy"] == "fsdp" and record["distributed"]["fsdp_version"] == fsdp_version
+    )
+    assert record["distributed"]["backend"] == "nccl" and record["distributed"]["units"] > 1
+    tolerance = 2e-2 if quantised else 1e-4  # bfloat16 compute
+    for mine, reference in zip(logged_steps(sharded), logged_steps(single), strict=True):
+        for key in [key for key in reference if key.endswith("_loss") or key == "loss"]:
+            assert mine[key] == pytest.approx(reference[key], rel=tolerance, abs=tolerance), key
+    weights, expected = adapter(sharded), adapter(single)
+    assert weights.keys() == expected.keys()
+    for name, value in weights.items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-2 if quantised else 2e-5)
