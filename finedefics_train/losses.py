@@ -44,11 +44,20 @@ NO_LABEL = -1  # the category of a candidate whose category is unknown: never ma
 
 class Temperature(nn.Module):
     """A softmax temperature, initialised at 0.07 and clamped when used; `learnable=False` freezes it
-    (it stays in the state dict, so checkpoints look the same either way)."""
+    (it stays in the state dict, so checkpoints look the same either way).
+
+    The value is a one-element vector, not a scalar: FSDP (both versions) refuses scalar parameters.
+    Adapters saved before, with a scalar, load as they are."""
 
     def __init__(self, init: float = TEMPERATURE_INIT, learnable: bool = True):
         super().__init__()
-        self.value = nn.Parameter(torch.tensor(float(init)), requires_grad=learnable)
+        self.value = nn.Parameter(torch.tensor([float(init)]), requires_grad=learnable)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "value"
+        if key in state_dict and state_dict[key].dim() == 0:
+            state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self) -> torch.Tensor:
         return self.value.clamp(*TEMPERATURE_RANGE)
@@ -134,7 +143,7 @@ class SymmetricInfoNCE(nn.Module):
         learnable_temperature: bool = True,
     ):
         super().__init__()
-        self.name, self.weight = name, weight
+        self.name, self.loss_weight = name, weight
         self.own_negatives_only, self.mask_same_category = own_negatives_only, mask_same_category
         self.temperature = Temperature(learnable=learnable_temperature)
 
@@ -165,7 +174,7 @@ class SymmetricInfoNCE(nn.Module):
         a_to_b = self.direction(a, b, b_neg, labels, neg_labels, temperature)
         b_to_a = self.direction(b, a, a_neg, labels, neg_labels, temperature)
         return {
-            f"{self.name}_loss": self.weight * (a_to_b + b_to_a) / 2,
+            f"{self.name}_loss": self.loss_weight * (a_to_b + b_to_a) / 2,
             f"{self.name}_temperature": temperature.detach(),
         }
 
@@ -182,7 +191,7 @@ class CategoryContrastive(nn.Module):
         learnable_temperature: bool = True,
     ):
         super().__init__()
-        self.weight, self.reference_compat = weight, reference_compat
+        self.loss_weight, self.reference_compat = weight, reference_compat
         self.own_negatives_only = own_negatives_only
         self.temperature = Temperature(learnable=learnable_temperature)
 
@@ -204,23 +213,26 @@ class CategoryContrastive(nn.Module):
                                         own_negatives_only=self.own_negatives_only, query_labels=labels)  # fmt: skip
             targets = candidates.first_row + torch.arange(n, device=logits.device)
         return {
-            "ccc_loss": self.weight * F.cross_entropy(logits, targets),
+            "ccc_loss": self.loss_weight * F.cross_entropy(logits, targets),
             "ccc_temperature": temperature.detach(),
         }
 
 
 class GenerationLoss(nn.Module):
-    """Next-token cross-entropy over labelled positions (labels -100 are ignored), weighted."""
+    """Next-token cross-entropy over labelled positions (labels -100 are ignored), weighted.
+
+    The weight of every loss module is `loss_weight`: PEFT's FSDP wrap policy takes any module's
+    `weight` attribute for a parameter."""
 
     def __init__(self, name: str = "gen", weight: float = 1.0):
         super().__init__()
-        self.name, self.weight = name, weight
+        self.name, self.loss_weight = name, weight
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         shifted_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
         shifted_labels = labels[:, 1:].reshape(-1)
         return {
-            f"{self.name}_loss": self.weight
+            f"{self.name}_loss": self.loss_weight
             * F.cross_entropy(shifted_logits, shifted_labels, ignore_index=-100)
         }
 

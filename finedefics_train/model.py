@@ -39,8 +39,15 @@ class FinedeficsTrainingModel(nn.Module):
         self.peft_model = peft_model
         self.adapter = adapter
         self.losses = losses
+        # decided here: under FSDP `self.losses` becomes the unit wrapping the loss module
+        self.stage_one = isinstance(losses, StageOneLoss)
         self.eos_token_id = eos_token_id
         self.instruction_loss = GenerationLoss("lm", 1.0)  # the one_stage recipe adds Stage II's term
+
+    @property
+    def _no_split_modules(self) -> list[str]:
+        """The base's transformer blocks, which accelerate's FSDP TRANSFORMER_BASED_WRAP makes units."""
+        return list(getattr(self.base, "_no_split_modules", None) or [])
 
     @property
     def base(self) -> nn.Module:
@@ -48,7 +55,7 @@ class FinedeficsTrainingModel(nn.Module):
 
     def forward(self, **batch) -> dict[str, torch.Tensor]:
         visual = self.adapter.visual_tokens(self.base, batch)
-        if isinstance(self.losses, StageOneLoss):
+        if self.stage_one:
             terms = self.stage_one_terms(visual, batch)
             if "instr_input_ids" in batch:
                 logits = generation_logits(

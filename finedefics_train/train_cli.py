@@ -158,7 +158,13 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
     """Resolves and checks every input; loads no weights."""
     from finedefics_train.config import load_config
     from finedefics_train.recipes import get_recipe
-    from finedefics_train.trainer import StageRun, prepare_stage, start_after
+    from finedefics_train.trainer import (
+        StageRun,
+        check_engine_device,
+        config_engine,
+        prepare_stage,
+        start_after,
+    )
 
     recipe = get_recipe(args.recipe)
     overrides = list(args.overrides)
@@ -176,6 +182,10 @@ def plan_training(args: argparse.Namespace) -> TrainingPlan:
         )
     if args.num_processes < 1:
         raise UserError(f"--num-processes must be >= 1, got {args.num_processes}")
+    if args.accelerate_config and not distributed.is_rank_process():
+        check_engine_device(
+            config_engine(args.accelerate_config), f"--accelerate-config {args.accelerate_config}"
+        )
     processes = distributed.world_size() if distributed.is_rank_process() else args.num_processes
     runs = []
     for index, stage in enumerate(stages):

@@ -95,11 +95,38 @@ def torch_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def sharded_engine() -> bool:
-    """True in a process that `accelerate launch` started with FSDP or DeepSpeed."""
-    return any(
-        os.environ.get(f"ACCELERATE_USE_{engine}", "").lower() in ("1", "true")
-        for engine in ("FSDP", "DEEPSPEED")
+SHARDED_ENGINES = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}  # accelerate's name: ours
+
+
+def sharded_engine() -> str | None:
+    """FSDP or DeepSpeed in a process that `accelerate launch` started with one of them; else None."""
+    return next((name for engine, name in SHARDED_ENGINES.items()
+                 if os.environ.get(f"ACCELERATE_USE_{engine}", "").lower() in ("1", "true")), None)  # fmt: skip
+
+
+def config_engine(config_file: str | Path) -> str | None:
+    """FSDP or DeepSpeed when the accelerate config file asks for one of them; else None."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    if not Path(config_file).is_file():
+        raise UserError(f"--accelerate-config {config_file}: no such file")
+    try:
+        kind = load_config_from_file(str(config_file)).distributed_type
+    except Exception as error:  # yaml or accelerate's own validation
+        raise UserError(f"--accelerate-config {config_file}: not an accelerate config ({error})") from error
+    return SHARDED_ENGINES.get(getattr(kind, "value", str(kind)))
+
+
+def check_engine_device(engine: str | None, source: str) -> None:
+    """FSDP and DeepSpeed need an accelerator. On CPUs accelerate (1.15; state.py, AcceleratorState)
+    selects neither and trains plain data parallelism instead, without a word: refused before anything
+    loads, naming what to use."""
+    if engine is None or torch.accelerator.is_available():
+        return
+    raise UserError(
+        f"{source}: {engine} needs GPUs, and this machine has none (accelerate would silently train plain "
+        "data parallelism instead); here use --num-processes N without --accelerate-config: data "
+        "parallelism over gloo, the same result as one process with the global batch"
     )
 
 
@@ -187,14 +214,22 @@ def wrap_lora(model: nn.Module, adapter: ArchAdapter, config: TrainingConfig, in
 # ---------------------------------------------------------------- saving
 
 
-def save_adapter(model: FinedeficsTrainingModel, folder: Path) -> None:
+def save_adapter(model: FinedeficsTrainingModel, folder: Path, state_dict: dict | None = None) -> None:
+    """peft's adapter files and the temperatures of `model`, from `state_dict` when given: the full state
+    dict the engine gathered (`Accelerator.get_state_dict`, on every process) when the model is sharded
+    (FSDP, ZeRO-3), where the model's own `state_dict()` would be a collective on this process alone."""
     from safetensors.torch import save_file
 
+    state = model.state_dict() if state_dict is None else state_dict
     folder.mkdir(parents=True, exist_ok=True)
-    model.peft_model.save_pretrained(str(folder))
-    temperatures = {
-        key: value.detach().cpu().contiguous() for key, value in model.losses.state_dict().items()
+    peft_state = {
+        key.removeprefix("peft_model."): value
+        for key, value in state.items()
+        if key.startswith("peft_model.")
     }
+    model.peft_model.save_pretrained(str(folder), state_dict=peft_state)
+    temperatures = {key.removeprefix("losses."): value.detach().cpu().contiguous()
+                    for key, value in state.items() if key.startswith("losses.")}  # fmt: skip
     if temperatures:
         save_file(temperatures, str(folder / TEMPERATURES_FILE))
 
@@ -308,7 +343,8 @@ class FinedeficsTrainer(Trainer):
         if not self.args.should_save:
             return
         folder = Path(output_dir or self.args.output_dir)
-        save_adapter(self.accelerator.unwrap_model(self.model), folder)
+        # under FSDP (FULL_STATE_DICT) `save_model` passes the state dict every process gathered
+        save_adapter(self.accelerator.unwrap_model(self.model), folder, state_dict)
         torch.save(self.args, folder / "training_args.bin")
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
@@ -385,6 +421,7 @@ def merged_from_current(merged: Path, adapter: Path) -> bool:
 
 def prepare_stage(run: StageRun):
     """Input checks (no weights): the datasets, the base's architecture, quantisation, the batch split."""
+    check_engine_device(sharded_engine(), "accelerate launch --config_file")
     run.config = apply_recipe(run.recipe, run.config)
     base_config = read_base_config(run.base)
     adapter = adapter_for(base_config, f"--base {run.base}")
@@ -490,12 +527,29 @@ def build_trainer(run: StageRun, progress: bool = True, callbacks: tuple = ()) -
         processing_class=processor,
         callbacks=[LoraGradientCheck(model), FiniteCheck(model, run.stage), *callbacks],
     )
-    if getattr(trainer.accelerator.state, "fsdp_plugin", None) is not None:
-        from peft.utils.other import fsdp_auto_wrap_policy
-
-        # each trainable LoRA leaf and each transformer block its own FSDP unit (PEFT's FSDP guide)
-        trainer.accelerator.state.fsdp_plugin.auto_wrap_policy = fsdp_auto_wrap_policy(model)
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if plugin is not None and plugin.fsdp_version == 1:
+        plugin.auto_wrap_policy = fsdp_wrap_policy(model)
+    # FSDP2 (fully_shard) takes trainable and frozen parameters in one unit: the config's policy stays,
+    # TRANSFORMER_BASED_WRAP finding the blocks in FinedeficsTrainingModel._no_split_modules
     return trainer
+
+
+def fsdp_wrap_policy(model: FinedeficsTrainingModel):
+    """PEFT's FSDP policy (each trainable LoRA leaf and each transformer block its own unit: PEFT's FSDP
+    guide) plus the loss module: with `fsdp_use_orig_params: false` the parameters of one unit must all
+    be trainable or all frozen, and the learnable temperatures would otherwise share the root unit with
+    the frozen embeddings."""
+    from functools import partial
+
+    from peft.utils.other import fsdp_auto_wrap_policy
+    from torch.distributed.fsdp.wrap import _or_policy, lambda_auto_wrap_policy
+
+    def is_losses(module: nn.Module) -> bool:
+        return module is model.losses and any(True for _ in module.parameters())
+
+    losses = partial(lambda_auto_wrap_policy, lambda_fn=is_losses)
+    return partial(_or_policy, policies=[fsdp_auto_wrap_policy(model), losses])
 
 
 def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer | None = None) -> dict:
@@ -516,10 +570,12 @@ def train_stage(run: StageRun, progress: bool = True, trainer: FinedeficsTrainer
                                       "wall_s": round(time.perf_counter() - started, 2)}  # fmt: skip
     metrics |= last_terms(trainer) | {"peak_memory_mib": peak_memory_mib(trainer.args.device)}
     record = {}
+    state = trainer.accelerator.get_state_dict(trainer.model)  # every process: a gather when sharded
     if trainer.args.should_save:
-        save_adapter(trainer.model, run.out)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        save_adapter(model, run.out, state)
         trainer.processing_class.save_pretrained(str(run.out))
-        record = write_record(run, trainer.model.adapter, metrics, trainer, resumed_from=checkpoint)
+        record = write_record(run, model.adapter, metrics, trainer, resumed_from=checkpoint)
     # the next stage (every process) continues this adapter: it must be on disk first
     trainer.accelerator.wait_for_everyone()
     return record
@@ -556,6 +612,33 @@ def last_terms(trainer: Trainer) -> dict:
     }
 
 
+def distributed_record(trainer: Trainer) -> dict:
+    """How the processes shared the model, read from the model the Trainer trained (not from the config
+    asked for): strategy single, ddp, fsdp (version, units, sharding) or deepspeed (ZeRO stage)."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    from torch.nn.parallel import DistributedDataParallel
+
+    wrapped = trainer.model_wrapped
+    record = {"backend": dist.get_backend() if dist.is_available() and dist.is_initialized() else None}
+    fsdp1 = FullyShardedDataParallel.fsdp_modules(wrapped)
+    fsdp2 = [module for module in wrapped.modules() if isinstance(module, FSDPModule)]
+    if fsdp1 or fsdp2:
+        plugin = trainer.accelerator.state.fsdp_plugin
+        sharding = plugin.sharding_strategy if fsdp1 else plugin.reshard_after_forward
+        return {"strategy": "fsdp", **record, "fsdp_version": 1 if fsdp1 else 2, "units": len(fsdp1 or fsdp2),
+                "sharding": getattr(sharding, "name", sharding), "use_orig_params": plugin.use_orig_params,
+                "state_dict_type": getattr(plugin.state_dict_type, "name", None)}  # fmt: skip
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        return {
+            "strategy": "deepspeed",
+            **record,
+            "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage,
+        }
+    strategy = "ddp" if isinstance(wrapped, DistributedDataParallel) else "single"
+    return {"strategy": strategy, **record}
+
+
 def write_record(
     run: StageRun, adapter: ArchAdapter, metrics: dict, trainer: Trainer, resumed_from: Path | None = None
 ) -> dict:
@@ -576,6 +659,7 @@ def write_record(
         "n_train": len(trainer.train_dataset),
         "num_processes": trainer.args.world_size,
         "resumed_from": resumed_from.name if resumed_from else None,  # the last --resume's checkpoint
+        "distributed": distributed_record(trainer),
         "metrics": metrics,
         "identity": run_identity(run),
     }

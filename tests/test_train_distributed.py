@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,10 @@ def test_two_processes_train_as_one_process_with_the_global_batch(data, base, tm
             torch.testing.assert_close(value, expected[name], rtol=0, atol=2e-5)
     record = json.loads((parallel / "finedefics_training.json").read_text())
     assert record["num_processes"] == 2
+    assert record["distributed"] == {"strategy": "ddp", "backend": "gloo"}  # read from the trained model
+    assert (
+        json.loads((single / "finedefics_training.json").read_text())["distributed"]["strategy"] == "single"
+    )
 
 
 # ---------------------------------------------------------------- sharded QLoRA settings
@@ -164,5 +169,154 @@ def test_shipped_accelerate_configs_load_with_the_settings_sharded_qlora_needs()
     fsdp = configs["fsdp_qlora"].fsdp_config
     assert fsdp["fsdp_use_orig_params"] is False and fsdp["fsdp_cpu_ram_efficient_loading"] is True
     assert fsdp["fsdp_sync_module_states"] is True
+    assert fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # checkpoints carry the adapter
     assert configs["zero3_qlora"].deepspeed_config["zero_stage"] == 3
     assert configs["zero3_qlora"].deepspeed_config["zero3_init_flag"] is True
+
+
+# ---------------------------------------------------------------- FSDP and DeepSpeed on a machine without GPUs
+
+CONFIGS = Path(__file__).resolve().parents[1] / "finedefics_train" / "configs" / "accelerate"
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="this machine has an accelerator")
+@pytest.mark.parametrize("config, engine", [("fsdp_qlora.yaml", "FSDP"), ("zero3_qlora.yaml", "DeepSpeed")])
+def test_a_sharded_engine_without_gpus_is_refused_in_one_line_before_anything_loads(
+    tmp_path, capsys, config, engine
+):
+    """accelerate 1.15 selects FSDP and DeepSpeed only on accelerators: on CPUs it would train plain data
+    parallelism while the user asked for sharding. Refused before the launcher starts (exit 2)."""
+    from harness.cli import main
+
+    common = ["train", "stage1", "--data", str(tmp_path / "data"), "--base", str(tmp_path / "base"),
+              "--out", str(tmp_path / "out"), "--config", "tiny_cpu"]  # fmt: skip
+    assert main([*common, "--num-processes", "2", "--accelerate-config", str(CONFIGS / config)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "launching" not in error
+    assert error.startswith(f"error: --accelerate-config {CONFIGS / config}: {engine} needs GPUs")
+    assert "--num-processes N without --accelerate-config" in error
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="this machine has an accelerator")
+def test_a_rank_that_accelerate_launched_with_fsdp_on_cpus_is_refused(tmp_path, capsys, monkeypatch):
+    """`accelerate launch --config_file fsdp.yaml -m harness.cli train ...` on CPUs: each rank refuses
+    before reading the base (here it does not even exist)."""
+    from harness.cli import main
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    data = make_training_data(tmp_path / "data", n_classes=2, per_class_train=2, per_class_test=1)
+    code = main(["train", "stage1", "--data", str(data.data_dir), "--base", str(tmp_path / "no-base"),
+                 "--out", str(tmp_path / "out"), "--config", "tiny_cpu"])  # fmt: skip
+    assert code == 2
+    assert "accelerate launch --config_file: FSDP needs GPUs" in capsys.readouterr().err
+
+
+def test_an_accelerate_config_that_is_missing_or_broken_is_refused(tmp_path, capsys):
+    from harness.cli import main
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("distributed_type: [FSDP\n")
+    for config, message in ((tmp_path / "none.yaml", "no such file"), (broken, "not an accelerate config")):
+        argv = ["train", "stage1", "--data", str(tmp_path), "--base", str(tmp_path), "--out", str(tmp_path / "out"),
+                "--num-processes", "2", "--accelerate-config", str(config)]  # fmt: skip
+        assert main(argv) == 2
+        assert f"--accelerate-config {config}: {message}" in capsys.readouterr().err
+
+
+FOUR_BIT = {"load_in_4bit": True, "bnb_4bit_quant_storage": "float32", "dtype": "float32", "lora_r": 8,
+            "lora_alpha": 16, "lora_dropout": 0.0}  # fmt: skip
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("quantised", [False, pytest.param(True, marks=[pytest.mark.slow, pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64"), reason="bitsandbytes CPU path: x86-64")])])  # fmt: skip
+def test_the_training_model_wraps_in_fsdp_with_the_trainers_policy_and_computes_the_same_terms(
+    data, base, tmp_path, quantised
+):
+    """What the shipped FSDP settings need of the model, checked with torch's FSDP itself (one gloo
+    process; accelerate uses FSDP only on GPUs): no scalar parameters (the temperatures), no float
+    `weight` attribute (PEFT's policy reads it), the learnable temperatures in a unit of their own (with
+    `use_orig_params: false` a unit is all trainable or all frozen); and the wrapped model computes the
+    plain model's loss terms. Quantised: the NF4 base with its packed weights stored as float32
+    (`bnb_4bit_quant_storage`, what FSDP-QLoRA shards)."""
+    config = "tiny_cpu"
+    if quantised:
+        config = str(tmp_path / "four_bit.yaml")
+        Path(config).write_text(json.dumps({"model": FOUR_BIT}))
+    out = tmp_path / "fsdp.pt"
+    worker = Path(__file__).parent / "fsdp_wrap_worker.py"
+    run([*TORCHRUN[:-1], "1", str(worker), str(data.data_dir), str(base), config, str(out)])
+    result = torch.load(out)
+    assert result["storage"] == (["torch.float32"] * len(result["storage"]) if quantised else [])
+    assert len(result["storage"]) > 0 or not quantised
+    assert result["plain"].keys() == result["fsdp1"].keys() == result["fsdp2"].keys()
+    assert {"oac_loss", "acc_loss", "ccc_loss", "gen_loss"} <= result["plain"].keys()
+    for version in ("fsdp1", "fsdp2"):
+        for key, value in result["plain"].items():
+            torch.testing.assert_close(result[version][key], value, rtol=0, atol=1e-5, msg=f"{version} {key}")
+    units = result["fsdp1_units"]
+    assert (
+        units.count("StageOneLoss") == 1 and units.count("Linear") >= 2
+    )  # the losses; LoRA's A and B leaves
+    assert result["fsdp1_trainable_grad"] > 0  # LoRA (and the temperatures) get gradients through the units
+    assert result["fsdp2_units"] > 1  # the blocks and the root
+
+
+# ---------------------------------------------------------------- FSDP through accelerate: GPUs only
+
+
+@pytest.mark.gpu
+@pytest.mark.subprocess
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP through accelerate needs 2 GPUs")
+@pytest.mark.parametrize("fsdp_version", [1, 2])
+@pytest.mark.parametrize("quantised", [False, True])
+def test_fsdp_trains_as_one_process_with_the_global_batch(data, base, tmp_path, fsdp_version, quantised):
+    """`harness train stage1 --num-processes 2 --accelerate-config fsdp_qlora.yaml` (FSDP2: the same file
+    with `fsdp_version: 2`) against one process with the global batch; on 2 GPUs:
+        pytest -m gpu tests/test_train_distributed.py -k fsdp_trains_as_one_process"""
+    import yaml
+
+    from harness.cli import main
+
+    config = yaml.safe_load((CONFIGS / "fsdp_qlora.yaml").read_text())
+    if fsdp_version == 2:
+        config["fsdp_config"] = {"fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                 "fsdp_cpu_ram_efficient_loading": False, "fsdp_reshard_after_forward": True,
+                                 "fsdp_state_dict_type": "FULL_STATE_DICT"}  # fmt: skip
+    accelerate_config = tmp_path / "fsdp.yaml"
+    accelerate_config.write_text(yaml.safe_dump(config))
+    configs = {}
+    for name, per_device in (("one", 8), ("two", 4)):
+        configs[name] = write_config(tmp_path / f"{name}.yaml", per_device)
+        if quantised:
+            written = json.loads(configs[name].read_text())
+            written["model"] |= {"load_in_4bit": True, "dtype": "bfloat16"}  # storage: bfloat16 under FSDP
+            configs[name].write_text(json.dumps(written))
+    common = [
+        "train",
+        "stage1",
+        "--data",
+        str(data.data_dir),
+        "--base",
+        str(base),
+        "--recipe",
+        "finedefics",
+        "--quiet",
+    ]
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    assert main([*common, "--out", str(single), "--config", str(configs["one"])]) == 0
+    assert main([*common, "--out", str(sharded), "--config", str(configs["two"]), "--num-processes", "2",
+                 "--accelerate-config", str(accelerate_config)]) == 0  # fmt: skip
+    record = json.loads((sharded / "finedefics_training.json").read_text())
+    assert (
+        record["distributed"]["strategy"] == "fsdp" and record["distributed"]["fsdp_version"] == fsdp_version
+    )
+    assert record["distributed"]["backend"] == "nccl" and record["distributed"]["units"] > 1
+    tolerance = 2e-2 if quantised else 1e-4  # bfloat16 compute
+    for mine, reference in zip(logged_steps(sharded), logged_steps(single), strict=True):
+        for key in [key for key in reference if key.endswith("_loss") or key == "loss"]:
+            assert mine[key] == pytest.approx(reference[key], rel=tolerance, abs=tolerance), key
+    weights, expected = adapter(sharded), adapter(single)
+    assert weights.keys() == expected.keys()
+    for name, value in weights.items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-2 if quantised else 2e-5)

@@ -123,6 +123,16 @@ def test_temperature_is_learnable_and_clamped(reps):
     assert float(module.temperature()) == pytest.approx(0.001)
 
 
+def test_temperatures_are_one_element_vectors_and_load_the_scalars_of_older_adapters():
+    """FSDP (both versions) refuses scalar parameters; adapters written before saved scalars."""
+    module = StageOneLoss()
+    assert all(parameter.dim() == 1 and parameter.numel() == 1 for parameter in module.parameters())
+    older = {key: value.reshape(()) * 0 + 0.2 for key, value in module.state_dict().items()}
+    assert all(value.dim() == 0 for value in older.values())
+    module.load_state_dict(older)
+    assert all(float(value) == pytest.approx(0.2) for value in module.state_dict().values())
+
+
 def test_generation_loss_ignores_masked_tokens():
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 5, 7, generator=g)
