@@ -12,8 +12,20 @@ from harness.cli import main
 from tests.model_fixtures import NATIVE, RUN_ARGS, SLOW_RUNS, tiny_checkpoint
 
 NAMES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_RUNS else name for name in NATIVE]
-# Qwen2.5-VL's shared-prefix and naive scores agree in test_models_native; its end-to-end runs stay default
-SLOW_CASES = {"test_shared_prefix_and_naive_runs_give_the_same_scores[qwen2_5_vl]"}
+SCORINGS = ("generate", "loglik")
+# The default run: `harness run` once per model, the scorings taking turns (each wrapper's generation and
+# both scoring paths are checked in tests/test_models_native.py). Idefics2's two runs are
+# tests/test_cli_run.py::test_run_end_to_end's (the same command, more assertions): slow suite here.
+DEFAULT_RUNS = {(name, SCORINGS[i % 2]) for i, name in enumerate(NATIVE) if name != "idefics2"}
+# `shared_prefix=false` through `harness run`: a decoder-only and an encoder-decoder model by default; every
+# architecture's shared-prefix and naive scores agree in tests/test_models_native.py
+SHARED_VS_NAIVE = ("idefics2", "blip2_flant5")
+SLOW_CASES = {
+    *(f"test_harness_run_bird200[{name}-{scoring}]" for name in NATIVE for scoring in SCORINGS
+      if (name, scoring) not in DEFAULT_RUNS),
+    *(f"test_shared_prefix_and_naive_runs_give_the_same_scores[{name}]" for name in NATIVE
+      if name not in SHARED_VS_NAIVE),
+}  # fmt: skip
 
 
 def _run(capsys, tmp_path, name, pretrained, cub_root, cub_choices, scoring, *model_args):
@@ -54,7 +66,7 @@ def _nlls(line) -> list[list[float]]:
     return [[float(r[0][0] if isinstance(r[0], list) else r[0]) for r in row["resps"]] for row in rows]
 
 
-@pytest.mark.parametrize("scoring", ["generate", "loglik"])
+@pytest.mark.parametrize("scoring", SCORINGS)
 @pytest.mark.parametrize("name", NAMES)
 def test_harness_run_bird200(capsys, tmp_path, name, scoring, cub_root, cub_choices):
     line = _run(capsys, tmp_path, name, tiny_checkpoint(name), cub_root, cub_choices, scoring)
