@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-ms", type=float, default=0.0, help="simulated model time per question (ms)")
     parser.add_argument("--profile", type=int, default=25, help="cProfile entries to print (0: no profile)")
     parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
+    parser.add_argument("--profile-file", type=Path, help="also write the cProfile statistics here (pstats)")
     parser.add_argument(
         "--num-workers",
         type=int,
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                 profiler.disable()
             results.append(measured(args, workers, summary, seconds))
             print(json.dumps(results[-1]))
+    if profiler and args.profile_file:
+        profiler.dump_stats(args.profile_file)
     if profiler:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats(args.sort).print_stats(profile)

@@ -4,6 +4,7 @@ document's images are decoded once, and lmms-eval's own passes over the document
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -130,32 +131,51 @@ def test_a_run_decodes_each_image_once(capsys, monkeypatch, tmp_path, tiny_idefi
     assert encodes and all(name.startswith("fgvr-prefetch") for name in encodes)  # 3 batches, all ahead
 
 
+IMPORTED_AS = "imported"  # set otherwise by the test: a forked worker sees that, a spawned one imports anew
+
+
+def logged_visual(doc: dict) -> list:
+    """A task's doc_to_visual that notes which process decoded and how it started (module-level:
+    workers get it by name)."""
+    import os
+
+    from PIL import Image
+
+    with open(doc["log"], "a") as log:
+        log.write(f"{os.getpid()}:{IMPORTED_AS}\n")
+    return [Image.open(doc["path"]).convert("RGB")]
+
+
 @pytest.mark.subprocess
-def test_worker_processes_decode_and_process_and_change_no_answer(tmp_path, tiny_idefics2, cub_root):
-    """--num-workers 2: the images are decoded (and the processor run) in DataLoader worker processes,
-    and every generated answer and option score equals the in-process path's (--num-workers 0)."""
+@pytest.mark.parametrize(
+    ("start", "workers"), [("fork", 2), pytest.param("spawn", 1, marks=pytest.mark.slow)]
+)
+def test_worker_processes_decode_and_process_and_change_no_answer(
+    monkeypatch, tmp_path, tiny_idefics2, cub_root, start, workers
+):
+    """--num-workers N: the images are decoded (and the processor run) in DataLoader worker processes,
+    forked or spawned, and every generated answer and option score equals the in-process path's
+    (--num-workers 0). One set of workers serves every call."""
     import os
 
     from lmms_eval.api.instance import Instance
-    from PIL import Image
 
     from tests.model_fixtures import LETTERS, QUESTION, load
 
     decoders = tmp_path / "decoders.txt"
-
-    def visual(doc):
-        with decoders.open("a") as log:
-            log.write(f"{os.getpid()}\n")
-        return [Image.open(doc["path"]).convert("RGB")]
-
     paths = sorted(cub_root.rglob("*.jpg"))[:5]
     wrapper = load("idefics2", tiny_idefics2, batch_size=2, max_new_tokens=4)
-    wrapper.task_dict = {"t": {"test": [{"path": path} for path in paths]}}
+    wrapper.task_dict = {"t": {"test": [{"path": str(path), "log": str(decoders)} for path in paths]}}
+    wrapper.worker_start_method = start
+    monkeypatch.setattr(sys.modules[__name__], "IMPORTED_AS", "the test's process")
 
     def instances(kind: str, items: list[tuple]) -> list[Instance]:
         return [
             Instance(
-                kind, (question, second, visual, d, "t", "test"), i, {"task": "t", "doc_id": d, "repeats": 1}
+                kind,
+                (question, second, logged_visual, d, "t", "test"),
+                i,
+                {"task": "t", "doc_id": d, "repeats": 1},
             )
             for i, (d, question, second) in enumerate(items)
         ]
@@ -165,21 +185,26 @@ def test_worker_processes_decode_and_process_and_change_no_answer(tmp_path, tiny
         "generate_until", [(d, f"What bird is this? {d}", {"until": ["\n"]}) for d in docs]
     )
     options = instances("loglikelihood", [(d, QUESTION, letter) for d in docs for letter in LETTERS])
-    answers = {}
-    for workers in (0, 2):
+    answers, pools = {}, set()
+    for count in (0, workers):
         decoders.unlink(missing_ok=True)
-        wrapper.num_workers = workers
+        wrapper.num_workers = count
         wrapper.shared_prefix = True
         texts = wrapper.generate_until(generations)
         scores = [r.text for r in wrapper.loglikelihood(options)]
-        pids = set(decoders.read_text().split())
+        decoded = dict(line.split(":") for line in decoders.read_text().splitlines())
         # with workers, nothing is decoded here: the processor ran there too
-        assert pids == {str(os.getpid())} if workers == 0 else str(os.getpid()) not in pids, pids
+        assert set(decoded) == {str(os.getpid())} if count == 0 else str(os.getpid()) not in decoded
+        if count:  # forked workers inherit this process's state, spawned ones start afresh
+            assert set(decoded.values()) == {"imported" if start == "spawn" else "the test's process"}
         wrapper.shared_prefix = False  # prompt + answer encodings: not prefetched, so decoded here on demand
         naive = [r.text for r in wrapper.loglikelihood(options)]
-        answers[workers] = (texts, scores, naive)
-    assert answers[2] == answers[0]
+        answers[count] = (texts, scores, naive)
+        pools.add(id(wrapper.__dict__.get("_workers")))
+    assert answers[workers] == answers[0]
     assert len(answers[0][1]) == 4 * len(paths) and all(isinstance(t, str) for t in answers[0][0])
+    assert len(pools - {id(None)}) == 1  # the workers started once, for three calls
+    wrapper.clean()
 
 
 def test_num_workers_is_refused_below_zero_and_defaults_to_none_on_cpu():
