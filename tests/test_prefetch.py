@@ -225,3 +225,28 @@ def test_num_workers_is_refused_below_zero_and_defaults_to_none_on_cpu():
     assert FGVRModel.worker_count(gpu_rank, "auto") == default_num_workers("cuda:0", 1)
     assert 0 <= default_num_workers("cuda", world_size=1) <= 4
     assert default_num_workers("cuda", world_size=10_000) == 0
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow  # ~55 s on 2 shared cores: three processes load the model
+def test_data_parallel_ranks_with_their_own_workers_answer_as_one_process(
+    capfd, tmp_path, tiny_idefics2, cub_root, cub_choices
+):
+    """`harness run --num-processes 2 --num-workers 1` (each rank decodes and processes in a worker of
+    its own) generates the same answer to every question as one process without workers."""
+    from harness.cli import main
+
+    answers = {}
+    for processes, workers in ((1, 0), (2, 1)):
+        args = [
+            "run", "--model", "idefics2", "--task", "bird200", "--data-root", str(cub_root),
+            "--choices", str(cub_choices), "--model-args", f"pretrained={tiny_idefics2},device=cpu",
+            "--scoring", "generate", "--batch-size", "2", "--json", "--no-record",
+            "--output-dir", str(tmp_path / str(processes)),
+            "--num-processes", str(processes), "--num-workers", str(workers),
+        ]  # fmt: skip
+        assert main(args) == 0
+        line = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+        with open(line["samples_file"]) as samples:
+            answers[processes] = sorted((s["doc_id"], s["resps"]) for s in map(json.loads, samples))
+    assert len(answers[1]) == 10 and answers[2] == answers[1]
