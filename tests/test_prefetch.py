@@ -148,10 +148,15 @@ def logged_visual(doc: dict) -> list:
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize(
-    ("start", "workers"), [("fork", 2), pytest.param("spawn", 1, marks=pytest.mark.slow)]
+    ("model", "start", "workers"),
+    [
+        ("idefics2", "fork", 2),
+        pytest.param("idefics2", "spawn", 1, marks=pytest.mark.slow),
+        ("idefics1", "fork", 2),  # its own processor call (`process`)
+    ],
 )
 def test_worker_processes_decode_and_process_and_change_no_answer(
-    monkeypatch, tmp_path, tiny_idefics2, cub_root, start, workers
+    monkeypatch, tmp_path, tiny_idefics2, cub_root, model, start, workers
 ):
     """--num-workers N: the images are decoded (and the processor run) in DataLoader worker processes,
     forked or spawned, and every generated answer and option score equals the in-process path's
@@ -160,11 +165,12 @@ def test_worker_processes_decode_and_process_and_change_no_answer(
 
     from lmms_eval.api.instance import Instance
 
-    from tests.model_fixtures import LETTERS, QUESTION, load
+    from tests.model_fixtures import LETTERS, QUESTION, load, tiny_checkpoint
 
     decoders = tmp_path / "decoders.txt"
     paths = sorted(cub_root.rglob("*.jpg"))[:5]
-    wrapper = load("idefics2", tiny_idefics2, batch_size=2, max_new_tokens=4)
+    checkpoint = tiny_idefics2 if model == "idefics2" else tiny_checkpoint(model)
+    wrapper = load(model, checkpoint, batch_size=2, max_new_tokens=4)
     wrapper.task_dict = {"t": {"test": [{"path": str(path), "log": str(decoders)} for path in paths]}}
     wrapper.worker_start_method = start
     monkeypatch.setattr(sys.modules[__name__], "IMPORTED_AS", "the test's process")
@@ -204,6 +210,7 @@ def test_worker_processes_decode_and_process_and_change_no_answer(
     assert answers[workers] == answers[0]
     assert len(answers[0][1]) == 4 * len(paths) and all(isinstance(t, str) for t in answers[0][0])
     assert len(pools - {id(None)}) == 1  # the workers started once, for three calls
+    assert wrapper._workers.settings == (workers, start, True)  # and ran the processor
     wrapper.clean()
 
 
