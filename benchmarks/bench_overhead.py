@@ -16,6 +16,7 @@ its cache, and the model load) and lmms-eval's teardown (a garbage collection) s
 image loading + preprocessing per question (overlapped with the model), and the top cProfile entries
 by cumulative time; writes benchmarks/out/overhead_<scoring>.json.
 
+`--start-method spawn` starts the workers by spawning (default: fork where possible).
 `--num-workers 0 1 2 4` runs once per count of DataLoader worker processes (`harness run
 --num-workers`; 0: the prefetch thread) and reports images/s (one image per question) for each; the
 profile is then left out (cProfile sees only the main process).
@@ -173,9 +174,10 @@ def run_once(config) -> tuple[dict, dict[str, float], dict[str, float]]:
     flag(InstantIdefics2, "clean", False)
     gc.callbacks.append(on_gc)
     try:
-        start, start_cpu = time.perf_counter(), time.process_time()
+        start, start_cpu, start_times = time.perf_counter(), time.process_time(), os.times()
         summary = harness.runner.run_evaluation(config, command=["bench_overhead"])
         total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        system = os.times().system - start_times.system
     finally:
         gc.callbacks.remove(on_gc)
         for owner, name, original in reversed(originals):
@@ -190,6 +192,7 @@ def run_once(config) -> tuple[dict, dict[str, float], dict[str, float]]:
         "lmms_eval": spent["lmms_eval"] - spent["wrapper"] - spent["journal"] - spent["teardown"],
         "run_files": main_cpu - (spent["lmms_eval"] - spent["teardown"]),  # summary, files (ours)
         "gc": sum(collections),  # automatic collections, counted inside the parts above
+        "system": system,  # kernel time of the whole run (startup and teardown included), inside the parts
     }
     return (
         summary,
@@ -239,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
     parser.add_argument("--profile-file", type=Path, help="also write the cProfile statistics here (pstats)")
     parser.add_argument(
+        "--start-method",
+        choices=["fork", "spawn", "forkserver"],
+        help="how workers start (default: the wrapper's)",
+    )
+    parser.add_argument(
         "--num-workers",
         type=int,
         nargs="+",
@@ -254,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     register()
     InstantIdefics2.model_seconds = args.model_ms / 1000
+    InstantIdefics2.worker_start_method = args.start_method
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         os.environ["HARNESS_HOME"] = str(root / "home")
