@@ -681,8 +681,11 @@ class FGVRModel(lmms):
         """This wrapper without its model and the run's state here: what DataLoader workers use (the
         prompt builder and the processor). Picklable, so spawned workers get a copy."""
         encoder = copy.copy(self)
-        for name in MODEL_STATE:
-            encoder.__dict__.pop(name, None)
+        for name in list(encoder.__dict__):
+            # the model and run state, and methods replaced on this instance (the response journal's
+            # hooks, the prefetcher's encode): closures that a spawned worker could not receive
+            if name in MODEL_STATE or callable(getattr(type(self), name, None)):
+                del encoder.__dict__[name]
         return encoder
 
     def worker_pool(self, run_processor: bool) -> WorkerPool:

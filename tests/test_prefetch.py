@@ -214,6 +214,22 @@ def test_worker_processes_decode_and_process_and_change_no_answer(
     wrapper.clean()
 
 
+def test_what_spawned_workers_receive_pickles_in_a_harness_run(tmp_path, tiny_idefics2):
+    """A spawned worker gets the wrapper without its model, pickled: in a run the response journal
+    has replaced the request methods on the wrapper with closures, which must stay behind."""
+    import pickle
+
+    from harness.journal import ResponseJournal
+    from tests.model_fixtures import load
+
+    wrapper = load("idefics2", tiny_idefics2)
+    ResponseJournal(tmp_path / "journal.jsonl").attach(wrapper)
+    wrapper.task_dict = {"t": {"test": [{"path": "x.jpg"}]}}
+    encoder = pickle.loads(pickle.dumps(wrapper.worker_encoder()))
+    assert "model" not in vars(encoder) and "loglikelihood" not in vars(encoder)
+    assert encoder.prompt_for("Which bird?", 1) == wrapper.prompt_for("Which bird?", 1)
+
+
 def test_num_workers_is_refused_below_zero_and_defaults_to_none_on_cpu():
     from types import SimpleNamespace
 
