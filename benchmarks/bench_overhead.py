@@ -3,7 +3,8 @@ task, lmms-eval's request building and filters, our hooks, image decoding and th
 response journal, the summary and the run files) with a wrapper that answers instantly.
 
     python benchmarks/bench_overhead.py [--questions 200] [--scoring loglik] [--batch-size 8]
-                                        [--model-ms 0] [--profile 25] [--num-workers 0 1 2 4]
+                                        [--model-ms 0] [--profile 25] [--profile-file F]
+                                        [--num-workers 0 1 2 4] [--start-method spawn]
 
 The wrapper (`InstantIdefics2`, benchmark-only, registered here, not in models/registry.py) is the
 Idefics2 wrapper on a tiny random checkpoint with the model's forward pass replaced: prompts are
@@ -16,7 +17,10 @@ its cache, and the model load) and lmms-eval's teardown (a garbage collection) s
 image loading + preprocessing per question (overlapped with the model), and the top cProfile entries
 by cumulative time; writes benchmarks/out/overhead_<scoring>.json.
 
-`--start-method spawn` starts the workers by spawning (default: fork where possible).
+`main_cpu_breakdown_ms` splits the main process's CPU time into our wrapper, the response journal,
+lmms-eval's own bookkeeping and our run files (with the automatic garbage collections and the kernel
+time, which lie inside those). `--start-method spawn` starts the workers by spawning (default: fork
+where possible).
 `--num-workers 0 1 2 4` runs once per count of DataLoader worker processes (`harness run
 --num-workers`; 0: the prefetch thread) and reports images/s (one image per question) for each; the
 profile is then left out (cProfile sees only the main process).

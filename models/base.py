@@ -106,8 +106,8 @@ def default_num_workers(device: str, world_size: int = 1) -> int:
     return max(0, min(4, cores // max(1, world_size) - 1))
 
 
-# Tensors smaller than this come back from a worker inside its message; larger ones through shared
-# memory (a file per tensor, opened here by name).
+# Tensors smaller than this come back from a worker inside its message; larger ones (pixel values)
+# through shared memory, whose file descriptor costs a socket round trip with the worker per tensor.
 INLINE_BYTES = 1 << 18
 # What a worker's copy of the wrapper leaves out: the model and the state of the run in this process.
 MODEL_STATE = (
@@ -207,7 +207,7 @@ class WorkerPool:
             collate_fn=_as_is,
             prefetch_factor=2,
             persistent_workers=True,
-            worker_init_fn=_start_worker,
+            worker_init_fn=_one_thread,
             multiprocessing_context=start_method,
         )
 
@@ -243,12 +243,8 @@ def _as_is(sample):
     return sample
 
 
-def _start_worker(_worker: int) -> None:
+def _one_thread(_worker: int) -> None:
     torch.set_num_threads(1)  # N workers on N cores: no thread oversubscription inside each
-    # large tensors go back as named shared-memory files: the default (a file descriptor handed over
-    # a socket, with an authentication handshake, per tensor) makes the model's process wait for this
-    # busy worker to answer; torch's shm manager removes the files of a worker that dies
-    torch.multiprocessing.set_sharing_strategy("file_system")
 
 
 class EncodingPrefetcher:
