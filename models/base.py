@@ -196,9 +196,9 @@ class WorkerPool:
     other request type) pay no new start, which for spawned workers means importing torch again."""
 
     def __init__(self, jobs: WorkerJobs, num_workers: int, start_method: str):
-        self.documents = jobs.documents
         self._feed = JobFeed()
-        self.settings = (num_workers, start_method, jobs.run_processor)
+        self.settings: tuple = ()  # what the wrapper started it for
+        self.held: tuple = ()
         self._loader = DataLoader(
             jobs,
             batch_size=None,
@@ -688,10 +688,18 @@ class FGVRModel(lmms):
         """This rank's DataLoader workers, started on first use and kept for the evaluation (the
         documents lmms-eval gave this wrapper are theirs; new documents get new workers)."""
         pool = self.__dict__.get("_workers")
-        settings = (self.num_workers, self.worker_start_method or default_start_method(), run_processor)
-        if pool is None or pool.documents is not self.task_dict or pool.settings != settings:
+        start = self.worker_start_method or default_start_method()
+        # lmms-eval fills one task_dict in place: the workers hold the documents of its tasks at their start
+        settings = (
+            self.num_workers,
+            start,
+            run_processor,
+            tuple((t, id(d)) for t, d in self.task_dict.items()),
+        )
+        if pool is None or pool.settings != settings:
             jobs = WorkerJobs(self.worker_encoder(), self.task_dict, run_processor)
-            self._workers = pool = WorkerPool(jobs, *settings[:2])
+            self._workers = pool = WorkerPool(jobs, self.num_workers, start)
+            pool.settings, pool.held = settings, tuple(self.task_dict.values())  # held: the ids stay theirs
         return pool
 
     def workers_can_load(self, items: list) -> bool:
