@@ -3,7 +3,8 @@ task, lmms-eval's request building and filters, our hooks, image decoding and th
 response journal, the summary and the run files) with a wrapper that answers instantly.
 
     python benchmarks/bench_overhead.py [--questions 200] [--scoring loglik] [--batch-size 8]
-                                        [--model-ms 0] [--profile 25] [--num-workers 0 1 2 4]
+                                        [--model-ms 0] [--profile 25] [--profile-file F]
+                                        [--num-workers 0 1 2 4] [--start-method spawn]
 
 The wrapper (`InstantIdefics2`, benchmark-only, registered here, not in models/registry.py) is the
 Idefics2 wrapper on a tiny random checkpoint with the model's forward pass replaced: prompts are
@@ -16,6 +17,10 @@ its cache, and the model load) and lmms-eval's teardown (a garbage collection) s
 image loading + preprocessing per question (overlapped with the model), and the top cProfile entries
 by cumulative time; writes benchmarks/out/overhead_<scoring>.json.
 
+`main_cpu_breakdown_ms` splits the main process's CPU time into our wrapper, the response journal,
+lmms-eval's own bookkeeping and our run files (with the automatic garbage collections and the kernel
+time, which lie inside those). `--start-method spawn` starts the workers by spawning (default: fork
+where possible).
 `--num-workers 0 1 2 4` runs once per count of DataLoader worker processes (`harness run
 --num-workers`; 0: the prefetch thread) and reports images/s (one image per question) for each; the
 profile is then left out (cProfile sees only the main process).
@@ -53,7 +58,7 @@ class InstantScorer(CausalScorer):
 
     def shared(self, groups):
         w = self.wrapper
-        w.encode([w.build_prompt(g.context, len(g.images)) for g in groups], [g.images for g in groups])
+        w.encode([w.prompt_for(g.context, len(g.images)) for g in groups], [g.images for g in groups])
         w.simulate_compute(len(groups))
         return [[(-float(i), i == 0) for i in range(len(g.continuations))] for g in groups]
 
@@ -119,39 +124,90 @@ def timed(owner: type, name: str, seconds: list[float], cpu: list[float] | None 
     return original
 
 
-def run_once(config) -> tuple[dict, dict[str, float]]:
+def run_once(config) -> tuple[dict, dict[str, float], dict[str, float]]:
     """One `harness run`; the wall time, and the model load, lmms-eval's teardown and the prefetch
-    thread's image loading + preprocessing inside it."""
+    thread's image loading + preprocessing inside it; and this process's CPU time by part."""
+    import gc
+
+    import lmms_eval.evaluator
+
+    import harness.journal
     import harness.runner
     import models.base
 
-    parts: dict[str, list[float]] = {"planning": [], "model_load": [], "teardown": [], "preprocessing": []}
+    parts = ("planning", "model_load", "teardown", "preprocessing", "lmms_eval", "wrapper", "journal")
+    seconds: dict[str, list[float]] = {part: [] for part in parts}
     cpu: dict[str, list[float]] = {part: [] for part in parts}
     patched = [
         (harness.runner, "plan_run", "planning"),
         (InstantIdefics2, "__init__", "model_load"),
         (InstantIdefics2, "clean", "teardown"),
+        (lmms_eval.evaluator, "simple_evaluate", "lmms_eval"),
+        (InstantIdefics2, "loglikelihood", "wrapper"),
+        (InstantIdefics2, "generate_until", "wrapper"),
+        (harness.journal, "request_key", "journal"),
+        (harness.journal.ResponseJournal, "_append", "journal"),
     ]
     if hasattr(models.base, "EncodingPrefetcher"):  # absent before the prefetcher (for before/after figures)
         patched.append((models.base.EncodingPrefetcher, "_prepare", "preprocessing"))
-    originals = [(owner, name, timed(owner, name, parts[part], cpu[part])) for owner, name, part in patched]
+    originals = [(owner, name, timed(owner, name, seconds[part], cpu[part])) for owner, name, part in patched]
+    # garbage collections while lmms-eval and the wrapper answer (from simple_evaluate to the teardown)
+    collections: list[float] = []
+    started: list[float] = []
+    answering = [False]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            started.append(time.process_time())
+        elif started:
+            elapsed = time.process_time() - started.pop()
+            if answering[0]:
+                collections.append(elapsed)
+
+    def flag(owner: type, name: str, value: bool):
+        original = getattr(owner, name)
+
+        def flagged(*args, **kwargs):
+            answering[0] = value
+            return original(*args, **kwargs)
+
+        setattr(owner, name, flagged)
+        originals.append((owner, name, original))
+
+    flag(lmms_eval.evaluator, "simple_evaluate", True)
+    flag(InstantIdefics2, "clean", False)
+    gc.callbacks.append(on_gc)
     try:
-        start, start_cpu = time.perf_counter(), time.process_time()
+        start, start_cpu, start_times = time.perf_counter(), time.process_time(), os.times()
         summary = harness.runner.run_evaluation(config, command=["bench_overhead"])
         total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        system = os.times().system - start_times.system
     finally:
-        for owner, name, original in originals:
+        gc.callbacks.remove(on_gc)
+        for owner, name, original in reversed(originals):
             setattr(owner, name, original)
+    spent = {part: sum(values) for part, values in cpu.items()}
     # this process's CPU time (all its threads, not worker processes) with startup and teardown aside
-    main_cpu = total_cpu - sum(sum(cpu[part]) for part in ("planning", "model_load", "teardown"))
-    return summary, {
-        "total": total,
-        "main_cpu": main_cpu,
-        **{part: sum(values) for part, values in parts.items()},
+    main_cpu = total_cpu - spent["planning"] - spent["model_load"] - spent["teardown"]
+    breakdown = {
+        "wrapper": spent["wrapper"],  # our batching, prefetch and the stand-in model's processor calls
+        "journal": spent["journal"],  # response keys and appends
+        # lmms-eval's requests, filters, per-document results and metrics (its teardown aside)
+        "lmms_eval": spent["lmms_eval"] - spent["wrapper"] - spent["journal"] - spent["teardown"],
+        "run_files": main_cpu - (spent["lmms_eval"] - spent["teardown"]),  # summary, files (ours)
+        "gc": sum(collections),  # automatic collections, counted inside the parts above
+        "system": system,  # kernel time of the whole run (startup and teardown included), inside the parts
     }
+    return (
+        summary,
+        {"total": total, "main_cpu": main_cpu, **{part: sum(values) for part, values in seconds.items()}},
+        breakdown,
+    )
 
 
-def measured(args, workers: int, summary: dict, seconds: dict[str, float]) -> dict:
+def measured(
+    args, workers: int, summary: dict, seconds: dict[str, float], breakdown: dict[str, float]
+) -> dict:
     n = summary["n"]
     # startup (planning with a warm prepared task, the model load) and lmms-eval's teardown aside
     per_run = seconds["total"] - seconds["planning"] - seconds["model_load"] - seconds["teardown"]
@@ -174,6 +230,8 @@ def measured(args, workers: int, summary: dict, seconds: dict[str, float]) -> di
         "main_cpu_ms_per_question": round(1000 * seconds["main_cpu"] / n, 2),
         # the prefetch thread's share (0 with workers: they decode and process in other processes)
         "preprocessing_ms_per_question": round(1000 * seconds["preprocessing"] / n, 2),
+        # the main process's CPU ms/question by part (gc: automatic collections, inside the other parts)
+        "main_cpu_breakdown_ms": {part: round(1000 * value / n, 2) for part, value in breakdown.items()},
         "cpu_count": os.cpu_count(),
     }
 
@@ -186,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-ms", type=float, default=0.0, help="simulated model time per question (ms)")
     parser.add_argument("--profile", type=int, default=25, help="cProfile entries to print (0: no profile)")
     parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
+    parser.add_argument("--profile-file", type=Path, help="also write the cProfile statistics here (pstats)")
+    parser.add_argument(
+        "--start-method",
+        choices=["fork", "spawn", "forkserver"],
+        help="how workers start (default: the wrapper's)",
+    )
     parser.add_argument(
         "--num-workers",
         type=int,
@@ -202,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
     register()
     InstantIdefics2.model_seconds = args.model_ms / 1000
+    InstantIdefics2.worker_start_method = args.start_method
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         os.environ["HARNESS_HOME"] = str(root / "home")
@@ -226,11 +291,13 @@ def main(argv: list[str] | None = None) -> int:
             profiler = cProfile.Profile() if profile else None
             if profiler:
                 profiler.enable()
-            summary, seconds = run_once(config)
+            summary, seconds, breakdown = run_once(config)
             if profiler:
                 profiler.disable()
-            results.append(measured(args, workers, summary, seconds))
+            results.append(measured(args, workers, summary, seconds, breakdown))
             print(json.dumps(results[-1]))
+    if profiler and args.profile_file:
+        profiler.dump_stats(args.profile_file)
     if profiler:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats(args.sort).print_stats(profile)

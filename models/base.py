@@ -19,19 +19,23 @@ from __future__ import annotations
 import copy
 import gc
 import logging
+import multiprocessing
 import os
+import pickle
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from harness.core.errors import UserError
@@ -45,7 +49,7 @@ from harness.core.requests import FAILED_GENERATION, FAILED_NLL
 from models import distributed
 from models.dtypes import DTYPES
 from models.registry import ModelSpec, known_model_args, spec_of_wrapper
-from models.requests import DocumentImages, Request, generation_settings, group_options
+from models.requests import DocumentImages, Request, VisualSource, generation_settings, group_options
 from models.scoring import AnswerScorer, CausalScorer, Prefix, Score, cache_of, join_answer, with_cache
 
 log = logging.getLogger(__name__)
@@ -102,27 +106,115 @@ def default_num_workers(device: str, world_size: int = 1) -> int:
     return max(0, min(4, cores // max(1, world_size) - 1))
 
 
-class PreparedBatches(Dataset):
-    """The batches as a map-style dataset for DataLoader workers: item i is batch i's decoded images,
-    its prompts and (where `process` is given) the processor's CPU tensors. The workers are forked, so
-    nothing here is pickled on the way in; only the results travel back (tensors in shared memory)."""
+# Tensors smaller than this come back from a worker inside its message; larger ones (pixel values)
+# through shared memory, whose file descriptor costs a socket round trip with the worker per tensor.
+INLINE_BYTES = 1 << 18
+# What a worker's copy of the wrapper leaves out: the model and the state of the run in this process.
+MODEL_STATE = (
+    "model",
+    "scorer",
+    "accelerator",
+    "parallel",
+    "task_dict",
+    "_twin",
+    "_workers",
+    "encode",
+    "prompt_for",
+)
 
-    def __init__(self, batches: list[list], prompt: Callable[[str, int], str], process: Callable | None):
-        self.batches, self.prompt, self.process = batches, prompt, process
+
+def picklable(value) -> bool:
+    try:
+        pickle.dumps(value)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def default_start_method() -> str:
+    """How DataLoader workers start: forked where the platform can and CUDA is not initialised here
+    (a forked child cannot use the parent's CUDA state; forking costs no imports), else spawned
+    (Windows, macOS's default, or a process whose model is already on a GPU)."""
+    if "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized():
+        return "fork"
+    return "spawn"
+
+
+@dataclass(frozen=True)
+class PipedTensor:
+    """A small CPU tensor on its way back from a worker, as an array pickled into the worker's message."""
+
+    array: np.ndarray
+
+    @classmethod
+    def wrap(cls, value):
+        if torch.is_tensor(value) and value.nbytes < INLINE_BYTES and value.dtype != torch.bfloat16:
+            return cls(value.numpy())
+        return value
+
+    @staticmethod
+    def unwrap(value):
+        return torch.from_numpy(value.array) if isinstance(value, PipedTensor) else value
+
+
+class WorkerJobs(Dataset):
+    """What a DataLoader worker does with one job (a batch: each question's text and `VisualSource`):
+    decode the images, build the prompts with `encoder` (the wrapper without its model) and, with
+    `run_processor`, run the processor. A worker holds the encoder and the documents from its start
+    (inherited when forked, pickled once when spawned); a job travels as its small description, so
+    one set of workers serves every call of a run."""
+
+    def __init__(self, encoder: FGVRModel, documents: Mapping, run_processor: bool):
+        self.encoder, self.documents, self.run_processor = encoder, documents, run_processor
+
+    def __getitem__(self, job: list[tuple[str, VisualSource]]) -> tuple[list, list[str], dict | None]:
+        images = [source.load(self.documents) for _, source in job]
+        prompts = [self.encoder.prompt_for(context, len(row)) for (context, _), row in zip(job, images)]
+        if not self.run_processor:  # the decoded images go back, so that nothing decodes them again there
+            return [[to_shared(image) for image in row] for row in images], prompts, None
+        processed = self.encoder.process(prompts, images)
+        # the images are not needed where the model runs: only their count
+        return [len(row) for row in images], prompts, {k: PipedTensor.wrap(v) for k, v in processed.items()}
+
+
+class JobFeed(Sampler):
+    """The jobs of the current call; each pass of a persistent DataLoader hands out the list set last."""
+
+    def __init__(self):
+        self.jobs: list = []
+
+    def __iter__(self):
+        return iter(self.jobs)
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.jobs)
 
-    def __getitem__(self, index: int) -> tuple[list[list], list[str], dict | None]:
-        batch = self.batches[index]
-        images = [item.images for item in batch]
-        prompts = [self.prompt(item.context, len(row)) for item, row in zip(batch, images)]
-        processed = dict(self.process(prompts, images)) if self.process is not None else None
-        for item in batch:
-            item.source.release()  # the worker's copy
-        if processed is not None:  # the images are not needed where the model runs: only their count
-            return [len(row) for row in images], prompts, processed
-        return [[to_shared(image) for image in row] for row in images], prompts, processed
+
+class WorkerPool:
+    """`num_workers` DataLoader worker processes for one wrapper, started on the first call and kept
+    (persistent_workers) until the evaluation ends: a run's later calls (the journal's chunks, the
+    other request type) pay no new start, which for spawned workers means importing torch again."""
+
+    def __init__(self, jobs: WorkerJobs, num_workers: int, start_method: str):
+        self._feed = JobFeed()
+        self.settings: tuple = ()  # what the wrapper started it for
+        self.held: tuple = ()
+        self._loader = DataLoader(
+            jobs,
+            batch_size=None,
+            sampler=self._feed,
+            num_workers=num_workers,
+            collate_fn=_as_is,
+            prefetch_factor=2,
+            persistent_workers=True,
+            worker_init_fn=_one_thread,
+            multiprocessing_context=start_method,
+        )
+
+    def run(self, jobs: list) -> Iterator[tuple[list, list[str], dict | None]]:
+        """The workers' results for `jobs`, in order, two jobs ahead per worker."""
+        self._feed.jobs = jobs
+        return iter(self._loader)
 
 
 class SharedImage:
@@ -131,8 +223,6 @@ class SharedImage:
     the worker's pipe, which costs more than decoding it)."""
 
     def __init__(self, image):
-        import numpy as np
-
         self.mode, self.pixels = image.mode, torch.from_numpy(np.asarray(image))
 
     def image(self):
@@ -160,53 +250,59 @@ def _one_thread(_worker: int) -> None:
 class EncodingPrefetcher:
     """Overlaps image loading and preprocessing with model compute: while the model answers batch i, a
     background thread decodes the images of batch i+1 and runs the processor on its prompts; when
-    the scorer calls `encode` with exactly those prompts and images, the tensors are ready. Any
-    other `encode` call (the naive path's prompt + answer sequences) is computed as before.
+    the scorer calls `encode` with exactly those prompts and images, the tensors are ready, and
+    `prompt_for` returns the prompts built there. Any other `encode` call (the naive path's prompt +
+    answer sequences) is computed as before.
 
-    With `num_workers` > 0, `process` (the processor call without the move to the model's device)
-    runs with the image decoding in that many forked DataLoader worker processes instead of the
-    thread, two batches ahead per worker, and `to_device` moves its tensors here; `process=None`
-    (a wrapper whose `encode` is its own) decodes images only in the workers."""
+    With `workers` (a WorkerPool), the image decoding, the prompts and (where the pool runs the
+    processor) the processor run in DataLoader worker processes instead of the thread, and
+    `to_device` moves their tensors here."""
 
     def __init__(
         self,
         encode: Callable[[list[str], list[list]], Any],
         prompt: Callable[[str, int], str],
         run_processor: bool,
-        num_workers: int = 0,
-        process: Callable[[list[str], list[list]], Any] | None = None,
+        workers: WorkerPool | None = None,
         to_device: Callable[[Any], Any] | None = None,
+        prompt_here: Callable[[str, int], str] | None = None,
     ):
         self._encode, self._prompt, self._run_processor = encode, prompt, run_processor
-        self._num_workers, self._process, self._to_device = num_workers, process, to_device
+        self._workers, self._to_device = workers, to_device
+        self._prompt_here = prompt_here or prompt  # for prompts asked of this thread, not prepared
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fgvr-prefetch")
         self._ready: tuple[tuple, Any] | None = None
+        self._prompts: dict[tuple[str, int], str] = {}
 
     @staticmethod
     def _key(prompts: Sequence[str], images: Sequence[Sequence]) -> tuple:
         # a document's image list is one object from decoding to release: its identity names its images
         return tuple(prompts), tuple(map(id, images))
 
-    def _prepare(self, batch: list) -> tuple[tuple, Any] | None:
+    def _prepare(self, batch: list) -> tuple[tuple, Any, list[str]]:
         images = [item.images for item in batch]  # decodes each document's images once
         if not self._run_processor:
-            return None
+            return (), None, None
         prompts = [self._prompt(item.context, len(row)) for item, row in zip(batch, images)]
-        return self._key(prompts, images), self._encode(prompts, images)
+        return self._key(prompts, images), self._encode(prompts, images), prompts
 
     def encode(self, prompts: list[str], images: list[list]):
         if self._ready is not None and self._ready[0] == self._key(prompts, images):
             return self._ready[1]
         return self._encode(prompts, images)
 
+    def prompt_for(self, context: str, n_images: int) -> str:
+        prompt = self._prompts.get((context, n_images))
+        return prompt if prompt is not None else self._prompt_here(context, n_images)
+
     def batches(self, batches: Iterator[list]) -> Iterator[list]:
         """Each batch (of Requests or OptionGroups), handed over with its encoding done and the next
         batch's under way; its images are released once the caller is done with it."""
-        if self._num_workers > 0:
-            yield from self._from_workers(batches)
-            return
-        pending: tuple[list, Future] | None = None
         try:
+            if self._workers is not None:
+                yield from self._from_workers(batches)
+                return
+            pending: tuple[list, Future] | None = None
             for batch in batches:
                 future = self._pool.submit(self._prepare, batch)
                 if pending is not None:
@@ -215,44 +311,34 @@ class EncodingPrefetcher:
             if pending is not None:
                 yield from self._hand_over(*pending)
         finally:
-            self._ready = None
+            self._ready, self._prompts = None, {}
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _from_workers(self, batches: Iterator[list]) -> Iterator[list]:
-        chunks = list(batches) if not isinstance(batches, list) else batches
-        process = self._process if self._run_processor else None
-        loader = DataLoader(
-            PreparedBatches(chunks, self._prompt, process),
-            batch_size=None,
-            num_workers=self._num_workers,
-            collate_fn=_as_is,
-            prefetch_factor=2,
-            worker_init_fn=_one_thread,
-            multiprocessing_context="fork",
-        )
-        try:
-            for batch, (shared, prompts, processed) in zip(chunks, loader):
-                images = []
-                for item, row in zip(batch, shared):
-                    if isinstance(row, int):  # processed there: decoded here only if asked for
-                        item.source.defer(row)
-                    else:  # the decoded images, so that nothing decodes them again here
-                        item.source.fill([from_shared(image) for image in row])
-                    images.append(item.images)
-                if processed is not None:
-                    self._ready = (self._key(prompts, images), self._to_device(processed))
-                yield batch
-                self._ready = None
-                for item in batch:
-                    item.source.release()
-        finally:
-            self._ready = None
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        chunks = list(batches)
+        jobs = [[(item.context, item.source.origin) for item in batch] for batch in chunks]
+        for batch, (shared, prompts, processed) in zip(chunks, self._workers.run(jobs)):
+            images = []
+            for item, row in zip(batch, shared):
+                if isinstance(row, int):  # processed there: decoded here only if asked for
+                    item.source.defer(row)
+                else:  # the decoded images, so that nothing decodes them again here
+                    item.source.fill([from_shared(image) for image in row])
+                images.append(item.images)
+            if processed is not None:
+                tensors = {key: PipedTensor.unwrap(value) for key, value in processed.items()}
+                self._ready = (self._key(prompts, images), self._to_device(tensors))
+            yield from self._served(batch, prompts, images)
 
     def _hand_over(self, batch: list, future: Future) -> Iterator[list]:
-        self._ready = future.result()  # a preprocessing error is raised here, with the batch it belongs to
+        key, encoding, prompts = future.result()  # a preprocessing error is raised here, with its batch
+        self._ready = (key, encoding) if self._run_processor else None
+        yield from self._served(batch, prompts, [item.images for item in batch])
+
+    def _served(self, batch: list, prompts: list[str] | None, images: list) -> Iterator[list]:
+        self._prompts = {(item.context, len(row)): p for item, p, row in zip(batch, prompts or (), images)}
         yield batch
-        self._ready = None
+        self._ready, self._prompts = None, {}
         for item in batch:
             item.source.release()
 
@@ -278,6 +364,7 @@ class FGVRModel(lmms):
         True  # run `encode` ahead of the model (False: only decode images ahead)
     )
     chat_interface: ClassVar[bool] = False  # answers through the checkpoint's own `model.chat`
+    worker_start_method: str | None = None  # "fork", "spawn", "forkserver"; None: default_start_method()
 
     def __init__(
         self,
@@ -552,9 +639,8 @@ class FGVRModel(lmms):
             context, second, doc_to_visual, doc_id, task, split = request.args
             key = (task, split, doc_id)
             if key not in sources:
-                sources[key] = DocumentImages(
-                    partial(self._document_images, doc_to_visual, task, split, doc_id)
-                )
+                origin = VisualSource(doc_to_visual, task, split, doc_id)
+                sources[key] = DocumentImages(partial(origin.load, self.task_dict), origin)
             if isinstance(second, str):
                 unpacked.append(Request(index, context, sources[key], continuation=second, doc_key=key))
             else:
@@ -577,6 +663,7 @@ class FGVRModel(lmms):
         """lmms-eval's end-of-evaluation cleanup, with one garbage collection instead of two when no
         accelerator holds references (each costs about half a second in a process with lmms-eval loaded)."""
         self._twin = None  # it shares the model: the cleanup must be able to free it
+        self._workers = None  # the worker processes stop when their DataLoader is freed
         if getattr(self, "accelerator", None) is not None:
             return super().clean()
         for name, value in list(vars(self).items()):
@@ -586,8 +673,49 @@ class FGVRModel(lmms):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _document_images(self, doc_to_visual: Callable, task: str, split: str, doc_id: int) -> list:
-        return doc_to_visual(self.task_dict[task][split][doc_id])
+    def worker_encoder(self) -> FGVRModel:
+        """This wrapper without its model and the run's state here: what DataLoader workers use (the
+        prompt builder and the processor). Picklable, so spawned workers get a copy."""
+        encoder = copy.copy(self)
+        for name in list(encoder.__dict__):
+            # the model and run state, and methods replaced on this instance (the response journal's
+            # hooks, the prefetcher's encode): closures that a spawned worker could not receive
+            if name in MODEL_STATE or callable(getattr(type(self), name, None)):
+                del encoder.__dict__[name]
+        return encoder
+
+    def worker_pool(self, run_processor: bool) -> WorkerPool:
+        """This rank's DataLoader workers, started on first use and kept for the evaluation (the
+        documents lmms-eval gave this wrapper are theirs; new documents get new workers)."""
+        pool = self.__dict__.get("_workers")
+        start = self.worker_start_method or default_start_method()
+        # lmms-eval fills one task_dict in place: the workers hold the documents of its tasks at their start
+        settings = (
+            self.num_workers,
+            start,
+            run_processor,
+            tuple((t, id(d)) for t, d in self.task_dict.items()),
+        )
+        if pool is None or pool.settings != settings:
+            jobs = WorkerJobs(self.worker_encoder(), self.task_dict, run_processor)
+            self._workers = pool = WorkerPool(jobs, self.num_workers, start)
+            pool.settings, pool.held = settings, tuple(self.task_dict.values())  # held: the ids stay theirs
+        return pool
+
+    def workers_can_load(self, items: list) -> bool:
+        """Whether worker processes can be sent these requests' image loaders (a task's doc_to_visual
+        travels by name, so it must be picklable: a module-level function); if not, the prefetch
+        thread loads them here, with a warning."""
+        functions = {item.source.origin.doc_to_visual for item in items}
+        unpicklable = [f for f in functions if not picklable(f)]
+        if unpicklable:
+            log.warning(
+                "%s: --num-workers ignored: the task's doc_to_visual %r cannot be sent to worker processes "
+                "(not a module-level function); images are decoded in this process",
+                self.spec.name,
+                unpicklable[0],
+            )
+        return not unpicklable
 
     def _batches(self, items: list, desc: str, kind: Callable[[Any], str] | None = None) -> Iterator[list]:
         """Batches of similar context lengths, longest first, each prepared ahead by an EncodingPrefetcher
@@ -602,22 +730,27 @@ class FGVRModel(lmms):
             same[start : start + size] for same in kinds.values() for start in range(0, len(same), size)
         ]
         chunks = tqdm(chunks, desc=desc, disable=self.rank != 0)
-        twin = self.prefetch_twin() if self.prefetch_encoding else self  # the twin is needed only to encode
+        # the thread encodes with a twin (its own processor); workers have their own copies
+        twin = self.prefetch_twin() if self.prefetch_encoding and not self.num_workers else self
         # workers run the processor where `encode` is the base class's (processor, then device)
         own_encode = type(self).encode is not FGVRModel.encode
+        workers = None
+        if self.num_workers and self.workers_can_load(items):
+            workers = self.worker_pool(self.prefetch_encoding and not own_encode)
         prefetcher = EncodingPrefetcher(
             twin.encode,
             twin.prompt_for,
             self.prefetch_encoding,
-            num_workers=self.num_workers,
-            process=None if own_encode else twin.process,
+            workers=workers,
             to_device=self.to_device,
+            prompt_here=self.prompt_for,
         )
-        self.encode = prefetcher.encode  # the scorer's encode calls find the prefetched tensors
+        # the scorer's encode and prompt_for calls find what was prepared ahead
+        self.encode, self.prompt_for = prefetcher.encode, prefetcher.prompt_for
         try:
             yield from prefetcher.batches(chunks)
         finally:
-            del self.encode
+            del self.encode, self.prompt_for
 
     def answer_batch(
         self, compute: Callable[[list], list], batch: list, failed: Callable[[Any], Any]

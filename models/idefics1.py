@@ -15,7 +15,8 @@ class Idefics1FGVR(FGVRModel):
     prompt_template = "User:{images}{question}<end_of_utterance>\nAssistant:"
     stop_tokens = ("<end_of_utterance>",)
 
-    def encode(self, prompts, images):
+    def process(self, prompts, images):
+        # text and pictures interleaved where the prompt has "<image>" (run in DataLoader workers too)
         interleaved = []
         for prompt, pictures in zip(prompts, images):
             pieces = prompt.split(self.image_token)
@@ -23,10 +24,9 @@ class Idefics1FGVR(FGVRModel):
             for picture, text in zip(pictures, pieces[1:]):
                 sample += [picture, text]
             interleaved.append([item for item in sample if not isinstance(item, str) or item])
-        batch = self.processor(
+        return self.processor(
             text=interleaved, add_end_of_utterance_token=False, padding=True, return_tensors="pt"
         )
-        return self.to_device(batch)
 
     def prefix_forward(self, inputs):
         out = self.model(

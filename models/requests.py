@@ -6,16 +6,32 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class VisualSource:
+    """Where a document's images come from: the task's `doc_to_visual` on document `doc_id` of
+    `task`/`split`. Small and picklable (the function travels by name), so it is what DataLoader
+    workers are sent, spawned ones included; they hold the documents themselves."""
+
+    doc_to_visual: Callable[[dict], list]
+    task: str
+    split: str
+    doc_id: int
+
+    def load(self, documents: Mapping) -> list:
+        return self.doc_to_visual(documents[self.task][self.split][self.doc_id])
 
 
 class DocumentImages:
     """One document's images, decoded on first use (by the prefetch thread, ahead of the model) and
-    released once its batch is answered, so a run never holds every decoded image at once."""
+    released once its batch is answered, so a run never holds every decoded image at once. `origin`
+    says where they come from, for worker processes that decode them instead."""
 
-    def __init__(self, load: Callable[[], list]):
-        self._load = load
+    def __init__(self, load: Callable[[], list], origin: VisualSource | None = None):
+        self._load, self.origin = load, origin
         self._images: list | None = None
         self._lock = threading.Lock()
 

@@ -4,6 +4,7 @@ document's images are decoded once, and lmms-eval's own passes over the document
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -130,32 +131,57 @@ def test_a_run_decodes_each_image_once(capsys, monkeypatch, tmp_path, tiny_idefi
     assert encodes and all(name.startswith("fgvr-prefetch") for name in encodes)  # 3 batches, all ahead
 
 
+IMPORTED_AS = "imported"  # set otherwise by the test: a forked worker sees that, a spawned one imports anew
+
+
+def logged_visual(doc: dict) -> list:
+    """A task's doc_to_visual that notes which process decoded and how it started (module-level:
+    workers get it by name)."""
+    import os
+
+    from PIL import Image
+
+    with open(doc["log"], "a") as log:
+        log.write(f"{os.getpid()}:{IMPORTED_AS}\n")
+    return [Image.open(doc["path"]).convert("RGB")]
+
+
 @pytest.mark.subprocess
-def test_worker_processes_decode_and_process_and_change_no_answer(tmp_path, tiny_idefics2, cub_root):
-    """--num-workers 2: the images are decoded (and the processor run) in DataLoader worker processes,
-    and every generated answer and option score equals the in-process path's (--num-workers 0)."""
+@pytest.mark.parametrize(
+    ("model", "start", "workers"),
+    [
+        ("idefics2", "fork", 2),
+        pytest.param("idefics2", "spawn", 1, marks=pytest.mark.slow),
+        ("idefics1", "fork", 2),  # its own processor call (`process`)
+    ],
+)
+def test_worker_processes_decode_and_process_and_change_no_answer(
+    monkeypatch, tmp_path, tiny_idefics2, cub_root, model, start, workers
+):
+    """--num-workers N: the images are decoded (and the processor run) in DataLoader worker processes,
+    forked or spawned, and every generated answer and option score equals the in-process path's
+    (--num-workers 0). One set of workers serves every call."""
     import os
 
     from lmms_eval.api.instance import Instance
-    from PIL import Image
 
-    from tests.model_fixtures import LETTERS, QUESTION, load
+    from tests.model_fixtures import LETTERS, QUESTION, load, tiny_checkpoint
 
     decoders = tmp_path / "decoders.txt"
-
-    def visual(doc):
-        with decoders.open("a") as log:
-            log.write(f"{os.getpid()}\n")
-        return [Image.open(doc["path"]).convert("RGB")]
-
     paths = sorted(cub_root.rglob("*.jpg"))[:5]
-    wrapper = load("idefics2", tiny_idefics2, batch_size=2, max_new_tokens=4)
-    wrapper.task_dict = {"t": {"test": [{"path": path} for path in paths]}}
+    checkpoint = tiny_idefics2 if model == "idefics2" else tiny_checkpoint(model)
+    wrapper = load(model, checkpoint, batch_size=2, max_new_tokens=4)
+    wrapper.task_dict = {"t": {"test": [{"path": str(path), "log": str(decoders)} for path in paths]}}
+    wrapper.worker_start_method = start
+    monkeypatch.setattr(sys.modules[__name__], "IMPORTED_AS", "the test's process")
 
     def instances(kind: str, items: list[tuple]) -> list[Instance]:
         return [
             Instance(
-                kind, (question, second, visual, d, "t", "test"), i, {"task": "t", "doc_id": d, "repeats": 1}
+                kind,
+                (question, second, logged_visual, d, "t", "test"),
+                i,
+                {"task": "t", "doc_id": d, "repeats": 1},
             )
             for i, (d, question, second) in enumerate(items)
         ]
@@ -165,21 +191,43 @@ def test_worker_processes_decode_and_process_and_change_no_answer(tmp_path, tiny
         "generate_until", [(d, f"What bird is this? {d}", {"until": ["\n"]}) for d in docs]
     )
     options = instances("loglikelihood", [(d, QUESTION, letter) for d in docs for letter in LETTERS])
-    answers = {}
-    for workers in (0, 2):
+    answers, pools = {}, set()
+    for count in (0, workers):
         decoders.unlink(missing_ok=True)
-        wrapper.num_workers = workers
+        wrapper.num_workers = count
         wrapper.shared_prefix = True
         texts = wrapper.generate_until(generations)
         scores = [r.text for r in wrapper.loglikelihood(options)]
-        pids = set(decoders.read_text().split())
+        decoded = dict(line.split(":") for line in decoders.read_text().splitlines())
         # with workers, nothing is decoded here: the processor ran there too
-        assert pids == {str(os.getpid())} if workers == 0 else str(os.getpid()) not in pids, pids
+        assert set(decoded) == {str(os.getpid())} if count == 0 else str(os.getpid()) not in decoded
+        if count:  # forked workers inherit this process's state, spawned ones start afresh
+            assert set(decoded.values()) == {"imported" if start == "spawn" else "the test's process"}
         wrapper.shared_prefix = False  # prompt + answer encodings: not prefetched, so decoded here on demand
         naive = [r.text for r in wrapper.loglikelihood(options)]
-        answers[workers] = (texts, scores, naive)
-    assert answers[2] == answers[0]
+        answers[count] = (texts, scores, naive)
+        pools.add(id(wrapper.__dict__.get("_workers")))
+    assert answers[workers] == answers[0]
     assert len(answers[0][1]) == 4 * len(paths) and all(isinstance(t, str) for t in answers[0][0])
+    assert len(pools - {id(None)}) == 1  # the workers started once, for three calls
+    assert wrapper._workers.settings[:3] == (workers, start, True)  # and ran the processor
+    wrapper.clean()
+
+
+def test_what_spawned_workers_receive_pickles_in_a_harness_run(tmp_path, tiny_idefics2):
+    """A spawned worker gets the wrapper without its model, pickled: in a run the response journal
+    has replaced the request methods on the wrapper with closures, which must stay behind."""
+    import pickle
+
+    from harness.journal import ResponseJournal
+    from tests.model_fixtures import load
+
+    wrapper = load("idefics2", tiny_idefics2)
+    ResponseJournal(tmp_path / "journal.jsonl").attach(wrapper)
+    wrapper.task_dict = {"t": {"test": [{"path": "x.jpg"}]}}
+    encoder = pickle.loads(pickle.dumps(wrapper.worker_encoder()))
+    assert "model" not in vars(encoder) and "loglikelihood" not in vars(encoder)
+    assert encoder.prompt_for("Which bird?", 1) == wrapper.prompt_for("Which bird?", 1)
 
 
 def test_num_workers_is_refused_below_zero_and_defaults_to_none_on_cpu():
@@ -200,3 +248,28 @@ def test_num_workers_is_refused_below_zero_and_defaults_to_none_on_cpu():
     assert FGVRModel.worker_count(gpu_rank, "auto") == default_num_workers("cuda:0", 1)
     assert 0 <= default_num_workers("cuda", world_size=1) <= 4
     assert default_num_workers("cuda", world_size=10_000) == 0
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow  # ~55 s on 2 shared cores: three processes load the model
+def test_data_parallel_ranks_with_their_own_workers_answer_as_one_process(
+    capfd, tmp_path, tiny_idefics2, cub_root, cub_choices
+):
+    """`harness run --num-processes 2 --num-workers 1` (each rank decodes and processes in a worker of
+    its own) generates the same answer to every question as one process without workers."""
+    from harness.cli import main
+
+    answers = {}
+    for processes, workers in ((1, 0), (2, 1)):
+        args = [
+            "run", "--model", "idefics2", "--task", "bird200", "--data-root", str(cub_root),
+            "--choices", str(cub_choices), "--model-args", f"pretrained={tiny_idefics2},device=cpu",
+            "--scoring", "generate", "--batch-size", "2", "--json", "--no-record",
+            "--output-dir", str(tmp_path / str(processes)),
+            "--num-processes", str(processes), "--num-workers", str(workers),
+        ]  # fmt: skip
+        assert main(args) == 0
+        line = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+        with open(line["samples_file"]) as samples:
+            answers[processes] = sorted((s["doc_id"], s["resps"]) for s in map(json.loads, samples))
+    assert len(answers[1]) == 10 and answers[2] == answers[1]
