@@ -74,6 +74,21 @@ def base(tmp_path_factory) -> Path:
     return build_training_base(tmp_path_factory.mktemp("dp-models") / "tiny-idefics2-train")
 
 
+def finedefics_args(verb: str, data, base: Path) -> list[str]:
+    """`harness train VERB` on the module's data and base, every finedefics term, quietly."""
+    return [
+        "train",
+        verb,
+        "--data",
+        str(data.data_dir),
+        "--base",
+        str(base),
+        "--recipe",
+        "finedefics",
+        "--quiet",
+    ]
+
+
 def write_config(path: Path, per_device: int) -> Path:
     stage = {"learning_rate": 5e-3, "warmup_steps": 0, "weight_decay": 0.0, "max_steps": 2, "global_batch_size": 8,
              "per_device_batch_size": per_device, "seed": 0, "save_steps": 2, "logging_steps": 1}  # fmt: skip
@@ -99,17 +114,7 @@ def test_two_processes_train_as_one_process_with_the_global_batch(data, base, tm
     `accelerate launch` against 1 process x 8 rows, the same data order."""
     from harness.cli import main
 
-    common = [
-        "train",
-        "run",
-        "--data",
-        str(data.data_dir),
-        "--base",
-        str(base),
-        "--recipe",
-        "finedefics",
-        "--quiet",
-    ]
+    common = finedefics_args("run", data, base)
     single, parallel = tmp_path / "single", tmp_path / "parallel"
     assert main([*common, "--out", str(single), "--config", str(write_config(tmp_path / "one.yaml", 8))]) == 0
     run([*ACCELERATE, "-m", "harness.cli", *common, "--out", str(parallel),
@@ -292,17 +297,7 @@ def test_fsdp_trains_as_one_process_with_the_global_batch(data, base, tmp_path, 
             written = json.loads(configs[name].read_text())
             written["model"] |= {"load_in_4bit": True, "dtype": "bfloat16"}  # storage: bfloat16 under FSDP
             configs[name].write_text(json.dumps(written))
-    common = [
-        "train",
-        "stage1",
-        "--data",
-        str(data.data_dir),
-        "--base",
-        str(base),
-        "--recipe",
-        "finedefics",
-        "--quiet",
-    ]
+    common = finedefics_args("stage1", data, base)
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     assert main([*common, "--out", str(single), "--config", str(configs["one"])]) == 0
     assert main([*common, "--out", str(sharded), "--config", str(configs["two"]), "--num-processes", "2",

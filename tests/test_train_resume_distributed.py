@@ -20,7 +20,7 @@ import torch
 
 from finedefics_train.fixtures import build_training_base, make_training_data
 from finedefics_train.resume import checkpoint_complete
-from tests.test_train_distributed import adapter, write_config
+from tests.test_train_distributed import adapter, finedefics_args, write_config
 
 STEPS, KILLED_AFTER = 4, 2  # 4 steps per stage, checkpoints every 2: killed after checkpoint-2
 
@@ -40,9 +40,9 @@ def base(tmp_path_factory) -> Path:
 def train_command(data, base, config: Path, out: Path, *extra: str, processes: int = 2) -> list[str]:
     """Both stages of the finedefics recipe in 2 processes of 4 rows (global batch 8). LoRA dropout
     makes each step depend on every process's RNG state, so a resume must restore each one's."""
-    return [sys.executable, "-m", "harness.cli", "train", "run", "--num-processes", str(processes), "--data", str(data.data_dir),
-            "--base", str(base), "--out", str(out), "--config", str(config), "--recipe", "finedefics",
-            "--max-steps", str(STEPS), "--set", "model.lora_dropout=0.1", "--quiet", *extra]  # fmt: skip
+    return [sys.executable, "-m", "harness.cli", *finedefics_args("run", data, base), "--num-processes", str(processes),
+            "--out", str(out), "--config", str(config), "--max-steps", str(STEPS), "--set", "model.lora_dropout=0.1",
+            *extra]  # fmt: skip
 
 
 def start(command: list[str], log: Path) -> subprocess.Popen:
