@@ -36,6 +36,7 @@ import os
 import pstats
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -124,7 +125,54 @@ def timed(owner: type, name: str, seconds: list[float], cpu: list[float] | None 
     return original
 
 
-def run_once(config) -> tuple[dict, dict[str, float], dict[str, float]]:
+class ThreadClock:
+    """The CPU time of every Python thread of this process other than the main one (the prefetch thread,
+    multiprocessing's queue feeders, ...), by what it runs, measured with time.thread_time() at the end
+    of each thread's run; with `profiler`, each such thread is also profiled and its statistics added
+    to `profiles`. Threads still running when the clock stops are measured from the stop
+    (/proc/self/task) where the platform has it."""
+
+    def __init__(self, profile: bool = False):
+        self.cpu: dict[str, float] = {}
+        self.profiles: list[cProfile.Profile] = []
+        self._profile = profile
+        self._original = threading.Thread.run
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def kind(thread: threading.Thread) -> str:
+        target = getattr(thread, "_target", None)
+        if target is not None:
+            return getattr(target, "__qualname__", repr(target))
+        return type(thread).__qualname__
+
+    def __enter__(self) -> ThreadClock:
+        clock, original = self, self._original
+
+        def run(thread: threading.Thread) -> None:
+            key = clock.kind(thread)  # before the run, which drops the thread's target
+            profiler = cProfile.Profile() if clock._profile else None
+            start = time.thread_time()
+            if profiler:
+                profiler.enable()
+            try:
+                original(thread)
+            finally:
+                if profiler:
+                    profiler.disable()
+                with clock._lock:
+                    clock.cpu[key] = clock.cpu.get(key, 0.0) + time.thread_time() - start
+                    if profiler:
+                        clock.profiles.append(profiler)
+
+        threading.Thread.run = run
+        return self
+
+    def __exit__(self, *exc) -> None:
+        threading.Thread.run = self._original
+
+
+def run_once(config, clock: ThreadClock | None = None) -> tuple[dict, dict[str, float], dict[str, float]]:
     """One `harness run`; the wall time, and the model load, lmms-eval's teardown and the prefetch
     thread's image loading + preprocessing inside it; and this process's CPU time by part."""
     import gc
@@ -177,11 +225,15 @@ def run_once(config) -> tuple[dict, dict[str, float], dict[str, float]]:
     flag(lmms_eval.evaluator, "simple_evaluate", True)
     flag(InstantIdefics2, "clean", False)
     gc.callbacks.append(on_gc)
+    clock = clock or ThreadClock()
     try:
-        start, start_cpu, start_times = time.perf_counter(), time.process_time(), os.times()
-        summary = harness.runner.run_evaluation(config, command=["bench_overhead"])
-        total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-        system = os.times().system - start_times.system
+        with clock:
+            start, start_cpu, start_times = time.perf_counter(), time.process_time(), os.times()
+            start_main = time.thread_time()
+            summary = harness.runner.run_evaluation(config, command=["bench_overhead"])
+            total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            main_thread = time.thread_time() - start_main
+            system = os.times().system - start_times.system
     finally:
         gc.callbacks.remove(on_gc)
         for owner, name, original in reversed(originals):
@@ -197,7 +249,12 @@ def run_once(config) -> tuple[dict, dict[str, float], dict[str, float]]:
         "run_files": main_cpu - (spent["lmms_eval"] - spent["teardown"]),  # summary, files (ours)
         "gc": sum(collections),  # automatic collections, counted inside the parts above
         "system": system,  # kernel time of the whole run (startup and teardown included), inside the parts
+        # by thread: the main thread (startup and teardown aside), then each other thread's kind; what the
+        # process spent beyond these was in threads Python did not start (native) or still running
+        "main_thread": main_thread - spent["planning"] - spent["model_load"] - spent["teardown"],
+        **{f"thread:{kind}": value for kind, value in sorted(clock.cpu.items())},
     }
+    breakdown["native_threads"] = total_cpu - main_thread - sum(clock.cpu.values())
     return (
         summary,
         {"total": total, "main_cpu": main_cpu, **{part: sum(values) for part, values in seconds.items()}},
@@ -289,19 +346,24 @@ def main(argv: list[str] | None = None) -> int:
                 config
             )  # warm: the prepared task is cached and every module imported, as on a second run
             profiler = cProfile.Profile() if profile else None
+            clock = ThreadClock(profile=bool(profile))
             if profiler:
                 profiler.enable()
-            summary, seconds, breakdown = run_once(config)
+            summary, seconds, breakdown = run_once(config, clock)
             if profiler:
                 profiler.disable()
             results.append(measured(args, workers, summary, seconds, breakdown))
             print(json.dumps(results[-1]))
     if profiler and args.profile_file:
         profiler.dump_stats(args.profile_file)
+        if clock.profiles:  # the other threads' statistics beside it
+            pstats.Stats(*clock.profiles).dump_stats(f"{args.profile_file}.threads")
     if profiler:
-        text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats(args.sort).print_stats(profile)
-        print(text.getvalue())
+        for title, profiles in (("main thread", [profiler]), ("other threads", clock.profiles)):
+            if profiles:
+                text = io.StringIO()
+                pstats.Stats(*profiles, stream=text).sort_stats(args.sort).print_stats(profile)
+                print(f"--- {title} ---\n{text.getvalue()}")
     result = results[0] if len(results) == 1 else {"runs": results}
     OUT.mkdir(exist_ok=True)
     (OUT / f"overhead_{args.scoring}.json").write_text(json.dumps(result, indent=2) + "\n")
