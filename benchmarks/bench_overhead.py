@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -132,10 +133,10 @@ class ThreadClock:
     to `profiles`. Threads still running when the clock stops are measured from the stop
     (/proc/self/task) where the platform has it."""
 
-    def __init__(self, profile: bool = False):
+    def __init__(self, profile: bool = False, timer: Callable[[], float] = time.perf_counter):
         self.cpu: dict[str, float] = {}
         self.profiles: list[cProfile.Profile] = []
-        self._profile = profile
+        self._profile, self._timer = profile, timer
         self._original = threading.Thread.run
         self._lock = threading.Lock()
 
@@ -151,7 +152,7 @@ class ThreadClock:
 
         def run(thread: threading.Thread) -> None:
             key = clock.kind(thread)  # before the run, which drops the thread's target
-            profiler = cProfile.Profile() if clock._profile else None
+            profiler = cProfile.Profile(clock._timer) if clock._profile else None
             start = time.thread_time()
             if profiler:
                 profiler.enable()
@@ -303,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
     parser.add_argument("--profile-file", type=Path, help="also write the cProfile statistics here (pstats)")
     parser.add_argument(
+        "--profile-cpu",
+        action="store_true",
+        help="profile each thread's CPU time (time.thread_time) instead of the wall clock",
+    )
+    parser.add_argument(
         "--start-method",
         choices=["fork", "spawn", "forkserver"],
         help="how workers start (default: the wrapper's)",
@@ -345,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
             run_once(
                 config
             )  # warm: the prepared task is cached and every module imported, as on a second run
-            profiler = cProfile.Profile() if profile else None
-            clock = ThreadClock(profile=bool(profile))
+            timer = time.thread_time if args.profile_cpu else time.perf_counter
+            profiler = cProfile.Profile(timer) if profile else None
+            clock = ThreadClock(profile=bool(profile), timer=timer)
             if profiler:
                 profiler.enable()
             summary, seconds, breakdown = run_once(config, clock)

@@ -579,14 +579,15 @@ class FGVRModel(lmms):
         return self.encode([join_answer(p, a) for p, a in zip(prompts, answers)], images)
 
     def to_device(self, batch) -> dict[str, torch.Tensor]:
+        # the device and dtype once per batch: each look-up walks the model's parameters
+        device, dtype = self.device, self.model.dtype
+        dtype = dtype if dtype.is_floating_point else self.torch_dtype
         out = {}
         for key, value in batch.items():
             if torch.is_tensor(value):
-                value = value.to(self.device)
+                value = value.to(device)
                 if value.is_floating_point():
-                    value = value.to(
-                        self.model.dtype if self.model.dtype.is_floating_point else self.torch_dtype
-                    )
+                    value = value.to(dtype)
             out[key] = value
         return out
 
