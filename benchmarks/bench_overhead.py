@@ -19,8 +19,14 @@ by cumulative time; writes benchmarks/out/overhead_<scoring>.json.
 
 `main_cpu_breakdown_ms` splits the main process's CPU time into our wrapper, the response journal,
 lmms-eval's own bookkeeping and our run files (with the automatic garbage collections and the kernel
-time, which lie inside those). `--start-method spawn` starts the workers by spawning (default: fork
-where possible).
+time, which lie inside those), and again by thread: `main_thread`, then `thread:<what it runs>` for
+each other Python thread of the process (`thread:_worker`: the prefetch thread without workers, and
+transformers' loading threads; `thread:Queue._feed`: multiprocessing's feeder threads, which pickle
+the jobs sent to the workers), and `native_threads` for the rest. A cProfile sees only the thread
+that enabled it: with `--profile` every other thread is profiled too and printed on its own
+(`--profile-file F` writes F and F.threads), and `--profile-cpu` profiles CPU time (time.thread_time)
+instead of the wall clock, which counts waiting on the workers. `--start-method spawn` starts the
+workers by spawning (default: fork where possible).
 `--num-workers 0 1 2 4` runs once per count of DataLoader worker processes (`harness run
 --num-workers`; 0: the prefetch thread) and reports images/s (one image per question) for each; the
 profile is then left out (cProfile sees only the main process).
