@@ -721,10 +721,14 @@ class FGVRModel(lmms):
         return pool
 
     def workers_can_load(self, items: list) -> bool:
-        """Whether worker processes can be sent these requests' image loaders (a task's doc_to_visual
-        travels by name, so it must be picklable: a module-level function); if not, the prefetch
-        thread loads them here, with a warning."""
-        functions = {item.source.origin.doc_to_visual for item in items}
+        """Whether worker processes can be given these requests' image loaders: forked ones inherit
+        them; spawned ones receive each task's doc_to_visual pickled, so it must be picklable (a
+        module-level function or a method of a picklable object); if not, the prefetch thread loads
+        them here, with a warning. (Trying to pickle lmms-eval's loader pickles its whole task:
+        tens of milliseconds, not spent for forked workers.)"""
+        if (self.worker_start_method or default_start_method()) == "fork":
+            return True
+        functions = {item.source.origin.task: item.source.origin.doc_to_visual for item in items}.values()
         unpicklable = [f for f in functions if not picklable(f)]
         if unpicklable:
             log.warning(
