@@ -19,8 +19,14 @@ by cumulative time; writes benchmarks/out/overhead_<scoring>.json.
 
 `main_cpu_breakdown_ms` splits the main process's CPU time into our wrapper, the response journal,
 lmms-eval's own bookkeeping and our run files (with the automatic garbage collections and the kernel
-time, which lie inside those). `--start-method spawn` starts the workers by spawning (default: fork
-where possible).
+time, which lie inside those), and again by thread: `main_thread`, then `thread:<what it runs>` for
+each other Python thread of the process (`thread:_worker`: the prefetch thread without workers, and
+transformers' loading threads; `thread:Queue._feed`: multiprocessing's feeder threads, which pickle
+the jobs sent to the workers), and `native_threads` for the rest. A cProfile sees only the thread
+that enabled it: with `--profile` every other thread is profiled too and printed on its own
+(`--profile-file F` writes F and F.threads), and `--profile-cpu` profiles CPU time (time.thread_time)
+instead of the wall clock, which counts waiting on the workers. `--start-method spawn` starts the
+workers by spawning (default: fork where possible).
 `--num-workers 0 1 2 4` runs once per count of DataLoader worker processes (`harness run
 --num-workers`; 0: the prefetch thread) and reports images/s (one image per question) for each; the
 profile is then left out (cProfile sees only the main process).
@@ -36,7 +42,9 @@ import os
 import pstats
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -124,7 +132,54 @@ def timed(owner: type, name: str, seconds: list[float], cpu: list[float] | None 
     return original
 
 
-def run_once(config) -> tuple[dict, dict[str, float], dict[str, float]]:
+class ThreadClock:
+    """The CPU time of every Python thread of this process other than the main one (the prefetch thread,
+    multiprocessing's queue feeders, ...), by what it runs, measured with time.thread_time() at the end
+    of each thread's run; with `profiler`, each such thread is also profiled and its statistics added
+    to `profiles`. Threads still running when the clock stops are measured from the stop
+    (/proc/self/task) where the platform has it."""
+
+    def __init__(self, profile: bool = False, timer: Callable[[], float] = time.perf_counter):
+        self.cpu: dict[str, float] = {}
+        self.profiles: list[cProfile.Profile] = []
+        self._profile, self._timer = profile, timer
+        self._original = threading.Thread.run
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def kind(thread: threading.Thread) -> str:
+        target = getattr(thread, "_target", None)
+        if target is not None:
+            return getattr(target, "__qualname__", repr(target))
+        return type(thread).__qualname__
+
+    def __enter__(self) -> ThreadClock:
+        clock, original = self, self._original
+
+        def run(thread: threading.Thread) -> None:
+            key = clock.kind(thread)  # before the run, which drops the thread's target
+            profiler = cProfile.Profile(clock._timer) if clock._profile else None
+            start = time.thread_time()
+            if profiler:
+                profiler.enable()
+            try:
+                original(thread)
+            finally:
+                if profiler:
+                    profiler.disable()
+                with clock._lock:
+                    clock.cpu[key] = clock.cpu.get(key, 0.0) + time.thread_time() - start
+                    if profiler:
+                        clock.profiles.append(profiler)
+
+        threading.Thread.run = run
+        return self
+
+    def __exit__(self, *exc) -> None:
+        threading.Thread.run = self._original
+
+
+def run_once(config, clock: ThreadClock | None = None) -> tuple[dict, dict[str, float], dict[str, float]]:
     """One `harness run`; the wall time, and the model load, lmms-eval's teardown and the prefetch
     thread's image loading + preprocessing inside it; and this process's CPU time by part."""
     import gc
@@ -177,11 +232,15 @@ def run_once(config) -> tuple[dict, dict[str, float], dict[str, float]]:
     flag(lmms_eval.evaluator, "simple_evaluate", True)
     flag(InstantIdefics2, "clean", False)
     gc.callbacks.append(on_gc)
+    clock = clock or ThreadClock()
     try:
-        start, start_cpu, start_times = time.perf_counter(), time.process_time(), os.times()
-        summary = harness.runner.run_evaluation(config, command=["bench_overhead"])
-        total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-        system = os.times().system - start_times.system
+        with clock:
+            start, start_cpu, start_times = time.perf_counter(), time.process_time(), os.times()
+            start_main = time.thread_time()
+            summary = harness.runner.run_evaluation(config, command=["bench_overhead"])
+            total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            main_thread = time.thread_time() - start_main
+            system = os.times().system - start_times.system
     finally:
         gc.callbacks.remove(on_gc)
         for owner, name, original in reversed(originals):
@@ -197,7 +256,12 @@ def run_once(config) -> tuple[dict, dict[str, float], dict[str, float]]:
         "run_files": main_cpu - (spent["lmms_eval"] - spent["teardown"]),  # summary, files (ours)
         "gc": sum(collections),  # automatic collections, counted inside the parts above
         "system": system,  # kernel time of the whole run (startup and teardown included), inside the parts
+        # by thread: the main thread (startup and teardown aside), then each other thread's kind; what the
+        # process spent beyond these was in threads Python did not start (native) or still running
+        "main_thread": main_thread - spent["planning"] - spent["model_load"] - spent["teardown"],
+        **{f"thread:{kind}": value for kind, value in sorted(clock.cpu.items())},
     }
+    breakdown["native_threads"] = total_cpu - main_thread - sum(clock.cpu.values())
     return (
         summary,
         {"total": total, "main_cpu": main_cpu, **{part: sum(values) for part, values in seconds.items()}},
@@ -246,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
     parser.add_argument("--profile-file", type=Path, help="also write the cProfile statistics here (pstats)")
     parser.add_argument(
+        "--profile-cpu",
+        action="store_true",
+        help="profile each thread's CPU time (time.thread_time) instead of the wall clock",
+    )
+    parser.add_argument(
         "--start-method",
         choices=["fork", "spawn", "forkserver"],
         help="how workers start (default: the wrapper's)",
@@ -288,20 +357,26 @@ def main(argv: list[str] | None = None) -> int:
             run_once(
                 config
             )  # warm: the prepared task is cached and every module imported, as on a second run
-            profiler = cProfile.Profile() if profile else None
+            timer = time.thread_time if args.profile_cpu else time.perf_counter
+            profiler = cProfile.Profile(timer) if profile else None
+            clock = ThreadClock(profile=bool(profile), timer=timer)
             if profiler:
                 profiler.enable()
-            summary, seconds, breakdown = run_once(config)
+            summary, seconds, breakdown = run_once(config, clock)
             if profiler:
                 profiler.disable()
             results.append(measured(args, workers, summary, seconds, breakdown))
             print(json.dumps(results[-1]))
     if profiler and args.profile_file:
         profiler.dump_stats(args.profile_file)
+        if clock.profiles:  # the other threads' statistics beside it
+            pstats.Stats(*clock.profiles).dump_stats(f"{args.profile_file}.threads")
     if profiler:
-        text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats(args.sort).print_stats(profile)
-        print(text.getvalue())
+        for title, profiles in (("main thread", [profiler]), ("other threads", clock.profiles)):
+            if profiles:
+                text = io.StringIO()
+                pstats.Stats(*profiles, stream=text).sort_stats(args.sort).print_stats(profile)
+                print(f"--- {title} ---\n{text.getvalue()}")
     result = results[0] if len(results) == 1 else {"runs": results}
     OUT.mkdir(exist_ok=True)
     (OUT / f"overhead_{args.scoring}.json").write_text(json.dumps(result, indent=2) + "\n")

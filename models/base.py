@@ -158,18 +158,29 @@ class PipedTensor:
 
 
 class WorkerJobs(Dataset):
-    """What a DataLoader worker does with one job (a batch: each question's text and `VisualSource`):
-    decode the images, build the prompts with `encoder` (the wrapper without its model) and, with
-    `run_processor`, run the processor. A worker holds the encoder and the documents from its start
-    (inherited when forked, pickled once when spawned); a job travels as its small description, so
-    one set of workers serves every call of a run."""
+    """What a DataLoader worker does with one job (a batch: each question's text, task, split and
+    document index): decode the images, build the prompts with `encoder` (the wrapper without its
+    model) and, with `run_processor`, run the processor. A worker holds the encoder, the documents and
+    each task's `doc_to_visual` (`visuals`) from its start (inherited when forked, pickled once when
+    spawned), so a job travels as its small description (the function is lmms-eval's bound method:
+    pickled, it carries the whole task object, about 150 KB) and one set of workers serves every
+    call of a run."""
 
-    def __init__(self, encoder: FGVRModel, documents: Mapping, run_processor: bool):
+    def __init__(
+        self, encoder: FGVRModel, documents: Mapping, visuals: Mapping[str, Callable], run_processor: bool
+    ):
         self.encoder, self.documents, self.run_processor = encoder, documents, run_processor
+        self.visuals = dict(visuals)
 
-    def __getitem__(self, job: list[tuple[str, VisualSource]]) -> tuple[list, list[str], dict | None]:
-        images = [source.load(self.documents) for _, source in job]
-        prompts = [self.encoder.prompt_for(context, len(row)) for (context, _), row in zip(job, images)]
+    @staticmethod
+    def job(batch: list) -> list[tuple[str, str, str, int]]:
+        """A batch's description for a worker (each item's `source.origin` must be in `visuals`)."""
+        return [(item.context, o.task, o.split, o.doc_id) for item in batch for o in (item.source.origin,)]
+
+    def __getitem__(self, job: list[tuple[str, str, str, int]]) -> tuple[list, list[str], dict | None]:
+        sources = [VisualSource(self.visuals[task], task, split, doc) for _, task, split, doc in job]
+        images = [source.load(self.documents) for source in sources]
+        prompts = [self.encoder.prompt_for(item[0], len(row)) for item, row in zip(job, images)]
         if not self.run_processor:  # the decoded images go back, so that nothing decodes them again there
             return [[to_shared(image) for image in row] for row in images], prompts, None
         processed = self.encoder.process(prompts, images)
@@ -197,6 +208,7 @@ class WorkerPool:
 
     def __init__(self, jobs: WorkerJobs, num_workers: int, start_method: str):
         self._feed = JobFeed()
+        self.visuals = jobs.visuals  # each task's doc_to_visual, as the workers hold them
         self.settings: tuple = ()  # what the wrapper started it for
         self.held: tuple = ()
         self._loader = DataLoader(
@@ -316,7 +328,7 @@ class EncodingPrefetcher:
 
     def _from_workers(self, batches: Iterator[list]) -> Iterator[list]:
         chunks = list(batches)
-        jobs = [[(item.context, item.source.origin) for item in batch] for batch in chunks]
+        jobs = [WorkerJobs.job(batch) for batch in chunks]
         for batch, (shared, prompts, processed) in zip(chunks, self._workers.run(jobs)):
             images = []
             for item, row in zip(batch, shared):
@@ -567,14 +579,15 @@ class FGVRModel(lmms):
         return self.encode([join_answer(p, a) for p, a in zip(prompts, answers)], images)
 
     def to_device(self, batch) -> dict[str, torch.Tensor]:
+        # the device and dtype once per batch: each look-up walks the model's parameters
+        device, dtype = self.device, self.model.dtype
+        dtype = dtype if dtype.is_floating_point else self.torch_dtype
         out = {}
         for key, value in batch.items():
             if torch.is_tensor(value):
-                value = value.to(self.device)
+                value = value.to(device)
                 if value.is_floating_point():
-                    value = value.to(
-                        self.model.dtype if self.model.dtype.is_floating_point else self.torch_dtype
-                    )
+                    value = value.to(dtype)
             out[key] = value
         return out
 
@@ -684,9 +697,10 @@ class FGVRModel(lmms):
                 del encoder.__dict__[name]
         return encoder
 
-    def worker_pool(self, run_processor: bool) -> WorkerPool:
-        """This rank's DataLoader workers, started on first use and kept for the evaluation (the
-        documents lmms-eval gave this wrapper are theirs; new documents get new workers)."""
+    def worker_pool(self, run_processor: bool, items: list) -> WorkerPool:
+        """This rank's DataLoader workers for `items`, started on first use and kept for the evaluation
+        (the documents lmms-eval gave this wrapper and the image loaders of the tasks asked so far are
+        theirs; new documents or a new task's loader get new workers)."""
         pool = self.__dict__.get("_workers")
         start = self.worker_start_method or default_start_method()
         # lmms-eval fills one task_dict in place: the workers hold the documents of its tasks at their start
@@ -696,17 +710,25 @@ class FGVRModel(lmms):
             run_processor,
             tuple((t, id(d)) for t, d in self.task_dict.items()),
         )
-        if pool is None or pool.settings != settings:
-            jobs = WorkerJobs(self.worker_encoder(), self.task_dict, run_processor)
-            self._workers = pool = WorkerPool(jobs, self.num_workers, start)
-            pool.settings, pool.held = settings, tuple(self.task_dict.values())  # held: the ids stay theirs
+        visuals = {item.source.origin.task: item.source.origin.doc_to_visual for item in items}
+        if pool is not None and pool.settings == settings:
+            if all(pool.visuals.get(task) == load for task, load in visuals.items()):
+                return pool
+            visuals = {**pool.visuals, **visuals}
+        jobs = WorkerJobs(self.worker_encoder(), self.task_dict, visuals, run_processor)
+        self._workers = pool = WorkerPool(jobs, self.num_workers, start)
+        pool.settings, pool.held = settings, tuple(self.task_dict.values())  # held: the ids stay theirs
         return pool
 
     def workers_can_load(self, items: list) -> bool:
-        """Whether worker processes can be sent these requests' image loaders (a task's doc_to_visual
-        travels by name, so it must be picklable: a module-level function); if not, the prefetch
-        thread loads them here, with a warning."""
-        functions = {item.source.origin.doc_to_visual for item in items}
+        """Whether worker processes can be given these requests' image loaders: forked ones inherit
+        them; spawned ones receive each task's doc_to_visual pickled, so it must be picklable (a
+        module-level function or a method of a picklable object); if not, the prefetch thread loads
+        them here, with a warning. (Trying to pickle lmms-eval's loader pickles its whole task:
+        tens of milliseconds, not spent for forked workers.)"""
+        if (self.worker_start_method or default_start_method()) == "fork":
+            return True
+        functions = {item.source.origin.task: item.source.origin.doc_to_visual for item in items}.values()
         unpicklable = [f for f in functions if not picklable(f)]
         if unpicklable:
             log.warning(
@@ -736,7 +758,7 @@ class FGVRModel(lmms):
         own_encode = type(self).encode is not FGVRModel.encode
         workers = None
         if self.num_workers and self.workers_can_load(items):
-            workers = self.worker_pool(self.prefetch_encoding and not own_encode)
+            workers = self.worker_pool(self.prefetch_encoding and not own_encode, items)
         prefetcher = EncodingPrefetcher(
             twin.encode,
             twin.prompt_for,

@@ -214,6 +214,61 @@ def test_worker_processes_decode_and_process_and_change_no_answer(
     wrapper.clean()
 
 
+class HeavyTask:
+    """Stands in for lmms-eval's ConfigurableTask, whose `doc_to_visual` is a bound method: pickled,
+    the method carries the whole task object (150 KB for a FOCI task, more with few-shot data)."""
+
+    def __init__(self, paths: list):
+        self.paths, self.payload = paths, list(range(100_000))
+
+    def doc_to_visual(self, doc: dict) -> list:
+        from PIL import Image
+
+        return [Image.open(self.paths[doc["i"]]).convert("RGB")]
+
+
+def test_a_worker_job_names_its_task_and_the_workers_hold_each_tasks_image_loader(
+    tmp_path, tiny_idefics2, cub_root
+):
+    """What goes to a worker per batch is each question's text, task, split and index (it was the
+    task's bound doc_to_visual, pickled with its task into every job); the workers get each task's
+    loader once, and a call with a task they lack gets a new pool that holds both."""
+    import pickle
+
+    from models.base import WorkerJobs
+    from models.requests import VisualSource
+    from tests.model_fixtures import load
+
+    paths = sorted(cub_root.rglob("*.jpg"))[:2]
+    task, other = HeavyTask(paths), HeavyTask(paths[::-1])
+    documents = {name: {"test": [{"i": 0}, {"i": 1}]} for name in ("t", "u")}
+
+    def items(name: str, owner: HeavyTask) -> list[Item]:
+        sources = [VisualSource(owner.doc_to_visual, name, "test", d) for d in (0, 1)]
+        loads = [lambda s=s: s.load(documents) for s in sources]
+        return [
+            Item(f"Which bird? {d}", DocumentImages(f, s)) for d, (f, s) in enumerate(zip(loads, sources))
+        ]
+
+    batch = items("t", task)
+    job = WorkerJobs.job(batch)
+    assert len(pickle.dumps(job)) < 1_000 < 100_000 < len(pickle.dumps(batch[0].source.origin))
+    wrapper = load("idefics2", tiny_idefics2)
+    wrapper.task_dict, wrapper.num_workers = documents, 1
+    shared, prompts, _ = WorkerJobs(wrapper.worker_encoder(), documents, {"t": task.doc_to_visual}, False)[
+        job
+    ]
+    decoded = [[image.image() for image in row] for row in shared]
+    assert [row[0].tobytes() for row in decoded] == [item.images[0].tobytes() for item in batch]
+    assert prompts == [wrapper.prompt_for(item.context, 1) for item in batch]
+
+    pool = wrapper.worker_pool(True, batch)  # the processes start on the pool's first call, not here
+    assert wrapper.worker_pool(True, items("t", task)) is pool  # the same task's loader: the same workers
+    grown = wrapper.worker_pool(True, items("u", other))
+    assert grown is not pool and grown.visuals == {"t": task.doc_to_visual, "u": other.doc_to_visual}
+    wrapper.clean()
+
+
 def test_what_spawned_workers_receive_pickles_in_a_harness_run(tmp_path, tiny_idefics2):
     """A spawned worker gets the wrapper without its model, pickled: in a run the response journal
     has replaced the request methods on the wrapper with closures, which must stay behind."""
