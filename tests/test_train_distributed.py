@@ -238,19 +238,20 @@ FOUR_BIT = {"load_in_4bit": True, "bnb_4bit_quant_storage": "float32", "dtype": 
 def test_the_training_model_wraps_in_fsdp_with_the_trainers_policy_and_computes_the_same_terms(
     data, base, tmp_path, quantised
 ):
-    """What the shipped FSDP settings need of the model, checked with torch's FSDP itself (one gloo
-    process; accelerate uses FSDP only on GPUs): no scalar parameters (the temperatures), no float
+    """What the shipped FSDP settings need of the model, checked with torch's FSDP itself over gloo in 2
+    processes (accelerate uses FSDP only on GPUs): no scalar parameters (the temperatures), no float
     `weight` attribute (PEFT's policy reads it), the learnable temperatures in a unit of their own (with
-    `use_orig_params: false` a unit is all trainable or all frozen); and the wrapped model computes the
-    plain model's loss terms. Quantised: the NF4 base with its packed weights stored as float32
-    (`bnb_4bit_quant_storage`, what FSDP-QLoRA shards)."""
+    `use_orig_params: false` a unit is all trainable or all frozen). Sharded over the two processes, each
+    feeding half of the batch with the candidates gathered, the model computes the loss terms of one
+    process with the whole batch, and (FSDP2) the same LoRA gradients. Quantised: the NF4 base with its
+    packed weights stored as float32 (`bnb_4bit_quant_storage`, what FSDP-QLoRA shards)."""
     config = "tiny_cpu"
     if quantised:
         config = str(tmp_path / "four_bit.yaml")
         Path(config).write_text(json.dumps({"model": FOUR_BIT}))
     out = tmp_path / "fsdp.pt"
     worker = Path(__file__).parent / "fsdp_wrap_worker.py"
-    run([*TORCHRUN[:-1], "1", str(worker), str(data.data_dir), str(base), config, str(out)])
+    run([*TORCHRUN, str(worker), str(data.data_dir), str(base), config, str(out)])
     result = torch.load(out)
     assert result["storage"] == (["torch.float32"] * len(result["storage"]) if quantised else [])
     assert len(result["storage"]) > 0 or not quantised
@@ -259,12 +260,19 @@ def test_the_training_model_wraps_in_fsdp_with_the_trainers_policy_and_computes_
     for version in ("fsdp1", "fsdp2"):
         for key, value in result["plain"].items():
             torch.testing.assert_close(result[version][key], value, rtol=0, atol=1e-5, msg=f"{version} {key}")
+    grads, plain = result["fsdp2_grads"], result["plain_grads"]
+    assert grads.keys() == plain.keys() and len(plain) > 0
+    for name, grad in plain.items():
+        assert grad.abs().sum() > 0, name  # LoRA is on the path
+        scale = float(grad.abs().max())  # summation order differs: within 4.7e-6 of the largest measured
+        assert float((grads[name] - grad).abs().max()) <= 2e-5 * scale, name
     units = result["fsdp1_units"]
     assert (
         units.count("StageOneLoss") == 1 and units.count("Linear") >= 2
     )  # the losses; LoRA's A and B leaves
     assert result["fsdp1_trainable_grad"] > 0  # LoRA (and the temperatures) get gradients through the units
     assert result["fsdp2_units"] > 1  # the blocks and the root
+    assert result["fsdp2_sharded"] > 0  # each process holds part of the weights: sharded, not replicated
 
 
 # ---------------------------------------------------------------- FSDP through accelerate: GPUs only
