@@ -6,6 +6,7 @@ screenshot of each step (in $FGVR_SCREENSHOT_DIR when set, else the test's tmp_p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -57,19 +58,35 @@ def app_url(tmp_path, monkeypatch):
     store.close()
 
 
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where the tests' screenshots go: FGVR_SCREENSHOT_DIR to keep them, else the test's tmp_path."""
+    shots = Path(os.environ.get("FGVR_SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
+@contextlib.contextmanager
+def open_page(url: str):
+    """A page of headless Chromium at `url`, closed with its browser on the way out."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
+
+
 def first_row(page) -> list[str]:
     return page.locator("#leaderboard-table [role=row]").nth(1).inner_text().split("\n")
 
 
 def test_browser_sorts_filters_opens_detail_and_submits(app_url, tmp_path):
     url, store, root = app_url
-    shots = Path(os.environ.get("FGVR_SCREENSHOT_DIR") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
+    shots = screenshot_dir(tmp_path)
+    with open_page(url) as page:
         table = page.locator("#leaderboard-table")
         table.locator("[role=gridcell]").filter(has_text="76.84").first.wait_for()
         assert first_row(page)[0] == "Finedefics"
@@ -131,7 +148,6 @@ def test_browser_sorts_filters_opens_detail_and_submits(app_url, tmp_path):
         page.get_by_role("tab", name="Plots").click()
         page.locator("#plot-by-dataset .js-plotly-plot").first.wait_for()  # drawn by plotly.js
         page.screenshot(path=shots / "plots.png", full_page=True)
-        browser.close()
     rows = SubmissionQueue(store).list()
     assert [(row["model_name"], row["status"]) for row in rows] == [("local/web/browser-ft", "PENDING")]
     assert rows[0]["submitter"] == "web-127.0.0.1"
@@ -162,13 +178,8 @@ def pick(page, dropdown: str, label: str) -> None:
 
 
 def test_browser_shows_comparison_derived_intervals_bias_and_library_plots(comparison_url, tmp_path):
-    shots = Path(os.environ.get("FGVR_SCREENSHOT_DIR") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(comparison_url)
+    shots = screenshot_dir(tmp_path)
+    with open_page(comparison_url) as page:
         page.locator("#leaderboard-table [role=gridcell]").filter(has_text="76.84").first.wait_for()
         # the table flags the run whose answers pile on D
         page.locator("#leaderboard-table").get_by_text("Car-196: D", exact=False).first.wait_for(
@@ -203,4 +214,3 @@ def test_browser_shows_comparison_derived_intervals_bias_and_library_plots(compa
         page.get_by_role("tab", name="Plots").click()
         page.locator("#plot-by-dataset .js-plotly-plot .main-svg").first.wait_for()
         page.screenshot(path=shots / "plots-plotly.png", full_page=True)
-        browser.close()
